@@ -1,0 +1,297 @@
+"""The runner agent: registers with the host, heartbeats, runs what it is given, reports.
+
+Every report to the host goes through one ordered outbox that is retried until the host
+acknowledges it, so a host restart or a dropped connection loses no status and no log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from river_runner import metrics
+from river_runner.backends.base import Backend, Outcome, TaskLaunch
+from river_runner.gpu import GpuInventory
+from river_runner.protocol import (
+    MSG_LOG,
+    TaskState,
+    runner_auth_header,
+    status_message,
+)
+
+log = logging.getLogger("river.runner")
+
+MAX_BATCH = 500
+
+
+@dataclass
+class RunnerConfig:
+    host_url: str
+    join_token: str
+    name: str = field(default_factory=socket.gethostname)
+    url: str = "http://127.0.0.1:8001"  # where the host reaches this runner
+    cpus: list[int] = field(default_factory=metrics.usable_cpus)
+    memory: int = 0  # bytes offered; 0 = the machine's total
+    data_dir: Path = Path.home() / ".local/share/river-runner"
+    backend: str = "process"
+
+
+class RunnerAgent:
+    def __init__(self, config: RunnerConfig, backend: Backend, gpus: GpuInventory) -> None:
+        self.config = config
+        self.backend = backend
+        self.gpus = gpus
+        self.inbound_secret = secrets.token_urlsafe(32)  # what the host must present to us
+        self.credential: str | None = self._load_credential()
+        self.heartbeat_interval = 5.0
+        self.host_boot_id: str | None = None
+        self.registered = asyncio.Event()
+        self._outbox: deque[dict[str, Any]] = deque()
+        self._outbox_wakeup = asyncio.Event()
+        self._line_seq: dict[int, int] = {}
+        self._http = httpx.AsyncClient(base_url=config.host_url.rstrip("/"), timeout=10.0)
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    # ---- credential -----------------------------------------------------------------
+    @property
+    def _credential_path(self) -> Path:
+        return self.config.data_dir / "credential"
+
+    def _load_credential(self) -> str | None:
+        try:
+            return self._credential_path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _save_credential(self, credential: str) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._credential_path.with_suffix(".tmp")
+        tmp.write_text(credential)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self._credential_path)
+        self.credential = credential
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        adopted = await self.backend.adopt(self._output_callback, self._on_exit)
+        if adopted:
+            log.info("adopted %d task(s) from a previous run: %s", len(adopted), adopted)
+        self._tasks = [
+            asyncio.ensure_future(self._register_loop()),
+            asyncio.ensure_future(self._heartbeat_loop()),
+            asyncio.ensure_future(self._outbox_loop()),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await self.backend.close()
+        await self._http.aclose()
+
+    def node_facts(self) -> dict[str, Any]:
+        cpus = self.config.cpus
+        memory = self.config.memory or metrics.sample()["memory_total"]
+        return {
+            "name": self.config.name,
+            "url": self.config.url,
+            "cpus": cpus,
+            "numa": metrics.numa_layout(cpus),
+            "memory": memory,
+            "gpus": self.gpus.describe(),
+            "backend": self.backend.name,
+        }
+
+    # ---- registration and heartbeat -------------------------------------------------
+    async def _register_loop(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            if self.registered.is_set():
+                await self._wait_unregistered()
+                continue
+            try:
+                await self._register()
+                delay = 0.2
+            except Exception as exc:  # host down or refusing: keep trying
+                log.warning("registration failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _wait_unregistered(self) -> None:
+        while self.registered.is_set() and not self._stopping:
+            await asyncio.sleep(0.05)
+
+    async def _register(self) -> None:
+        secret = self.credential or self.config.join_token
+        body = {**self.node_facts(), "inbound_secret": self.inbound_secret,
+                "running": self._running_report()}
+        response = await self._http.post(
+            "/river/api/runner/register", json=body, headers=runner_auth_header(secret)
+        )
+        if response.status_code == 401 and self.credential:
+            # Our stored credential is not known (e.g. a new host DB): join afresh.
+            response = await self._http.post(
+                "/river/api/runner/register",
+                json=body,
+                headers=runner_auth_header(self.config.join_token),
+            )
+        if response.status_code >= 400:
+            raise RuntimeError(f"host said {response.status_code}: {response.text[:200]}")
+        data = response.json()
+        if data.get("credential"):
+            self._save_credential(data["credential"])
+        self.heartbeat_interval = float(data.get("heartbeat_interval", 5.0))
+        self.host_boot_id = data.get("boot_id")
+        self._apply_reconcile(data)
+        self.registered.set()
+        self._outbox_wakeup.set()
+        log.info("registered with %s as %s", self.config.host_url, self.config.name)
+
+    def _running_report(self) -> dict[str, str]:
+        """Tasks this runner holds: running ones, and finished ones whose final status the
+        host has not acknowledged yet (so the host does not take them for lost)."""
+        report = {
+            message["task_id"]: "reporting"
+            for message in self._outbox
+            if message["kind"] == "status"
+        }
+        report.update({str(tid): state for tid, state in self.backend.running().items()})
+        return report
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stopping:
+            await self.registered.wait()
+            await asyncio.sleep(self.heartbeat_interval)
+            if not self.registered.is_set():
+                continue
+            try:
+                await self._heartbeat()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _heartbeat(self) -> None:
+        body = {
+            "metrics": metrics.sample(),
+            "gpus": self.gpus.describe(),
+            "running": self._running_report(),
+        }
+        response = await self._http.post(
+            "/river/api/runner/heartbeat", json=body, headers=self._auth()
+        )
+        if response.status_code in (401, 404):
+            self.registered.clear()
+            return
+        response.raise_for_status()
+        data = response.json()
+        if data.get("boot_id") != self.host_boot_id:
+            # The host restarted and no longer knows how to reach us: register again.
+            self.registered.clear()
+            return
+        self._apply_reconcile(data)
+
+    def _apply_reconcile(self, data: dict[str, Any]) -> None:
+        for task_id in data.get("kill", []):
+            log.info("host says task %s is over; stopping it", task_id)
+            asyncio.ensure_future(self.backend.kill(int(task_id)))
+
+    def _auth(self) -> dict[str, str]:
+        return runner_auth_header(self.credential or self.config.join_token)
+
+    # ---- tasks ----------------------------------------------------------------------
+    async def launch(self, launch: TaskLaunch) -> int | str:
+        handle = await self.backend.start(launch, self._output_callback(launch.task_id), self._on_exit)
+        self._send(status_message(launch.task_id, TaskState.RUNNING, handle=str(handle)))
+        return handle
+
+    def _output_callback(self, task_id: int):
+        def on_output(stream: str, text: str, seq: int | None = None, ts: float | None = None) -> None:
+            self._on_output_for(task_id, stream, text, seq, ts)
+
+        return on_output
+
+    def _on_output_for(
+        self, task_id: int, stream: str, text: str, seq: int | None, ts: float | None
+    ) -> None:
+        if seq is None:
+            seq = self._line_seq.get(task_id, 0) + 1
+        self._line_seq[task_id] = seq
+        line = {"seq": seq, "stream": stream, "text": text, "ts": ts or time.time()}
+        last = self._outbox[-1] if self._outbox else None
+        if last and last["kind"] == MSG_LOG and last["task_id"] == str(task_id) and len(last["lines"]) < MAX_BATCH:
+            last["lines"].append(line)
+        else:
+            self._outbox.append({"kind": MSG_LOG, "task_id": str(task_id), "lines": [line]})
+        self._outbox_wakeup.set()
+
+    def report_pause(self, task_id: int, paused: bool) -> None:
+        state = TaskState.PAUSED if paused else TaskState.RUNNING
+        self._send(status_message(task_id, state))
+
+    def _on_exit(self, task_id: int, outcome: Outcome) -> None:
+        self._line_seq.pop(task_id, None)
+        extra: dict[str, Any] = {"detail": outcome.detail}
+        if outcome.exit_code is not None:
+            extra["exit_code"] = outcome.exit_code
+        self._send(status_message(task_id, outcome.state, **extra))
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._outbox.append(message)
+        self._outbox_wakeup.set()
+
+    async def _outbox_loop(self) -> None:
+        delay = 0.05
+        while not self._stopping:
+            await self._outbox_wakeup.wait()
+            self._outbox_wakeup.clear()
+            while self._outbox and self.registered.is_set():
+                batch = [self._outbox[i] for i in range(min(len(self._outbox), MAX_BATCH))]
+                try:
+                    response = await self._http.post(
+                        "/river/api/runner/events", json={"messages": batch}, headers=self._auth()
+                    )
+                except httpx.HTTPError as exc:
+                    log.warning("cannot reach host (%s); retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if response.status_code in (401, 404):
+                    self.registered.clear()
+                    break
+                if response.status_code >= 400:
+                    log.error("host refused a batch: %s %s", response.status_code, response.text[:300])
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                delay = 0.05
+                for _ in batch:
+                    self._outbox.popleft()
+                self._after_ack(batch)
+                self._apply_reconcile(response.json())
+            if self._outbox and not self.registered.is_set():
+                await self.registered.wait()
+                self._outbox_wakeup.set()
+
+    def _after_ack(self, batch: list[dict[str, Any]]) -> None:
+        """The host has everything about a finished task: its files can go."""
+        forget = getattr(self.backend, "forget", None)
+        if forget is None:
+            return
+        for message in batch:
+            if message["kind"] == "status" and TaskState(message["state"]).terminal:
+                forget(int(message["task_id"]))
+
+
+def dump(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))

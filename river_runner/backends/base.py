@@ -1,0 +1,87 @@
+"""The contract every execution backend (process, docker) fulfils for the runner agent."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from river_runner.protocol import TaskState
+
+# on_output(stream, text, seq=None, ts=None): one line (without newline) of stdout or
+# stderr. Backends that number lines durably (process) pass seq; others leave it to the
+# agent, which numbers them in arrival order.
+OutputCallback = Callable[..., None]
+# on_exit(task_id, outcome): called once when a task ends, whatever ended it.
+ExitCallback = Callable[[int, "Outcome"], None]
+
+
+@dataclass
+class TaskLaunch:
+    """Everything a backend needs to start one task; built by the host at placement."""
+
+    task_id: int
+    kind: str  # "command" (argv or shell string) or "python" (script body)
+    command: list[str] | str | None = None
+    script: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cpus: list[int] = field(default_factory=list)
+    memory: int = 0
+    gpus: list[int] = field(default_factory=list)
+    workdir: str | None = None
+    image: str | None = None
+    mounts: list[str] = field(default_factory=list)
+    privileged: bool = False
+    name: str | None = None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> TaskLaunch:
+        known = {f for f in cls.__dataclass_fields__}
+        data = {k: v for k, v in body.items() if k in known}
+        data["task_id"] = int(body["task_id"])
+        return cls(**data)
+
+
+@dataclass
+class Outcome:
+    """How a task ended, in the host's vocabulary."""
+
+    state: TaskState
+    exit_code: int | None = None
+    detail: str = ""
+
+
+class Backend(abc.ABC):
+    """Runs tasks somewhere (a process group, a container) and reports how they end."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def start(self, launch: TaskLaunch, on_output: OutputCallback, on_exit: ExitCallback) -> int | str:
+        """Start the task; return a handle (pid, container id). Raise to refuse it."""
+
+    @abc.abstractmethod
+    async def kill(self, task_id: int) -> bool:
+        """Stop the task for good; its on_exit reports KILLED. False if unknown."""
+
+    @abc.abstractmethod
+    async def pause(self, task_id: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def resume(self, task_id: int) -> bool: ...
+
+    @abc.abstractmethod
+    def running(self) -> dict[int, str]:
+        """Task IDs this backend currently runs, mapped to 'running' or 'paused'."""
+
+    async def adopt(
+        self, output_for: Callable[[int], OutputCallback], on_exit: ExitCallback
+    ) -> list[int]:
+        """Take over tasks left by a previous runner process; return their IDs.
+        `output_for(task_id)` gives the on_output callback for an adopted task."""
+        return []
+
+    async def close(self) -> None:
+        """Release resources on shutdown; running tasks keep running where possible."""
+        return None

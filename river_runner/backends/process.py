@@ -1,0 +1,263 @@
+"""Process backend: each task is a plain process group under a detached supervisor.
+
+Used where no Docker daemon answers (the embedded default). CPU affinity, a memory limit
+(watched by the supervisor) and CUDA_VISIBLE_DEVICES give the same resource contract as
+containers; tasks survive a runner restart and are adopted from their task directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from river_runner import supervise
+from river_runner.backends.base import Backend, ExitCallback, Outcome, OutputCallback, TaskLaunch
+from river_runner.protocol import TaskState
+
+TAIL_INTERVAL = 0.01  # seconds between looks at the output files of running tasks
+REPORTED_MARKER = "reported"
+
+
+@dataclass
+class _Running:
+    task_id: int
+    task_dir: Path
+    supervisor_pid: int
+    on_output: OutputCallback
+    on_exit: ExitCallback
+    offset: int = 0
+    last_seq: int = 0
+    paused: bool = False
+    kill_requested: bool = False
+    partial: str = field(default="")
+
+
+def outcome_from_result(result: dict) -> Outcome:
+    """Map the supervisor's result.json to the host's vocabulary."""
+    code = result.get("exit_code")
+    if result.get("oom"):
+        return Outcome(TaskState.KILLED_OOM, code, "memory limit exceeded")
+    if result.get("killed"):
+        return Outcome(TaskState.KILLED, code, "killed on request")
+    if code == 0:
+        return Outcome(TaskState.COMPLETED, 0)
+    return Outcome(TaskState.FAILED, code, result.get("detail") or f"exit code {code}")
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def __init__(self, work_root: Path, python: str | None = None) -> None:
+        self.work_root = Path(work_root)
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        self.python = python or sys.executable
+        self._tasks: dict[int, _Running] = {}
+        self._tail_task: asyncio.Task | None = None
+
+    # ---- starting -------------------------------------------------------------------
+    def _argv(self, launch: TaskLaunch, task_dir: Path) -> list[str]:
+        if launch.kind == "python":
+            script = task_dir / "task.py"
+            script.write_text(launch.script or "")
+            return [self.python, "-u", str(script)]
+        if isinstance(launch.command, str):
+            return ["/bin/sh", "-c", launch.command]
+        if not launch.command:
+            raise ValueError("a command task needs a command")
+        return [str(part) for part in launch.command]
+
+    def _env(self, launch: TaskLaunch) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("RIVER_RUNNER_TOKEN", None)
+        env.update({k: str(v) for k, v in launch.env.items()})
+        env["RIVER_TASK_ID"] = str(launch.task_id)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in launch.gpus)
+        env["PYTHONUNBUFFERED"] = "1"
+        if launch.workdir:
+            env["RIVER_TASK_WORKDIR"] = launch.workdir
+        return env
+
+    async def start(self, launch: TaskLaunch, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+        if launch.task_id in self._tasks:
+            return self._tasks[launch.task_id].supervisor_pid
+        task_dir = self.work_root / str(launch.task_id)
+        if task_dir.exists():
+            shutil.rmtree(task_dir)
+        task_dir.mkdir(parents=True)
+        (task_dir / "launch.json").write_text(json.dumps({"task_id": str(launch.task_id)}))
+        argv = self._argv(launch, task_dir)
+        command = [
+            self.python,
+            "-m",
+            "river_runner.supervise",
+            "--dir",
+            str(task_dir),
+            "--memory",
+            str(launch.memory or 0),
+            "--cpus",
+            ",".join(str(c) for c in launch.cpus),
+            "--",
+            *argv,
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=self._env(launch),
+            start_new_session=True,
+        )
+        (task_dir / supervise.PID_FILE).write_text(str(proc.pid))
+        self._track(_Running(launch.task_id, task_dir, proc.pid, on_output, on_exit))
+        # Reap the supervisor when it exits so it does not linger as a zombie.
+        asyncio.ensure_future(proc.wait())
+        return proc.pid
+
+    def _track(self, running: _Running) -> None:
+        self._tasks[running.task_id] = running
+        if self._tail_task is None or self._tail_task.done():
+            self._tail_task = asyncio.ensure_future(self._tail_loop())
+
+    # ---- watching -------------------------------------------------------------------
+    async def _tail_loop(self) -> None:
+        while self._tasks:
+            for running in list(self._tasks.values()):
+                self._read_output(running)
+                self._check_exit(running)
+            await asyncio.sleep(TAIL_INTERVAL)
+
+    def _read_output(self, running: _Running) -> None:
+        path = running.task_dir / supervise.OUTPUT_FILE
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size <= running.offset:
+            return
+        with open(path, "rb") as handle:
+            handle.seek(running.offset)
+            chunk = handle.read(size - running.offset)
+        text = chunk.decode("utf-8", errors="replace")
+        consumed = text.rfind("\n") + 1  # only whole records; a torn tail is read next time
+        running.offset += len(text[:consumed].encode("utf-8"))
+        for line in text[:consumed].splitlines(keepends=True):
+            record = supervise.parse_record(line)
+            if record is None or record[0] <= running.last_seq:
+                continue
+            seq, stream, ts, body = record
+            running.last_seq = seq
+            running.on_output(stream, body, seq=seq, ts=ts)  # type: ignore[call-arg]
+
+    def _check_exit(self, running: _Running) -> None:
+        result_path = running.task_dir / supervise.RESULT_FILE
+        if not result_path.exists():
+            if not _alive(running.supervisor_pid):
+                # The supervisor died without a result (killed -9): the task is gone too.
+                self._finish(running, Outcome(TaskState.FAILED, None, "task supervisor vanished"))
+            return
+        self._read_output(running)  # the last lines were written before result.json
+        result = json.loads(result_path.read_text())
+        self._finish(running, outcome_from_result(result))
+
+    def _finish(self, running: _Running, outcome: Outcome) -> None:
+        self._tasks.pop(running.task_id, None)
+        (running.task_dir / REPORTED_MARKER).write_text(outcome.state.value)
+        running.on_exit(running.task_id, outcome)
+
+    # ---- control --------------------------------------------------------------------
+    def _child_pid(self, running: _Running) -> int | None:
+        try:
+            return int((running.task_dir / supervise.CHILD_PID_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    async def kill(self, task_id: int) -> bool:
+        running = self._tasks.get(task_id)
+        if running is None:
+            return False
+        running.kill_requested = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running.supervisor_pid, signal.SIGTERM)
+        return True
+
+    async def _signal_group(self, task_id: int, sig: int) -> bool:
+        running = self._tasks.get(task_id)
+        child = self._child_pid(running) if running else None
+        if running is None or child is None:
+            return False
+        try:
+            os.killpg(child, sig)
+        except ProcessLookupError:
+            return False
+        running.paused = sig == signal.SIGSTOP
+        if running.paused:
+            await _wait_stopped(child)
+        return True
+
+    async def pause(self, task_id: int) -> bool:
+        return await self._signal_group(task_id, signal.SIGSTOP)
+
+    async def resume(self, task_id: int) -> bool:
+        return await self._signal_group(task_id, signal.SIGCONT)
+
+    def running(self) -> dict[int, str]:
+        return {tid: ("paused" if r.paused else "running") for tid, r in self._tasks.items()}
+
+    async def adopt(
+        self, output_for: Callable[[int], OutputCallback], on_exit: ExitCallback
+    ) -> list[int]:
+        """Pick up task directories a previous runner process left: still running ones are
+        tailed again from the start (the host drops lines it already has by sequence
+        number); finished but unreported ones are reported now."""
+        adopted = []
+        for task_dir in sorted(self.work_root.iterdir()):
+            if not task_dir.is_dir() or (task_dir / REPORTED_MARKER).exists():
+                continue
+            try:
+                task_id = int(task_dir.name)
+                pid = int((task_dir / supervise.PID_FILE).read_text())
+            except (ValueError, FileNotFoundError):
+                continue
+            self._track(_Running(task_id, task_dir, pid, output_for(task_id), on_exit))
+            adopted.append(task_id)
+        return adopted
+
+    def forget(self, task_id: int) -> None:
+        """Remove a finished task's directory once the host has its whole output."""
+        if task_id not in self._tasks:
+            shutil.rmtree(self.work_root / str(task_id), ignore_errors=True)
+
+    async def close(self) -> None:
+        if self._tail_task:
+            self._tail_task.cancel()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+async def _wait_stopped(pid: int, timeout: float = 2.0) -> None:
+    """SIGSTOP lands asynchronously: answer 'paused' only once the task has stopped."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_STOPPED:
+                return
+        except psutil.Error:
+            return
+        await asyncio.sleep(0.005)

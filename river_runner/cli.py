@@ -1,0 +1,146 @@
+"""The `river` command. Subcommands are found through the `river.commands` entry points, so
+a compute node with only the runner installed still has `river runner`, and the host's
+commands appear when the host is installed, without the runner importing the host."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from river_runner import metrics
+from river_runner.spec import SpecError, parse_memory
+
+
+def _commands() -> dict[str, object]:
+    return {ep.name: ep for ep in entry_points(group="river.commands")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        names = ", ".join(sorted(commands)) or "runner"
+        print(f"usage: river {{{names}}} [options]   (river COMMAND --help for more)")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"river: unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    command = commands[argv[0]].load()  # type: ignore[attr-defined]
+    return int(command(argv[1:]) or 0)
+
+
+def _default_backend() -> str:
+    """docker when a daemon answers, else plain processes."""
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return "docker"
+    except Exception:
+        return "process"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="river runner", description="Run a River compute-node agent.")
+    parser.add_argument("--host", default=os.environ.get("RIVER_HOST_URL"), help="host URL, e.g. http://head:8888")
+    parser.add_argument("--token", default=os.environ.get("RIVER_RUNNER_TOKEN"), help="the cluster's runner join token")
+    parser.add_argument("--name", default=socket.gethostname(), help="node name (default: hostname)")
+    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--url", help="URL the host uses to reach this runner (default http://BIND:PORT)")
+    parser.add_argument("--cpus", help="CPU ids to offer, e.g. 0-3 (default: this process's affinity)")
+    parser.add_argument("--memory", help="memory to offer, e.g. 16G (default: all)")
+    parser.add_argument("--backend", choices=["auto", "process", "docker"], default="auto")
+    parser.add_argument("--data-dir", type=Path, help="state directory (default ~/.local/share/river-runner/NAME)")
+    parser.add_argument("--fake-gpus", help="pretend to have GPUs: a count or a JSON list (tests)")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def runner_command(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.host or not args.token:
+        print("river runner: --host and --token are required (or RIVER_HOST_URL/RIVER_RUNNER_TOKEN)", file=sys.stderr)
+        return 2
+    try:
+        memory = parse_memory(args.memory) if args.memory else 0
+        cpus = metrics.parse_cpu_list(args.cpus) if args.cpus else metrics.usable_cpus()
+    except (SpecError, ValueError) as exc:
+        print(f"river runner: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    data_dir = args.data_dir or Path.home() / ".local/share/river-runner" / args.name
+    return asyncio.run(
+        serve(
+            host_url=args.host,
+            token=args.token,
+            name=args.name,
+            bind=args.bind,
+            port=args.port,
+            url=args.url or f"http://{args.bind}:{args.port}",
+            cpus=cpus,
+            memory=memory,
+            backend_name=_default_backend() if args.backend == "auto" else args.backend,
+            data_dir=data_dir,
+            fake_gpus=args.fake_gpus,
+        )
+    )
+
+
+def make_backend(name: str, data_dir: Path, runner_name: str):
+    if name == "docker":
+        from river_runner.backends.docker import DockerBackend
+
+        return DockerBackend(runner_name=runner_name, work_root=data_dir / "docker-tasks")
+    from river_runner.backends.process import ProcessBackend
+
+    return ProcessBackend(data_dir / "tasks")
+
+
+async def serve(
+    *,
+    host_url: str,
+    token: str,
+    name: str,
+    bind: str,
+    port: int,
+    url: str,
+    cpus: list[int],
+    memory: int,
+    backend_name: str,
+    data_dir: Path,
+    fake_gpus: str | None,
+) -> int:
+    from river_runner.agent import RunnerAgent, RunnerConfig
+    from river_runner.app import make_app
+    from river_runner.gpu import GpuInventory, load_nvml
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = RunnerConfig(
+        host_url=host_url, join_token=token, name=name, url=url, cpus=cpus, memory=memory,
+        data_dir=data_dir, backend=backend_name,
+    )
+    agent = RunnerAgent(config, make_backend(backend_name, data_dir, name), GpuInventory(load_nvml(fake_gpus)))
+    server = make_app(agent).listen(port, address=bind)
+    await agent.start()
+    logging.getLogger("river.runner").info("runner %s listening on %s (%s backend)", name, url, backend_name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()
+    await agent.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

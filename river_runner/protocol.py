@@ -1,0 +1,89 @@
+"""Wire contract between host, runner and clients: states, headers, message kinds.
+
+Kept in the runner package (the lowest layer) so the host and the client import the
+same names instead of repeating string literals.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class TaskState(str, enum.Enum):
+    """Task lifecycle. Terminal states are final: a late report never changes them."""
+
+    PENDING_APPROVAL = "pending_approval"
+    QUEUED = "queued"
+    ASSIGNING = "assigning"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    KILLED = "killed"
+    KILLED_OOM = "killed_oom"
+    LOST = "lost"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @property
+    def holds_resources(self) -> bool:
+        """Placed tasks keep their cores/GPUs until terminal, paused included."""
+        return self in (TaskState.ASSIGNING, TaskState.RUNNING, TaskState.PAUSED)
+
+
+TERMINAL_STATES = frozenset(
+    {TaskState.COMPLETED, TaskState.FAILED, TaskState.KILLED, TaskState.KILLED_OOM, TaskState.LOST}
+)
+
+# States a runner may report for a task it runs.
+RUNNER_REPORTABLE = frozenset(
+    {
+        TaskState.RUNNING,
+        TaskState.PAUSED,
+        TaskState.COMPLETED,
+        TaskState.FAILED,
+        TaskState.KILLED,
+        TaskState.KILLED_OOM,
+    }
+)
+
+
+class NodeState(str, enum.Enum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+# The scheme runners use for their credential, in both directions.
+RUNNER_AUTH_SCHEME = "river-runner"
+
+
+def runner_auth_header(secret: str) -> dict[str, str]:
+    return {"Authorization": f"{RUNNER_AUTH_SCHEME} {secret}"}
+
+
+def parse_runner_auth(header: str | None) -> str | None:
+    """Return the secret from an `Authorization: river-runner SECRET` header, if any."""
+    if not header:
+        return None
+    scheme, _, secret = header.partition(" ")
+    if scheme.strip().lower() != RUNNER_AUTH_SCHEME or not secret.strip():
+        return None
+    return secret.strip()
+
+
+# Kinds of runner -> host messages carried by /river/api/runner/events, in order.
+MSG_STATUS = "status"  # {"task_id", "state", "exit_code"?, "detail"?, "pid"?}
+MSG_LOG = "log"  # {"task_id", "lines": [{"seq", "stream", "text", "ts"}]}
+
+# Kinds of host -> client events on /river/api/events.
+EVENT_TASK = "task"  # {"task": <task json>}
+EVENT_LOG = "log"  # {"task_id", "seq", "stream", "text", "ts"}
+EVENT_NODE = "node"  # {"node": <node json>}
+EVENT_HELLO = "hello"  # first event of a stream
+
+
+def status_message(task_id: int, state: TaskState, **extra: Any) -> dict[str, Any]:
+    return {"kind": MSG_STATUS, "task_id": str(task_id), "state": state.value, **extra}

@@ -1,0 +1,198 @@
+"""Per-task supervisor for the process backend.
+
+Runs as its own session so a task outlives a runner crash: it starts the task, writes its
+stdout/stderr as numbered records to one append-only file (so a restarted runner can pick
+up where it stopped without duplicates), enforces the memory limit, and leaves the exit
+status in `result.json`. The runner only tails files and sends signals.
+
+Record format in `output.log`: `SEQ<TAB>STREAM<TAB>TS<TAB>TEXT` with TEXT escaped by
+`encode_text` so a record is always one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+OUTPUT_FILE = "output.log"
+RESULT_FILE = "result.json"
+PID_FILE = "supervisor.pid"
+CHILD_PID_FILE = "child.pid"
+KILL_GRACE_SECONDS = 1.0
+MEMORY_POLL_SECONDS = 0.2
+
+
+def encode_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+
+
+def decode_text(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(nxt, nxt))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def parse_record(line: str) -> tuple[int, str, float, str] | None:
+    """One output record, or None for a torn (partially written) line."""
+    parts = line.rstrip("\n").split("\t", 3)
+    if len(parts) != 4 or not line.endswith("\n"):
+        return None
+    seq, stream, ts, text = parts
+    return int(seq), stream, float(ts), decode_text(text)
+
+
+class _OutputWriter:
+    """Numbers lines across both streams in arrival order and appends them durably."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._seq = 0
+        self._partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+
+    def feed(self, stream: str, data: bytes) -> None:
+        buffer = self._partial[stream] + data
+        *lines, rest = buffer.split(b"\n")
+        self._partial[stream] = rest
+        for line in lines:
+            self._write(stream, line)
+        if len(rest) > 65536:  # an endless line: flush it in pieces
+            self._write(stream, rest)
+            self._partial[stream] = b""
+
+    def flush_partials(self) -> None:
+        for stream, rest in self._partial.items():
+            if rest:
+                self._write(stream, rest)
+                self._partial[stream] = b""
+
+    def _write(self, stream: str, raw: bytes) -> None:
+        self._seq += 1
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        self._file.write(f"{self._seq}\t{stream}\t{time.time():.6f}\t{encode_text(text)}\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def supervise(task_dir: Path, argv: list[str], memory_limit: int, cpus: list[int]) -> int:
+    """Run argv to completion; return the exit code to leave in result.json."""
+    (task_dir / PID_FILE).write_text(str(os.getpid()))
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    writer = _OutputWriter(task_dir / OUTPUT_FILE)
+    killed = {"by_request": False, "oom": False}
+
+    try:
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            cwd=os.environ.get("RIVER_TASK_WORKDIR") or None,
+        )
+    except OSError as exc:
+        writer._write("stderr", f"river: cannot start {argv[0]!r}: {exc}".encode())
+        writer.close()
+        _write_result(task_dir, exit_code=127, killed=False, oom=False, detail=str(exc))
+        return 127
+    (task_dir / CHILD_PID_FILE).write_text(str(child.pid))
+
+    def on_term(_signum: int, _frame: object) -> None:
+        killed["by_request"] = True
+        _kill_group(child.pid, signal.SIGCONT)  # a paused task must wake to die
+        _kill_group(child.pid, signal.SIGTERM)
+        deadline[0] = time.monotonic() + KILL_GRACE_SECONDS
+
+    deadline = [float("inf")]
+    signal.signal(signal.SIGTERM, on_term)
+
+    selector = selectors.DefaultSelector()
+    assert child.stdout and child.stderr
+    selector.register(child.stdout, selectors.EVENT_READ, "stdout")
+    selector.register(child.stderr, selectors.EVENT_READ, "stderr")
+    ps_child = psutil.Process(child.pid)
+    next_memory_check = 0.0
+    while selector.get_map():
+        for key, _ in selector.select(timeout=MEMORY_POLL_SECONDS / 2):
+            data = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
+            if data:
+                writer.feed(key.data, data)
+            else:
+                selector.unregister(key.fileobj)
+        now = time.monotonic()
+        if memory_limit and now >= next_memory_check and not killed["oom"]:
+            next_memory_check = now + MEMORY_POLL_SECONDS
+            if _tree_rss(ps_child) > memory_limit:
+                killed["oom"] = True
+                _kill_group(child.pid, signal.SIGKILL)
+        if now >= deadline[0]:
+            _kill_group(child.pid, signal.SIGKILL)
+            deadline[0] = float("inf")
+    status = child.wait()
+    _kill_group(child.pid, signal.SIGKILL)  # leftovers of the task's own group
+    writer.flush_partials()
+    writer.close()
+    exit_code = status if status >= 0 else 128 - status
+    _write_result(task_dir, exit_code=exit_code, killed=killed["by_request"], oom=killed["oom"])
+    return exit_code
+
+
+def _write_result(task_dir: Path, *, exit_code: int, killed: bool, oom: bool, detail: str = "") -> None:
+    tmp = task_dir / (RESULT_FILE + ".tmp")
+    tmp.write_text(
+        json.dumps({"exit_code": exit_code, "killed": killed, "oom": oom, "detail": detail})
+    )
+    os.replace(tmp, task_dir / RESULT_FILE)
+
+
+def main(args: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="river-supervise")
+    parser.add_argument("--dir", required=True, type=Path)
+    parser.add_argument("--memory", type=int, default=0)
+    parser.add_argument("--cpus", default="")
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(args)
+    argv = ns.argv[1:] if ns.argv and ns.argv[0] == "--" else ns.argv
+    cpus = [int(c) for c in ns.cpus.split(",") if c]
+    supervise(ns.dir, argv, ns.memory, cpus)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

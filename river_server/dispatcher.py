@@ -1,0 +1,180 @@
+"""Turns the queue into placements: runs the scheduler and hands tasks to runners.
+
+Passes are coalesced: any number of wake-ups while a pass runs cause one more pass, so a
+burst of submissions or completions costs a handful of passes, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from river_runner.protocol import TaskState
+from river_runner.spec import ResourceRequest, Target, parse_target
+from river_server import db
+from river_server.scheduler import Held, NodeView, QueuedTask, Scheduler, infeasible_reason
+from river_server.tasks import ACTIVE_STATES
+
+if TYPE_CHECKING:
+    from river_server.services import River
+
+
+def request_from_json(data: dict[str, Any]) -> ResourceRequest:
+    """Rebuild the stored request (explicit GPU indices live in the target)."""
+    target: Target | None = parse_target(data["target"]) if data.get("target") else None
+    return ResourceRequest(
+        cores=int(data.get("cores", 1)),
+        memory=int(data.get("memory", 0)),
+        gpus=int(data.get("gpus", 0)),
+        target=target,
+    )
+
+
+def _node_view(node: db.Node, online: bool) -> NodeView:
+    return NodeView(
+        name=node.name,
+        cpus=list(node.cpus or []),
+        memory=int(node.memory or 0),
+        gpus=[int(g["index"]) for g in node.gpus or []],
+        numa=list(node.numa or []),
+        online=online,
+    )
+
+
+class Dispatcher:
+    def __init__(self, river: River) -> None:
+        self.river = river
+        self.scheduler = Scheduler(backfill_window=river.config.backfill_window)
+        self.wait_reasons: dict[int, str] = {}
+        self._held_by_node: dict[str, list[Held]] = {}
+        self._wanted = False
+        self._running: asyncio.Task | None = None
+        self._launches: set[asyncio.Task] = set()
+
+    # ---- views ----------------------------------------------------------------------
+    def _views(self, session: Any) -> tuple[list[NodeView], list[Held]]:
+        nodes = session.scalars(select(db.Node)).all()
+        views = [_node_view(n, self.river.nodes.is_online(n.name)) for n in nodes]
+        held = [
+            Held(node=t.node, cpus=list(t.cpus or []), memory=int(t.memory or 0), gpus=list(t.gpus or []))
+            for t in session.scalars(select(db.Task).where(db.Task.state.in_(ACTIVE_STATES)))
+            if t.node
+        ]
+        return views, held
+
+    def infeasible(self, request: ResourceRequest) -> str | None:
+        with self.river.sessions() as session:
+            views, _ = self._views(session)
+        return infeasible_reason(request, views)
+
+    def free_resources(self, node_name: str) -> dict[str, Any]:
+        with self.river.sessions() as session:
+            node = session.get(db.Node, node_name)
+            if node is None:
+                return {}
+            tasks = session.scalars(
+                select(db.Task).where(db.Task.node == node_name, db.Task.state.in_(ACTIVE_STATES))
+            ).all()
+        used_cpus = {c for t in tasks for c in (t.cpus or [])}
+        used_gpus = {g for t in tasks for g in (t.gpus or [])}
+        return {
+            "cores": len([c for c in node.cpus or [] if c not in used_cpus]),
+            "memory": max(0, int(node.memory or 0) - sum(int(t.memory or 0) for t in tasks)),
+            "gpus": [g["index"] for g in node.gpus or [] if g["index"] not in used_gpus],
+        }
+
+    # ---- passes ---------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wanted = True
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._run_passes())
+
+    async def _run_passes(self) -> None:
+        while self._wanted:
+            self._wanted = False
+            try:
+                self.schedule_pass()
+            except Exception:
+                self.river.log.exception("scheduling pass failed")
+            await asyncio.sleep(0)
+
+    def schedule_pass(self) -> int:
+        """Place what fits now; return how many tasks were placed."""
+        tasks = self.river.tasks
+        with self.river.sessions() as session:
+            queued = session.scalars(
+                select(db.Task).where(db.Task.state == TaskState.QUEUED.value).order_by(db.Task.id)
+            ).all()
+            if not queued:
+                self.wait_reasons = {}
+                return 0
+            views, held = self._views(session)
+            plan = self.scheduler.plan(
+                [QueuedTask(t.id, request_from_json(t.request), t.submitted_at, t.owner) for t in queued],
+                views,
+                held,
+                time.time(),
+            )
+            by_id = {t.id: t for t in queued}
+            placed = []
+            for task_id, placement in plan.placements.items():
+                task = by_id[task_id]
+                if tasks.transition(
+                    session,
+                    task,
+                    TaskState.ASSIGNING,
+                    f"placed on {placement.node}",
+                    node=placement.node,
+                    cpus=placement.cpus,
+                    gpus=placement.gpus,
+                    memory=placement.memory,
+                    assigned_at=time.time(),
+                ):
+                    placed.append(task)
+            self.wait_reasons = dict(plan.waiting)
+            tasks.commit_and_publish(session, placed)
+        for task in placed:
+            launch = asyncio.ensure_future(self._launch(task))
+            self._launches.add(launch)
+            launch.add_done_callback(self._launches.discard)
+        return len(placed)
+
+    def launch_body(self, task: db.Task) -> dict[str, Any]:
+        spec = task.spec or {}
+        return {
+            "task_id": str(task.id),
+            "kind": task.kind,
+            "command": spec.get("command"),
+            "script": spec.get("script"),
+            "env": spec.get("env") or {},
+            "workdir": spec.get("workdir"),
+            "image": spec.get("image"),
+            "cpus": task.cpus or [],
+            "memory": task.memory or 0,
+            "gpus": task.gpus or [],
+            "name": task.name,
+        }
+
+    async def _launch(self, task: db.Task) -> None:
+        connection = self.river.nodes.connection(task.node or "")
+        error: str | None = None
+        if connection is None:
+            error = f"node {task.node} went offline before the task started"
+        else:
+            try:
+                await self.river.runner_client.call(
+                    connection.url, connection.secret, "/api/tasks", self.launch_body(task)
+                )
+                return
+            except Exception as exc:
+                error = str(exc)
+        # The runner never took it: it ends as failed, with the reason, rather than
+        # silently bouncing between nodes.
+        with self.river.sessions() as session:
+            fresh = session.get(db.Task, task.id)
+            if fresh is not None and fresh.state == TaskState.ASSIGNING.value:
+                self.river.tasks.transition(session, fresh, TaskState.FAILED, f"could not start: {error}")
+                self.river.tasks.commit_and_publish(session, [fresh])

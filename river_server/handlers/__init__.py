@@ -1,0 +1,1 @@
+"""Tornado handlers of the host: user API (`api`), event stream (`events`), runner API (`runner`)."""

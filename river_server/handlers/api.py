@@ -1,0 +1,88 @@
+"""REST routes for users: nodes, tasks, task control and logs (see docs/api.md)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from tornado import web
+
+from river_runner.spec import SpecError
+from river_server import db
+from river_server.auth import role_at_least
+from river_server.handlers.base import RiverAPIHandler
+from river_server.serialize import task_detail_json
+from river_server.tasks import TaskError
+
+MAX_LIST = 1000
+
+
+class NodesHandler(RiverAPIHandler):
+    @web.authenticated
+    def get(self) -> None:
+        nodes = self.river.nodes
+        self.write_json({"nodes": [nodes.to_json(n) for n in nodes.all_nodes()]})
+
+
+class TasksHandler(RiverAPIHandler):
+    @web.authenticated
+    def get(self) -> None:
+        show_all = self.get_argument("all", "0") not in ("0", "", "false")
+        states = [s for s in self.get_argument("state", "").split(",") if s]
+        query = select(db.Task).order_by(db.Task.id.desc()).limit(MAX_LIST)
+        if not show_all:
+            query = query.where(db.Task.owner == self.username)
+        if states:
+            query = query.where(db.Task.state.in_(states))
+        tasks_service = self.river.tasks
+        with self.river.sessions() as session:
+            rows = session.scalars(query).all()
+            positions = tasks_service.queue_info(session)
+        self.write_json({"tasks": [tasks_service.to_json(t, positions) for t in rows]})
+
+    @web.authenticated
+    def post(self) -> None:
+        self.require_role("user")
+        body = self.json_body()
+        try:
+            task = self.river.tasks.submit(self.username, body)
+        except SpecError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        self.write_json({"task": self.river.tasks.to_json(task)}, status=201)
+
+
+class TaskHandler(RiverAPIHandler):
+    @web.authenticated
+    def get(self, task_id: str) -> None:
+        task = self.load_task(task_id)
+        if task.owner == self.username or role_at_least(self.role, "operator"):
+            tasks_service = self.river.tasks
+            with self.river.sessions() as session:
+                positions = tasks_service.queue_info(session)
+            data = tasks_service.to_json(task, positions)
+            self.write_json({"task": {**data, "spec": task_detail_json(task)["spec"]}})
+        else:
+            self.write_json({"task": self.river.tasks.to_json(task)})
+
+
+class TaskActionHandler(RiverAPIHandler):
+    @web.authenticated
+    async def post(self, task_id: str, action: str) -> None:
+        task = self.load_task(task_id, action="control")
+        try:
+            task = await self.river.tasks.control(task, action)
+        except TaskError as exc:
+            raise web.HTTPError(exc.status, str(exc)) from None
+        with self.river.sessions() as session:
+            fresh = session.get(db.Task, task.id)
+        self.write_json({"task": self.river.tasks.to_json(fresh or task)})
+
+
+class TaskLogsHandler(RiverAPIHandler):
+    @web.authenticated
+    def get(self, task_id: str) -> None:
+        task = self.load_task(task_id, action="logs")
+        try:
+            since = int(self.get_argument("since", "0"))
+        except ValueError:
+            raise web.HTTPError(400, "since must be a line number") from None
+        lines = self.river.logs.read(task.id, since)
+        self.write_json({"lines": lines, "next": lines[-1]["seq"] if lines else since})

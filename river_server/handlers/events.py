@@ -1,0 +1,112 @@
+"""Server-sent event stream of task states, log lines and node changes.
+
+A subscription is made before the backlog is read, and every log line carries its sequence
+number, so replayed and live lines join without gaps or duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from river_runner.ids import parse_id
+from river_runner.protocol import EVENT_HELLO, EVENT_LOG, EVENT_NODE, EVENT_TASK
+from river_server import db
+from river_server.auth import role_at_least
+from river_server.handlers.base import RiverAPIHandler
+
+KEEPALIVE_SECONDS = 15.0
+
+
+class EventsHandler(RiverAPIHandler):
+    _closed = False
+
+    def on_connection_close(self) -> None:
+        self._closed = True
+        subscription = getattr(self, "_subscription", None)
+        if subscription is not None:
+            subscription.queue.put_nowait(None)
+
+    def _task_ids(self) -> list[int]:
+        try:
+            return [parse_id(value) for value in self.get_arguments("task")]
+        except ValueError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+
+    @web.authenticated
+    async def get(self) -> None:
+        task_ids = self._task_ids()
+        try:
+            since = int(self.get_argument("since", "0"))
+        except ValueError:
+            raise web.HTTPError(400, "since must be a line number") from None
+        privileged = role_at_least(self.role, "operator")
+        all_tasks = self.get_argument("tasks", "") == "all"
+        tasks = [self.load_task(str(tid), action="see") for tid in task_ids]
+        log_ids = {
+            str(t.id) for t in tasks if t.owner == self.username or privileged
+        }
+        watched = {str(t.id) for t in tasks}
+        me = self.username
+
+        def accepts(kind: str, data: dict[str, Any]) -> bool:
+            if kind == EVENT_LOG:
+                return data["task_id"] in log_ids
+            if kind == EVENT_TASK:
+                return data["task"]["id"] in watched or all_tasks or data.get("owner") == me
+            return kind == EVENT_NODE
+
+        bus = self.river.bus
+        self._subscription = bus.subscribe(accepts)
+        try:
+            self.set_header("Content-Type", "text/event-stream")
+            self.set_header("Cache-Control", "no-cache")
+            self.set_header("X-Accel-Buffering", "no")
+            sent: dict[str, int] = {}
+            await self._send(EVENT_HELLO, {"server_time": time.time()})
+            for task in tasks:
+                with self.river.sessions() as session:
+                    fresh = session.get(db.Task, task.id) or task
+                await self._send(EVENT_TASK, {"task": self.river.tasks.to_json(fresh)})
+                if str(task.id) in log_ids:
+                    for line in self.river.logs.read(task.id, since):
+                        await self._send_log(str(task.id), line, sent)
+            await self._pump(sent)
+        except StreamClosedError:
+            pass
+        finally:
+            bus.unsubscribe(self._subscription)
+
+    async def _pump(self, sent: dict[str, int]) -> None:
+        queue = self._subscription.queue
+        while not self._closed:
+            try:
+                item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+            except asyncio.TimeoutError:
+                self.write(": keepalive\n\n")
+                await self.flush()
+                continue
+            if item is None:
+                return
+            kind, data = item
+            if kind == EVENT_LOG:
+                await self._send_log(data["task_id"], data, sent)
+            elif kind == EVENT_TASK:
+                await self._send(kind, {"task": data["task"]})
+            else:
+                await self._send(kind, data)
+
+    async def _send_log(self, task_id: str, line: dict[str, Any], sent: dict[str, int]) -> None:
+        if line["seq"] <= sent.get(task_id, 0):
+            return
+        sent[task_id] = line["seq"]
+        await self._send(EVENT_LOG, {"task_id": task_id, **{k: line[k] for k in ("seq", "stream", "text", "ts")}})
+
+    async def _send(self, kind: str, data: dict[str, Any]) -> None:
+        self.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n")
+        await self.flush()

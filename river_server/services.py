@@ -1,0 +1,55 @@
+"""The host's services in one place, created by the extension and shared by handlers."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from river_runner.ids import SnowflakeGenerator
+from river_server import db
+from river_server.dispatcher import Dispatcher
+from river_server.events import EventBus
+from river_server.logstore import LogStore
+from river_server.nodes import NodeRegistry
+from river_server.runner_client import RunnerClient
+from river_server.tasks import TaskService
+
+
+@dataclass
+class HostConfig:
+    data_dir: Path
+    db_url: str
+    runner_token: str
+    heartbeat_interval: float = 5.0
+    heartbeat_misses: int = 6
+    backfill_window: float = 300.0
+    admin_user: str = "admin"
+
+
+class River:
+    """Everything the host knows and does; one instance per Jupyter server."""
+
+    def __init__(self, config: HostConfig, log: logging.Logger | None = None) -> None:
+        self.config = config
+        self.log = log or logging.getLogger("river.host")
+        self.boot_id = uuid.uuid4().hex
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = db.make_engine(config.db_url)
+        self.sessions = db.make_sessionmaker(self.engine)
+        self.ids = SnowflakeGenerator()
+        with self.sessions() as session:
+            newest = db.newest_task_id(session)
+        if newest:
+            self.ids.bump_past(newest)
+        self.bus = EventBus()
+        self.logs = LogStore(config.data_dir / "logs")
+        self.runner_client = RunnerClient()
+        self.tasks = TaskService(self)
+        self.nodes = NodeRegistry(self)
+        self.dispatcher = Dispatcher(self)
+
+    async def close(self) -> None:
+        await self.runner_client.close()
+        self.engine.dispose()

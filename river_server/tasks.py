@@ -1,0 +1,233 @@
+"""Task records: submission, validated transitions, and what runners report.
+
+The rule that keeps state honest: a transition is committed to the DB before anyone hears
+of it (event, HTTP answer), and a task in a terminal state never leaves it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from river_runner.protocol import (
+    EVENT_LOG,
+    EVENT_TASK,
+    RUNNER_REPORTABLE,
+    TERMINAL_STATES,
+    TaskState,
+)
+from river_runner.spec import SpecError, parse_request
+from river_server import db
+from river_server.serialize import task_json
+
+if TYPE_CHECKING:
+    from river_server.services import River
+
+TASK_KINDS = ("command", "python")
+ACTIVE_STATES = tuple(s.value for s in TaskState if s.holds_resources)
+WAITING_STATES = (TaskState.QUEUED.value, TaskState.PENDING_APPROVAL.value)
+
+
+class TaskError(Exception):
+    """A request about a task that can not be honoured; `status` is the HTTP code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _validate_spec(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    kind = body.get("kind") or ("python" if body.get("script") is not None else "command")
+    if kind not in TASK_KINDS:
+        raise SpecError(f"kind must be one of {', '.join(TASK_KINDS)}, not {kind!r}")
+    spec: dict[str, Any] = {}
+    if kind == "python":
+        script = body.get("script")
+        if not isinstance(script, str):
+            raise SpecError("a python task needs 'script': the program text")
+        spec["script"] = script
+    else:
+        command = body.get("command")
+        if isinstance(command, list) and command and all(isinstance(c, str) for c in command) or isinstance(command, str) and command.strip():
+            spec["command"] = command
+        else:
+            raise SpecError("a command task needs 'command': an argv list or a shell string")
+    env = body.get("env") or {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) for k in env):
+        raise SpecError("'env' must be an object of NAME: value")
+    spec["env"] = {k: str(v) for k, v in env.items()}
+    for key in ("workdir", "image"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise SpecError(f"'{key}' must be a string")
+        if value:
+            spec[key] = value
+    return kind, spec
+
+
+class TaskService:
+    def __init__(self, river: River) -> None:
+        self.river = river
+
+    # ---- reading --------------------------------------------------------------------
+    def queue_info(self, session: Session) -> dict[int, int]:
+        """1-based queue position of every queued task, oldest first."""
+        ids = session.scalars(
+            select(db.Task.id).where(db.Task.state == TaskState.QUEUED.value).order_by(db.Task.id)
+        )
+        return {task_id: position for position, task_id in enumerate(ids, start=1)}
+
+    def to_json(self, task: db.Task, positions: dict[int, int] | None = None) -> dict[str, Any]:
+        position = wait = None
+        if task.state == TaskState.QUEUED.value:
+            if positions is None:
+                with self.river.sessions() as session:
+                    positions = self.queue_info(session)
+            position = positions.get(task.id)
+            wait = self.river.dispatcher.wait_reasons.get(task.id, "waiting for the scheduler")
+        return task_json(task, queue_position=position, wait_reason=wait)
+
+    # ---- submitting -----------------------------------------------------------------
+    def submit(self, owner: str, body: dict[str, Any]) -> db.Task:
+        kind, spec = _validate_spec(body)
+        request = parse_request(body)
+        name = body.get("name") or ""
+        if not isinstance(name, str) or len(name) > 256:
+            raise SpecError("'name' must be a string of at most 256 characters")
+        reason = self.river.dispatcher.infeasible(request)
+        if reason:
+            raise SpecError(reason)
+        task = db.Task(
+            id=self.river.ids.next_id(),
+            name=name,
+            owner=owner,
+            kind=kind,
+            spec=spec,
+            request=request.to_json(),
+            state=TaskState.QUEUED.value,
+            submitted_at=time.time(),
+        )
+        with self.river.sessions.begin() as session:
+            session.add(task)
+            session.add(db.TaskTransition(task_id=task.id, state=task.state, detail="submitted"))
+        self.publish(task)
+        self.river.dispatcher.wake()
+        return task
+
+    # ---- transitions ----------------------------------------------------------------
+    def publish(self, task: db.Task) -> None:
+        self.river.bus.publish(EVENT_TASK, {"task": self.to_json(task), "owner": task.owner})
+
+    def transition(
+        self, session: Session, task: db.Task, state: TaskState, detail: str | None = None, **fields: Any
+    ) -> bool:
+        """Move a task (inside the caller's transaction); False if it is already final."""
+        if TaskState(task.state) in TERMINAL_STATES:
+            return False
+        now = time.time()
+        task.state = state.value
+        for key, value in fields.items():
+            setattr(task, key, value)
+        if state == TaskState.RUNNING and task.started_at is None:
+            task.started_at = now
+        if state in TERMINAL_STATES:
+            task.finished_at = now
+            if detail and not task.reason:
+                task.reason = detail
+        session.add(db.TaskTransition(task_id=task.id, state=state.value, at=now, detail=detail))
+        return True
+
+    def commit_and_publish(self, session: Session, tasks: Iterable[db.Task]) -> None:
+        tasks = list(tasks)
+        session.commit()
+        for task in tasks:
+            self.publish(task)
+        if any(TaskState(t.state).terminal for t in tasks):
+            self.river.dispatcher.wake()
+
+    # ---- user actions ---------------------------------------------------------------
+    async def control(self, task: db.Task, action: str) -> db.Task:
+        """kill / pause / resume on behalf of a user."""
+        state = TaskState(task.state)
+        if state.terminal:
+            raise TaskError(409, f"task {task.id} is already {state.value}")
+        if state in (TaskState.QUEUED, TaskState.PENDING_APPROVAL):
+            if action != "kill":
+                raise TaskError(409, f"task {task.id} is {state.value}; only running tasks can be paused or resumed")
+            with self.river.sessions() as session:
+                fresh = session.get(db.Task, task.id)
+                assert fresh is not None
+                if self.transition(session, fresh, TaskState.KILLED, "killed before it started"):
+                    self.commit_and_publish(session, [fresh])
+                return fresh
+        if action == "pause" and state != TaskState.RUNNING:
+            raise TaskError(409, f"task {task.id} is {state.value}; only a running task can be paused")
+        if action == "resume" and state != TaskState.PAUSED:
+            raise TaskError(409, f"task {task.id} is {state.value}; only a paused task can be resumed")
+        node = self.river.nodes.connection(task.node or "")
+        if node is None:
+            if action != "kill":
+                raise TaskError(409, f"node {task.node} is offline; try again when it is back")
+            with self.river.sessions() as session:
+                fresh = session.get(db.Task, task.id)
+                assert fresh is not None
+                if self.transition(session, fresh, TaskState.KILLED, f"killed while node {task.node} was offline"):
+                    self.commit_and_publish(session, [fresh])
+                return fresh
+        try:
+            await self.river.runner_client.call(node.url, node.secret, f"/api/tasks/{task.id}/{action}")
+        except Exception as exc:
+            raise TaskError(502, f"could not {action} task {task.id}: {exc}") from None
+        return task
+
+    # ---- runner reports -------------------------------------------------------------
+    def apply_runner_messages(self, node_name: str, messages: list[dict[str, Any]]) -> list[str]:
+        """Apply an ordered batch from a runner; return IDs of tasks the runner should stop."""
+        stop: list[str] = []
+        changed: dict[int, db.Task] = {}
+        with self.river.sessions() as session:
+            for message in messages:
+                task_id = int(message["task_id"])
+                if message.get("kind") == "log":
+                    self._apply_log(task_id, message.get("lines") or [])
+                    continue
+                task = changed.get(task_id) or session.get(db.Task, task_id)
+                if task is None or task.node != node_name:
+                    stop.append(str(task_id))
+                    continue
+                if self._apply_status(session, task, message):
+                    changed[task_id] = task
+                elif TaskState(task.state).terminal and message.get("state") in ("running", "paused"):
+                    stop.append(str(task_id))
+            self.commit_and_publish(session, changed.values())
+        return stop
+
+    def _apply_status(self, session: Session, task: db.Task, message: dict[str, Any]) -> bool:
+        try:
+            state = TaskState(message["state"])
+        except (KeyError, ValueError):
+            return False
+        if state not in RUNNER_REPORTABLE or state.value == task.state:
+            return False
+        fields: dict[str, Any] = {}
+        if "exit_code" in message:
+            fields["exit_code"] = message["exit_code"]
+        return self.transition(session, task, state, message.get("detail") or None, **fields)
+
+    def _apply_log(self, task_id: int, lines: list[dict[str, Any]]) -> None:
+        for line in self.river.logs.append(task_id, lines):
+            self.river.bus.publish(EVENT_LOG, {"task_id": str(task_id), **line})
+
+    def mark_lost(self, session: Session, tasks: Iterable[db.Task], why: str) -> list[db.Task]:
+        return [t for t in tasks if self.transition(session, t, TaskState.LOST, why)]
+
+    def active_on(self, session: Session, node_name: str) -> list[db.Task]:
+        return list(
+            session.scalars(
+                select(db.Task).where(db.Task.node == node_name, db.Task.state.in_(ACTIVE_STATES))
+            )
+        )

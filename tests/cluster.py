@@ -1,0 +1,196 @@
+"""A real River cluster for tests: a Jupyter server with the extension, and runner processes.
+
+Everything runs as separate processes on loopback ports, as on a real cluster; helpers wait
+on observable state with bounded deadlines instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+JOIN_TOKEN = "test-join-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll until predicate() is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the thing polled may not be up yet
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+@dataclass
+class Runner:
+    name: str
+    port: int
+    data_dir: Path
+    args: list[str]
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process:
+            _stop(self.process, sig)
+
+
+@dataclass
+class Cluster:
+    root: Path
+    heartbeat_interval: float = 0.5
+    heartbeat_misses: int = 6
+    port: int = field(default_factory=free_port)
+    token: str = "test-admin-token"
+    host_process: subprocess.Popen | None = None
+    runners: dict[str, Runner] = field(default_factory=dict)
+    extra_host_args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    # ---- host -----------------------------------------------------------------------
+    def start_host(self, timeout: float = 60.0) -> None:
+        data_dir = self.root / "host"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / "host.log", "ab")  # noqa: SIM115
+        command = [
+            sys.executable, "-m", "jupyter", "server", "--no-browser",
+            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.allow_root={os.geteuid() == 0}",
+            f"--IdentityProvider.token={self.token}",
+            "--ServerApp.identity_provider_class=river_server.auth.RiverIdentityProvider",
+            "--ServerApp.jpserver_extensions=river_server=True",
+            f"--ServerApp.root_dir={self.root}",
+            f"--RiverHost.data_dir={data_dir}",
+            f"--RiverHost.runner_token={JOIN_TOKEN}",
+            f"--RiverHost.heartbeat_interval={self.heartbeat_interval}",
+            f"--RiverHost.heartbeat_misses={self.heartbeat_misses}",
+            *self.extra_host_args,
+        ]
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(self.root / "jupyter-config"),
+               "JUPYTER_RUNTIME_DIR": str(self.root / "runtime")}
+        self.host_process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                             start_new_session=True)
+        wait_for(self._host_up, timeout, what=f"host on port {self.port} (see {self.root / 'host.log'})")
+
+    def _host_up(self) -> bool:
+        if self.host_process and self.host_process.poll() is not None:
+            raise RuntimeError(f"host exited with {self.host_process.returncode}; see {self.root / 'host.log'}")
+        return httpx.get(f"{self.url}/river/api/nodes", headers=self.headers, timeout=2).status_code == 200
+
+    def stop_host(self, sig: int = signal.SIGTERM) -> None:
+        if self.host_process:
+            _stop(self.host_process, sig)
+
+    # ---- runners --------------------------------------------------------------------
+    def start_runner(self, name: str, *args: str, wait_online: bool = True, port: int | None = None) -> Runner:
+        runner = self.runners.get(name)
+        if runner is None:
+            args_list = list(args) if "--backend" in args else ["--backend", "process", *args]
+            runner = Runner(name, port or free_port(), self.root / "runners" / name, args_list)
+            self.runners[name] = runner
+        runner.log_path = self.root / f"runner-{name}.log"
+        log = open(runner.log_path, "ab")  # noqa: SIM115
+        command = [
+            sys.executable, "-m", "river_runner.cli", "runner",
+            "--host", self.url, "--token", JOIN_TOKEN, "--name", name,
+            "--port", str(runner.port), "--data-dir", str(runner.data_dir),
+            *runner.args,
+        ]
+        runner.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if wait_online:
+            self.wait_node(name, "online")
+        return runner
+
+    def wait_node(self, name: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            nodes = {n["name"]: n for n in self.get("/river/api/nodes")["nodes"]}
+            node = nodes.get(name)
+            return node if node and node["state"] == state else None
+
+        return wait_for(check, timeout, what=f"node {name} to be {state}")
+
+    # ---- API ------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        response = self.request("GET", path, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def submit(self, **body: Any) -> dict[str, Any]:
+        response = self.request("POST", "/river/api/tasks", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()["task"]
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        return self.get(f"/river/api/tasks/{task_id}")["task"]
+
+    def wait_task(self, task_id: str, states: set[str] | str, timeout: float = 30.0) -> dict[str, Any]:
+        wanted = {states} if isinstance(states, str) else states
+
+        def check() -> dict[str, Any] | None:
+            task = self.task(task_id)
+            return task if task["state"] in wanted else None
+
+        return wait_for(check, timeout, what=f"task {task_id} to reach {sorted(wanted)}")
+
+    def close(self) -> None:
+        for runner in self.runners.values():
+            runner.kill(signal.SIGTERM)
+        self.stop_host()
+        _kill_leftover_tasks(self.root)
+
+
+def _kill_leftover_tasks(root: Path) -> None:
+    """Task supervisors run in their own sessions: stop any a test left behind."""
+    for pid_file in root.glob("runners/*/tasks/*/supervisor.pid"):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    for pid_file in root.glob("runners/*/tasks/*/child.pid"):
+        with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)

@@ -1,0 +1,100 @@
+"""Fixtures for the docker backend tests.
+
+The whole directory is skipped (with the reason) when no Docker daemon answers or the local
+test images are missing: CI runs `.ci/setup-docker.sh` and `.ci/build-images.sh` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    import docker
+    import docker.errors
+except ImportError:  # pragma: no cover - docker is a base dependency
+    docker = None  # type: ignore[assignment]
+
+HERE = Path(__file__).parent
+PYTHON_IMAGE = "river-test-python"
+BUSYBOX_IMAGE = "river-test-busybox"
+
+
+def _daemon_problem() -> str | None:
+    """Why these tests cannot run here, or None when they can."""
+    if docker is None:
+        return "the docker SDK is not installed"
+    try:
+        client = docker.from_env(version="auto", timeout=5)
+        client.ping()
+    except Exception as exc:  # any failure means: no usable daemon
+        return f"no Docker daemon answers ({exc}); run .ci/setup-docker.sh"
+    try:
+        for image in (PYTHON_IMAGE, BUSYBOX_IMAGE):
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                return f"test image {image!r} is missing; run .ci/build-images.sh"
+    finally:
+        client.close()
+    return None
+
+
+DAEMON_PROBLEM = _daemon_problem()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.docker)
+            if DAEMON_PROBLEM:
+                item.add_marker(pytest.mark.skip(reason=DAEMON_PROBLEM))
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    client = docker.from_env(version="auto")
+    yield client
+    client.close()
+
+
+def containers_of(client: Any, runner_name: str) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": f"river.runner={runner_name}"})
+
+
+@pytest.fixture
+def runner_name(docker_client: Any) -> Iterator[str]:
+    """A runner name of its own per test; whatever it leaves behind is removed."""
+    name = f"pytest-{uuid.uuid4().hex[:10]}"
+    yield name
+    for container in containers_of(docker_client, name):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+
+
+@pytest.fixture
+def make_backend(
+    docker_client: Any, runner_name: str, tmp_path: Path
+) -> Iterator[Callable[..., Any]]:
+    """Build DockerBackends for this test's runner name; closes them all at teardown."""
+    from river_runner.backends.docker import DockerBackend
+
+    made: list[DockerBackend] = []
+
+    def make(**kwargs: Any) -> DockerBackend:
+        kwargs.setdefault("runner_name", runner_name)
+        kwargs.setdefault("work_root", tmp_path / "work")
+        kwargs.setdefault("client", docker_client)
+        backend = DockerBackend(**kwargs)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        asyncio.run(backend.close())

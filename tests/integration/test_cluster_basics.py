@@ -1,0 +1,88 @@
+"""End to end through a real host and real runner processes: placement, output, queueing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+
+from river_runner.ids import timestamp_ms
+from tests.cluster import Cluster, wait_for
+
+
+def read_events(cluster: Cluster, query: str, stop: threading.Event, into: list) -> None:
+    """Collect (kind, data, arrival time) from the SSE stream until `stop` is set."""
+    try:
+        with httpx.stream("GET", f"{cluster.url}/river/api/events?{query}", headers=cluster.headers,
+                          timeout=httpx.Timeout(30, read=60)) as response:
+            kind = None
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    into.append((kind, json.loads(line[6:]), time.monotonic()))
+                if stop.is_set():
+                    return
+    except httpx.HTTPError:
+        if not stop.is_set():
+            raise
+
+
+def test_task_runs_on_the_picked_node_and_streams_output(cluster: Cluster) -> None:
+    cluster.start_runner("alpha", "--cpus", "0")
+    cluster.start_runner("beta", "--cpus", "0-1")
+    # Best fit: a 2-core task can only go to beta; a pinned task goes where it is told.
+    two = cluster.submit(kind="python", cores=2, script="import os\nprint('cpus', sorted(os.sched_getaffinity(0)))")
+    assert int(two["id"]) > 0 and abs(timestamp_ms(int(two["id"])) / 1000 - time.time()) < 60
+    pinned = cluster.submit(command=["sh", "-c", "echo on $RIVER_TASK_ID; exit 3"], target="alpha")
+
+    done = cluster.wait_task(two["id"], "completed")
+    assert done["node"] == "beta" and done["exit_code"] == 0 and len(done["cpus"]) == 2
+    lines = cluster.get(f"/river/api/tasks/{two['id']}/logs")["lines"]
+    assert [line["text"] for line in lines] == [f"cpus {sorted(done['cpus'])}"]
+
+    failed = cluster.wait_task(pinned["id"], "failed")
+    assert failed["node"] == "alpha" and failed["exit_code"] == 3
+    assert cluster.get(f"/river/api/tasks/{pinned['id']}/logs")["lines"][0]["text"] == f"on {pinned['id']}"
+
+
+def test_event_stream_delivers_lines_before_the_task_ends(cluster: Cluster) -> None:
+    cluster.start_runner("alpha")
+    task = cluster.submit(
+        kind="python",
+        script="import time, sys\nfor i in range(3):\n    print('line', i, flush=True)\n    time.sleep(0.3)\nprint('oops', file=sys.stderr)",
+    )
+    stop, events = threading.Event(), []
+    reader = threading.Thread(target=read_events, args=(cluster, f"task={task['id']}", stop, events), daemon=True)
+    reader.start()
+    wait_for(lambda: any(k == "task" and d["task"]["state"] == "completed" for k, d, _ in events), 30,
+             what="completed event")
+    stop.set()
+    logs = [(d["stream"], d["text"]) for k, d, _ in events if k == "log"]
+    assert logs == [("stdout", "line 0"), ("stdout", "line 1"), ("stdout", "line 2"), ("stderr", "oops")]
+    first_line_at = next(t for k, d, t in events if k == "log")
+    completed_at = next(t for k, d, t in events if k == "task" and d["task"]["state"] == "completed")
+    assert completed_at - first_line_at > 0.5  # the first line arrived while the task still ran
+    states = [d["task"]["state"] for k, d, _ in events if k == "task"]
+    assert states[-1] == "completed" and "running" in states
+
+
+def test_queue_holds_tasks_until_cores_free(cluster: Cluster) -> None:
+    cluster.start_runner("small", "--cpus", "0-1")
+    script = "import time\ntime.sleep(0.6)\nprint('done')\n"
+    tasks = [cluster.submit(kind="python", cores=1, script=script) for _ in range(6)]
+    # All six were accepted; at first at most two are placed and the rest wait, with a reason.
+    listing = {t["id"]: t for t in cluster.get("/river/api/tasks")["tasks"]}
+    waiting = [listing[t["id"]] for t in tasks if listing[t["id"]]["state"] == "queued"]
+    assert len(waiting) >= 4
+    assert all(w["queue_position"] and "core" in (w["wait_reason"] or "") for w in waiting)
+
+    finished = [cluster.wait_task(t["id"], "completed", timeout=60) for t in tasks]
+    intervals = sorted((f["started_at"], f["finished_at"]) for f in finished)
+    for start, _ in intervals:
+        concurrent = sum(1 for s, e in intervals if s <= start < e)
+        assert concurrent <= 2, f"{concurrent} tasks ran at once on a 2-core node"
+    cpus = {tuple(f["cpus"]) for f in finished}
+    assert cpus <= {(0,), (1,)}

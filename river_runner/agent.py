@@ -135,8 +135,11 @@ class RunnerAgent:
 
     async def _register(self) -> None:
         secret = self.credential or self.config.join_token
-        body = {**self.node_facts(), "inbound_secret": self.inbound_secret,
-                "running": self._running_report()}
+        body = {
+            **self.node_facts(),
+            "inbound_secret": self.inbound_secret,
+            "running": self._running_report(),
+        }
         response = await self._http.post(
             "/river/api/runner/register", json=body, headers=runner_auth_header(secret)
         )
@@ -211,12 +214,16 @@ class RunnerAgent:
 
     # ---- tasks ----------------------------------------------------------------------
     async def launch(self, launch: TaskLaunch) -> int | str:
-        handle = await self.backend.start(launch, self._output_callback(launch.task_id), self._on_exit)
+        handle = await self.backend.start(
+            launch, self._output_callback(launch.task_id), self._on_exit
+        )
         self._send(status_message(launch.task_id, TaskState.RUNNING, handle=str(handle)))
         return handle
 
     def _output_callback(self, task_id: int):
-        def on_output(stream: str, text: str, seq: int | None = None, ts: float | None = None) -> None:
+        def on_output(
+            stream: str, text: str, seq: int | None = None, ts: float | None = None
+        ) -> None:
             self._on_output_for(task_id, stream, text, seq, ts)
 
         return on_output
@@ -229,7 +236,12 @@ class RunnerAgent:
         self._line_seq[task_id] = seq
         line = {"seq": seq, "stream": stream, "text": text, "ts": ts or time.time()}
         last = self._outbox[-1] if self._outbox else None
-        if last and last["kind"] == MSG_LOG and last["task_id"] == str(task_id) and len(last["lines"]) < MAX_BATCH:
+        if (
+            last
+            and last["kind"] == MSG_LOG
+            and last["task_id"] == str(task_id)
+            and len(last["lines"]) < MAX_BATCH
+        ):
             last["lines"].append(line)
         else:
             self._outbox.append({"kind": MSG_LOG, "task_id": str(task_id), "lines": [line]})
@@ -270,7 +282,9 @@ class RunnerAgent:
                     self.registered.clear()
                     break
                 if response.status_code >= 400:
-                    log.error("host refused a batch: %s %s", response.status_code, response.text[:300])
+                    log.error(
+                        "host refused a batch: %s %s", response.status_code, response.text[:300]
+                    )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue

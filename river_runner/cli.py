@@ -48,17 +48,33 @@ def _default_backend() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="river runner", description="Run a River compute-node agent.")
-    parser.add_argument("--host", default=os.environ.get("RIVER_HOST_URL"), help="host URL, e.g. http://head:8888")
-    parser.add_argument("--token", default=os.environ.get("RIVER_RUNNER_TOKEN"), help="the cluster's runner join token")
-    parser.add_argument("--name", default=socket.gethostname(), help="node name (default: hostname)")
+    parser = argparse.ArgumentParser(
+        prog="river runner", description="Run a River compute-node agent."
+    )
+    parser.add_argument(
+        "--host", default=os.environ.get("RIVER_HOST_URL"), help="host URL, e.g. http://head:8888"
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("RIVER_RUNNER_TOKEN"),
+        help="the cluster's runner join token",
+    )
+    parser.add_argument(
+        "--name", default=socket.gethostname(), help="node name (default: hostname)"
+    )
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--url", help="URL the host uses to reach this runner (default http://BIND:PORT)")
-    parser.add_argument("--cpus", help="CPU ids to offer, e.g. 0-3 (default: this process's affinity)")
+    parser.add_argument(
+        "--url", help="URL the host uses to reach this runner (default http://BIND:PORT)"
+    )
+    parser.add_argument(
+        "--cpus", help="CPU ids to offer, e.g. 0-3 (default: this process's affinity)"
+    )
     parser.add_argument("--memory", help="memory to offer, e.g. 16G (default: all)")
     parser.add_argument("--backend", choices=["auto", "process", "docker"], default="auto")
-    parser.add_argument("--data-dir", type=Path, help="state directory (default ~/.local/share/river-runner/NAME)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="state directory (default ~/.local/share/river-runner/NAME)"
+    )
     parser.add_argument("--fake-gpus", help="pretend to have GPUs: a count or a JSON list (tests)")
     parser.add_argument("--log-level", default="INFO")
     return parser
@@ -67,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 def runner_command(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if not args.host or not args.token:
-        print("river runner: --host and --token are required (or RIVER_HOST_URL/RIVER_RUNNER_TOKEN)", file=sys.stderr)
+        print(
+            "river runner: --host and --token are required (or RIVER_HOST_URL/RIVER_RUNNER_TOKEN)",
+            file=sys.stderr,
+        )
         return 2
     try:
         memory = parse_memory(args.memory) if args.memory else 0
@@ -75,7 +94,9 @@ def runner_command(argv: list[str]) -> int:
     except (SpecError, ValueError) as exc:
         print(f"river runner: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     data_dir = args.data_dir or Path.home() / ".local/share/river-runner" / args.name
     return asyncio.run(
@@ -125,13 +146,23 @@ async def serve(
 
     data_dir.mkdir(parents=True, exist_ok=True)
     config = RunnerConfig(
-        host_url=host_url, join_token=token, name=name, url=url, cpus=cpus, memory=memory,
-        data_dir=data_dir, backend=backend_name,
+        host_url=host_url,
+        join_token=token,
+        name=name,
+        url=url,
+        cpus=cpus,
+        memory=memory,
+        data_dir=data_dir,
+        backend=backend_name,
     )
-    agent = RunnerAgent(config, make_backend(backend_name, data_dir, name), GpuInventory(load_nvml(fake_gpus)))
+    agent = RunnerAgent(
+        config, make_backend(backend_name, data_dir, name), GpuInventory(load_nvml(fake_gpus))
+    )
     server = make_app(agent).listen(port, address=bind)
     await agent.start()
-    logging.getLogger("river.runner").info("runner %s listening on %s (%s backend)", name, url, backend_name)
+    logging.getLogger("river.runner").info(
+        "runner %s listening on %s (%s backend)", name, url, backend_name
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

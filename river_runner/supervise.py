@@ -173,7 +173,9 @@ def supervise(task_dir: Path, argv: list[str], memory_limit: int, cpus: list[int
     return exit_code
 
 
-def _write_result(task_dir: Path, *, exit_code: int, killed: bool, oom: bool, detail: str = "") -> None:
+def _write_result(
+    task_dir: Path, *, exit_code: int, killed: bool, oom: bool, detail: str = ""
+) -> None:
     tmp = task_dir / (RESULT_FILE + ".tmp")
     tmp.write_text(
         json.dumps({"exit_code": exit_code, "killed": killed, "oom": oom, "detail": detail})

@@ -34,20 +34,32 @@ class RiverHost(ExtensionApp):
     name = "river_server"
     load_other_extensions = True
 
-    data_dir = Unicode(help="Where the host keeps its database (SQLite default), logs and secrets.").tag(config=True)
-    db_url = Unicode(help="SQLAlchemy URL of the database; default SQLite under data_dir.").tag(config=True)
+    data_dir = Unicode(
+        help="Where the host keeps its database (SQLite default), logs and secrets."
+    ).tag(config=True)
+    db_url = Unicode(help="SQLAlchemy URL of the database; default SQLite under data_dir.").tag(
+        config=True
+    )
     runner_token = Unicode(
         help="Join token runners present to register. Empty: read or make data_dir/runner_token."
     ).tag(config=True)
     heartbeat_interval = Float(5.0, help="Seconds between runner heartbeats.").tag(config=True)
-    heartbeat_misses = Int(6, help="Missed heartbeats before a node is offline and its tasks lost.").tag(config=True)
+    heartbeat_misses = Int(
+        6, help="Missed heartbeats before a node is offline and its tasks lost."
+    ).tag(config=True)
     backfill_window = Float(
         300.0, help="Seconds a blocked task may wait before later tasks stop overtaking it."
     ).tag(config=True)
-    admin_user = Unicode("admin", help="River user that the Jupyter server token acts as.").tag(config=True)
-    local_runner = Bool(False, help="Start a runner on this machine (the embedded cluster).").tag(config=True)
+    admin_user = Unicode("admin", help="River user that the Jupyter server token acts as.").tag(
+        config=True
+    )
+    local_runner = Bool(False, help="Start a runner on this machine (the embedded cluster).").tag(
+        config=True
+    )
     local_runner_name = Unicode("local", help="Node name of the embedded runner.").tag(config=True)
-    local_runner_args = Unicode("", help="Extra arguments for the embedded runner, e.g. '--cpus 0-1'.").tag(config=True)
+    local_runner_args = Unicode(
+        "", help="Extra arguments for the embedded runner, e.g. '--cpus 0-1'."
+    ).tag(config=True)
 
     @default("data_dir")
     def _default_data_dir(self) -> str:
@@ -108,13 +120,22 @@ class RiverHost(ExtensionApp):
         port = free_port()
         host_url = f"http://127.0.0.1:{serverapp.port}{serverapp.base_url.rstrip('/')}"
         command = [
-            sys.executable, "-m", "river_runner.cli", "runner",
-            "--host", host_url,
-            "--token", self.river.config.runner_token,
-            "--name", self.local_runner_name,
-            "--port", str(port),
-            "--backend", "process",
-            "--data-dir", str(Path(self.data_dir) / "runners" / self.local_runner_name),
+            sys.executable,
+            "-m",
+            "river_runner.cli",
+            "runner",
+            "--host",
+            host_url,
+            "--token",
+            self.river.config.runner_token,
+            "--name",
+            self.local_runner_name,
+            "--port",
+            str(port),
+            "--backend",
+            "process",
+            "--data-dir",
+            str(Path(self.data_dir) / "runners" / self.local_runner_name),
             *self.local_runner_args.split(),
         ]
         self.log.info("starting the embedded runner %s on port %d", self.local_runner_name, port)

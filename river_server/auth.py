@@ -55,7 +55,10 @@ def ensure_user(sessions: sessionmaker[Session], name: str, role: str) -> db.Use
 
 
 def create_token(
-    sessions: sessionmaker[Session], user_name: str, label: str = "", expires_in: float | None = None
+    sessions: sessionmaker[Session],
+    user_name: str,
+    label: str = "",
+    expires_in: float | None = None,
 ) -> str:
     """Make an API token for a user; the clear token is returned once and never stored."""
     token = new_secret("rvt")

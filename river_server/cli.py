@@ -26,14 +26,21 @@ def _default_data_dir() -> Path:
 
 def host_command(argv: list[str]) -> int:
     """Run a bare host (no local runner): `jupyter lab` with the River extension on."""
-    parser = argparse.ArgumentParser(prog="river host", description="Run the River host (JupyterLab + River).")
+    parser = argparse.ArgumentParser(
+        prog="river host", description="Run the River host (JupyterLab + River)."
+    )
     parser.add_argument("--port", type=int, default=8888)
     parser.add_argument("--ip", default="127.0.0.1")
     parser.add_argument("--data-dir", type=Path, default=None)
     args, extra = parser.parse_known_args(argv)
     command = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser",
-        f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}",
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        f"--ServerApp.ip={args.ip}",
+        f"--ServerApp.port={args.port}",
         "--ServerApp.identity_provider_class=river_server.auth.RiverIdentityProvider",
         "--ServerApp.jpserver_extensions=river_server=True",
         f"--ServerApp.allow_root={os.geteuid() == 0}",
@@ -53,7 +60,9 @@ def _wait_for_runner(
         if server is not None and server.poll() is not None:
             raise RuntimeError(f"the Jupyter server exited with status {server.returncode}")
         try:
-            response = httpx.get(f"{url}/river/api/nodes", headers={"Authorization": f"token {token}"}, timeout=2)
+            response = httpx.get(
+                f"{url}/river/api/nodes", headers={"Authorization": f"token {token}"}, timeout=2
+            )
             if response.status_code == 200:
                 nodes = {n["name"]: n["state"] for n in response.json()["nodes"]}
                 if nodes.get(name) == "online":
@@ -67,7 +76,9 @@ def _wait_for_runner(
     raise RuntimeError(f"the embedded cluster did not come up within {timeout:.0f}s ({last_error})")
 
 
-def run_notebook(path: Path, url: str, token: str, output: Path | None = None, timeout: int = 300) -> None:
+def run_notebook(
+    path: Path, url: str, token: str, output: Path | None = None, timeout: int = 300
+) -> None:
     """Execute a notebook against the cluster with nbclient; raise if any cell fails."""
     import nbformat
     from nbclient import NotebookClient
@@ -76,8 +87,12 @@ def run_notebook(path: Path, url: str, token: str, output: Path | None = None, t
     env_backup = {k: os.environ.get(k) for k in ("RIVER_URL", "RIVER_TOKEN")}
     os.environ["RIVER_URL"], os.environ["RIVER_TOKEN"] = url, token
     try:
-        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            notebook,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
     finally:
         for key, value in env_backup.items():
             if value is None:
@@ -95,11 +110,25 @@ def up_command(argv: list[str]) -> int:
         description="Start a one-machine River cluster (host + local runner + SQLite) in JupyterLab.",
     )
     parser.add_argument("--port", type=int, default=0, help="JupyterLab port (default: a free one)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="state directory (default: Jupyter data dir /river)")
-    parser.add_argument("--check", nargs="?", const="notebooks/quickstart.ipynb", metavar="NOTEBOOK",
-                        help="execute NOTEBOOK headlessly against the cluster, then stop; exit 1 if it fails")
-    parser.add_argument("--runner-args", default="", help="extra arguments for the local runner, e.g. '--cpus 0-1'")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the cluster to come up")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="state directory (default: Jupyter data dir /river)",
+    )
+    parser.add_argument(
+        "--check",
+        nargs="?",
+        const="notebooks/quickstart.ipynb",
+        metavar="NOTEBOOK",
+        help="execute NOTEBOOK headlessly against the cluster, then stop; exit 1 if it fails",
+    )
+    parser.add_argument(
+        "--runner-args", default="", help="extra arguments for the local runner, e.g. '--cpus 0-1'"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for the cluster to come up"
+    )
     args = parser.parse_args(argv)
 
     data_dir = args.data_dir or _default_data_dir()
@@ -111,10 +140,20 @@ def up_command(argv: list[str]) -> int:
     url = f"http://127.0.0.1:{port}"
     # The server token identifies the admin (RiverIdentityProvider); kernels started by this
     # server inherit RIVER_URL and RIVER_TOKEN, so `%river connect` needs no arguments.
-    env = {**os.environ, "RIVER_URL": url, "RIVER_TOKEN": server_token, "JUPYTER_TOKEN": server_token}
+    env = {
+        **os.environ,
+        "RIVER_URL": url,
+        "RIVER_TOKEN": server_token,
+        "JUPYTER_TOKEN": server_token,
+    }
     command = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
         "--ServerApp.identity_provider_class=river_server.auth.RiverIdentityProvider",
         "--ServerApp.jpserver_extensions=river_server=True",
         f"--ServerApp.allow_root={os.geteuid() == 0}",
@@ -132,7 +171,9 @@ def up_command(argv: list[str]) -> int:
             notebook = Path(args.check)
             executed = data_dir / f"{notebook.stem}.executed.ipynb"
             run_notebook(notebook, url, server_token, output=executed)
-            print(f"river up --check: {notebook} ran without errors (outputs in {executed})")
+            print(f"river up --check: {notebook} ran without errors")
+            if args.data_dir:
+                print(f"  executed notebook: {executed}")
             return 0
         print("Press Ctrl+C to stop.")
         return server.wait()

@@ -59,7 +59,12 @@ class Dispatcher:
         nodes = session.scalars(select(db.Node)).all()
         views = [_node_view(n, self.river.nodes.is_online(n.name)) for n in nodes]
         held = [
-            Held(node=t.node, cpus=list(t.cpus or []), memory=int(t.memory or 0), gpus=list(t.gpus or []))
+            Held(
+                node=t.node,
+                cpus=list(t.cpus or []),
+                memory=int(t.memory or 0),
+                gpus=list(t.gpus or []),
+            )
             for t in session.scalars(select(db.Task).where(db.Task.state.in_(ACTIVE_STATES)))
             if t.node
         ]
@@ -113,7 +118,10 @@ class Dispatcher:
                 return 0
             views, held = self._views(session)
             plan = self.scheduler.plan(
-                [QueuedTask(t.id, request_from_json(t.request), t.submitted_at, t.owner) for t in queued],
+                [
+                    QueuedTask(t.id, request_from_json(t.request), t.submitted_at, t.owner)
+                    for t in queued
+                ],
                 views,
                 held,
                 time.time(),
@@ -176,5 +184,7 @@ class Dispatcher:
         with self.river.sessions() as session:
             fresh = session.get(db.Task, task.id)
             if fresh is not None and fresh.state == TaskState.ASSIGNING.value:
-                self.river.tasks.transition(session, fresh, TaskState.FAILED, f"could not start: {error}")
+                self.river.tasks.transition(
+                    session, fresh, TaskState.FAILED, f"could not start: {error}"
+                )
                 self.river.tasks.commit_and_publish(session, [fresh])

@@ -59,8 +59,12 @@ class LogStore:
         for line in lines:
             if int(line["seq"]) == log.last_seq + 1:
                 fresh.append(
-                    {"seq": int(line["seq"]), "stream": str(line.get("stream", "stdout")),
-                     "text": str(line.get("text", "")), "ts": float(line.get("ts", 0.0))}
+                    {
+                        "seq": int(line["seq"]),
+                        "stream": str(line.get("stream", "stdout")),
+                        "text": str(line.get("text", "")),
+                        "ts": float(line.get("ts", 0.0)),
+                    }
                 )
                 log.last_seq += 1
         if fresh:

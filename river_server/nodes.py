@@ -55,7 +55,9 @@ class NodeRegistry:
 
     def node_for_credential(self, secret: str) -> db.Node | None:
         with self.river.sessions() as session:
-            return session.scalar(select(db.Node).where(db.Node.credential_hash == hash_secret(secret)))
+            return session.scalar(
+                select(db.Node).where(db.Node.credential_hash == hash_secret(secret))
+            )
 
     def to_json(self, node: db.Node) -> dict[str, Any]:
         free = self.river.dispatcher.free_resources(node.name)
@@ -69,7 +71,12 @@ class NodeRegistry:
         name = body.get("name")
         url = body.get("url")
         inbound = body.get("inbound_secret")
-        if not isinstance(name, str) or not name or not isinstance(url, str) or not isinstance(inbound, str):
+        if (
+            not isinstance(name, str)
+            or not name
+            or not isinstance(url, str)
+            or not isinstance(inbound, str)
+        ):
             raise RegistrationError(400, "registration needs name, url and inbound_secret")
         join_ok = hmac.compare_digest(presented, self.river.config.runner_token)
         issued: str | None = None
@@ -143,8 +150,10 @@ class NodeRegistry:
         with self.river.sessions() as session:
             expected = tasks.active_on(session, name)
             missing = [
-                t for t in expected
-                if t.id not in reported and (t.started_at or t.assigned_at or 0) < cutoff
+                t
+                for t in expected
+                if t.id not in reported
+                and (t.started_at or t.assigned_at or 0) < cutoff
                 and t.state != TaskState.ASSIGNING.value
             ]
             lost = tasks.mark_lost(session, missing, f"runner {name} no longer runs this task")
@@ -170,7 +179,9 @@ class NodeRegistry:
                 stale = session.scalars(select(db.Node.name).where(db.Node.state == "online")).all()
             for name in stale:
                 if name not in self._connections:
-                    self._take_offline(name, f"did not register within {timeout:.0f}s of host start")
+                    self._take_offline(
+                        name, f"did not register within {timeout:.0f}s of host start"
+                    )
 
     def _take_offline(self, name: str, why: str) -> None:
         tasks = self.river.tasks
@@ -179,7 +190,9 @@ class NodeRegistry:
             if node is None:
                 return
             node.state = "offline"
-            lost = tasks.mark_lost(session, tasks.active_on(session, name), f"node {name} offline: {why}")
+            lost = tasks.mark_lost(
+                session, tasks.active_on(session, name), f"node {name} offline: {why}"
+            )
             tasks.commit_and_publish(session, lost)
             self.river.log.warning("node %s offline (%s); %d task(s) lost", name, why, len(lost))
             self.publish(node)

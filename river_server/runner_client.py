@@ -17,7 +17,9 @@ class RunnerClient:
     def __init__(self, timeout: float = 10.0) -> None:
         self._http = httpx.AsyncClient(timeout=timeout)
 
-    async def call(self, url: str, secret: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def call(
+        self, url: str, secret: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         try:
             response = await self._http.post(
                 url.rstrip("/") + path, json=body or {}, headers=runner_auth_header(secret)

@@ -52,7 +52,13 @@ def _validate_spec(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         spec["script"] = script
     else:
         command = body.get("command")
-        if isinstance(command, list) and command and all(isinstance(c, str) for c in command) or isinstance(command, str) and command.strip():
+        if (
+            isinstance(command, list)
+            and command
+            and all(isinstance(c, str) for c in command)
+            or isinstance(command, str)
+            and command.strip()
+        ):
             spec["command"] = command
         else:
             raise SpecError("a command task needs 'command': an argv list or a shell string")
@@ -123,7 +129,12 @@ class TaskService:
         self.river.bus.publish(EVENT_TASK, {"task": self.to_json(task), "owner": task.owner})
 
     def transition(
-        self, session: Session, task: db.Task, state: TaskState, detail: str | None = None, **fields: Any
+        self,
+        session: Session,
+        task: db.Task,
+        state: TaskState,
+        detail: str | None = None,
+        **fields: Any,
     ) -> bool:
         """Move a task (inside the caller's transaction); False if it is already final."""
         if TaskState(task.state) in TERMINAL_STATES:
@@ -157,7 +168,10 @@ class TaskService:
             raise TaskError(409, f"task {task.id} is already {state.value}")
         if state in (TaskState.QUEUED, TaskState.PENDING_APPROVAL):
             if action != "kill":
-                raise TaskError(409, f"task {task.id} is {state.value}; only running tasks can be paused or resumed")
+                raise TaskError(
+                    409,
+                    f"task {task.id} is {state.value}; only running tasks can be paused or resumed",
+                )
             with self.river.sessions() as session:
                 fresh = session.get(db.Task, task.id)
                 assert fresh is not None
@@ -165,9 +179,13 @@ class TaskService:
                     self.commit_and_publish(session, [fresh])
                 return fresh
         if action == "pause" and state != TaskState.RUNNING:
-            raise TaskError(409, f"task {task.id} is {state.value}; only a running task can be paused")
+            raise TaskError(
+                409, f"task {task.id} is {state.value}; only a running task can be paused"
+            )
         if action == "resume" and state != TaskState.PAUSED:
-            raise TaskError(409, f"task {task.id} is {state.value}; only a paused task can be resumed")
+            raise TaskError(
+                409, f"task {task.id} is {state.value}; only a paused task can be resumed"
+            )
         node = self.river.nodes.connection(task.node or "")
         if node is None:
             if action != "kill":
@@ -175,11 +193,15 @@ class TaskService:
             with self.river.sessions() as session:
                 fresh = session.get(db.Task, task.id)
                 assert fresh is not None
-                if self.transition(session, fresh, TaskState.KILLED, f"killed while node {task.node} was offline"):
+                if self.transition(
+                    session, fresh, TaskState.KILLED, f"killed while node {task.node} was offline"
+                ):
                     self.commit_and_publish(session, [fresh])
                 return fresh
         try:
-            await self.river.runner_client.call(node.url, node.secret, f"/api/tasks/{task.id}/{action}")
+            await self.river.runner_client.call(
+                node.url, node.secret, f"/api/tasks/{task.id}/{action}"
+            )
         except Exception as exc:
             raise TaskError(502, f"could not {action} task {task.id}: {exc}") from None
         return task
@@ -201,7 +223,10 @@ class TaskService:
                     continue
                 if self._apply_status(session, task, message):
                     changed[task_id] = task
-                elif TaskState(task.state).terminal and message.get("state") in ("running", "paused"):
+                elif TaskState(task.state).terminal and message.get("state") in (
+                    "running",
+                    "paused",
+                ):
                     stop.append(str(task_id))
             self.commit_and_publish(session, changed.values())
         return stop

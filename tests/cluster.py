@@ -30,7 +30,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """Poll until predicate() is truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -42,7 +47,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         except Exception as exc:  # the thing polled may not be up yet
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    )
 
 
 def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
@@ -95,8 +102,13 @@ class Cluster:
         data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.root / "host.log", "ab")  # noqa: SIM115
         command = [
-            sys.executable, "-m", "jupyter", "server", "--no-browser",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+            sys.executable,
+            "-m",
+            "jupyter",
+            "server",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
             f"--ServerApp.allow_root={os.geteuid() == 0}",
             f"--IdentityProvider.token={self.token}",
@@ -109,23 +121,36 @@ class Cluster:
             f"--RiverHost.heartbeat_misses={self.heartbeat_misses}",
             *self.extra_host_args,
         ]
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(self.root / "jupyter-config"),
-               "JUPYTER_RUNTIME_DIR": str(self.root / "runtime")}
-        self.host_process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                             start_new_session=True)
-        wait_for(self._host_up, timeout, what=f"host on port {self.port} (see {self.root / 'host.log'})")
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(self.root / "jupyter-config"),
+            "JUPYTER_RUNTIME_DIR": str(self.root / "runtime"),
+        }
+        self.host_process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        wait_for(
+            self._host_up, timeout, what=f"host on port {self.port} (see {self.root / 'host.log'})"
+        )
 
     def _host_up(self) -> bool:
         if self.host_process and self.host_process.poll() is not None:
-            raise RuntimeError(f"host exited with {self.host_process.returncode}; see {self.root / 'host.log'}")
-        return httpx.get(f"{self.url}/river/api/nodes", headers=self.headers, timeout=2).status_code == 200
+            raise RuntimeError(
+                f"host exited with {self.host_process.returncode}; see {self.root / 'host.log'}"
+            )
+        return (
+            httpx.get(f"{self.url}/river/api/nodes", headers=self.headers, timeout=2).status_code
+            == 200
+        )
 
     def stop_host(self, sig: int = signal.SIGTERM) -> None:
         if self.host_process:
             _stop(self.host_process, sig)
 
     # ---- runners --------------------------------------------------------------------
-    def start_runner(self, name: str, *args: str, wait_online: bool = True, port: int | None = None) -> Runner:
+    def start_runner(
+        self, name: str, *args: str, wait_online: bool = True, port: int | None = None
+    ) -> Runner:
         runner = self.runners.get(name)
         if runner is None:
             args_list = list(args) if "--backend" in args else ["--backend", "process", *args]
@@ -134,12 +159,25 @@ class Cluster:
         runner.log_path = self.root / f"runner-{name}.log"
         log = open(runner.log_path, "ab")  # noqa: SIM115
         command = [
-            sys.executable, "-m", "river_runner.cli", "runner",
-            "--host", self.url, "--token", JOIN_TOKEN, "--name", name,
-            "--port", str(runner.port), "--data-dir", str(runner.data_dir),
+            sys.executable,
+            "-m",
+            "river_runner.cli",
+            "runner",
+            "--host",
+            self.url,
+            "--token",
+            JOIN_TOKEN,
+            "--name",
+            name,
+            "--port",
+            str(runner.port),
+            "--data-dir",
+            str(runner.data_dir),
             *runner.args,
         ]
-        runner.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        runner.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if wait_online:
             self.wait_node(name, "online")
         return runner
@@ -170,7 +208,9 @@ class Cluster:
     def task(self, task_id: str) -> dict[str, Any]:
         return self.get(f"/river/api/tasks/{task_id}")["task"]
 
-    def wait_task(self, task_id: str, states: set[str] | str, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_task(
+        self, task_id: str, states: set[str] | str, timeout: float = 30.0
+    ) -> dict[str, Any]:
         wanted = {states} if isinstance(states, str) else states
 
         def check() -> dict[str, Any] | None:

@@ -19,3 +19,15 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def solo_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One host with a one-core runner 'solo', shared by a module's read-mostly tests."""
+    c = Cluster(tmp_path_factory.mktemp("solo"))
+    c.start_host()
+    try:
+        c.start_runner("solo", "--cpus", "0")
+        yield c
+    finally:
+        c.close()

@@ -58,7 +58,9 @@ class Backend(abc.ABC):
     name: str = "abstract"
 
     @abc.abstractmethod
-    async def start(self, launch: TaskLaunch, on_output: OutputCallback, on_exit: ExitCallback) -> int | str:
+    async def start(
+        self, launch: TaskLaunch, on_output: OutputCallback, on_exit: ExitCallback
+    ) -> int | str:
         """Start the task; return a handle (pid, container id). Raise to refuse it."""
 
     @abc.abstractmethod

@@ -87,7 +87,9 @@ class ProcessBackend(Backend):
             env["RIVER_TASK_WORKDIR"] = launch.workdir
         return env
 
-    async def start(self, launch: TaskLaunch, on_output: OutputCallback, on_exit: ExitCallback) -> int:
+    async def start(
+        self, launch: TaskLaunch, on_output: OutputCallback, on_exit: ExitCallback
+    ) -> int:
         if launch.task_id in self._tasks:
             return self._tasks[launch.task_id].supervisor_pid
         task_dir = self.work_root / str(launch.task_id)

@@ -48,9 +48,7 @@ class EventsHandler(RiverAPIHandler):
         privileged = role_at_least(self.role, "operator")
         all_tasks = self.get_argument("tasks", "") == "all"
         tasks = [self.load_task(str(tid), action="see") for tid in task_ids]
-        log_ids = {
-            str(t.id) for t in tasks if t.owner == self.username or privileged
-        }
+        log_ids = {str(t.id) for t in tasks if t.owner == self.username or privileged}
         watched = {str(t.id) for t in tasks}
         me = self.username
 
@@ -105,7 +103,9 @@ class EventsHandler(RiverAPIHandler):
         if line["seq"] <= sent.get(task_id, 0):
             return
         sent[task_id] = line["seq"]
-        await self._send(EVENT_LOG, {"task_id": task_id, **{k: line[k] for k in ("seq", "stream", "text", "ts")}})
+        await self._send(
+            EVENT_LOG, {"task_id": task_id, **{k: line[k] for k in ("seq", "stream", "text", "ts")}}
+        )
 
     async def _send(self, kind: str, data: dict[str, Any]) -> None:
         self.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n")

@@ -15,8 +15,12 @@ from tests.cluster import Cluster, wait_for
 def read_events(cluster: Cluster, query: str, stop: threading.Event, into: list) -> None:
     """Collect (kind, data, arrival time) from the SSE stream until `stop` is set."""
     try:
-        with httpx.stream("GET", f"{cluster.url}/river/api/events?{query}", headers=cluster.headers,
-                          timeout=httpx.Timeout(30, read=60)) as response:
+        with httpx.stream(
+            "GET",
+            f"{cluster.url}/river/api/events?{query}",
+            headers=cluster.headers,
+            timeout=httpx.Timeout(30, read=60),
+        ) as response:
             kind = None
             for line in response.iter_lines():
                 if line.startswith("event: "):
@@ -34,7 +38,9 @@ def test_task_runs_on_the_picked_node_and_streams_output(cluster: Cluster) -> No
     cluster.start_runner("alpha", "--cpus", "0")
     cluster.start_runner("beta", "--cpus", "0-1")
     # Best fit: a 2-core task can only go to beta; a pinned task goes where it is told.
-    two = cluster.submit(kind="python", cores=2, script="import os\nprint('cpus', sorted(os.sched_getaffinity(0)))")
+    two = cluster.submit(
+        kind="python", cores=2, script="import os\nprint('cpus', sorted(os.sched_getaffinity(0)))"
+    )
     assert int(two["id"]) > 0 and abs(timestamp_ms(int(two["id"])) / 1000 - time.time()) < 60
     pinned = cluster.submit(command=["sh", "-c", "echo on $RIVER_TASK_ID; exit 3"], target="alpha")
 
@@ -45,7 +51,10 @@ def test_task_runs_on_the_picked_node_and_streams_output(cluster: Cluster) -> No
 
     failed = cluster.wait_task(pinned["id"], "failed")
     assert failed["node"] == "alpha" and failed["exit_code"] == 3
-    assert cluster.get(f"/river/api/tasks/{pinned['id']}/logs")["lines"][0]["text"] == f"on {pinned['id']}"
+    assert (
+        cluster.get(f"/river/api/tasks/{pinned['id']}/logs")["lines"][0]["text"]
+        == f"on {pinned['id']}"
+    )
 
 
 def test_event_stream_delivers_lines_before_the_task_ends(cluster: Cluster) -> None:
@@ -55,15 +64,27 @@ def test_event_stream_delivers_lines_before_the_task_ends(cluster: Cluster) -> N
         script="import time, sys\nfor i in range(3):\n    print('line', i, flush=True)\n    time.sleep(0.3)\nprint('oops', file=sys.stderr)",
     )
     stop, events = threading.Event(), []
-    reader = threading.Thread(target=read_events, args=(cluster, f"task={task['id']}", stop, events), daemon=True)
+    reader = threading.Thread(
+        target=read_events, args=(cluster, f"task={task['id']}", stop, events), daemon=True
+    )
     reader.start()
-    wait_for(lambda: any(k == "task" and d["task"]["state"] == "completed" for k, d, _ in events), 30,
-             what="completed event")
+    wait_for(
+        lambda: any(k == "task" and d["task"]["state"] == "completed" for k, d, _ in events),
+        30,
+        what="completed event",
+    )
     stop.set()
     logs = [(d["stream"], d["text"]) for k, d, _ in events if k == "log"]
-    assert logs == [("stdout", "line 0"), ("stdout", "line 1"), ("stdout", "line 2"), ("stderr", "oops")]
+    assert logs == [
+        ("stdout", "line 0"),
+        ("stdout", "line 1"),
+        ("stdout", "line 2"),
+        ("stderr", "oops"),
+    ]
     first_line_at = next(t for k, d, t in events if k == "log")
-    completed_at = next(t for k, d, t in events if k == "task" and d["task"]["state"] == "completed")
+    completed_at = next(
+        t for k, d, t in events if k == "task" and d["task"]["state"] == "completed"
+    )
     assert completed_at - first_line_at > 0.5  # the first line arrived while the task still ran
     states = [d["task"]["state"] for k, d, _ in events if k == "task"]
     assert states[-1] == "completed" and "running" in states
@@ -86,3 +107,22 @@ def test_queue_holds_tasks_until_cores_free(cluster: Cluster) -> None:
         assert concurrent <= 2, f"{concurrent} tasks ran at once on a 2-core node"
     cpus = {tuple(f["cpus"]) for f in finished}
     assert cpus <= {(0,), (1,)}
+
+
+def test_python_client_submits_streams_and_waits(cluster: Cluster) -> None:
+    from river_magics import Client
+
+    cluster.start_runner("one", "--cpus", "0")
+    cluster.start_runner("two", "--cpus", "0-1")
+    client = Client(cluster.url, cluster.token)
+    handle = client.submit(
+        script="for i in range(3):\n    print('n', i)\nraise SystemExit(2)", cores=2
+    )
+    lines = [line["text"] for line in handle.stream()]
+    final = handle.wait(timeout=30)
+    assert lines == ["n 0", "n 1", "n 2"]
+    assert final["state"] == "failed" and final["exit_code"] == 2 and final["node"] == "two"
+    assert {n["name"]: n["state"] for n in client.nodes()} == {"one": "online", "two": "online"}
+    ok = client.submit(["sh", "-c", "echo fine"], target="one").wait(timeout=30)
+    assert ok["state"] == "completed" and ok["node"] == "one"
+    assert [t["id"] for t in client.tasks()][:2] == [ok["id"], final["id"]]

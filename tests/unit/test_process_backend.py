@@ -24,7 +24,9 @@ class Recorder:
         self.done: dict[int, asyncio.Event] = {}
 
     def output_for(self, task_id: int):
-        def on_output(stream: str, text: str, seq: int | None = None, ts: float | None = None) -> None:
+        def on_output(
+            stream: str, text: str, seq: int | None = None, ts: float | None = None
+        ) -> None:
             self.lines.setdefault(task_id, []).append((seq, stream, text))
 
         return on_output
@@ -53,12 +55,18 @@ def test_output_exit_status_affinity_and_gpus(tmp_path: Path) -> None:
             "print('warn', file=sys.stderr)\n"
             "sys.exit(4)\n"
         )
-        outcome = await _run(backend, recorder, TaskLaunch(1, "python", script=script, cpus=[0], gpus=[1, 3]))
+        outcome = await _run(
+            backend, recorder, TaskLaunch(1, "python", script=script, cpus=[0], gpus=[1, 3])
+        )
         assert outcome.state == TaskState.FAILED and outcome.exit_code == 4
         assert recorder.lines[1] == [
-            (1, "stdout", "affinity [0]"), (2, "stdout", "gpus 1,3"), (3, "stderr", "warn"),
+            (1, "stdout", "affinity [0]"),
+            (2, "stdout", "gpus 1,3"),
+            (3, "stderr", "warn"),
         ]
-        ok = await _run(backend, recorder, TaskLaunch(2, "command", command="printf 'a\\tb\\nno newline'"))
+        ok = await _run(
+            backend, recorder, TaskLaunch(2, "command", command="printf 'a\\tb\\nno newline'")
+        )
         assert ok.state == TaskState.COMPLETED and ok.exit_code == 0
         assert [text for _, _, text in recorder.lines[2]] == ["a\tb", "no newline"]
         await backend.close()
@@ -70,7 +78,9 @@ def test_memory_limit_kills_with_oom(tmp_path: Path) -> None:
     async def scenario() -> None:
         backend, recorder = ProcessBackend(tmp_path), Recorder()
         hog = "import time\nblocks = []\nfor _ in range(100):\n    blocks.append(bytearray(20 * 2**20))\n    time.sleep(0.05)\n"
-        outcome = await _run(backend, recorder, TaskLaunch(3, "python", script=hog, memory=64 * 2**20))
+        outcome = await _run(
+            backend, recorder, TaskLaunch(3, "python", script=hog, memory=64 * 2**20)
+        )
         assert outcome.state == TaskState.KILLED_OOM
         await backend.close()
 
@@ -80,7 +90,9 @@ def test_memory_limit_kills_with_oom(tmp_path: Path) -> None:
 def test_kill_pause_resume(tmp_path: Path) -> None:
     async def scenario() -> None:
         backend, recorder = ProcessBackend(tmp_path), Recorder()
-        launch = TaskLaunch(5, "python", script="import time\nprint('up', flush=True)\ntime.sleep(60)")
+        launch = TaskLaunch(
+            5, "python", script="import time\nprint('up', flush=True)\ntime.sleep(60)"
+        )
         await backend.start(launch, recorder.output_for(5), recorder.on_exit)
         for _ in range(200):
             if recorder.lines.get(5):
@@ -94,7 +106,9 @@ def test_kill_pause_resume(tmp_path: Path) -> None:
         assert await backend.kill(5)
         outcome = await recorder.wait(5)
         assert outcome.state == TaskState.KILLED
-        assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+        assert (
+            not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+        )
         await backend.close()
 
     asyncio.run(scenario())
@@ -106,7 +120,9 @@ def test_a_new_backend_adopts_running_tasks(tmp_path: Path) -> None:
     async def scenario() -> None:
         first, recorder = ProcessBackend(tmp_path), Recorder()
         script = "import time, sys\nprint('before', flush=True)\ntime.sleep(1.0)\nprint('after')\nsys.exit(7)"
-        await first.start(TaskLaunch(9, "python", script=script), recorder.output_for(9), recorder.on_exit)
+        await first.start(
+            TaskLaunch(9, "python", script=script), recorder.output_for(9), recorder.on_exit
+        )
         await first.close()  # the runner goes away; the supervisor does not
 
         second, adopted = ProcessBackend(tmp_path), Recorder()

@@ -5,13 +5,15 @@ stdout/stderr as numbered records to one append-only file (so a restarted runner
 up where it stopped without duplicates), enforces the memory limit, and leaves the exit
 status in `result.json`. The runner only tails files and sends signals.
 
+It imports only the standard library and runs with `python -S`, so starting it costs a
+few milliseconds; memory is read from /proc for every process in the task's session.
+
 Record format in `output.log`: `SEQ<TAB>STREAM<TAB>TS<TAB>TEXT` with TEXT escaped by
 `encode_text` so a record is always one line.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -20,9 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import psutil
 
 OUTPUT_FILE = "output.log"
 RESULT_FILE = "result.json"
@@ -62,7 +61,7 @@ def parse_record(line: str) -> tuple[int, str, float, str] | None:
 class _OutputWriter:
     """Numbers lines across both streams in arrival order and appends them durably."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         self._seq = 0
         self._partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
@@ -92,15 +91,22 @@ class _OutputWriter:
         self._file.close()
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def session_rss(session_id: int) -> int:
+    """Resident memory of every process in a session (the task and all it spawned)."""
+    page = os.sysconf("SC_PAGE_SIZE")
     total = 0
-    try:
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        # fields[0] is field 3 (state): session is field 6, rss (pages) field 24.
+        if int(fields[3]) == session_id:
+            total += int(fields[21]) * page
     return total
 
 
@@ -109,12 +115,12 @@ def _kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def supervise(task_dir: Path, argv: list[str], memory_limit: int, cpus: list[int]) -> int:
+def supervise(task_dir: str, argv: list[str], memory_limit: int, cpus: list[int]) -> int:
     """Run argv to completion; return the exit code to leave in result.json."""
-    (task_dir / PID_FILE).write_text(str(os.getpid()))
+    _write(os.path.join(task_dir, PID_FILE), str(os.getpid()))
     if cpus:
         os.sched_setaffinity(0, cpus)
-    writer = _OutputWriter(task_dir / OUTPUT_FILE)
+    writer = _OutputWriter(os.path.join(task_dir, OUTPUT_FILE))
     killed = {"by_request": False, "oom": False}
 
     try:
@@ -131,7 +137,7 @@ def supervise(task_dir: Path, argv: list[str], memory_limit: int, cpus: list[int
         writer.close()
         _write_result(task_dir, exit_code=127, killed=False, oom=False, detail=str(exc))
         return 127
-    (task_dir / CHILD_PID_FILE).write_text(str(child.pid))
+    _write(os.path.join(task_dir, CHILD_PID_FILE), str(child.pid))
 
     def on_term(_signum: int, _frame: object) -> None:
         killed["by_request"] = True
@@ -146,7 +152,6 @@ def supervise(task_dir: Path, argv: list[str], memory_limit: int, cpus: list[int
     assert child.stdout and child.stderr
     selector.register(child.stdout, selectors.EVENT_READ, "stdout")
     selector.register(child.stderr, selectors.EVENT_READ, "stderr")
-    ps_child = psutil.Process(child.pid)
     next_memory_check = 0.0
     while selector.get_map():
         for key, _ in selector.select(timeout=MEMORY_POLL_SECONDS / 2):
@@ -158,7 +163,7 @@ def supervise(task_dir: Path, argv: list[str], memory_limit: int, cpus: list[int
         now = time.monotonic()
         if memory_limit and now >= next_memory_check and not killed["oom"]:
             next_memory_check = now + MEMORY_POLL_SECONDS
-            if _tree_rss(ps_child) > memory_limit:
+            if session_rss(child.pid) > memory_limit:
                 killed["oom"] = True
                 _kill_group(child.pid, signal.SIGKILL)
         if now >= deadline[0]:
@@ -173,26 +178,36 @@ def supervise(task_dir: Path, argv: list[str], memory_limit: int, cpus: list[int
     return exit_code
 
 
-def _write_result(
-    task_dir: Path, *, exit_code: int, killed: bool, oom: bool, detail: str = ""
-) -> None:
-    tmp = task_dir / (RESULT_FILE + ".tmp")
-    tmp.write_text(
-        json.dumps({"exit_code": exit_code, "killed": killed, "oom": oom, "detail": detail})
-    )
-    os.replace(tmp, task_dir / RESULT_FILE)
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def _write_result(task_dir: str, *, exit_code: int, killed: bool, oom: bool, detail: str = "") -> None:
+    result = json.dumps({"exit_code": exit_code, "killed": killed, "oom": oom, "detail": detail})
+    final = os.path.join(task_dir, RESULT_FILE)
+    _write(final + ".tmp", result)
+    os.replace(final + ".tmp", final)
 
 
 def main(args: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="river-supervise")
-    parser.add_argument("--dir", required=True, type=Path)
-    parser.add_argument("--memory", type=int, default=0)
-    parser.add_argument("--cpus", default="")
-    parser.add_argument("argv", nargs=argparse.REMAINDER)
-    ns = parser.parse_args(args)
-    argv = ns.argv[1:] if ns.argv and ns.argv[0] == "--" else ns.argv
-    cpus = [int(c) for c in ns.cpus.split(",") if c]
-    supervise(ns.dir, argv, ns.memory, cpus)
+    """`supervise.py --dir DIR [--memory BYTES] [--cpus 0,1] -- ARGV...` (no argparse: it
+    costs more start-up time than the rest of this module)."""
+    args = list(sys.argv[1:] if args is None else args)
+    options = {"--dir": "", "--memory": "0", "--cpus": ""}
+    while args and args[0] != "--":
+        flag = args.pop(0)
+        if flag not in options or not args:
+            print(f"usage: supervise.py --dir DIR [--memory N] [--cpus LIST] -- ARGV (bad {flag!r})",
+                  file=sys.stderr)
+            return 2
+        options[flag] = args.pop(0)
+    argv = args[1:]
+    if not options["--dir"] or not argv:
+        print("usage: supervise.py --dir DIR [--memory N] [--cpus LIST] -- ARGV", file=sys.stderr)
+        return 2
+    cpus = [int(c) for c in options["--cpus"].split(",") if c]
+    supervise(options["--dir"], argv, int(options["--memory"]), cpus)
     return 0
 
 

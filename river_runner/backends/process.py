@@ -100,8 +100,8 @@ class ProcessBackend(Backend):
         argv = self._argv(launch, task_dir)
         command = [
             self.python,
-            "-m",
-            "river_runner.supervise",
+            "-S",
+            supervise.__file__,
             "--dir",
             str(task_dir),
             "--memory",

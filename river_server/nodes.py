@@ -149,18 +149,38 @@ class NodeRegistry:
         tasks = self.river.tasks
         with self.river.sessions() as session:
             expected = tasks.active_on(session, name)
-            missing = [
+            overdue = [
                 t
                 for t in expected
-                if t.id not in reported
-                and (t.started_at or t.assigned_at or 0) < cutoff
-                and t.state != TaskState.ASSIGNING.value
+                if t.id not in reported and (t.started_at or t.assigned_at or 0) < cutoff
             ]
-            lost = tasks.mark_lost(session, missing, f"runner {name} no longer runs this task")
+            # A task still `assigning` that the runner does not have never started there
+            # (e.g. the host died before the launch call): it goes back to the queue, which
+            # cannot run it twice. One that had started and vanished is lost.
+            never_started = [t for t in overdue if t.state == TaskState.ASSIGNING.value]
+            requeued = [
+                t
+                for t in never_started
+                if tasks.transition(
+                    session,
+                    t,
+                    TaskState.QUEUED,
+                    f"runner {name} never received it; requeued",
+                    node=None,
+                    cpus=[],
+                    gpus=[],
+                    memory=0,
+                    assigned_at=None,
+                )
+            ]
+            vanished = [
+                t for t in overdue if t.state != TaskState.QUEUED.value and t not in requeued
+            ]
+            lost = tasks.mark_lost(session, vanished, f"runner {name} no longer runs this task")
             expected_ids = {t.id for t in expected}
             for task_id in reported - expected_ids:
                 kill.append(str(task_id))
-            tasks.commit_and_publish(session, lost)
+            tasks.commit_and_publish(session, [*requeued, *lost])
         return kill
 
     # ---- liveness -------------------------------------------------------------------

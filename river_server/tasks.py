@@ -157,7 +157,7 @@ class TaskService:
         session.commit()
         for task in tasks:
             self.publish(task)
-        if any(TaskState(t.state).terminal for t in tasks):
+        if any(TaskState(t.state).terminal or t.state == TaskState.QUEUED.value for t in tasks):
             self.river.dispatcher.wake()
 
     # ---- user actions ---------------------------------------------------------------

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from river_runner.protocol import EVENT_NODE, TaskState
 from river_server import db
@@ -30,20 +30,32 @@ class RegistrationError(Exception):
         self.status = status
 
 
+FULL_RECONCILE_SECONDS = 10.0  # compare with the DB at least this often per node
+METRICS_FLUSH_SECONDS = 10.0  # how often live metrics are written to the DB
+
+
 @dataclass
 class Connection:
-    """What this host process knows of a live runner."""
+    """What this host process knows of a live runner. Heartbeats update it in memory;
+    the DB is touched only when something changes (or, for metrics, every few seconds)."""
 
     name: str
     url: str
     secret: str  # presented to the runner on every call
     last_seen: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    gpus: list[dict[str, Any]] | None = None
+    last_report: frozenset[str] = frozenset()
+    last_reconcile: float = 0.0
+    dirty: bool = False
 
 
 class NodeRegistry:
     def __init__(self, river: River) -> None:
         self.river = river
         self._connections: dict[str, Connection] = {}
+        self._credentials: dict[str, str] = {}  # credential digest -> node name
+        self._last_flush = time.monotonic()
         self.started_at = time.time()
 
     # ---- queries --------------------------------------------------------------------
@@ -53,15 +65,25 @@ class NodeRegistry:
     def is_online(self, name: str) -> bool:
         return name in self._connections
 
-    def node_for_credential(self, secret: str) -> db.Node | None:
-        with self.river.sessions() as session:
-            return session.scalar(
-                select(db.Node).where(db.Node.credential_hash == hash_secret(secret))
-            )
+    def name_for_credential(self, secret: str) -> str | None:
+        """The node a runner credential belongs to (digests cached: beats are frequent)."""
+        digest = hash_secret(secret)
+        name = self._credentials.get(digest)
+        if name is None:
+            with self.river.sessions() as session:
+                name = session.scalar(select(db.Node.name).where(db.Node.credential_hash == digest))
+            if name is not None:
+                self._credentials[digest] = name
+        return name
 
     def to_json(self, node: db.Node) -> dict[str, Any]:
         free = self.river.dispatcher.free_resources(node.name)
-        return node_json(node, free, self.is_online(node.name))
+        data = node_json(node, free, self.is_online(node.name))
+        connection = self._connections.get(node.name)
+        if connection is not None and connection.metrics:
+            data["metrics"] = connection.metrics
+            data["gpus"] = connection.gpus if connection.gpus is not None else data["gpus"]
+        return data
 
     def publish(self, node: db.Node) -> None:
         self.river.bus.publish(EVENT_NODE, {"node": self.to_json(node)})
@@ -114,26 +136,57 @@ class NodeRegistry:
             "kill": kill,
         }
 
-    def heartbeat(self, node: db.Node, body: dict[str, Any]) -> dict[str, Any] | None:
+    def heartbeat(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Record a beat; None when this host does not know the runner's address (it must
-        register again)."""
-        connection = self._connections.get(node.name)
+        register again). Compares the runner's task list with the DB only when it changed
+        or every FULL_RECONCILE_SECONDS, so steady beats cost no DB work."""
+        connection = self._connections.get(name)
         if connection is None:
             return None
-        connection.last_seen = time.monotonic()
-        with self.river.sessions.begin() as session:
-            row = session.get(db.Node, node.name)
-            if row is not None:
-                row.metrics = body.get("metrics") or {}
-                if body.get("gpus") is not None:
-                    row.gpus = body["gpus"]
-                row.last_seen = time.time()
-        kill = self.reconcile(node.name, body.get("running") or {})
+        now = time.monotonic()
+        connection.last_seen = now
+        connection.metrics = body.get("metrics") or {}
+        if body.get("gpus") is not None:
+            connection.gpus = body["gpus"]
+        connection.dirty = True
+        running = body.get("running") or {}
+        report = frozenset(running)
+        kill: list[str] = []
+        if (
+            report != connection.last_report
+            or now - connection.last_reconcile > FULL_RECONCILE_SECONDS
+        ):
+            kill = self.reconcile(name, running)
         return {
             "boot_id": self.river.boot_id,
             "heartbeat_interval": self.river.config.heartbeat_interval,
             "kill": kill,
         }
+
+    def flush_metrics(self) -> None:
+        """Write live metrics to the DB in one transaction (for restarts and other readers)."""
+        dirty = [c for c in self._connections.values() if c.dirty]
+        if not dirty:
+            return
+        now_wall, now_mono = time.time(), time.monotonic()
+        rows = []
+        for connection in dirty:
+            row = {
+                "name": connection.name,
+                "metrics": connection.metrics,
+                "last_seen": now_wall - (now_mono - connection.last_seen),
+            }
+            if connection.gpus is not None:
+                row["gpus"] = connection.gpus
+            rows.append(row)
+            connection.dirty = False
+        with_gpus = [r for r in rows if "gpus" in r]
+        without_gpus = [r for r in rows if "gpus" not in r]
+        with self.river.sessions.begin() as session:
+            # ORM bulk UPDATE by primary key: one executemany, not one query per node.
+            for batch in (with_gpus, without_gpus):
+                if batch:
+                    session.execute(update(db.Node), batch)
 
     def reconcile(self, name: str, running: dict[str, str]) -> list[str]:
         """Compare what a runner runs with what the host expects of it.
@@ -142,6 +195,10 @@ class NodeRegistry:
         does not, are lost; tasks the runner reports that the host considers over (or never
         gave it) are to be killed.
         """
+        connection = self._connections.get(name)
+        if connection is not None:
+            connection.last_report = frozenset(running)
+            connection.last_reconcile = time.monotonic()
         reported = {int(task_id) for task_id in running}
         grace = 2 * self.river.config.heartbeat_interval + 2.0
         cutoff = time.time() - grace
@@ -189,6 +246,9 @@ class NodeRegistry:
         config = self.river.config
         timeout = config.heartbeat_interval * config.heartbeat_misses
         now = time.monotonic()
+        if now - self._last_flush > METRICS_FLUSH_SECONDS:
+            self._last_flush = now
+            self.flush_metrics()
         for name, connection in list(self._connections.items()):
             if now - connection.last_seen > timeout:
                 self._connections.pop(name, None)

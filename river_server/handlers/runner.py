@@ -9,14 +9,11 @@ from typing import Any
 from tornado import web
 
 from river_runner.protocol import parse_runner_auth
-from river_server import db
 from river_server.nodes import RegistrationError
 from river_server.services import River
 
 
 class RunnerAPIHandler(web.RequestHandler):
-    node: db.Node
-
     @property
     def river(self) -> River:
         return self.settings["river"]
@@ -30,11 +27,12 @@ class RunnerAPIHandler(web.RequestHandler):
             raise web.HTTPError(401, "runner credential required (Authorization: river-runner ...)")
         return secret
 
-    def authenticate_node(self) -> db.Node:
-        node = self.river.nodes.node_for_credential(self.presented_secret())
-        if node is None:
+    def authenticate_node(self) -> str:
+        """The name of the node whose credential this request carries."""
+        name = self.river.nodes.name_for_credential(self.presented_secret())
+        if name is None:
             raise web.HTTPError(401, "unknown runner credential")
-        return node
+        return name
 
     def json_body(self) -> dict[str, Any]:
         try:
@@ -66,8 +64,8 @@ class RegisterHandler(RunnerAPIHandler):
 
 class HeartbeatHandler(RunnerAPIHandler):
     def post(self) -> None:
-        node = self.authenticate_node()
-        reply = self.river.nodes.heartbeat(node, self.json_body())
+        name = self.authenticate_node()
+        reply = self.river.nodes.heartbeat(name, self.json_body())
         if reply is None:
             raise web.HTTPError(404, "this host does not know your address: register again")
         self.finish(reply)
@@ -75,11 +73,11 @@ class HeartbeatHandler(RunnerAPIHandler):
 
 class RunnerEventsHandler(RunnerAPIHandler):
     def post(self) -> None:
-        node = self.authenticate_node()
-        if not self.river.nodes.is_online(node.name):
+        name = self.authenticate_node()
+        if not self.river.nodes.is_online(name):
             raise web.HTTPError(404, "register before sending events")
         messages = self.json_body().get("messages")
         if not isinstance(messages, list):
             raise web.HTTPError(400, "body needs 'messages': a list")
-        stop = self.river.tasks.apply_runner_messages(node.name, messages)
+        stop = self.river.tasks.apply_runner_messages(name, messages)
         self.finish({"ok": True, "kill": stop})

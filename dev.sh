@@ -30,7 +30,9 @@ case "${1:-}" in
         if [ "$(id -u)" = "0" ]; then
             # Docker (and later the overlay tests) need root services set up first.
             bash .ci/setup-docker.sh || echo "dev.sh: no Docker daemon; docker tests will be skipped"
+            bash .ci/setup-netns.sh || echo "dev.sh: no iproute2; overlay (netns) tests will be skipped"
             bash .ci/build-images.sh || echo "dev.sh: test images not built; docker tests will be skipped"
+            bash .ci/setup-browser.sh || echo "dev.sh: no chromium; browser tests will be skipped"
         fi
         "$VENV/bin/ruff" check .
         exec "$VENV/bin/python" -m pytest "$@"

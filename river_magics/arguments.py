@@ -14,8 +14,13 @@ from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 
+from river_runner.containers import parse_env_name, parse_mount
 from river_runner.ids import parse_id
 from river_runner.spec import SpecError, parse_memory, parse_request, parse_target
+
+from .common import parse_array
+from .errors import RiverError
+from .overlay import add_overlay_commands
 
 RUN_USAGE = "%river run [options] -- CMD [ARGS ...]"
 _SEPARATOR = re.compile(r"(?:^|\s)--(?:\s+|$)")
@@ -74,6 +79,34 @@ def count_arg(text: str) -> int:
     return value
 
 
+def array_arg(text: str) -> str:
+    try:
+        parse_array(text)
+    except RiverError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def names_arg(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give variable names, e.g. x,y")
+    for name in names:
+        if not name.isidentifier():
+            raise argparse.ArgumentTypeError(f"{name!r} is not a variable name")
+    return names
+
+
+def seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 (got {value})")
+    return value
+
+
 def env_arg(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or any(c.isspace() for c in key):
@@ -84,7 +117,21 @@ def env_arg(text: str) -> tuple[str, str]:
 def _add_task_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `submit`: what the task needs and how to wait for it."""
     parser.add_argument(
-        "-t", "--target", type=target_arg, metavar="NODE[:NUMA][::GPU,GPU]", help="where to run"
+        "-t",
+        "--target",
+        dest="targets",
+        type=target_arg,
+        action="append",
+        default=[],
+        metavar="NODE[:NUMA][::GPU,GPU]",
+        help="where to run; repeat for one task per target",
+    )
+    parser.add_argument(
+        "--array",
+        type=array_arg,
+        metavar="SPEC",
+        help="one task per index, e.g. 0-31%%4 (32 tasks, at most 4 at a time); each "
+        "task sees RIVER_ARRAY_INDEX",
     )
     parser.add_argument("-c", "--cores", type=count_arg, default=1, help="CPU cores (default 1)")
     parser.add_argument("-m", "--memory", type=memory_arg, metavar="SIZE", help="e.g. 512M, 8G")
@@ -100,11 +147,77 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
         help="environment variable for the task (repeat for several)",
     )
     parser.add_argument("-w", "--workdir", metavar="DIR", help="working directory on the node")
+    box = parser.add_mutually_exclusive_group()
+    box.add_argument("--image", metavar="IMG", help="run in a container of this docker image")
+    box.add_argument(
+        "--environment",
+        metavar="NAME",
+        type=env_name_arg,
+        help="run in an exported River environment (%%river env export NAME)",
+    )
+    parser.add_argument(
+        "--mount",
+        type=mount_arg,
+        action="append",
+        default=[],
+        metavar="SRC:DST[:ro]",
+        help="bind-mount a node path into the container (repeat for several)",
+    )
+    parser.add_argument(
+        "--privileged", action="store_true", help="privileged container (operators only)"
+    )
+    parser.add_argument(
+        "--ip-token",
+        metavar="TOKEN",
+        help="give the task the overlay address reserved with %%river ip reserve",
+    )
     parser.add_argument(
         "--detach",
         action="store_true",
         help="return a TaskHandle at once instead of streaming the output",
     )
+
+
+def mount_arg(text: str) -> str:
+    try:
+        return parse_mount(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def env_name_arg(text: str) -> str:
+    try:
+        return parse_env_name(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_env_commands(sub: Any) -> None:
+    """`%river env create|list|exec|export|delete`: container environments on the host."""
+    env = sub.add_parser(
+        "env",
+        help="container environments: build on the host, export, use with --environment",
+        description="Build a container environment on the host, export it to shared storage "
+        "and run tasks in it with --environment NAME.",
+    )
+    actions = env.add_subparsers(dest="env_command", metavar="ACTION", required=True)
+    actions.add_parser("list", help="environments and their exported tarballs")
+    create = actions.add_parser("create", help="start an environment container from an image")
+    create.add_argument("name", type=env_name_arg, metavar="NAME")
+    create.add_argument("--image", required=True, metavar="IMG", help="the image to start from")
+    run = actions.add_parser(
+        "exec",
+        usage="%(prog)s NAME -- COMMAND",
+        help="run a shell command in the environment container",
+        description="Run COMMAND (through /bin/sh -c) in the environment; put it after `--`.",
+    )
+    run.add_argument("name", type=env_name_arg, metavar="NAME")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND")
+    export = actions.add_parser("export", help="save the environment to shared storage")
+    export.add_argument("name", type=env_name_arg, metavar="NAME")
+    delete = actions.add_parser("delete", help="remove the environment container")
+    delete.add_argument("name", type=env_name_arg, metavar="NAME")
+    delete.add_argument("--tarball", action="store_true", help="also delete the exported tarball")
 
 
 def _add_id(parser: argparse.ArgumentParser) -> None:
@@ -127,6 +240,14 @@ def build_parser() -> MagicArgumentParser:
     )
     connect.add_argument("url", nargs="?", metavar="URL")
     connect.add_argument("--token", metavar="T", help="API token (default: RIVER_TOKEN)")
+
+    login = sub.add_parser(
+        "login",
+        help="log in: --token T, or a user name and password (asked for) traded for a token",
+    )
+    login.add_argument("url", nargs="?", metavar="URL")
+    login.add_argument("--token", metavar="T", help="an API token (else prompt for a password)")
+    login.add_argument("--user", metavar="NAME", help="River user name (else asked for)")
 
     sub.add_parser("nodes", help="show the nodes and their free resources")
 
@@ -164,6 +285,39 @@ def build_parser() -> MagicArgumentParser:
         "Interrupting the kernel kills the task.",
     )
     _add_task_options(submit)
+    submit.add_argument(
+        "--push",
+        type=names_arg,
+        action="extend",
+        default=[],
+        metavar="X,Y",
+        help="notebook variables to send to the remote cell (pickled)",
+    )
+    submit.add_argument(
+        "--pull",
+        type=names_arg,
+        action="extend",
+        default=[],
+        metavar="Z",
+        help="remote variables to bring back into the notebook after success",
+    )
+    _add_env_commands(sub)
+    add_overlay_commands(sub)
+
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="a live dashboard: nodes, the queue and your tasks (ipywidgets)",
+        description="Show a live dashboard of nodes (CPU, memory, GPU with history), the "
+        "queue and your tasks with kill/logs buttons. It updates from the host's event "
+        "stream in a background thread; the kernel stays free.",
+    )
+    dashboard.add_argument(
+        "--refresh",
+        type=seconds_arg,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often node metrics and the queue are re-read (default 5)",
+    )
     return parser
 
 
@@ -182,11 +336,26 @@ def parse_line(parser: MagicArgumentParser, line: str) -> argparse.Namespace:
         raise HelpShown()
     command: list[str] | None = None
     raw_command: str | None = None
-    if tokens[0] == "run" and "--" in tokens:
+    if (tokens[0] == "run" or tokens[:2] == ["env", "exec"]) and "--" in tokens:
         split = tokens.index("--")
         tokens, command = tokens[:split], tokens[split + 1 :]
         raw_command = _text_after_separator(line, split)
     args = parser.parse_args(tokens)
+    if args.command == "env" and args.env_command == "exec":
+        if command is not None:
+            if args.cmd:
+                raise UsageError(f"unexpected {' '.join(args.cmd)!r} before `--`")
+            args.cmd = command
+        if args.cmd and args.cmd[0] == "--":
+            args.cmd = args.cmd[1:]
+        if not args.cmd:
+            raise UsageError("env exec needs a command: %river env exec NAME -- COMMAND")
+        if len(args.cmd) == 1:
+            args.shell_command = args.cmd[0]
+        else:
+            args.shell_command = ((raw_command or "").strip() if command else "") or " ".join(
+                args.cmd
+            )
     if args.command == "run":
         if command is not None:
             if args.cmd:
@@ -201,6 +370,9 @@ def parse_line(parser: MagicArgumentParser, line: str) -> argparse.Namespace:
         else:
             args.shell_command = (raw_command or "").strip() or " ".join(args.cmd)
     if args.command in ("run", "submit"):
+        args.target = args.targets[0] if len(args.targets) == 1 else None
+        if args.array and len(args.targets) > 1:
+            raise UsageError("give either --array or several -t targets, not both")
         check_request(args)
     return args
 
@@ -218,9 +390,10 @@ def _text_after_separator(line: str, tokens_before: int) -> str | None:
 
 def check_request(args: argparse.Namespace) -> None:
     """Cross-field checks (e.g. --gpus vs. GPUs named in the target) via the shared spec."""
-    try:
-        parse_request(
-            {"cores": args.cores, "memory": args.memory, "gpus": args.gpus, "target": args.target}
-        )
-    except SpecError as exc:
-        raise UsageError(str(exc)) from None
+    for target in args.targets or [None]:
+        try:
+            parse_request(
+                {"cores": args.cores, "memory": args.memory, "gpus": args.gpus, "target": target}
+            )
+        except SpecError as exc:
+            raise UsageError(str(exc)) from None

@@ -3,6 +3,7 @@
 Plain blocking httpx on purpose: inside a Jupyter kernel an asyncio loop already runs, so
 `asyncio.run` is unavailable, while a blocking socket read is interrupted cleanly by the
 kernel's interrupt (KeyboardInterrupt), which is what lets a waiting cell cancel its task.
+For asyncio code use `river_magics.AsyncClient`, which has the same surface.
 """
 
 from __future__ import annotations
@@ -12,102 +13,77 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from river_runner.ids import parse_id
-from river_runner.protocol import EVENT_LOG, EVENT_TASK, TERMINAL_STATES
-from river_runner.spec import parse_memory, parse_target
+from river_runner.protocol import EVENT_HELLO, EVENT_LOG, EVENT_TASK, LOG_STREAM_RIVER, PULL_BLOB
 
+from .common import (
+    API_PREFIX,
+    CONNECT_TIMEOUT,
+    EVENTS_READ_TIMEOUT,
+    NO_HOST_MESSAGE,
+    POLL_MAX,
+    POLL_MIN,
+    QUEUE_REFRESH,
+    REQUEST_TIMEOUT,
+    UNREACHABLE_LIMIT,
+    WAITING,
+    WatchSet,
+    array_field,
+    client_headers,
+    error_from_response,
+    is_terminal,
+    new_array_id,
+    normalize_url,
+    parse_array,
+    submit_body,
+    task_id,
+    transport_message,
+)
 from .errors import RiverConnectionError, RiverError
 from .events import parse_sse
+from .payload import PUSH_LIMIT, PayloadError, decode_pulled
 
-NO_HOST_MESSAGE = "no River host: run %river connect URL --token T or set RIVER_URL"
-API_PREFIX = "/river/api"
+__all__ = ["Client", "TaskGroup", "TaskHandle", "is_terminal"]
 
-# The host sends a keepalive comment every 15 s; a read that waits much longer than
-# that means the connection is dead, not that the task is quiet.
-EVENTS_READ_TIMEOUT = 60.0
-CONNECT_TIMEOUT = 5.0
-REQUEST_TIMEOUT = 30.0
-
-# Polling fallback when the event stream is unavailable: bounded exponential backoff, and
-# a limit on how long the host may stay unreachable before a waiter gives up.
-POLL_MIN = 0.25
-POLL_MAX = 5.0
-UNREACHABLE_LIMIT = 120.0
-
-# `since` for a subscription that only wants state changes: larger than any real line
-# number, so the host replays no old log lines.
-_NO_REPLAY = 2**53
-
-_TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
+# Environment builds (image pulls, docker commit of a whole container) take minutes.
+ENV_TIMEOUT = 1800.0
+ENV_EXEC_TIMEOUT = 300.0
 
 
-def is_terminal(state: str | None) -> bool:
-    """True for states a task never leaves (completed, failed, killed, killed_oom, lost)."""
-    return state in _TERMINAL
+def _env_name(name: str) -> str:
+    from river_runner.containers import parse_env_name
 
-
-def _task_id(value: str | int) -> str:
-    """Validate an ID before it goes into a URL (no path tricks, clear message)."""
-    return str(parse_id(value))
-
-
-def _normalize_url(url: str) -> tuple[str, str | None]:
-    """Accept what users paste: no scheme, a trailing slash, `/river/api`, `?token=...`."""
-    url = url.strip()
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query)
-    token = next((value for key, value in query if key == "token"), None)
-    rest = [(key, value) for key, value in query if key != "token"]
-    path = parts.path.rstrip("/")
-    for suffix in (API_PREFIX, "/river", "/lab", "/tree"):
-        if path.endswith(suffix):
-            path = path[: -len(suffix)]
-            break
-    clean = urlunsplit((parts.scheme, parts.netloc, path, urlencode(rest), ""))
-    return clean.rstrip("/"), token
-
-
-def _error_from_response(response: httpx.Response, method: str, path: str) -> RiverError:
-    """Build a RiverError from the host's JSON `message` (Jupyter APIHandler format)."""
-    status = response.status_code
-    message = ""
     try:
-        body = response.json()
-        if isinstance(body, dict):
-            message = str(body.get("message") or body.get("reason") or "")
-    except ValueError:
-        pass
-    reason = response.reason_phrase or "error"
-    if not message or message.lower() == reason.lower():
-        message = f"{reason} (HTTP {status} for {method} {path})"
-        if status == 404:
-            message += ": is the River extension enabled on this server?"
-    if status in (401, 403):
-        message += " (check the token: %river connect URL --token T, or RIVER_TOKEN)"
-    return RiverError(message, status=status)
+        return parse_env_name(name)
+    except ValueError as exc:
+        raise RiverError(str(exc)) from None
+
+
+# Kept under their old names for code that imported them from here.
+_normalize_url = normalize_url
+_task_id = task_id
 
 
 class Client:
-    """Talks to one River host. `Client()` reads RIVER_URL and RIVER_TOKEN."""
+    """Talks to one River host. `Client()` reads RIVER_URL and RIVER_TOKEN.
+
+    Safe to share between threads (httpx.Client is); `clone()` gives an independent one,
+    e.g. for a background thread that holds an event stream open.
+    """
 
     def __init__(self, url: str | None = None, token: str | None = None) -> None:
         url = url or os.environ.get("RIVER_URL")
         if not url:
             raise RiverError(NO_HOST_MESSAGE)
-        self.url, url_token = _normalize_url(url)
-        token = token or url_token or os.environ.get("RIVER_TOKEN") or None
-        headers = {"Accept": "application/json", "User-Agent": "river-magics"}
-        if token:
-            headers["Authorization"] = f"token {token}"
+        self.url, url_token = normalize_url(url)
+        self._token = token or url_token or os.environ.get("RIVER_TOKEN") or None
         self._api = self.url + API_PREFIX
+        self.push_limit = PUSH_LIMIT
         self._http = httpx.Client(
-            headers=headers, timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
+            headers=client_headers(self._token),
+            timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT),
         )
 
     def __repr__(self) -> str:
@@ -122,21 +98,28 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def clone(self) -> Client:
+        """A new client for the same host and token, with its own connections."""
+        twin = Client(self.url, self._token)
+        twin.push_limit = self.push_limit
+        return twin
+
     # -- plumbing ---------------------------------------------------------------------
 
     def _transport_error(self, exc: httpx.TransportError) -> RiverConnectionError:
-        if isinstance(exc, httpx.TimeoutException):
-            return RiverConnectionError(f"River host at {self.url} did not answer in time")
-        detail = str(exc) or type(exc).__name__
-        return RiverConnectionError(f"cannot reach River host at {self.url}: {detail}")
+        return RiverConnectionError(transport_message(self.url, exc))
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, self._api + path, **kwargs)
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
         if response.status_code >= 400:
-            raise _error_from_response(response, method, API_PREFIX + path)
+            raise error_from_response(response, method, API_PREFIX + path)
+        return response
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._send(method, path, **kwargs)
         if not response.content:
             return {}
         try:
@@ -152,6 +135,15 @@ class Client:
         return body
 
     # -- REST -------------------------------------------------------------------------
+
+    def login(self, username: str, password: str, label: str = "notebook") -> str:
+        """Trade a user name and password for a new API token (shown once: keep it)."""
+        body = {"username": username, "password": password, "label": label}
+        return str(self._request("POST", "/login", json=body)["token"])
+
+    def me(self) -> dict[str, Any]:
+        """The calling user: name, role, groups, quota."""
+        return dict(self._request("GET", "/me")["user"])
 
     def nodes(self) -> list[dict[str, Any]]:
         """Registered nodes with totals, free resources and metrics."""
@@ -170,7 +162,7 @@ class Client:
 
     def task(self, id: str | int) -> dict[str, Any]:
         """One task's current record."""
-        return self._request("GET", f"/tasks/{_task_id(id)}")["task"]
+        return self._request("GET", f"/tasks/{task_id(id)}")["task"]
 
     def submit(
         self,
@@ -184,51 +176,161 @@ class Client:
         target: str | None = None,
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
+        image: str | None = None,
+        environment: str | None = None,
+        mounts: Sequence[str] | None = None,
+        privileged: bool = False,
+        push: Mapping[str, Any] | None = None,
+        pull: Iterable[str] | None = None,
+        ip_token: str | None = None,
+        _array: dict[str, Any] | None = None,
     ) -> TaskHandle:
         """Queue a task: a command (argv list or shell string) or a Python `script`.
 
-        Target and memory are checked here first so a typo fails before any request.
+        `push={"x": x}` makes `x` a variable of the remote script; `pull=["y"]` sends the
+        script's `y` back, read with `handle.result()`. Target, memory and pushed values
+        are checked here first, so a typo or an unpicklable value fails before any request.
         """
-        if (command is None) == (script is None):
-            raise ValueError("give exactly one of command= or script=")
-        body: dict[str, Any] = {"cores": cores, "gpus": gpus}
-        if script is not None:
-            body.update(kind="python", script=script)
-        else:
-            body.update(
-                kind="command", command=command if isinstance(command, str) else list(command)
-            )
-        if memory not in (None, "", 0):
-            body["memory"] = parse_memory(memory)
-        if target:
-            body["target"] = str(parse_target(target))
-        if name:
-            body["name"] = name
-        if env:
-            body["env"] = {str(key): str(value) for key, value in env.items()}
-        if workdir:
-            body["workdir"] = workdir
+        body, pull_names = submit_body(
+            command,
+            script=script,
+            name=name,
+            cores=cores,
+            memory=memory,
+            gpus=gpus,
+            target=target,
+            env=env,
+            workdir=workdir,
+            image=image,
+            environment=environment,
+            mounts=mounts,
+            privileged=privileged,
+            push=push,
+            pull=pull,
+            push_limit=self.push_limit,
+            ip_token=ip_token,
+        )
+        if _array is not None:
+            body["array"] = _array
         task = self._request("POST", "/tasks", json=body)["task"]
-        return TaskHandle(self, task["id"], task)
+        return TaskHandle(self, task["id"], task, pull=pull_names)
+
+    def submit_array(
+        self, array: str | Iterable[int], *, limit: int | None = None, **options: Any
+    ) -> TaskGroup:
+        """Queue one task per index, at most `limit` placed at once (enforced by the host).
+
+        `array` is `"0-31%4"` (32 tasks, 4 at a time), `"1,3,8-11"`, `"0-30:2"` or a list
+        of ints. Each task sees RIVER_ARRAY_INDEX (and RIVER_ARRAY_SIZE, RIVER_ARRAY_ID).
+        Options are those of `submit`. If a submission fails, those already made are
+        killed and the error is raised.
+        """
+        indices, spec_limit = parse_array(array)
+        limit = limit or spec_limit
+        array_id = new_array_id()
+        handles: list[TaskHandle] = []
+        try:
+            for index in indices:
+                field = array_field(array_id, index, len(indices), limit)
+                handles.append(self.submit(**options, _array=field))
+        except BaseException:
+            TaskGroup(self, handles).kill()
+            raise
+        return TaskGroup(self, handles, [str(i) for i in indices], array_id=array_id, limit=limit)
 
     def kill(self, id: str | int) -> dict[str, Any]:
         """Ask for a task to end: queued ones end at once, placed ones when the runner confirms."""
-        return self._request("POST", f"/tasks/{_task_id(id)}/kill")["task"]
+        return self._request("POST", f"/tasks/{task_id(id)}/kill")["task"]
 
     def pause(self, id: str | int) -> dict[str, Any]:
-        return self._request("POST", f"/tasks/{_task_id(id)}/pause")["task"]
+        return self._request("POST", f"/tasks/{task_id(id)}/pause")["task"]
 
     def resume(self, id: str | int) -> dict[str, Any]:
-        return self._request("POST", f"/tasks/{_task_id(id)}/resume")["task"]
+        return self._request("POST", f"/tasks/{task_id(id)}/resume")["task"]
 
     def logs(self, id: str | int, since: int = 0) -> list[dict[str, Any]]:
         """Log lines with `seq > since` (one page), each {seq, stream, text, ts}."""
-        body = self._request("GET", f"/tasks/{_task_id(id)}/logs", params={"since": since})
+        body = self._request("GET", f"/tasks/{task_id(id)}/logs", params={"since": since})
         return list(body.get("lines", []))
+
+    def blobs(self, id: str | int) -> list[dict[str, Any]]:
+        """The blobs kept with a task: [{name, size}]."""
+        return list(self._request("GET", f"/tasks/{task_id(id)}/blobs").get("blobs", []))
+
+    def get_blob(self, id: str | int, name: str) -> bytes:
+        return self._send("GET", f"/tasks/{task_id(id)}/blobs/{name}").content
+
+    def put_blob(self, id: str | int, name: str, data: bytes) -> dict[str, Any]:
+        """Keep `data` with a task (at most the host's blob_max_bytes; 413 beyond)."""
+        return self._request("PUT", f"/tasks/{task_id(id)}/blobs/{name}", content=data)["blob"]
 
     def handle(self, id: str | int) -> TaskHandle:
         """A handle for an existing task, e.g. one submitted with --detach."""
-        return TaskHandle(self, _task_id(id))
+        return TaskHandle(self, task_id(id))
+
+    # -- container environments (river_server/environments.py) -------------------------
+
+    def environments(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/environments").get("environments", []))
+
+    def environment(self, name: str) -> dict[str, Any]:
+        return self._request("GET", f"/environments/{_env_name(name)}")["environment"]
+
+    def create_environment(self, name: str, image: str) -> dict[str, Any]:
+        body = {"name": _env_name(name), "image": image}
+        return self._request("POST", "/environments", json=body, timeout=ENV_TIMEOUT)["environment"]
+
+    def exec_environment(
+        self, name: str, command: str, timeout: float = ENV_EXEC_TIMEOUT
+    ) -> dict[str, Any]:
+        """Run a shell command in an environment's container: {output, exit_code}."""
+        return self._request(
+            "POST",
+            f"/environments/{_env_name(name)}/exec",
+            json={"command": command, "timeout": timeout},
+            timeout=timeout + 30,
+        )
+
+    def export_environment(self, name: str) -> dict[str, Any]:
+        return self._request(
+            "POST", f"/environments/{_env_name(name)}/export", timeout=ENV_TIMEOUT
+        )["environment"]
+
+    def delete_environment(self, name: str, tarball: bool = False) -> dict[str, Any]:
+        params = {"tarball": "1"} if tarball else {}
+        return self._request(
+            "DELETE", f"/environments/{_env_name(name)}", params=params, timeout=ENV_TIMEOUT
+        )
+
+    # -- overlay network (river_server/overlay.py) ---------------------------------------
+
+    def overlay(self) -> dict[str, Any]:
+        """The overlay's layout and each runner's allocation (index, VXLAN id, subnet)."""
+        return self._request("GET", "/overlay")
+
+    def reserve_ip(
+        self, node: str | None = None, ttl: float | None = None, ip: str | None = None
+    ) -> dict[str, Any]:
+        """Hold an overlay address for `ttl` seconds (default 600). The answer has `ip` and
+        the `token` (shown only now): pass it as `submit(..., ip_token=token)`."""
+        body = {k: v for k, v in (("node", node), ("ttl", ttl), ("ip", ip)) if v is not None}
+        return self._request("POST", "/overlay/reservations", json=body)["reservation"]
+
+    def ip_reservations(self, all: bool = False) -> list[dict[str, Any]]:
+        params = {"all": "1"} if all else {}
+        body = self._request("GET", "/overlay/reservations", params=params)
+        return list(body.get("reservations", []))
+
+    def release_ip(self, id_or_token: str | int) -> dict[str, Any]:
+        """Give back a reservation, by its id or its token."""
+        key = str(id_or_token).strip()
+        if key.startswith("rip_"):  # tokens travel in the body, never in a URL
+            body = self._request("POST", "/overlay/reservations/release", json={"token": key})
+        elif key.isdigit():
+            body = self._request("DELETE", f"/overlay/reservations/{key}")
+        else:
+            raise RiverError(f"give a reservation id (a number) or its rip_... token, not {key!r}")
+        return body["reservation"]
 
     # -- events -----------------------------------------------------------------------
 
@@ -247,7 +349,7 @@ class Client:
         ("keepalive", None) for each keepalive comment. Closing the iterator closes the
         connection.
         """
-        params: list[tuple[str, str | int]] = [("task", _task_id(t)) for t in task_ids or ()]
+        params: list[tuple[str, str | int]] = [("task", task_id(t)) for t in task_ids or ()]
         if since:
             params.append(("since", since))
         if all_tasks:
@@ -264,30 +366,140 @@ class Client:
             ) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise _error_from_response(response, "GET", API_PREFIX + path)
+                    raise error_from_response(response, "GET", API_PREFIX + path)
                 yield from parse_sse(response.iter_lines(), keepalive=keepalive)
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
 
+    def watch(
+        self,
+        handles: Sequence[TaskHandle],
+        *,
+        logs: bool = True,
+        since: Mapping[str, int] | int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ("task", record) on each change and ("log", line) per new line of several
+        tasks, each task's lines in order and once, until all are terminal.
 
-def _summary(task: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What a watcher reports a change of (not every field, e.g. not timestamps)."""
-    return (
-        task.get("state"),
-        task.get("node"),
-        task.get("queue_position"),
-        task.get("wait_reason"),
-        task.get("exit_code"),
-    )
+        A task's terminal record comes after its last line. Survives dropped streams:
+        reconnects with `since`, polling in between, so no line is lost or repeated.
+        Raises TimeoutError past `timeout`, and RiverError if the host stays unreachable
+        for UNREACHABLE_LIMIT seconds.
+        """
+        by_id = {h.id: h for h in handles}
+        watch = WatchSet(by_id, logs, since)
+        for id, handle in by_id.items():
+            watch.seed(id, handle.last)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        use_stream = True
+        backoff = POLL_MIN
+        unreachable_since: float | None = None
+        while not watch.done:
+            if use_stream:
+                watch.connected = watch.reopen = False
+                opened = time.monotonic()
+                try:
+                    yield from self._watch_stream(watch, by_id, deadline)
+                except RiverConnectionError:
+                    pass
+                except RiverError as exc:
+                    # A 404 here means the events route is missing (an unknown task
+                    # shows up again when polling); a 5xx may pass. Poll instead.
+                    if exc.status is None or exc.status < 404 or exc.status in (401, 403):
+                        raise
+                    use_stream = exc.status != 404
+                if watch.done:
+                    return
+                if watch.connected:
+                    unreachable_since, backoff = None, POLL_MIN
+                    if watch.reopen or time.monotonic() - opened > 1.0:
+                        continue  # a working stream ended, dropped or timed out: reopen
+            _check_deadline(deadline, watch.pending)
+            try:
+                yield from self._watch_poll(watch, by_id)
+                unreachable_since = None
+            except RiverConnectionError:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > UNREACHABLE_LIMIT:
+                    raise
+            if watch.done:
+                return
+            pause = backoff if deadline is None else min(backoff, deadline - time.monotonic())
+            time.sleep(max(pause, 0))
+            backoff = min(backoff * 2, POLL_MAX)
+
+    def _watch_stream(
+        self, watch: WatchSet, by_id: dict[str, TaskHandle], deadline: float | None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        refreshing = watch.all_waiting()
+        read_timeout = QUEUE_REFRESH if refreshing else EVENTS_READ_TIMEOUT
+        if deadline is not None:
+            read_timeout = max(min(read_timeout, deadline - time.monotonic()), 0.1)
+        events = self.events(
+            watch.pending, since=watch.stream_since(), keepalive=True, read_timeout=read_timeout
+        )
+        try:
+            with contextlib.closing(events):
+                for kind, data in events:
+                    if kind == EVENT_HELLO:
+                        watch.connected = True
+                    if kind == EVENT_TASK and watch.wants_tail(data["task"]):
+                        yield from self._tail(watch, str(data["task"]["id"]))
+                    event = watch.events_for(kind, data)
+                    if event is not None:
+                        if event[0] == EVENT_TASK:
+                            by_id[event[1]["id"]].last = event[1]
+                        yield event
+                        if watch.done:
+                            return
+                    if not refreshing and kind == EVENT_TASK and watch.all_waiting():
+                        watch.reopen = True  # only queued tasks left: reopen with the short timeout
+                        return
+                    _check_deadline(deadline, watch.pending)
+        except RiverConnectionError:
+            _check_deadline(deadline, watch.pending)
+            raise
+
+    def _watch_poll(
+        self, watch: WatchSet, by_id: dict[str, TaskHandle]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        for id in watch.pending:
+            record = self.task(id)
+            by_id[id].last = record
+            if watch.logs:
+                yield from self._tail(watch, id)
+            if watch.task(record) is not None:
+                yield EVENT_TASK, record
+
+    def _tail(self, watch: WatchSet, id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The lines of task `id` after the last one seen (lines written just before the
+        end may still be on their way when the terminal record arrives)."""
+        since = watch.tasks[id].last_seq
+        while True:
+            page = watch.lines(id, self.logs(id, since=since))
+            if not page:
+                return
+            for line in page:
+                yield EVENT_LOG, line
+            since = page[-1]["seq"]
 
 
 class TaskHandle:
     """A submitted task: its state, its output, and a way to wait for or stop it."""
 
-    def __init__(self, client: Client, id: str | int, task: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        id: str | int,
+        task: dict[str, Any] | None = None,
+        pull: Sequence[str] = (),
+    ) -> None:
         self.client = client
         self.id = str(id)
         self.last: dict[str, Any] | None = task  # the most recent record seen, if any
+        self.pull = list(pull)  # names this task sends back (result())
 
     def __repr__(self) -> str:
         state = self.last.get("state") if self.last else None
@@ -331,16 +543,17 @@ class TaskHandle:
         Raises TimeoutError after `timeout` seconds. Uses the event stream and polls
         (with bounded backoff) while the stream is unavailable.
         """
-        final = self.last or {}
-        for kind, data in self.watch(logs=False, timeout=timeout):
-            if kind == EVENT_TASK:
-                final = data
-        return final
+        if self.last and is_terminal(self.last.get("state")):
+            return self.last
+        for _kind, _data in self.watch(logs=False, timeout=timeout):
+            pass
+        return self.last or {}
 
-    def stream(self, since: int = 0) -> Iterator[dict[str, Any]]:
-        """Yield log lines in order, each once, live, until the task is terminal."""
-        for kind, data in self.watch(since=since):
-            if kind == EVENT_LOG:
+    def stream(self, since: int = 0, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield output lines (stdout/stderr) in order, each once, live, until the task is
+        terminal. (Host notes on the "river" stream are left out; `logs()` has them.)"""
+        for kind, data in self.watch(since=since, timeout=timeout):
+            if kind == EVENT_LOG and data.get("stream") != LOG_STREAM_RIVER:
                 yield data
 
     def watch(
@@ -348,112 +561,133 @@ class TaskHandle:
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ("task", record) on each change and ("log", line) per new line, in order.
 
-        Ends after the terminal record, which comes after the task's last line. Survives
-        dropped streams: reconnects with `since` = last line seen, polling in between, so
-        no line is lost or repeated. Raises TimeoutError past `timeout`, and RiverError if
-        the host stays unreachable for UNREACHABLE_LIMIT seconds.
+        Ends after the terminal record, which comes after the task's last line (see
+        Client.watch for reconnection and timeouts).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        state = _WatchState(since if logs else _NO_REPLAY)
-        use_stream = True
-        backoff = POLL_MIN
-        unreachable_since: float | None = None
-        while True:
-            if use_stream:
-                state.connected = False
-                opened = time.monotonic()
-                try:
-                    yield from self._watch_stream(state, logs, deadline)
-                except RiverConnectionError:
-                    pass
-                except RiverError as exc:
-                    # A 404 here means the events route is missing (an unknown task
-                    # shows up again when polling); a 5xx may pass. Poll instead.
-                    if exc.status is None or exc.status < 404 or exc.status in (401, 403):
-                        raise
-                    use_stream = exc.status != 404
-                if state.done:
-                    return
-                if state.connected:
-                    unreachable_since, backoff = None, POLL_MIN
-                    if time.monotonic() - opened > 1.0:
-                        continue  # a working stream ended or dropped: reconnect at once
-            _check_deadline(deadline, self.id)
-            try:
-                yield from self._watch_poll(state, logs)
-                unreachable_since = None
-            except RiverConnectionError:
-                now = time.monotonic()
-                unreachable_since = unreachable_since or now
-                if now - unreachable_since > UNREACHABLE_LIMIT:
-                    raise
-            if state.done:
-                return
-            pause = backoff if deadline is None else min(backoff, deadline - time.monotonic())
-            time.sleep(max(pause, 0))
-            backoff = min(backoff * 2, POLL_MAX)
+        return self.client.watch([self], logs=logs, since=since, timeout=timeout)
 
-    def _watch_stream(
-        self, state: _WatchState, logs: bool, deadline: float | None
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        read_timeout = EVENTS_READ_TIMEOUT
-        if deadline is not None:
-            read_timeout = max(min(read_timeout, deadline - time.monotonic()), 0.1)
-        events = self.client.events(
-            [self.id], since=state.last_seq, keepalive=True, read_timeout=read_timeout
-        )
+    def result(self, timeout: float | None = None) -> dict[str, Any]:
+        """The variables the task pulled (`pull=[...]` / `--pull`), once it has finished.
+
+        Waits up to `timeout` seconds. Raises PayloadError naming the variable when one
+        could not be sent or loaded, and RiverError when the task did not complete.
+        """
+        final = self.wait(timeout)
         try:
-            with contextlib.closing(events):
-                for kind, data in events:
-                    state.connected = True
-                    if kind == EVENT_LOG and logs and str(data.get("task_id")) == self.id:
-                        if data.get("seq", 0) > state.last_seq:
-                            state.last_seq = data["seq"]
-                            yield EVENT_LOG, data
-                    elif kind == EVENT_TASK and str(data.get("task", {}).get("id")) == self.id:
-                        yield from self._on_task(state, data["task"], logs)
-                        if state.done:
-                            return
-                    _check_deadline(deadline, self.id)
-        except RiverConnectionError:
-            _check_deadline(deadline, self.id)
-            raise
+            blob = self.client.get_blob(self.id, PULL_BLOB)
+        except RiverError as exc:
+            if exc.status == 409:
+                raise PayloadError(f"task {self.id}: {exc.message}") from None
+            if exc.status != 404:
+                raise
+            blob = None
+        if final.get("state") != "completed":
+            from .display import status_text
 
-    def _watch_poll(self, state: _WatchState, logs: bool) -> Iterator[tuple[str, dict[str, Any]]]:
-        task = self.client.task(self.id)
-        if logs and not is_terminal(task.get("state")):
-            yield from self._new_lines(state)
-        yield from self._on_task(state, task, logs)
+            raise RiverError(f"task {self.id} {status_text(final)}: it has no results")
+        if blob is None:
+            if self.pull:
+                raise PayloadError(f"task {self.id} completed but sent no values back")
+            return {}
+        return decode_pulled(blob)
 
-    def _on_task(
-        self, state: _WatchState, task: dict[str, Any], logs: bool
+
+class TaskGroup:
+    """Several tasks handled together: an array (`submit_array`) or one task per target."""
+
+    def __init__(
+        self,
+        client: Client,
+        handles: Sequence[TaskHandle],
+        labels: Sequence[str] | None = None,
+        *,
+        array_id: str | None = None,
+        limit: int | None = None,
+    ) -> None:
+        self.client = client
+        self.handles = list(handles)
+        self.labels = list(labels) if labels is not None else [h.id for h in self.handles]
+        self.array_id = array_id
+        self.limit = limit
+
+    def __repr__(self) -> str:
+        return f"<TaskGroup of {len(self.handles)}: {self.counts()}>"
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def __iter__(self) -> Iterator[TaskHandle]:
+        return iter(self.handles)
+
+    def __getitem__(self, label: str | int) -> TaskHandle:
+        """The handle for a label (array index or target), or by position for an int."""
+        if isinstance(label, int) and str(label) not in self.labels:
+            return self.handles[label]
+        return self.handles[self.labels.index(str(label))]
+
+    @property
+    def ids(self) -> list[str]:
+        return [h.id for h in self.handles]
+
+    def label_of(self, id: str) -> str:
+        return self.labels[self.ids.index(str(id))]
+
+    def states(self) -> dict[str, str | None]:
+        """label -> last known state (no request; `refresh()` asks the host)."""
+        return {
+            label: (h.last or {}).get("state")
+            for label, h in zip(self.labels, self.handles, strict=True)
+        }
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for state in self.states().values():
+            counts[state or "unknown"] = counts.get(state or "unknown", 0) + 1
+        return counts
+
+    def refresh(self) -> dict[str, str | None]:
+        for handle in self.handles:
+            handle.info()
+        return self.states()
+
+    def watch(
+        self, *, logs: bool = True, timeout: float | None = None
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        self.last = task
-        if is_terminal(task.get("state")):
-            if logs:  # lines written just before the end may still be in flight
-                yield from self._new_lines(state)
-            state.done = True
-        if _summary(task) != state.summary:
-            state.summary = _summary(task)
-            yield EVENT_TASK, task
+        return self.client.watch(self.handles, logs=logs, timeout=timeout)
 
-    def _new_lines(self, state: _WatchState) -> Iterator[tuple[str, dict[str, Any]]]:
-        for line in self.logs(since=state.last_seq):
-            if line["seq"] > state.last_seq:
-                state.last_seq = line["seq"]
-                yield EVENT_LOG, {"task_id": self.id, **line}
+    def wait(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        for _ in self.watch(logs=False, timeout=timeout):
+            pass
+        return [h.last or {} for h in self.handles]
+
+    def kill(self) -> list[dict[str, Any]]:
+        """Kill every member that has not ended (queued ones end at once)."""
+        out = []
+        for handle in _kill_order(self.handles):
+            if is_terminal((handle.last or {}).get("state")):
+                continue
+            try:
+                out.append(handle.kill())
+            except RiverError as exc:
+                if exc.status != 409:  # 409: it ended meanwhile
+                    raise
+        return out
+
+    def results(self, timeout: float | None = None) -> dict[str, dict[str, Any]]:
+        """label -> pulled variables of each member (see TaskHandle.result)."""
+        self.wait(timeout)
+        return {label: h.result() for label, h in zip(self.labels, self.handles, strict=True)}
 
 
-class _WatchState:
-    """Where a watch is: last line seen, last summary reported, whether it has ended."""
-
-    def __init__(self, last_seq: int) -> None:
-        self.last_seq = last_seq
-        self.summary: tuple[Any, ...] | None = None
-        self.done = False
-        self.connected = False  # the current stream delivered at least one event
-
-
-def _check_deadline(deadline: float | None, task_id: str) -> None:
+def _check_deadline(deadline: float | None, pending: Sequence[str]) -> None:
     if deadline is not None and time.monotonic() >= deadline:
-        raise TimeoutError(f"task {task_id} is not finished yet")
+        if len(pending) == 1:
+            raise TimeoutError(f"task {pending[0]} is not finished yet")
+        raise TimeoutError(f"{len(pending)} tasks are not finished yet")
+
+
+def _kill_order(handles: Sequence[Any]) -> list[Any]:
+    """Queued members first (newest first), then placed ones: a queued member killed after
+    a running one could be placed on the freed cores in between and start for nothing."""
+    waiting = [h for h in handles if (h.last or {}).get("state") in WAITING]
+    return waiting[::-1] + [h for h in handles if h not in waiting][::-1]

@@ -254,6 +254,9 @@ class StatusLine:
     def note(self, text: str) -> None:
         self._publish(_message(text))
 
+    def show_bundle(self, bundle: Bundle) -> None:
+        self._publish(bundle)
+
     def _publish(self, bundle: Bundle) -> None:
         from IPython.display import display
 
@@ -271,3 +274,40 @@ def show(bundle: Bundle) -> None:
     from IPython.display import display
 
     display(bundle, raw=True)
+
+
+def _grid_counts(states: Sequence[str | None]) -> str:
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state or "submitting"] = counts.get(state or "submitting", 0) + 1
+    order = [*_STATE_COLORS, "submitting"]
+    return ", ".join(
+        f"{counts[s]} {s}"
+        for s in sorted(counts, key=lambda s: order.index(s) if s in order else 99)
+    )
+
+
+def grid_bundle(title: str, labels: Sequence[str], states: Sequence[str | None]) -> Bundle:
+    """A group of tasks (an array, or one per target) as a grid of colored state cells."""
+    summary = f"{title}: {_grid_counts(states)}"
+    cells = []
+    for label, state in zip(labels, states, strict=True):
+        color = _STATE_COLORS.get(state or "", "#9e9e9e")
+        tip = html.escape(f"{label}: {state or 'submitting'}")
+        cells.append(
+            f"<span title='{tip}' style='display:inline-block;min-width:2.2em;margin:1px;"
+            f"padding:1px 3px;text-align:center;font:11px monospace;color:white;"
+            f"background:{color};border-radius:3px'>{html.escape(label)}</span>"
+        )
+    legend = html.escape(_grid_counts(states))
+    text_cells = " ".join(
+        f"{label}:{(state or 'submitting')[:4]}"
+        for label, state in zip(labels, states, strict=True)
+    )
+    return {
+        "text/plain": f"{summary}\n{text_cells}",
+        "text/html": (
+            f"<div class='river-grid'><b>River {html.escape(title)}</b>: {legend}"
+            f"<div style='max-width:60em'>{''.join(cells)}</div></div>"
+        ),
+    }

@@ -8,50 +8,18 @@ task that fails is not an error of the cell: its status line says so and the cel
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from river_runner.protocol import EVENT_LOG
-
 from .arguments import HelpShown, build_parser, parse_line
-from .client import Client, TaskHandle, is_terminal
-from .display import StatusLine, nodes_bundle, show, status_text, task_bundle, tasks_bundle
+from .client import Client, TaskGroup, TaskHandle, is_terminal
+from .display import nodes_bundle, show, status_text, task_bundle, tasks_bundle
+from .environments import run_env_command
 from .errors import RiverError
-
-# How long an interrupted cell waits for its killed task to end before giving up.
-KILL_WAIT = 10.0
-
-
-def _write_line(line: dict[str, Any]) -> None:
-    """Print one remote line to the matching local stream, at once."""
-    out = sys.stderr if line.get("stream") == "stderr" else sys.stdout
-    text = str(line.get("text", ""))
-    out.write(text if text.endswith("\n") else text + "\n")
-    out.flush()
-
-
-class _Follower:
-    """Prints a task's lines and keeps its status line current; resumable after a stop."""
-
-    def __init__(self, handle: TaskHandle, status: StatusLine | None) -> None:
-        self.handle = handle
-        self.status = status
-        self.last_seq = 0
-        self.task: dict[str, Any] | None = handle.last
-
-    def run(self, timeout: float | None = None) -> dict[str, Any] | None:
-        for kind, data in self.handle.watch(since=self.last_seq, timeout=timeout):
-            if kind == EVENT_LOG:
-                self.last_seq = max(self.last_seq, int(data.get("seq", 0)))
-                _write_line(data)
-            else:
-                self.task = data
-                if self.status is not None:
-                    self.status.show(data)
-        return self.task
+from .launch import Follower, launch, write_line
+from .overlay import run_ip_command, run_overlay_command
 
 
 @magics_class
@@ -105,6 +73,20 @@ class RiverMagics(Magics):
             f"{cores} core(s) free"
         )
 
+    def _do_login(self, args: argparse.Namespace, cell: str | None) -> None:
+        """Connect with --token, or trade a user name and password for a new API token."""
+        url = args.url or (self._client.url if self._client is not None else None)
+        token = args.token
+        if not token:
+            import getpass
+
+            name = args.user or input("River user name: ").strip()
+            with Client(url) as anonymous:
+                token = anonymous.login(name, getpass.getpass(f"Password for {name}: "))
+        self._do_connect(argparse.Namespace(url=url, token=token), None)
+        me = self.client.me()
+        print(f"Logged in as {me['name']} ({me['role']})")
+
     def _do_nodes(self, args: argparse.Namespace, cell: str | None) -> None:
         show(nodes_bundle(self.client.nodes()))
 
@@ -118,9 +100,9 @@ class RiverMagics(Magics):
         handle = self.client.handle(args.id)
         if not args.follow:
             for line in handle.logs():
-                _write_line(line)
+                write_line(line)
             return
-        follower = _Follower(handle, None)
+        follower = Follower(handle, None)
         try:
             task = follower.run()
         except KeyboardInterrupt:
@@ -145,6 +127,15 @@ class RiverMagics(Magics):
         task = self.client.resume(args.id)
         print(f"task {args.id}: {status_text(task)}")
 
+    def _do_env(self, args: argparse.Namespace, cell: str | None) -> None:
+        run_env_command(self.client, args)
+
+    def _do_overlay(self, args: argparse.Namespace, cell: str | None) -> None:
+        run_overlay_command(self.client, args)
+
+    def _do_ip(self, args: argparse.Namespace, cell: str | None) -> None:
+        run_ip_command(self.client, args)
+
     def _do_run(self, args: argparse.Namespace, cell: str | None) -> TaskHandle | None:
         command: str | list[str] = args.shell_command if args.shell else list(args.cmd)
         return self._launch(args, command=command)
@@ -154,59 +145,18 @@ class RiverMagics(Magics):
             raise UsageError("the cell is empty: write the Python code to run below %%river submit")
         return self._launch(args, script=cell)
 
-    # -- submission and streaming -----------------------------------------------------
+    # -- submission and streaming (river_magics/launch.py) ------------------------------
 
-    def _launch(self, args: argparse.Namespace, **what: Any) -> TaskHandle | None:
-        handle = self.client.submit(
-            name=args.name,
-            cores=args.cores,
-            memory=args.memory,
-            gpus=args.gpus,
-            target=args.target,
-            env=dict(args.env) or None,
-            workdir=args.workdir,
-            **what,
-        )
-        if args.detach:
-            state = (handle.last or {}).get("state", "submitted")
-            print(f"task {handle.id} {state}; follow it with %river logs {handle.id} --follow")
-            return handle
-        status = StatusLine()
-        if handle.last:
-            status.show(handle.last)
-        follower = _Follower(handle, status)
-        try:
-            follower.run()
-        except KeyboardInterrupt:
-            self._cancel(follower)
-        return None
+    def _launch(self, args: argparse.Namespace, **what: Any) -> TaskHandle | TaskGroup | None:
+        return launch(self.client, args, self.shell.user_ns if self.shell else {}, **what)
 
-    def _cancel(self, follower: _Follower) -> None:
-        """Kernel interrupt while waiting: kill the task and say how it ended."""
-        handle, status = follower.handle, follower.status
+    # -- dashboard --------------------------------------------------------------------
+
+    def _do_dashboard(self, args: argparse.Namespace, cell: str | None) -> Any:
         try:
-            try:
-                task = handle.kill()
-            except RiverError as exc:  # e.g. it ended just now; say how
-                task = handle.info()
-                if not is_terminal(task.get("state")):
-                    raise exc from None
-            if status is not None:
-                status.show(task)
-            if not is_terminal(task.get("state")):
-                task = follower.run(timeout=KILL_WAIT) or task
-        except (KeyboardInterrupt, TimeoutError):
-            task = handle.last or {}
-        except RiverError as exc:
-            print(f"Interrupted: could not kill task {handle.id}: {exc}", file=sys.stderr)
-            return
-        state = task.get("state", "unknown")
-        if state == "killed":
-            print(f"Interrupted: task {handle.id} killed")
-        elif is_terminal(state):
-            print(f"Interrupted: task {handle.id} ended as {state}")
-        else:
-            print(
-                f"Interrupted: kill requested for task {handle.id}, still {state}; "
-                f"check with %river status {handle.id}"
-            )
+            from river_widgets import Dashboard
+        except ImportError as exc:  # ipywidgets missing
+            raise UsageError(
+                f"the dashboard needs ipywidgets ({exc}); pip install 'jupyter-river[notebook]'"
+            ) from None
+        return Dashboard(self.client.clone(), refresh=args.refresh)

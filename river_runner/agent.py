@@ -23,6 +23,7 @@ import httpx
 from river_runner import metrics
 from river_runner.backends.base import Backend, Outcome, TaskLaunch
 from river_runner.gpu import GpuInventory
+from river_runner.overlay import OverlayMember
 from river_runner.protocol import (
     MSG_LOG,
     TaskState,
@@ -45,6 +46,7 @@ class RunnerConfig:
     memory: int = 0  # bytes offered; 0 = the machine's total
     data_dir: Path = Path.home() / ".local/share/river-runner"
     backend: str = "process"
+    overlay_ip: str | None = None  # underlay address for the VXLAN overlay (None: stay off it)
 
 
 class RunnerAgent:
@@ -52,6 +54,9 @@ class RunnerAgent:
         self.config = config
         self.backend = backend
         self.gpus = gpus
+        self.overlay = OverlayMember(
+            config.overlay_ip, config.data_dir, docker=backend.name == "docker"
+        )
         self.inbound_secret = secrets.token_urlsafe(32)  # what the host must present to us
         self.credential: str | None = self._load_credential()
         self.heartbeat_interval = 5.0
@@ -59,7 +64,11 @@ class RunnerAgent:
         self.registered = asyncio.Event()
         self._outbox: deque[dict[str, Any]] = deque()
         self._outbox_wakeup = asyncio.Event()
+        # Messages at the head of the outbox that a POST in flight carries: they must not
+        # grow (lines appended after the body was built would be dropped with them on ack).
+        self._in_flight = 0
         self._line_seq: dict[int, int] = {}
+        self._starting: set[int] = set()
         self._http = httpx.AsyncClient(base_url=config.host_url.rstrip("/"), timeout=10.0)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -139,6 +148,7 @@ class RunnerAgent:
             **self.node_facts(),
             "inbound_secret": self.inbound_secret,
             "running": self._running_report(),
+            **self.overlay.registration_fields(),
         }
         response = await self._http.post(
             "/river/api/runner/register", json=body, headers=runner_auth_header(secret)
@@ -158,6 +168,7 @@ class RunnerAgent:
         self.heartbeat_interval = float(data.get("heartbeat_interval", 5.0))
         self.host_boot_id = data.get("boot_id")
         self._apply_reconcile(data)
+        await self.overlay.on_registered(data)  # set up / repair the overlay spoke
         self.registered.set()
         self._outbox_wakeup.set()
         log.info("registered with %s as %s", self.config.host_url, self.config.name)
@@ -170,6 +181,7 @@ class RunnerAgent:
             for message in self._outbox
             if message["kind"] == "status"
         }
+        report.update({str(tid): "starting" for tid in self._starting})
         report.update({str(tid): state for tid, state in self.backend.running().items()})
         return report
 
@@ -214,9 +226,15 @@ class RunnerAgent:
 
     # ---- tasks ----------------------------------------------------------------------
     async def launch(self, launch: TaskLaunch) -> int | str:
-        handle = await self.backend.start(
-            launch, self._output_callback(launch.task_id), self._on_exit
-        )
+        # Until the backend has it, the task is reported as "starting": a host that does not
+        # see it in a heartbeat could otherwise requeue it and run it twice.
+        self._starting.add(launch.task_id)
+        try:
+            handle = await self.backend.start(
+                launch, self._output_callback(launch.task_id), self._on_exit
+            )
+        finally:
+            self._starting.discard(launch.task_id)
         self._send(status_message(launch.task_id, TaskState.RUNNING, handle=str(handle)))
         return handle
 
@@ -235,7 +253,7 @@ class RunnerAgent:
             seq = self._line_seq.get(task_id, 0) + 1
         self._line_seq[task_id] = seq
         line = {"seq": seq, "stream": stream, "text": text, "ts": ts or time.time()}
-        last = self._outbox[-1] if self._outbox else None
+        last = self._outbox[-1] if len(self._outbox) > self._in_flight else None
         if (
             last
             and last["kind"] == MSG_LOG
@@ -269,6 +287,7 @@ class RunnerAgent:
             self._outbox_wakeup.clear()
             while self._outbox and self.registered.is_set():
                 batch = [self._outbox[i] for i in range(min(len(self._outbox), MAX_BATCH))]
+                self._in_flight = len(batch)
                 try:
                     response = await self._http.post(
                         "/river/api/runner/events", json={"messages": batch}, headers=self._auth()
@@ -291,6 +310,7 @@ class RunnerAgent:
                 delay = 0.05
                 for _ in batch:
                     self._outbox.popleft()
+                self._in_flight = 0
                 self._after_ack(batch)
                 self._apply_reconcile(response.json())
             if self._outbox and not self.registered.is_set():

@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from river_runner import metrics
+from river_runner.overlay_spec import check_ipv4
 from river_runner.spec import SpecError, parse_memory
 
 
@@ -76,6 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="state directory (default ~/.local/share/river-runner/NAME)"
     )
     parser.add_argument("--fake-gpus", help="pretend to have GPUs: a count or a JSON list (tests)")
+    parser.add_argument(
+        "--shared-dir",
+        type=Path,
+        default=os.environ.get("RIVER_SHARED_DIR") or None,
+        help="shared storage (same as the host's shared_dir): mounted at /shared in containers, "
+        "holds exported environments",
+    )
+    parser.add_argument(
+        "--default-image",
+        default=os.environ.get("RIVER_DEFAULT_IMAGE") or "python:3.12-slim",
+        help="docker backend: image for tasks that name no image or environment",
+    )
+    parser.add_argument(
+        "--overlay-ip",
+        default=os.environ.get("RIVER_OVERLAY_IP") or None,
+        metavar="ADDRESS",
+        help="join the host's VXLAN overlay: this node's address the host's tunnel points to "
+        "(needs root; the host must run with c.RiverHost.overlay_enabled)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -91,6 +111,7 @@ def runner_command(argv: list[str]) -> int:
     try:
         memory = parse_memory(args.memory) if args.memory else 0
         cpus = metrics.parse_cpu_list(args.cpus) if args.cpus else metrics.usable_cpus()
+        overlay_ip = check_ipv4(args.overlay_ip, "--overlay-ip") if args.overlay_ip else None
     except (SpecError, ValueError) as exc:
         print(f"river runner: {exc}", file=sys.stderr)
         return 2
@@ -112,15 +133,29 @@ def runner_command(argv: list[str]) -> int:
             backend_name=_default_backend() if args.backend == "auto" else args.backend,
             data_dir=data_dir,
             fake_gpus=args.fake_gpus,
+            shared_dir=args.shared_dir,
+            default_image=args.default_image,
+            overlay_ip=overlay_ip,
         )
     )
 
 
-def make_backend(name: str, data_dir: Path, runner_name: str):
+def make_backend(
+    name: str,
+    data_dir: Path,
+    runner_name: str,
+    shared_dir: Path | None = None,
+    default_image: str = "python:3.12-slim",
+):
     if name == "docker":
         from river_runner.backends.docker import DockerBackend
 
-        return DockerBackend(runner_name=runner_name, work_root=data_dir / "docker-tasks")
+        return DockerBackend(
+            runner_name=runner_name,
+            work_root=data_dir / "docker-tasks",
+            shared_dir=shared_dir,
+            default_image=default_image,
+        )
     from river_runner.backends.process import ProcessBackend
 
     return ProcessBackend(data_dir / "tasks")
@@ -139,6 +174,9 @@ async def serve(
     backend_name: str,
     data_dir: Path,
     fake_gpus: str | None,
+    shared_dir: Path | None = None,
+    default_image: str = "python:3.12-slim",
+    overlay_ip: str | None = None,
 ) -> int:
     from river_runner.agent import RunnerAgent, RunnerConfig
     from river_runner.app import make_app
@@ -154,9 +192,12 @@ async def serve(
         memory=memory,
         data_dir=data_dir,
         backend=backend_name,
+        overlay_ip=overlay_ip,
     )
     agent = RunnerAgent(
-        config, make_backend(backend_name, data_dir, name), GpuInventory(load_nvml(fake_gpus))
+        config,
+        make_backend(backend_name, data_dir, name, shared_dir, default_image),
+        GpuInventory(load_nvml(fake_gpus)),
     )
     server = make_app(agent).listen(port, address=bind)
     await agent.start()

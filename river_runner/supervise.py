@@ -110,6 +110,23 @@ def session_rss(session_id: int) -> int:
     return total
 
 
+class _Doorbell:
+    """Tells the runner (on our stdout, a pipe it reads) that new records are in the file,
+    so it reads on demand instead of polling. After a runner restart nobody listens: the
+    first broken pipe silences it and the adopting runner polls instead."""
+
+    def __init__(self) -> None:
+        self.silent = False
+
+    def ring(self) -> None:
+        if self.silent:
+            return
+        try:
+            os.write(1, b".")
+        except OSError:
+            self.silent = True
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -122,6 +139,18 @@ def supervise(task_dir: str, argv: list[str], memory_limit: int, cpus: list[int]
         os.sched_setaffinity(0, cpus)
     writer = _OutputWriter(os.path.join(task_dir, OUTPUT_FILE))
     killed = {"by_request": False, "oom": False}
+    deadline = [float("inf")]
+    started: list[subprocess.Popen] = []
+
+    # Installed before the task starts, so a kill at any moment is caught and recorded.
+    def on_term(_signum: int, _frame: object) -> None:
+        killed["by_request"] = True
+        if started:
+            _kill_group(started[0].pid, signal.SIGCONT)  # a paused task must wake to die
+            _kill_group(started[0].pid, signal.SIGTERM)
+            deadline[0] = time.monotonic() + KILL_GRACE_SECONDS
+
+    signal.signal(signal.SIGTERM, on_term)
 
     try:
         child = subprocess.Popen(
@@ -137,29 +166,29 @@ def supervise(task_dir: str, argv: list[str], memory_limit: int, cpus: list[int]
         writer.close()
         _write_result(task_dir, exit_code=127, killed=False, oom=False, detail=str(exc))
         return 127
+    started.append(child)
     _write(os.path.join(task_dir, CHILD_PID_FILE), str(child.pid))
 
-    def on_term(_signum: int, _frame: object) -> None:
-        killed["by_request"] = True
-        _kill_group(child.pid, signal.SIGCONT)  # a paused task must wake to die
-        _kill_group(child.pid, signal.SIGTERM)
-        deadline[0] = time.monotonic() + KILL_GRACE_SECONDS
-
-    deadline = [float("inf")]
-    signal.signal(signal.SIGTERM, on_term)
+    if killed["by_request"]:  # a kill that arrived while the task was being started
+        on_term(signal.SIGTERM, None)
 
     selector = selectors.DefaultSelector()
     assert child.stdout and child.stderr
     selector.register(child.stdout, selectors.EVENT_READ, "stdout")
     selector.register(child.stderr, selectors.EVENT_READ, "stderr")
     next_memory_check = 0.0
+    doorbell = _Doorbell()
     while selector.get_map():
+        fed = False
         for key, _ in selector.select(timeout=MEMORY_POLL_SECONDS / 2):
             data = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
             if data:
                 writer.feed(key.data, data)
+                fed = True
             else:
                 selector.unregister(key.fileobj)
+        if fed:
+            doorbell.ring()
         now = time.monotonic()
         if memory_limit and now >= next_memory_check and not killed["oom"]:
             next_memory_check = now + MEMORY_POLL_SECONDS
@@ -183,7 +212,9 @@ def _write(path: str, text: str) -> None:
         handle.write(text)
 
 
-def _write_result(task_dir: str, *, exit_code: int, killed: bool, oom: bool, detail: str = "") -> None:
+def _write_result(
+    task_dir: str, *, exit_code: int, killed: bool, oom: bool, detail: str = ""
+) -> None:
     result = json.dumps({"exit_code": exit_code, "killed": killed, "oom": oom, "detail": detail})
     final = os.path.join(task_dir, RESULT_FILE)
     _write(final + ".tmp", result)
@@ -198,8 +229,10 @@ def main(args: list[str] | None = None) -> int:
     while args and args[0] != "--":
         flag = args.pop(0)
         if flag not in options or not args:
-            print(f"usage: supervise.py --dir DIR [--memory N] [--cpus LIST] -- ARGV (bad {flag!r})",
-                  file=sys.stderr)
+            print(
+                f"usage: supervise.py --dir DIR [--memory N] [--cpus LIST] -- ARGV (bad {flag!r})",
+                file=sys.stderr,
+            )
             return 2
         options[flag] = args.pop(0)
     argv = args[1:]

@@ -13,10 +13,13 @@ from pathlib import Path
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Float, Int, Unicode, default
+from traitlets import Bool, Float, Int, List, Unicode, default
 
 from river_server.auth import ensure_user
-from river_server.handlers import api, events, runner
+from river_server.handlers import accounts, api, environments, events, runner
+from river_server.handlers import blobs as blob_handlers
+from river_server.handlers import overlay as overlay_handlers
+from river_server.overlay import OverlaySettings
 from river_server.services import HostConfig, River
 
 API = r"/river/api"
@@ -50,6 +53,10 @@ class RiverHost(ExtensionApp):
     backfill_window = Float(
         300.0, help="Seconds a blocked task may wait before later tasks stop overtaking it."
     ).tag(config=True)
+    blob_max_bytes = Int(
+        64 * 1024 * 1024,
+        help="Largest per-task blob (e.g. a cell's --pull results) the host keeps, in bytes.",
+    ).tag(config=True)
     admin_user = Unicode("admin", help="River user that the Jupyter server token acts as.").tag(
         config=True
     )
@@ -59,6 +66,46 @@ class RiverHost(ExtensionApp):
     local_runner_name = Unicode("local", help="Node name of the embedded runner.").tag(config=True)
     local_runner_args = Unicode(
         "", help="Extra arguments for the embedded runner, e.g. '--cpus 0-1'."
+    ).tag(config=True)
+    shared_dir = Unicode(
+        help="Shared storage that runners see too (their --shared-dir): exported environments "
+        "go to shared_dir/environments. Default: data_dir/shared."
+    ).tag(config=True)
+    require_approval = Bool(
+        False,
+        help="Tasks submitted by users with the `user` role start in pending_approval and wait "
+        "for an operator to approve (or reject) them; operators' and admins' tasks do not.",
+    ).tag(config=True)
+    user_mount_prefixes = List(
+        Unicode(),
+        default_value=[],
+        help="Host paths under which users (not only operators) may bind-mount into task "
+        "containers, e.g. ['/data']. Mounts elsewhere, and privileged containers, need the "
+        "operator role.",
+    ).tag(config=True)
+    overlay_enabled = Bool(
+        False,
+        help="Run the VXLAN overlay hub: give each runner that registers with --overlay-ip a "
+        "subnet and a VXLAN to this host, and route between them (needs root or "
+        "CAP_NET_ADMIN; see docs/overlay.md).",
+    ).tag(config=True)
+    overlay_subnet = Unicode(
+        "10.128.0.0/12/6/14",
+        help="Overlay layout BASE/PREFIX/NODE_BITS/SUBNET_BITS: the overlay is BASE/PREFIX, "
+        "runner i gets subnet i of PREFIX+NODE_BITS bits (2**NODE_BITS - 1 runners).",
+    ).tag(config=True)
+    overlay_underlay_ip = Unicode(
+        help="This host's address on the network runners reach it by: their VXLAN remote."
+    ).tag(config=True)
+    overlay_mtu = Int(1450, help="MTU of overlay links (underlay MTU minus 50).").tag(config=True)
+    overlay_vxlan_base = Int(100, help="Runner i's VXLAN id is overlay_vxlan_base + i.").tag(
+        config=True
+    )
+    overlay_release_after = Float(
+        0.0,
+        help="Seconds a runner may stay offline before its overlay allocation (index, subnet, "
+        "host links, reservations) is released; 0 keeps allocations until an operator "
+        "releases them.",
     ).tag(config=True)
 
     @default("data_dir")
@@ -87,6 +134,18 @@ class RiverHost(ExtensionApp):
             heartbeat_misses=self.heartbeat_misses,
             backfill_window=self.backfill_window,
             admin_user=self.admin_user,
+            blob_max_bytes=self.blob_max_bytes,
+            shared_dir=Path(self.shared_dir) if self.shared_dir else data_dir / "shared",
+            user_mount_prefixes=tuple(self.user_mount_prefixes),
+            require_approval=self.require_approval,
+            overlay=OverlaySettings(
+                enabled=self.overlay_enabled,
+                subnet=self.overlay_subnet,
+                underlay_ip=self.overlay_underlay_ip,
+                mtu=self.overlay_mtu,
+                vxlan_base=self.overlay_vxlan_base,
+                release_after=self.overlay_release_after,
+            ),
         )
         self.river = River(config, log=self.log)
         ensure_user(self.river.sessions, self.admin_user, "admin")
@@ -100,8 +159,35 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/tasks", api.TasksHandler),
                 (rf"{API}/tasks/([^/]+)", api.TaskHandler),
                 (rf"{API}/tasks/([^/]+)/(kill|pause|resume)", api.TaskActionHandler),
+                (rf"{API}/tasks/([^/]+)/(approve|reject)", accounts.TaskApprovalHandler),
                 (rf"{API}/tasks/([^/]+)/logs", api.TaskLogsHandler),
+                (rf"{API}/tasks/([^/]+)/blobs", blob_handlers.TaskBlobsHandler),
+                (rf"{API}/tasks/([^/]+)/blobs/([^/]+)", blob_handlers.TaskBlobHandler),
                 (rf"{API}/events", events.EventsHandler),
+                (rf"{API}/environments", environments.EnvironmentsHandler),
+                (rf"{API}/environments/([^/]+)", environments.EnvironmentHandler),
+                (
+                    rf"{API}/environments/([^/]+)/(export|exec)",
+                    environments.EnvironmentActionHandler,
+                ),
+                (rf"{API}/me", accounts.MeHandler),
+                (rf"{API}/login", accounts.LoginHandler),
+                (rf"{API}/users", accounts.UsersHandler),
+                (rf"{API}/users/([^/]+)", accounts.UserHandler),
+                (rf"{API}/tokens", accounts.TokensHandler),
+                (rf"{API}/tokens/([^/]+)", accounts.TokenHandler),
+                (rf"{API}/invitations", accounts.InvitationsHandler),
+                (rf"{API}/invitations/redeem", accounts.RedeemHandler),
+                (rf"{API}/invitations/([^/]+)", accounts.InvitationHandler),
+                (rf"{API}/groups", accounts.GroupsHandler),
+                (rf"{API}/groups/([^/]+)", accounts.GroupHandler),
+                (rf"{API}/groups/([^/]+)/members/([^/]+)", accounts.GroupMemberHandler),
+                (rf"{API}/openapi\.json", accounts.OpenAPIHandler),
+                (rf"{API}/overlay", overlay_handlers.OverlayHandler),
+                (rf"{API}/overlay/allocations/([^/]+)", overlay_handlers.AllocationHandler),
+                (rf"{API}/overlay/reservations", overlay_handlers.ReservationsHandler),
+                (rf"{API}/overlay/reservations/release", overlay_handlers.ReleaseByTokenHandler),
+                (rf"{API}/overlay/reservations/([^/]+)", overlay_handlers.ReservationHandler),
                 (rf"{API}/runner/register", runner.RegisterHandler),
                 (rf"{API}/runner/heartbeat", runner.HeartbeatHandler),
                 (rf"{API}/runner/events", runner.RunnerEventsHandler),
@@ -113,6 +199,7 @@ class RiverHost(ExtensionApp):
         self._liveness = PeriodicCallback(self.river.nodes.check_liveness, interval_ms)
         self._liveness.start()
         self.river.dispatcher.wake()
+        self.river.overlay.start()
         if self.local_runner:
             self._start_local_runner(serverapp)
 
@@ -136,6 +223,8 @@ class RiverHost(ExtensionApp):
             "process",
             "--data-dir",
             str(Path(self.data_dir) / "runners" / self.local_runner_name),
+            "--shared-dir",  # same machine: the host's shared dir (environments, /shared)
+            str(self.river.config.shared_dir),
             *self.local_runner_args.split(),
         ]
         self.log.info("starting the embedded runner %s on port %d", self.local_runner_name, port)

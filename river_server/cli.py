@@ -42,7 +42,11 @@ def host_command(argv: list[str]) -> int:
         f"--ServerApp.ip={args.ip}",
         f"--ServerApp.port={args.port}",
         "--ServerApp.identity_provider_class=river_server.auth.RiverIdentityProvider",
+        "--ServerApp.authorizer_class=river_server.auth.RiverAuthorizer",
         "--ServerApp.jpserver_extensions=river_server=True",
+        # jupyter-server-proxy's generic /proxy/<port> would let any logged-in user
+        # reach any port of the host; River uses its classes only (docs/security.md).
+        "--ServerApp.jpserver_extensions=jupyter_server_proxy=False",
         f"--ServerApp.allow_root={os.geteuid() == 0}",
     ]
     if args.data_dir:
@@ -155,7 +159,11 @@ def up_command(argv: list[str]) -> int:
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
         "--ServerApp.identity_provider_class=river_server.auth.RiverIdentityProvider",
+        "--ServerApp.authorizer_class=river_server.auth.RiverAuthorizer",
         "--ServerApp.jpserver_extensions=river_server=True",
+        # jupyter-server-proxy's generic /proxy/<port> would let any logged-in user
+        # reach any port of the host; River uses its classes only (docs/security.md).
+        "--ServerApp.jpserver_extensions=jupyter_server_proxy=False",
         f"--ServerApp.allow_root={os.geteuid() == 0}",
         f"--ServerApp.root_dir={Path.cwd()}",
         f"--RiverHost.data_dir={data_dir}",

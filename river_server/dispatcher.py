@@ -14,9 +14,17 @@ from sqlalchemy import select
 
 from river_runner.protocol import TaskState
 from river_runner.spec import ResourceRequest, Target, parse_target
-from river_server import db
-from river_server.scheduler import Held, NodeView, QueuedTask, Scheduler, infeasible_reason
-from river_server.tasks import ACTIVE_STATES
+from river_server import arrays, db, quotas
+from river_server.runner_client import RunnerNoAnswer
+from river_server.scheduler import (
+    Held,
+    NodeView,
+    QueuedTask,
+    SchedulePlan,
+    Scheduler,
+    infeasible_reason,
+)
+from river_server.tasks import ACTIVE_STATES, needs_container
 
 if TYPE_CHECKING:
     from river_server.services import River
@@ -55,9 +63,12 @@ class Dispatcher:
         self._launches: set[asyncio.Task] = set()
 
     # ---- views ----------------------------------------------------------------------
-    def _views(self, session: Any) -> tuple[list[NodeView], list[Held]]:
+    def _node_views(self, session: Any) -> list[NodeView]:
         nodes = session.scalars(select(db.Node)).all()
-        views = [_node_view(n, self.river.nodes.is_online(n.name)) for n in nodes]
+        return [_node_view(n, self.river.nodes.is_online(n.name)) for n in nodes]
+
+    def _views(self, session: Any) -> tuple[list[NodeView], list[Held]]:
+        views = self._node_views(session)
         held = [
             Held(
                 node=t.node,
@@ -70,9 +81,28 @@ class Dispatcher:
         ]
         return views, held
 
-    def infeasible(self, request: ResourceRequest) -> str | None:
+    def _docker_nodes(self, session: Any) -> set[str]:
+        return set(session.scalars(select(db.Node.name).where(db.Node.backend == "docker")))
+
+    def infeasible(self, request: ResourceRequest, container: bool = False) -> str | None:
+        """Why the request can never run (None: it can, now or later). A `container` task
+        (image, environment, mounts, privileged) can only run on docker-backend nodes."""
         with self.river.sessions() as session:
-            views, _ = self._views(session)
+            views = self._node_views(session)  # capacities only: what is held is irrelevant
+            docker_nodes = self._docker_nodes(session) if container and views else set()
+        if container and views:
+            target = request.target.node if request.target else None
+            if target in {v.name for v in views} and target not in docker_nodes:
+                return (
+                    f"node '{target}' runs tasks as plain processes; a task with an image, "
+                    "environment, mounts or privileged needs a node with the docker backend"
+                )
+            if not docker_nodes:
+                return (
+                    "no registered node runs the docker backend; a task with an image, "
+                    "environment, mounts or privileged needs one"
+                )
+            views = [v for v in views if v.name in docker_nodes]
         return infeasible_reason(request, views)
 
     def free_resources(self, node_name: str) -> dict[str, Any]:
@@ -116,16 +146,14 @@ class Dispatcher:
             if not queued:
                 self.wait_reasons = {}
                 return 0
-            views, held = self._views(session)
-            plan = self.scheduler.plan(
-                [
-                    QueuedTask(t.id, request_from_json(t.request), t.submitted_at, t.owner)
-                    for t in queued
-                ],
-                views,
-                held,
-                time.time(),
+            # Array members beyond their array's concurrency limit wait outside the plan.
+            queued, throttled = arrays.throttle(
+                queued, arrays.active_counts(session, ACTIVE_STATES)
             )
+            # Tasks over their owner's (or group's) core/GPU quota wait outside the plan too.
+            queued, over_quota = quotas.filter_queued(session, queued, ACTIVE_STATES)
+            views, held = self._views(session)
+            plan = self._plan(queued, views, held, self._docker_nodes(session))
             by_id = {t.id: t for t in queued}
             placed = []
             for task_id, placement in plan.placements.items():
@@ -142,13 +170,49 @@ class Dispatcher:
                     assigned_at=time.time(),
                 ):
                     placed.append(task)
-            self.wait_reasons = dict(plan.waiting)
+            self.wait_reasons = {**throttled, **over_quota, **plan.waiting}
             tasks.commit_and_publish(session, placed)
         for task in placed:
             launch = asyncio.ensure_future(self._launch(task))
             self._launches.add(launch)
             launch.add_done_callback(self._launches.discard)
         return len(placed)
+
+    def _plan(
+        self, queued: list[db.Task], views: list[NodeView], held: list[Held], docker: set[str]
+    ) -> SchedulePlan:
+        """Plan container tasks on docker nodes only, then the rest on every node.
+
+        The scheduler stays unaware of backends: container tasks (the more constrained ones)
+        are planned first against the docker nodes, their placements are then held, and the
+        other tasks are planned against all nodes. Within each group the policy (FIFO,
+        backfill, best fit, anti-starvation) is the scheduler's; across the groups container
+        tasks go first."""
+        now = time.time()
+
+        def queue(tasks: list[db.Task]) -> list[QueuedTask]:
+            return [
+                QueuedTask(t.id, request_from_json(t.request), t.submitted_at, t.owner)
+                for t in tasks
+            ]
+
+        boxed = [t for t in queued if needs_container(t.spec)]
+        if not boxed:
+            return self.scheduler.plan(queue(queued), views, held, now)
+        plain = [t for t in queued if not needs_container(t.spec)]
+        docker_views = [v for v in views if v.name in docker]
+        first = self.scheduler.plan(queue(boxed), docker_views, held, now)
+        if not docker_views:
+            why = "waiting for a node with the docker backend (image/environment/mounts) to join"
+            first.waiting = {task_id: why for task_id in first.waiting}
+        if not plain:
+            return first
+        held = held + [Held(p.node, p.cpus, p.memory, p.gpus) for p in first.placements.values()]
+        second = self.scheduler.plan(queue(plain), views, held, now)
+        return SchedulePlan(
+            placements={**first.placements, **second.placements},
+            waiting={**first.waiting, **second.waiting},
+        )
 
     def launch_body(self, task: db.Task) -> dict[str, Any]:
         spec = task.spec or {}
@@ -160,6 +224,10 @@ class Dispatcher:
             "env": spec.get("env") or {},
             "workdir": spec.get("workdir"),
             "image": spec.get("image"),
+            "environment": spec.get("environment"),
+            "mounts": spec.get("mounts") or [],
+            "privileged": bool(spec.get("privileged")),
+            "overlay_ip": spec.get("overlay_ip"),  # a reserved overlay address (ip_token)
             "cpus": task.cpus or [],
             "memory": task.memory or 0,
             "gpus": task.gpus or [],
@@ -177,9 +245,15 @@ class Dispatcher:
                     connection.url, connection.secret, "/api/tasks", self.launch_body(task)
                 )
                 return
+            except RunnerNoAnswer as exc:
+                # The runner may or may not have it (a slow or partitioned runner): leave
+                # the task `assigning`. Reconciliation settles it from the runner's own
+                # report: running there, or requeued if the runner never got it.
+                self.river.log.warning("launch of task %s unanswered: %s", task.id, exc)
+                return
             except Exception as exc:
                 error = str(exc)
-        # The runner never took it: it ends as failed, with the reason, rather than
+        # The runner refused it: it ends as failed, with the reason, rather than
         # silently bouncing between nodes.
         with self.river.sessions() as session:
             fresh = session.get(db.Task, task.id)

@@ -56,6 +56,7 @@ class NodeRegistry:
         self._connections: dict[str, Connection] = {}
         self._credentials: dict[str, str] = {}  # credential digest -> node name
         self._last_flush = time.monotonic()
+        self._last_check = time.monotonic()
         self.started_at = time.time()
 
     # ---- queries --------------------------------------------------------------------
@@ -134,6 +135,8 @@ class NodeRegistry:
             "heartbeat_interval": self.river.config.heartbeat_interval,
             "boot_id": self.river.boot_id,
             "kill": kill,
+            # `overlay` (+ `overlay_error`) when the host runs the overlay hub
+            **self.river.overlay.on_register(name, body),
         }
 
     def heartbeat(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -246,6 +249,14 @@ class NodeRegistry:
         config = self.river.config
         timeout = config.heartbeat_interval * config.heartbeat_misses
         now = time.monotonic()
+        # If this check itself ran late, the host was stalled, not the runners silent:
+        # forgive the stall instead of taking healthy nodes offline.
+        period = config.heartbeat_interval / 2
+        stall = now - self._last_check - period
+        self._last_check = now
+        if stall > period:
+            for connection in self._connections.values():
+                connection.last_seen += stall
         if now - self._last_flush > METRICS_FLUSH_SECONDS:
             self._last_flush = now
             self.flush_metrics()

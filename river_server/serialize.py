@@ -21,6 +21,8 @@ def task_json(
         "cpus": task.cpus or [],
         "gpus": task.gpus or [],
         "memory": task.memory,
+        "array": (task.spec or {}).get("array"),  # {id, index, size, limit} or None
+        "overlay_ip": (task.spec or {}).get("overlay_ip"),  # reserved with ip_token, or None
         "exit_code": task.exit_code,
         "reason": task.reason,
         "queue_position": queue_position,

@@ -13,6 +13,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from river_runner.containers import (
+    env_tarball,
+    mount_source,
+    parse_env_name,
+    parse_image,
+    parse_mount,
+)
 from river_runner.protocol import (
     EVENT_LOG,
     EVENT_TASK,
@@ -22,12 +29,17 @@ from river_runner.protocol import (
 )
 from river_runner.spec import SpecError, parse_request
 from river_server import db
+from river_server.arrays import array_env, parse_array
+from river_server.auth import role_at_least
+from river_server.runner_client import RunnerUnreachable
 from river_server.serialize import task_json
 
 if TYPE_CHECKING:
     from river_server.services import River
 
 TASK_KINDS = ("command", "python")
+# Spec fields only a container can honour: a task with any of them runs on docker nodes only.
+CONTAINER_FIELDS = ("image", "environment", "mounts", "privileged")
 ACTIVE_STATES = tuple(s.value for s in TaskState if s.holds_resources)
 WAITING_STATES = (TaskState.QUEUED.value, TaskState.PENDING_APPROVAL.value)
 
@@ -66,13 +78,40 @@ def _validate_spec(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if not isinstance(env, dict) or not all(isinstance(k, str) for k in env):
         raise SpecError("'env' must be an object of NAME: value")
     spec["env"] = {k: str(v) for k, v in env.items()}
-    for key in ("workdir", "image"):
-        value = body.get(key)
-        if value is not None and not isinstance(value, str):
-            raise SpecError(f"'{key}' must be a string")
-        if value:
-            spec[key] = value
+    workdir = body.get("workdir")
+    if workdir is not None and not isinstance(workdir, str):
+        raise SpecError("'workdir' must be a string")
+    if workdir:
+        spec["workdir"] = workdir
+    spec.update(_container_spec(body))
     return kind, spec
+
+
+def _container_spec(body: dict[str, Any]) -> dict[str, Any]:
+    """image / environment / mounts / privileged, checked (who may use them: check_privileges)."""
+    spec: dict[str, Any] = {}
+    if body.get("image") not in (None, ""):
+        spec["image"] = parse_image(body["image"])
+    if body.get("environment") not in (None, ""):
+        if "image" in spec:
+            raise SpecError("give either 'image' or 'environment' (an exported one), not both")
+        spec["environment"] = parse_env_name(body["environment"])
+    mounts = body.get("mounts")
+    if mounts not in (None, []):
+        if not isinstance(mounts, list):
+            raise SpecError("'mounts' must be a list of \"SRC:DST[:ro]\" strings")
+        spec["mounts"] = [parse_mount(m) for m in mounts]
+    privileged = body.get("privileged", False)
+    if not isinstance(privileged, bool):
+        raise SpecError("'privileged' must be true or false")
+    if privileged:
+        spec["privileged"] = True
+    return spec
+
+
+def needs_container(spec: dict[str, Any] | None) -> bool:
+    """Whether a task can only run on a docker-backend node."""
+    return any((spec or {}).get(key) for key in CONTAINER_FIELDS)
 
 
 class TaskService:
@@ -98,13 +137,22 @@ class TaskService:
         return task_json(task, queue_position=position, wait_reason=wait)
 
     # ---- submitting -----------------------------------------------------------------
-    def submit(self, owner: str, body: dict[str, Any]) -> db.Task:
+    def submit(self, owner: str, body: dict[str, Any], role: str = "user") -> db.Task:
         kind, spec = _validate_spec(body)
+        # A reserved overlay address (ip_token): recorded in spec, pins the reservation's node.
+        body = self.river.overlay.apply_ip_token(body, owner, role, spec)
+        array = parse_array(body)
+        if array is not None:
+            spec["array"] = array
+            spec["env"] = {**spec.get("env", {}), **array_env(array)}
         request = parse_request(body)
         name = body.get("name") or ""
         if not isinstance(name, str) or len(name) > 256:
             raise SpecError("'name' must be a string of at most 256 characters")
-        reason = self.river.dispatcher.infeasible(request)
+        self.check_privileges(spec, role)
+        if spec.get("environment"):
+            self._check_environment_exported(spec["environment"])
+        reason = self.river.dispatcher.infeasible(request, container=needs_container(spec))
         if reason:
             raise SpecError(reason)
         task = db.Task(
@@ -114,15 +162,49 @@ class TaskService:
             kind=kind,
             spec=spec,
             request=request.to_json(),
-            state=TaskState.QUEUED.value,
+            state=(
+                TaskState.PENDING_APPROVAL.value
+                if self.river.config.require_approval and not role_at_least(role, "operator")
+                else TaskState.QUEUED.value
+            ),
             submitted_at=time.time(),
         )
         with self.river.sessions.begin() as session:
             session.add(task)
             session.add(db.TaskTransition(task_id=task.id, state=task.state, detail="submitted"))
+            self.river.overlay.claim(session, task)  # spends the ip_token with the task
         self.publish(task)
         self.river.dispatcher.wake()
         return task
+
+    def check_privileges(self, spec: dict[str, Any], role: str) -> None:
+        """Raise TaskError(403) for container options beyond the caller's role: `privileged`
+        and host bind mounts both give root on the node, so they are operator powers; a
+        user may mount only under c.RiverHost.user_mount_prefixes."""
+        if role_at_least(role, "operator"):
+            return
+        if spec.get("privileged"):
+            raise TaskError(403, f"privileged containers need the operator role; you are {role}")
+        prefixes = self.river.config.user_mount_prefixes
+        for mount in spec.get("mounts") or []:
+            source = mount_source(mount)
+            if not any(
+                source == p.rstrip("/") or source.startswith(p.rstrip("/") + "/") for p in prefixes
+            ):
+                allowed = ", ".join(prefixes) or "none are configured"
+                raise TaskError(
+                    403,
+                    f"mounting {source} needs the operator role; you are {role}, and users may "
+                    f"mount only under c.RiverHost.user_mount_prefixes ({allowed})",
+                )
+
+    def _check_environment_exported(self, name: str) -> None:
+        shared = self.river.config.shared_dir
+        if shared is not None and not env_tarball(shared, name).is_file():
+            raise SpecError(
+                f"environment {name!r} is not exported: create it and run "
+                f"%river env export {name} (no {env_tarball(shared, name)})"
+            )
 
     # ---- transitions ----------------------------------------------------------------
     def publish(self, task: db.Task) -> None:
@@ -202,7 +284,17 @@ class TaskService:
             await self.river.runner_client.call(
                 node.url, node.secret, f"/api/tasks/{task.id}/{action}"
             )
-        except Exception as exc:
+        except RunnerUnreachable as exc:
+            if action == "kill" and exc.status == 404 and state == TaskState.ASSIGNING:
+                # Placed but not yet received by the runner: nothing runs, end it here.
+                # (The runner reports it as "starting" while a launch is in progress, and
+                # kills any task the host considers over, so a late launch dies too.)
+                with self.river.sessions() as session:
+                    fresh = session.get(db.Task, task.id)
+                    assert fresh is not None
+                    if self.transition(session, fresh, TaskState.KILLED, "killed before it started"):
+                        self.commit_and_publish(session, [fresh])
+                    return fresh
             raise TaskError(502, f"could not {action} task {task.id}: {exc}") from None
         return task
 
@@ -244,7 +336,7 @@ class TaskService:
         return self.transition(session, task, state, message.get("detail") or None, **fields)
 
     def _apply_log(self, task_id: int, lines: list[dict[str, Any]]) -> None:
-        for line in self.river.logs.append(task_id, lines):
+        for line in self.river.blobs.append_log(self.river.logs, task_id, lines):
             self.river.bus.publish(EVENT_LOG, {"task_id": str(task_id), **line})
 
     def mark_lost(self, session: Session, tasks: Iterable[db.Task], why: str) -> list[db.Task]:

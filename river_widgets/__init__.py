@@ -1,4 +1,10 @@
-"""River dashboards (ipywidgets) built on river_magics.Client: nodes, tasks, VPS cards.
+"""River dashboards (ipywidgets) built on river_magics.Client: nodes, the queue, my tasks.
 
-Placeholder until the dashboard lands; `%river dashboard` will import from here.
+`%river dashboard` shows one; from Python: `Dashboard(Client())`.
 """
+
+from __future__ import annotations
+
+from .dashboard import Dashboard
+
+__all__ = ["Dashboard"]

@@ -87,6 +87,9 @@ class Cluster:
     host_process: subprocess.Popen | None = None
     runners: dict[str, Runner] = field(default_factory=dict)
     extra_host_args: list[str] = field(default_factory=list)
+    # "server": a bare Jupyter server; "lab": JupyterLab (with the River labextension), and
+    # kernels get RIVER_URL/RIVER_TOKEN as under `river up`, so `%river connect` just works.
+    app: str = "server"
 
     @property
     def url(self) -> str:
@@ -105,7 +108,7 @@ class Cluster:
             sys.executable,
             "-m",
             "jupyter",
-            "server",
+            self.app,
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
@@ -113,7 +116,11 @@ class Cluster:
             f"--ServerApp.allow_root={os.geteuid() == 0}",
             f"--IdentityProvider.token={self.token}",
             "--ServerApp.identity_provider_class=river_server.auth.RiverIdentityProvider",
+            "--ServerApp.authorizer_class=river_server.auth.RiverAuthorizer",
             "--ServerApp.jpserver_extensions=river_server=True",
+            # jupyter-server-proxy's generic /proxy/<port> would let any logged-in user
+            # reach any port of the host; River uses its classes only (docs/security.md).
+            "--ServerApp.jpserver_extensions=jupyter_server_proxy=False",
             f"--ServerApp.root_dir={self.root}",
             f"--RiverHost.data_dir={data_dir}",
             f"--RiverHost.runner_token={JOIN_TOKEN}",
@@ -126,6 +133,8 @@ class Cluster:
             "JUPYTER_CONFIG_DIR": str(self.root / "jupyter-config"),
             "JUPYTER_RUNTIME_DIR": str(self.root / "runtime"),
         }
+        if self.app == "lab":
+            env.update(RIVER_URL=self.url, RIVER_TOKEN=self.token)
         self.host_process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )

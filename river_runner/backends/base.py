@@ -31,9 +31,11 @@ class TaskLaunch:
     gpus: list[int] = field(default_factory=list)
     workdir: str | None = None
     image: str | None = None
+    environment: str | None = None  # a tarball environment from the shared dir (docker)
     mounts: list[str] = field(default_factory=list)
     privileged: bool = False
     name: str | None = None
+    overlay_ip: str | None = None  # the task's reserved overlay address (ip_token), if any
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> TaskLaunch:

@@ -12,8 +12,11 @@ Why it looks the way it does:
   the same numbers and the host drops the lines it already has - the process backend's
   contract.
 * A waiter thread per container waits for the exit, lets the log reader drain (every line is
-  delivered before on_exit), reads the real state (OOMKilled, exit code), removes the
-  container and then reports. No auto_remove: the exit state must be read first.
+  delivered before on_exit), reads the real state (OOMKilled, exit code), reports, and then
+  removes the container (the report does not wait for the daemon's cleanup). No
+  auto_remove: the exit state must be read first.
+* Tarball environments are loaded from the shared dir when a task names one (see
+  `ensure_environment` and river_runner.containers).
 * Containers carry labels (river.runner, river.task_id, river.kind=task) so a restarted runner
   finds and adopts its own containers.
 * GPUs go in as `device_requests`; that needs the NVIDIA hook on the daemon's host. Without it
@@ -32,6 +35,7 @@ import http.client
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import struct
@@ -50,6 +54,15 @@ import docker.types
 import requests
 
 from river_runner.backends.base import Backend, ExitCallback, Outcome, OutputCallback, TaskLaunch
+from river_runner.containers import (
+    CONTAINER_SHARED_DIR,
+    CONTAINER_TASK_DIR,
+    ENV_REPOSITORY,
+    env_image,
+    env_loaded_tag,
+    env_tarball,
+)
+from river_runner.containers import parse_mount as _parse_mount
 from river_runner.protocol import TaskState
 
 log = logging.getLogger("river.runner.docker")
@@ -58,9 +71,8 @@ LABEL_TASK = "river.task_id"
 LABEL_RUNNER = "river.runner"
 LABEL_KIND = "river.kind"
 LABEL_GPUS = "river.gpus"
+LABEL_ENV = "river.environment"
 KIND_TASK = "task"
-CONTAINER_TASK_DIR = "/river"  # the per-task host dir (script) is mounted here, read-only
-CONTAINER_SHARED_DIR = "/shared"
 KILLED_MARKER = "kill-requested"  # survives a runner restart so an adopted kill reads KILLED
 
 WAIT_POLL_S = 5.0  # a waiter re-issues its wait this often, so close() is noticed
@@ -100,13 +112,9 @@ def gpu_environment(gpus: list[int]) -> dict[str, str]:
 
 
 def parse_mount(spec: str) -> str:
-    """Check an extra mount "SRC:DST[:ro|rw]" and return it in docker's bind syntax."""
-    parts = spec.split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
-        raise ValueError(f"mount {spec!r} is not SRC:DST[:ro]")
-    if len(parts) == 3 and parts[2] not in ("ro", "rw"):
-        raise ValueError(f"mount {spec!r}: mode must be ro or rw")
-    return spec if len(parts) == 3 else f"{spec}:rw"
+    """Check an extra mount "SRC:DST[:ro|rw]" and return it in docker's bind syntax
+    (river_runner.containers.parse_mount; raises SpecError, a ValueError)."""
+    return _parse_mount(spec)
 
 
 def docker_time_ns(stamp: bytes | str) -> int:
@@ -249,6 +257,7 @@ class DockerBackend(Backend):
         self.work_root.mkdir(parents=True, exist_ok=True)
         self.gpu_runtime = self._detect_gpu_runtime() if gpu_runtime is None else gpu_runtime
         self._tasks: dict[int, _Watched] = {}
+        self._env_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="river-docker")
         self._closed = threading.Event()
@@ -313,6 +322,8 @@ class DockerBackend(Backend):
             "stdin_open": False,
             "tty": False,
         }
+        if launch.environment:
+            labels[LABEL_ENV] = launch.environment
         if launch.workdir:
             config["working_dir"] = launch.workdir
         if launch.cpus:
@@ -328,10 +339,74 @@ class DockerBackend(Backend):
                 labels[LABEL_GPUS] = json.dumps([dict(r) for r in requests_])
         return config
 
-    def _create_and_start(self, config: dict[str, Any], task_id: int) -> tuple[str, bool]:
+    def ensure_environment(self, name: str) -> str:
+        """The local image of tarball environment `name`, loaded from the shared dir when this
+        daemon has no copy of the tarball's current version (blocking).
+
+        The loaded image is tagged `river-env/NAME:t<mtime_ns>` of the tarball it came from:
+        a newer export has another mtime, so the next task naming it loads it again; older
+        load tags are dropped (the image itself stays while a container still uses it)."""
+        if not self.shared_dir:
+            raise RuntimeError(
+                f"environment {name!r}: this runner has no shared directory "
+                "(start it with --shared-dir)"
+            )
+        tarball = env_tarball(self.shared_dir, name)
+        with self._env_locks[name]:
+            try:
+                handle = open(tarball, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                raise RuntimeError(
+                    f"environment {name!r} is not exported: no {tarball} on this runner"
+                ) from None
+            with handle:
+                # fstat, not stat: an export replaces the file, and this is what we read.
+                tag = env_loaded_tag(os.fstat(handle.fileno()).st_mtime_ns)
+                wanted = env_image(name, tag)
+                try:
+                    self.client.images.get(wanted)
+                    return wanted
+                except docker.errors.ImageNotFound:
+                    pass
+                started = time.monotonic()
+                try:
+                    loaded = self.client.images.load(handle)
+                except docker.errors.DockerException as exc:
+                    raise RuntimeError(
+                        f"environment {name!r}: docker could not load {tarball}: {exc}"
+                    ) from exc
+            if not loaded:
+                raise RuntimeError(f"environment {name!r}: {tarball} holds no image")
+            loaded[0].tag(f"{ENV_REPOSITORY}/{name}", tag)
+            log.info(
+                "loaded environment %s from %s in %.1fs",
+                name,
+                tarball,
+                time.monotonic() - started,
+            )
+            self._drop_old_env_tags(name, wanted)
+            return wanted
+
+    def _drop_old_env_tags(self, name: str, keep: str) -> None:
+        prefix = f"{ENV_REPOSITORY}/{name}:t"
+        try:
+            images = self.client.images.list(name=f"{ENV_REPOSITORY}/{name}")
+        except docker.errors.DockerException:
+            return
+        for image in images:
+            for tag in image.tags:
+                if tag.startswith(prefix) and tag != keep:
+                    with contextlib.suppress(docker.errors.APIError):
+                        self.client.images.remove(tag)
+
+    def _create_and_start(
+        self, config: dict[str, Any], task_id: int, environment: str | None = None
+    ) -> tuple[str, bool]:
         """Create and start the container (blocking). Returns (id, paused). A leftover
         container with the same name is taken over when it is ours and still live,
         else removed."""
+        if environment:
+            config["image"] = self.ensure_environment(environment)
         try:
             container = self._create(config)
         except docker.errors.APIError as exc:
@@ -384,7 +459,9 @@ class DockerBackend(Backend):
         task_dir.mkdir(parents=True)
         try:
             config = self.container_config(launch, task_dir)
-            container_id, paused = await self._call(self._create_and_start, config, launch.task_id)
+            container_id, paused = await self._call(
+                self._create_and_start, config, launch.task_id, launch.environment
+            )
         except Exception:
             shutil.rmtree(task_dir, ignore_errors=True)
             raise
@@ -598,13 +675,17 @@ class DockerBackend(Backend):
             outcome = Outcome(TaskState.FAILED, None, f"cannot inspect container: {exc}")
         if self._closed.is_set():
             return
+        # Report first, clean up after: the outcome is known now, and removing a container
+        # takes the daemon 30-250 ms that nobody needs to wait for. A runner that dies in
+        # between finds the stopped container at adoption, reports it again (the host keeps
+        # the first terminal report) and removes it then.
+        self._on_loop(self._finish, watched, outcome)
         with contextlib.suppress(docker.errors.NotFound):
             try:
                 self.api.remove_container(watched.container_id, v=True, force=True)
             except docker.errors.APIError as exc:
                 log.warning("task %s: cannot remove container: %s", watched.task_id, exc)
         shutil.rmtree(watched.task_dir, ignore_errors=True)
-        self._on_loop(self._finish, watched, outcome)
 
     def _finish(self, watched: _Watched, outcome: Outcome) -> None:
         if self._tasks.get(watched.task_id) is watched:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from river_runner import supervise
 from river_runner.backends.base import Backend, ExitCallback, Outcome, OutputCallback, TaskLaunch
 from river_runner.protocol import TaskState
 
-TAIL_INTERVAL = 0.01  # seconds between looks at the output files of running tasks
+TAIL_INTERVAL = 0.02  # seconds between looks at the files of adopted tasks
 REPORTED_MARKER = "reported"
 
 
@@ -39,6 +40,7 @@ class _Running:
     last_seq: int = 0
     paused: bool = False
     kill_requested: bool = False
+    polled: bool = False
     partial: str = field(default="")
 
 
@@ -63,6 +65,7 @@ class ProcessBackend(Backend):
         self.python = python or sys.executable
         self._tasks: dict[int, _Running] = {}
         self._tail_task: asyncio.Task | None = None
+        self._bells: dict[int, tuple[int, subprocess.Popen]] = {}
 
     # ---- starting -------------------------------------------------------------------
     def _argv(self, launch: TaskLaunch, task_dir: Path) -> list[str]:
@@ -111,29 +114,62 @@ class ProcessBackend(Backend):
             "--",
             *argv,
         ]
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env=self._env(launch),
-            start_new_session=True,
-        )
+        # The supervisor's stdout is the doorbell: a pipe it writes to when it has appended
+        # records. Plain Popen + add_reader (not asyncio's subprocess transport, which kills
+        # the child when closed): the supervisor must outlive this runner.
+        bell_read, bell_write = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=bell_write,
+                stderr=subprocess.DEVNULL,
+                env=self._env(launch),
+                start_new_session=True,
+            )
+        finally:
+            os.close(bell_write)
         (task_dir / supervise.PID_FILE).write_text(str(proc.pid))
-        self._track(_Running(launch.task_id, task_dir, proc.pid, on_output, on_exit))
-        # Reap the supervisor when it exits so it does not linger as a zombie.
-        asyncio.ensure_future(proc.wait())
+        running = _Running(launch.task_id, task_dir, proc.pid, on_output, on_exit)
+        self._tasks[launch.task_id] = running
+        os.set_blocking(bell_read, False)
+        self._bells[launch.task_id] = (bell_read, proc)
+        asyncio.get_running_loop().add_reader(bell_read, self._on_bell, running)
         return proc.pid
 
-    def _track(self, running: _Running) -> None:
+    def _on_bell(self, running: _Running) -> None:
+        """Read output when the supervisor rings; report the end when it exits."""
+        bell_read, proc = self._bells[running.task_id]
+        try:
+            rang = os.read(bell_read, 4096)
+        except BlockingIOError:
+            return
+        self._read_output(running)
+        if rang:
+            return
+        # End of the pipe: the supervisor has exited (result.json was written before).
+        self._close_bell(running.task_id)
+        proc.wait()  # reap it
+        if running.task_id in self._tasks:
+            self._check_exit(running)
+
+    def _close_bell(self, task_id: int) -> None:
+        bell = self._bells.pop(task_id, None)
+        if bell is not None:
+            asyncio.get_running_loop().remove_reader(bell[0])
+            os.close(bell[0])
+
+    def _poll(self, running: _Running) -> None:
+        """Watch an adopted task (no doorbell reaches us) by looking at its files."""
+        running.polled = True
         self._tasks[running.task_id] = running
         if self._tail_task is None or self._tail_task.done():
             self._tail_task = asyncio.ensure_future(self._tail_loop())
 
     # ---- watching -------------------------------------------------------------------
     async def _tail_loop(self) -> None:
-        while self._tasks:
-            for running in list(self._tasks.values()):
+        while any(r.polled for r in self._tasks.values()):
+            for running in [r for r in self._tasks.values() if r.polled]:
                 self._read_output(running)
                 self._check_exit(running)
             await asyncio.sleep(TAIL_INTERVAL)
@@ -165,7 +201,12 @@ class ProcessBackend(Backend):
         if not result_path.exists():
             if not _alive(running.supervisor_pid):
                 # The supervisor died without a result (killed -9): the task is gone too.
-                self._finish(running, Outcome(TaskState.FAILED, None, "task supervisor vanished"))
+                if running.kill_requested:  # killed before it could even record that
+                    self._finish(running, Outcome(TaskState.KILLED, None, "killed on request"))
+                else:
+                    self._finish(
+                        running, Outcome(TaskState.FAILED, None, "task supervisor vanished")
+                    )
             return
         self._read_output(running)  # the last lines were written before result.json
         result = json.loads(result_path.read_text())
@@ -230,7 +271,7 @@ class ProcessBackend(Backend):
                 pid = int((task_dir / supervise.PID_FILE).read_text())
             except (ValueError, FileNotFoundError):
                 continue
-            self._track(_Running(task_id, task_dir, pid, output_for(task_id), on_exit))
+            self._poll(_Running(task_id, task_dir, pid, output_for(task_id), on_exit))
             adopted.append(task_id)
         return adopted
 
@@ -240,8 +281,11 @@ class ProcessBackend(Backend):
             shutil.rmtree(self.work_root / str(task_id), ignore_errors=True)
 
     async def close(self) -> None:
+        """Stop watching; the tasks themselves run on under their supervisors."""
         if self._tail_task:
             self._tail_task.cancel()
+        for task_id in list(self._bells):
+            self._close_bell(task_id)
 
 
 def _alive(pid: int) -> bool:

@@ -43,9 +43,11 @@ class TasksHandler(RiverAPIHandler):
         self.require_role("user")
         body = self.json_body()
         try:
-            task = self.river.tasks.submit(self.username, body)
+            task = self.river.tasks.submit(self.username, body, role=self.role)
         except SpecError as exc:
             raise web.HTTPError(400, str(exc)) from None
+        except TaskError as exc:  # e.g. 403: privileged or a mount beyond the caller's role
+            raise web.HTTPError(exc.status, str(exc)) from None
         self.write_json({"task": self.river.tasks.to_json(task)}, status=201)
 
 

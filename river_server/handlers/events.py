@@ -52,12 +52,17 @@ class EventsHandler(RiverAPIHandler):
         watched = {str(t.id) for t in tasks}
         me = self.username
 
+        # A stream that names tasks gets only those (a waiting cell must not pay for every
+        # other task of its owner: with many clients that is quadratic); a stream that
+        # names none gets the caller's tasks (or all with tasks=all) and node changes.
         def accepts(kind: str, data: dict[str, Any]) -> bool:
             if kind == EVENT_LOG:
                 return data["task_id"] in log_ids
             if kind == EVENT_TASK:
-                return data["task"]["id"] in watched or all_tasks or data.get("owner") == me
-            return kind == EVENT_NODE
+                if all_tasks:
+                    return True
+                return data["task"]["id"] in watched if watched else data.get("owner") == me
+            return kind == EVENT_NODE and (all_tasks or not watched)
 
         bus = self.river.bus
         self._subscription = bus.subscribe(accepts)
@@ -68,12 +73,15 @@ class EventsHandler(RiverAPIHandler):
             sent: dict[str, int] = {}
             await self._send(EVENT_HELLO, {"server_time": time.time()})
             for task in tasks:
+                # State first, then lines, but sent lines-then-state: a task's final status
+                # is stored after its last line, so a client may stop at a terminal state.
                 with self.river.sessions() as session:
                     fresh = session.get(db.Task, task.id) or task
-                await self._send(EVENT_TASK, {"task": self.river.tasks.to_json(fresh)})
+                state = self.river.tasks.to_json(fresh)
                 if str(task.id) in log_ids:
                     for line in self.river.logs.read(task.id, since):
                         await self._send_log(str(task.id), line, sent)
+                await self._send(EVENT_TASK, {"task": state})
             await self._pump(sent)
         except StreamClosedError:
             pass

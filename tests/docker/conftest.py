@@ -65,7 +65,9 @@ def docker_client() -> Iterator[Any]:
 
 
 def containers_of(client: Any, runner_name: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"river.runner={runner_name}"})
+    return client.containers.list(
+        all=True, filters={"label": f"river.runner={runner_name}"}, ignore_removed=True
+    )
 
 
 @pytest.fixture
@@ -74,7 +76,9 @@ def runner_name(docker_client: Any) -> Iterator[str]:
     name = f"pytest-{uuid.uuid4().hex[:10]}"
     yield name
     for container in containers_of(docker_client, name):
-        with contextlib.suppress(docker.errors.NotFound):
+        # APIError covers NotFound and 409 "removal already in progress" (the backend
+        # removes a container just after reporting its end).
+        with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True, v=True)
 
 

@@ -30,7 +30,9 @@ BUSYBOX_IMAGE = "river-test-busybox"  # built by .ci/build-images.sh, like river
 
 
 def containers_of(client: Any, runner_name: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"river.runner={runner_name}"})
+    return client.containers.list(
+        all=True, filters={"label": f"river.runner={runner_name}"}, ignore_removed=True
+    )
 
 
 class Recorder:
@@ -121,8 +123,8 @@ def test_python_task_lines_in_order_and_container_removed(make_backend, docker_c
         assert rec.lines_at_exit == len(rec.lines)  # every line before on_exit
         assert rec.exit_calls == 1
         assert backend.running() == {}
-        assert containers_of(docker_client, runner_name) == []
-        assert not (backend.work_root / "101").exists()
+        await until(lambda: containers_of(docker_client, runner_name) == [], what="removal")
+        await until(lambda: not (backend.work_root / "101").exists(), what="task dir removal")
 
     run(main)
 
@@ -254,7 +256,7 @@ def test_kill(make_backend, docker_client, runner_name):
         outcome = await rec.finished(30)
         assert time.monotonic() - started < 10
         assert outcome.state is TaskState.KILLED
-        assert containers_of(docker_client, runner_name) == []
+        await until(lambda: containers_of(docker_client, runner_name) == [], what="removal")
         assert await backend.kill(107) is False  # unknown now
 
     run(main)
@@ -279,7 +281,7 @@ def test_pause_resume_then_kill_while_paused(make_backend, docker_client, runner
         assert await backend.kill(108)
         outcome = await rec.finished(30)
         assert outcome.state is TaskState.KILLED
-        assert containers_of(docker_client, runner_name) == []
+        await until(lambda: containers_of(docker_client, runner_name) == [], what="removal")
         assert await backend.pause(108) is False
 
     run(main)
@@ -318,7 +320,7 @@ def test_adopt_running_task_reports_real_exit(make_backend, docker_client, runne
         assert outcome.state is TaskState.FAILED and outcome.exit_code == 5
         assert rec_b.lines == [("stdout", "started", 1), ("stderr", "finishing", 2)]
         assert rec_a.outcome is None  # the closed backend reported nothing
-        assert containers_of(docker_client, runner_name) == []
+        await until(lambda: containers_of(docker_client, runner_name) == [], what="removal")
 
     run(main)
 
@@ -363,7 +365,7 @@ def test_adopt_finished_and_killed_tasks(make_backend, docker_client, runner_nam
         assert outcomes[110].state is TaskState.FAILED and outcomes[110].exit_code == 4
         assert lines[110] == ["done"]
         assert outcomes[111].state is TaskState.KILLED
-        assert containers_of(docker_client, runner_name) == []
+        await until(lambda: containers_of(docker_client, runner_name) == [], what="removal")
 
     run(main)
 

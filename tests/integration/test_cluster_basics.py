@@ -92,14 +92,32 @@ def test_event_stream_delivers_lines_before_the_task_ends(cluster: Cluster) -> N
 
 def test_queue_holds_tasks_until_cores_free(cluster: Cluster) -> None:
     cluster.start_runner("small", "--cpus", "0-1")
-    script = "import time\ntime.sleep(0.6)\nprint('done')\n"
+    gate = cluster.root / "gate"
+    # Each task holds its core until the test opens the gate (bounded by its own deadline).
+    script = (
+        "import os, time\n"
+        "deadline = time.time() + 60\n"
+        f"while not os.path.exists({str(gate)!r}) and time.time() < deadline:\n"
+        "    time.sleep(0.02)\n"
+        "print('done')\n"
+    )
     tasks = [cluster.submit(kind="python", cores=1, script=script) for _ in range(6)]
-    # All six were accepted; at first at most two are placed and the rest wait, with a reason.
-    listing = {t["id"]: t for t in cluster.get("/river/api/tasks")["tasks"]}
-    waiting = [listing[t["id"]] for t in tasks if listing[t["id"]]["state"] == "queued"]
-    assert len(waiting) >= 4
-    assert all(w["queue_position"] and "core" in (w["wait_reason"] or "") for w in waiting)
 
+    # All six were accepted; two hold the cores and four wait, each with a position and reason.
+    def settled() -> dict | None:
+        listing = {t["id"]: t for t in cluster.get("/river/api/tasks")["tasks"]}
+        states = [listing[t["id"]]["state"] for t in tasks]
+        return listing if states.count("running") == 2 and states.count("queued") == 4 else None
+
+    listing = wait_for(settled, 30, what="two running and four queued")
+    waiting = sorted(
+        (listing[t["id"]] for t in tasks if listing[t["id"]]["state"] == "queued"),
+        key=lambda t: t["queue_position"],
+    )
+    assert [w["queue_position"] for w in waiting] == [1, 2, 3, 4]
+    assert all("core" in (w["wait_reason"] or "") for w in waiting)
+
+    gate.touch()
     finished = [cluster.wait_task(t["id"], "completed", timeout=60) for t in tasks]
     intervals = sorted((f["started_at"], f["finished_at"]) for f in finished)
     for start, _ in intervals:

@@ -6,13 +6,24 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
 from river_runner.backends.base import Outcome, TaskLaunch
 from river_runner.backends.process import ProcessBackend
 from river_runner.protocol import TaskState
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_tasks(tmp_path: Path) -> Iterator[None]:
+    """Supervisors run in their own sessions: kill whatever a (failed) test left behind."""
+    yield
+    for pid_file in [*tmp_path.glob("*/supervisor.pid"), *tmp_path.glob("*/child.pid")]:
+        with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 
 
 class Recorder:
@@ -133,6 +144,3 @@ def test_a_new_backend_adopts_running_tasks(tmp_path: Path) -> None:
         await second.close()
 
     asyncio.run(scenario())
-    for pid_file in tmp_path.glob("*/supervisor.pid"):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)

@@ -1,0 +1,244 @@
+/**
+ * River for JupyterLab: a side panel (nodes, queue, my tasks and VPSes), task logs in the
+ * main area, terminals into VPSes, launcher entries for VPS services and a status-bar
+ * item with my running and queued task counts.
+ */
+import {
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import {
+  Dialog,
+  ICommandPalette,
+  InputDialog,
+  MainAreaWidget,
+  WidgetTracker,
+  showDialog,
+  showErrorMessage
+} from '@jupyterlab/apputils';
+import { ILauncher } from '@jupyterlab/launcher';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { LabIcon } from '@jupyterlab/ui-components';
+import { IDisposable } from '@lumino/disposable';
+
+import { ITask, IVps, RiverAPI, RiverAPIError } from './api';
+import { LogView } from './logs';
+import { RiverModel } from './model';
+import { RiverPanel } from './panel';
+import { RiverStatus } from './statusbar';
+
+const riverIcon = new LabIcon({
+  name: 'jupyter-river:river',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">' +
+    '<g class="jp-icon3" fill="none" stroke="#616161" stroke-width="2" stroke-linecap="round">' +
+    '<path d="M2 7c3-2 5-2 8 0s5 2 8 0 3-1 4-1"/><path d="M2 12c3-2 5-2 8 0s5 2 8 0 3-1 4-1"/>' +
+    '<path d="M2 17c3-2 5-2 8 0s5 2 8 0 3-1 4-1"/></g></svg>'
+});
+
+namespace CommandIDs {
+  export const openPanel = 'river:open-panel';
+  export const kill = 'river:kill-task';
+  export const logs = 'river:open-logs';
+  export const openPort = 'river:open-port';
+  export const terminal = 'river:vps-terminal';
+}
+
+/** Launcher entries are kept for VPS ports with these names. */
+const LAUNCHER_SERVICES: Record<string, string> = {
+  jupyter: 'Jupyter',
+  jupyterlab: 'JupyterLab',
+  tensorboard: 'TensorBoard'
+};
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-river-labextension:plugin',
+  description: 'River cluster panel, task logs, VPS terminals and status.',
+  autoStart: true,
+  optional: [ILayoutRestorer, ILauncher, IStatusBar, ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    restorer: ILayoutRestorer | null,
+    launcher: ILauncher | null,
+    statusBar: IStatusBar | null,
+    palette: ICommandPalette | null
+  ) => {
+    const api = new RiverAPI();
+    const model = new RiverModel(api);
+    const { commands, shell } = app;
+
+    const panel = new RiverPanel(model, {
+      kill: task => void commands.execute(CommandIDs.kill, { id: task.id }),
+      logs: task => void commands.execute(CommandIDs.logs, { id: task.id }),
+      openPort: (id, port) =>
+        void commands.execute(
+          CommandIDs.openPort,
+          port ? { id, port } : { id }
+        ),
+      terminal: vps =>
+        void commands.execute(CommandIDs.terminal, { id: vps.id })
+    });
+    panel.title.icon = riverIcon;
+    shell.add(panel, 'left', { rank: 250 });
+    restorer?.add(panel, 'river-panel');
+    model.start();
+
+    const logs = new WidgetTracker<MainAreaWidget<LogView>>({
+      namespace: 'river-logs'
+    });
+
+    commands.addCommand(CommandIDs.openPanel, {
+      label: 'Show the River panel',
+      caption: 'Nodes, queue, my tasks and VPSes',
+      execute: () => shell.activateById(panel.id)
+    });
+
+    commands.addCommand(CommandIDs.kill, {
+      label: 'Kill River task',
+      execute: async args => {
+        const id = String(args.id);
+        const task = model.tasks.get(id);
+        const answer = await showDialog({
+          title: 'Kill task?',
+          body: `Kill ${task?.name || 'task'} ${id}? Its process ends now.`,
+          buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Kill' })]
+        });
+        if (!answer.button.accept) {
+          return;
+        }
+        try {
+          model.updateTask(await api.kill(id));
+        } catch (error) {
+          await showErrorMessage('Could not kill the task', error as Error);
+        }
+      }
+    });
+
+    commands.addCommand(CommandIDs.logs, {
+      label: 'Open River task logs',
+      execute: async args => {
+        const id = String(args.id);
+        const open = logs.find(w => w.content.task.id === id);
+        if (open) {
+          shell.activateById(open.id);
+          return;
+        }
+        const task: ITask = model.tasks.get(id) ?? {
+          id,
+          owner: model.me,
+          kind: 'task',
+          state: 'unknown'
+        };
+        const widget = new MainAreaWidget({ content: new LogView(api, task) });
+        widget.id = `river-logs-${id}`;
+        widget.title.label = `Logs: ${task.name || id}`;
+        widget.title.icon = riverIcon;
+        widget.title.closable = true;
+        await logs.add(widget);
+        shell.add(widget, 'main');
+        shell.activateById(widget.id);
+      }
+    });
+
+    commands.addCommand(CommandIDs.openPort, {
+      label: args =>
+        args.label ? String(args.label) : 'Open a proxied port of a River task',
+      icon: args => (args.label ? riverIcon : undefined),
+      execute: async args => {
+        const id = String(args.id);
+        let port = Number(args.port);
+        if (!port) {
+          const answer = await InputDialog.getNumber({
+            title: 'Open a port',
+            label: `Port (of ${id}) to open through the host's proxy:`,
+            value: 8888
+          });
+          if (!answer.button.accept || !answer.value) {
+            return;
+          }
+          port = answer.value;
+        }
+        window.open(api.proxyUrl(id, port), '_blank', 'noopener');
+      }
+    });
+
+    commands.addCommand(CommandIDs.terminal, {
+      label: 'Open a terminal into a River VPS',
+      isVisible: () => model.terminalsSupported,
+      execute: async args => {
+        const id = String(args.id);
+        let name: string;
+        try {
+          name = await api.vpsTerminal(id);
+        } catch (error) {
+          if (error instanceof RiverAPIError && error.status === 404) {
+            model.terminalsSupported = false;
+            await model.refresh();
+          }
+          await showErrorMessage('Could not open a terminal', error as Error);
+          return;
+        }
+        await commands.execute('terminal:open', { name });
+      }
+    });
+
+    palette?.addItem({ command: CommandIDs.openPanel, category: 'River' });
+
+    if (statusBar) {
+      statusBar.registerStatusItem('jupyter-river-labextension:status', {
+        item: new RiverStatus(model, () => shell.activateById(panel.id)),
+        align: 'left',
+        rank: 50,
+        isActive: () => true
+      });
+    }
+
+    if (launcher) {
+      const entries = new Map<string, IDisposable>();
+      const sync = () => {
+        const wanted = new Map<
+          string,
+          { vps: IVps; port: number; label: string }
+        >();
+        for (const vps of model.vps ?? []) {
+          if (vps.state !== 'running') {
+            continue;
+          }
+          for (const port of vps.ports ?? []) {
+            const service = LAUNCHER_SERVICES[(port.name ?? '').toLowerCase()];
+            if (service) {
+              wanted.set(`${vps.id}:${port.port}`, {
+                vps,
+                port: port.port,
+                label: `${service} on ${vps.name || vps.id}`
+              });
+            }
+          }
+        }
+        for (const [key, entry] of entries) {
+          if (!wanted.has(key)) {
+            entry.dispose();
+            entries.delete(key);
+          }
+        }
+        for (const [key, item] of wanted) {
+          if (!entries.has(key)) {
+            entries.set(
+              key,
+              launcher.add({
+                command: CommandIDs.openPort,
+                args: { id: item.vps.id, port: item.port, label: item.label },
+                category: 'River',
+                rank: 1
+              })
+            );
+          }
+        }
+      };
+      model.changed.connect(sync);
+    }
+  }
+};
+
+export default plugin;

@@ -1,0 +1,341 @@
+"""What the sync and async clients share: URLs, errors, request bodies, arrays, watch state.
+
+No I/O here, so both clients (and the tests) use exactly the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from river_runner.containers import parse_mount
+from river_runner.ids import parse_id
+from river_runner.protocol import EVENT_LOG, EVENT_TASK, TERMINAL_STATES
+from river_runner.spec import parse_memory, parse_target
+
+from .errors import RiverError
+from .payload import check_names, pickle_values, wrap_script
+
+NO_HOST_MESSAGE = "no River host: run %river connect URL --token T or set RIVER_URL"
+API_PREFIX = "/river/api"
+
+# The host sends a keepalive comment every 15 s; a read that waits much longer than
+# that means the connection is dead, not that the task is quiet.
+EVENTS_READ_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 30.0
+# While every watched task waits in the queue, the event stream is reopened this often:
+# the reopened stream starts with each task's current record, so the queue position shown
+# stays current (positions move when tasks ahead leave, which sends no event to us).
+QUEUE_REFRESH = 2.0
+
+# Polling fallback when the event stream is unavailable: bounded exponential backoff, and
+# a limit on how long the host may stay unreachable before a waiter gives up.
+POLL_MIN = 0.25
+POLL_MAX = 5.0
+UNREACHABLE_LIMIT = 120.0
+
+# `since` for a subscription that only wants state changes: larger than any real line
+# number, so the host replays no old log lines.
+NO_REPLAY = 2**53
+
+MAX_ARRAY = 10_000
+_ARRAY_SPEC = re.compile(r"\s*([0-9,\-:\s]+?)\s*(?:%\s*(\d+)\s*)?")
+
+TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
+WAITING = frozenset({"queued", "pending_approval"})
+
+
+def is_terminal(state: str | None) -> bool:
+    """True for states a task never leaves (completed, failed, killed, killed_oom, lost)."""
+    return state in TERMINAL
+
+
+def task_id(value: str | int) -> str:
+    """Validate an ID before it goes into a URL (no path tricks, clear message)."""
+    return str(parse_id(value))
+
+
+def normalize_url(url: str) -> tuple[str, str | None]:
+    """Accept what users paste: no scheme, a trailing slash, `/river/api`, `?token=...`."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    token = next((value for key, value in query if key == "token"), None)
+    rest = [(key, value) for key, value in query if key != "token"]
+    path = parts.path.rstrip("/")
+    for suffix in (API_PREFIX, "/river", "/lab", "/tree"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+            break
+    clean = urlunsplit((parts.scheme, parts.netloc, path, urlencode(rest), ""))
+    return clean.rstrip("/"), token
+
+
+def error_from_response(response: httpx.Response, method: str, path: str) -> RiverError:
+    """Build a RiverError from the host's JSON `message` (Jupyter APIHandler format)."""
+    status = response.status_code
+    message = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            message = str(body.get("message") or body.get("reason") or "")
+    except ValueError:
+        pass
+    reason = response.reason_phrase or "error"
+    if not message or message.lower() == reason.lower():
+        message = f"{reason} (HTTP {status} for {method} {path})"
+        if status == 404:
+            message += ": is the River extension enabled on this server?"
+    if status in (401, 403):
+        message += " (check the token: %river connect URL --token T, or RIVER_TOKEN)"
+    return RiverError(message, status=status)
+
+
+def transport_message(url: str, exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"River host at {url} did not answer in time"
+    detail = str(exc) or type(exc).__name__
+    return f"cannot reach River host at {url}: {detail}"
+
+
+def client_headers(token: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": "river-magics"}
+    if token:
+        headers["Authorization"] = f"token {token}"
+    return headers
+
+
+# ---- submission ------------------------------------------------------------------------
+
+
+def submit_body(
+    command: str | Sequence[str] | None = None,
+    *,
+    script: str | None = None,
+    name: str | None = None,
+    cores: int = 1,
+    memory: str | int | None = None,
+    gpus: int = 0,
+    target: str | None = None,
+    env: Mapping[str, str] | None = None,
+    workdir: str | None = None,
+    image: str | None = None,
+    environment: str | None = None,
+    mounts: Sequence[str] | None = None,
+    privileged: bool = False,
+    push: Mapping[str, Any] | None = None,
+    pull: Iterable[str] | None = None,
+    push_limit: int | None = None,
+    ip_token: str | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The POST /tasks body, checked here first so a typo fails before any request.
+
+    Returns (body, names to pull). `push` pickles its values now: an unpicklable one is
+    named in the error and nothing is sent.
+    """
+    if (command is None) == (script is None):
+        raise ValueError("give exactly one of command= or script=")
+    pull_names = check_names(pull or (), "--pull")
+    if (push or pull_names) and script is None:
+        raise RiverError("--push and --pull work with Python cells (script=), not commands")
+    body: dict[str, Any] = {"cores": cores, "gpus": gpus}
+    if script is not None:
+        if push or pull_names:
+            check_names(push or {}, "--push")
+            limit = {} if push_limit is None else {"limit": push_limit}
+            script = wrap_script(script, pickle_values(push or {}, **limit), pull_names)
+        body.update(kind="python", script=script)
+    else:
+        body.update(kind="command", command=command if isinstance(command, str) else list(command))
+    if memory not in (None, "", 0):
+        body["memory"] = parse_memory(memory)
+    if target:
+        body["target"] = str(parse_target(target))
+    if name:
+        body["name"] = name
+    if env:
+        body["env"] = {str(key): str(value) for key, value in env.items()}
+    if image and environment:
+        raise ValueError("give either image= or environment= (an exported one), not both")
+    for key, value in (("workdir", workdir), ("image", image), ("environment", environment)):
+        if value:
+            body[key] = value
+    if mounts:
+        body["mounts"] = [parse_mount(m) for m in mounts]  # SpecError (a ValueError) if bad
+    if privileged:
+        body["privileged"] = True
+    if ip_token:  # a reserved overlay address (%river ip reserve)
+        body["ip_token"] = str(ip_token).strip()
+    return body, pull_names
+
+
+def parse_array(spec: str | Iterable[int]) -> tuple[list[int], int | None]:
+    """`0-31%4` -> (indices 0..31, limit 4). Also `1,3,8-11`, `0-30:2` (step), `5`.
+
+    An iterable of ints is taken as the indices, with no limit.
+    """
+    if not isinstance(spec, str):
+        indices = [int(i) for i in spec]
+        limit = None
+    else:
+        match = _ARRAY_SPEC.fullmatch(spec)
+        if not match:
+            raise RiverError(f"bad array {spec!r}: write e.g. 0-31, 0-31%4, 1,3,5-9 or 0-30:2")
+        indices = []
+        for part in match[1].replace(" ", "").split(","):
+            numbers = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
+            if not numbers:
+                raise RiverError(
+                    f"bad array {spec!r}: {part!r} is not N, A-B or A-B:STEP (e.g. 0-31%4)"
+                )
+            start = int(numbers[1])
+            end = int(numbers[2]) if numbers[2] else start
+            step = int(numbers[3]) if numbers[3] else 1
+            if end < start or step < 1:
+                raise RiverError(f"bad array {spec!r}: {part!r} is an empty range")
+            if len(indices) + (end - start) // step + 1 > MAX_ARRAY:
+                raise RiverError(f"an array may have at most {MAX_ARRAY} tasks ({spec!r})")
+            indices.extend(range(start, end + 1, step))
+        limit = int(match[2]) if match[2] else None
+        if limit == 0:
+            raise RiverError(f"bad array {spec!r}: the limit after % must be at least 1")
+    if len(set(indices)) != len(indices):
+        raise RiverError(f"bad array {spec!r}: an index appears twice")
+    if not indices:
+        raise RiverError(f"bad array {spec!r}: no indices")
+    if len(indices) > MAX_ARRAY:
+        raise RiverError(f"an array may have at most {MAX_ARRAY} tasks, not {len(indices)}")
+    return indices, limit
+
+
+def array_field(array_id: str, index: int, size: int, limit: int | None) -> dict[str, Any]:
+    field: dict[str, Any] = {"id": array_id, "index": index, "size": size}
+    if limit:
+        field["limit"] = limit
+    return field
+
+
+def new_array_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+# ---- watching --------------------------------------------------------------------------
+
+
+def summary(task: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a watcher reports a change of (not every field, e.g. not timestamps)."""
+    return (
+        task.get("state"),
+        task.get("node"),
+        task.get("queue_position"),
+        task.get("wait_reason"),
+        task.get("exit_code"),
+    )
+
+
+class TaskWatch:
+    """Where a watch of one task is: last line seen, last summary reported, done or not."""
+
+    def __init__(self, last_seq: int) -> None:
+        self.last_seq = last_seq
+        self.summary: tuple[Any, ...] | None = None
+        self.record: dict[str, Any] | None = None
+        self.done = False
+
+
+class WatchSet:
+    """The I/O-free core of watching tasks: which events are new, when the watch ends.
+
+    Log events are passed on only with a sequence number above the last seen for their
+    task (so a reconnect that replays lines never repeats one); a task's terminal record
+    is passed on after its last lines (the caller fetches those it may have missed).
+    """
+
+    def __init__(self, ids: Iterable[str], logs: bool, since: Mapping[str, int] | int = 0) -> None:
+        self.logs = logs
+        self.tasks: dict[str, TaskWatch] = {}
+        for id in ids:
+            start = since if isinstance(since, int) else since.get(id, 0)
+            self.tasks[id] = TaskWatch(start if logs else NO_REPLAY)
+        self.connected = False  # the current stream delivered at least one event
+        self.reopen = False  # the current stream should be replaced by a fresh one now
+
+    def seed(self, id: str, record: dict[str, Any] | None) -> None:
+        """What the caller already knows of a task (e.g. the submit answer): it decides the
+        first stream's refresh timeout, and is still reported when the stream repeats it."""
+        if record is not None and id in self.tasks:
+            self.tasks[id].record = record
+
+    @property
+    def pending(self) -> list[str]:
+        return [id for id, watch in self.tasks.items() if not watch.done]
+
+    @property
+    def done(self) -> bool:
+        return all(watch.done for watch in self.tasks.values())
+
+    def stream_since(self) -> int:
+        pending = self.pending
+        if not self.logs or not pending:
+            return NO_REPLAY
+        return min(self.tasks[id].last_seq for id in pending)
+
+    def all_waiting(self) -> bool:
+        """Every pending task is known to wait in the queue (no output can come yet)."""
+        pending = self.pending
+        return bool(pending) and all(
+            (self.tasks[id].record or {}).get("state") in WAITING for id in pending
+        )
+
+    def log(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A log event from the stream: the line to pass on, or None (old or not ours)."""
+        watch = self.tasks.get(str(data.get("task_id")))
+        if not self.logs or watch is None or watch.done:
+            return None
+        seq = int(data.get("seq", 0))
+        if seq <= watch.last_seq:
+            return None
+        watch.last_seq = seq
+        return dict(data)
+
+    def lines(self, id: str, lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Lines fetched with GET .../logs: the new ones, tagged with their task ID."""
+        return [line for line in (self.log({"task_id": id, **line}) for line in lines) if line]
+
+    def wants_tail(self, task: Mapping[str, Any]) -> bool:
+        """A task record arrived: must the caller fetch its last lines before `task()`?"""
+        watch = self.tasks.get(str(task.get("id")))
+        return bool(
+            self.logs and watch is not None and not watch.done and is_terminal(task.get("state"))
+        )
+
+    def task(self, task: dict[str, Any]) -> dict[str, Any] | None:
+        """A task record arrived (after any tail): the record to pass on, or None."""
+        watch = self.tasks.get(str(task.get("id")))
+        if watch is None or watch.done:
+            return None
+        watch.record = task
+        if is_terminal(task.get("state")):
+            watch.done = True
+        if summary(task) != watch.summary:
+            watch.summary = summary(task)
+            return task
+        return None
+
+    def events_for(self, kind: str, data: Any) -> tuple[str, dict[str, Any]] | None:
+        """Classify one stream event without I/O (terminal tails are the caller's)."""
+        if kind == EVENT_LOG:
+            line = self.log(data)
+            return (EVENT_LOG, line) if line else None
+        if kind == EVENT_TASK:
+            record = self.task(data["task"])
+            return (EVENT_TASK, record) if record else None
+        return None

@@ -1,0 +1,583 @@
+"""VXLAN overlay links with pyroute2: the runner's spoke, and helpers the host's hub reuses.
+
+Everything here converges the kernel to a wanted state and may be re-run at any time
+(idempotent): a link that exists with the wanted settings is left alone, one with other
+settings is corrected or recreated, a missing one is created. Only links with River's own
+names are ever touched.
+
+Runner side (one per runner), from the assignment in the host's registration reply:
+
+    river-vx  VXLAN id = base + index, local = runner underlay IP, remote = host underlay
+              IP, UDP 4789, enslaved to river-br
+    river-br  bridge with the runner's address on its subnet (runner_ip/prefix); the
+              workloads' default gateway; forwarding on (this interface only)
+    route     overlay network via the host's address on this subnet
+
+Workloads: docker containers on the `river-overlay` network (which uses river-br), or, for
+the process backend and tests, a network namespace attached to river-br by a veth
+(`attach_namespace`).
+
+pyroute2's synchronous API cannot run inside a running asyncio loop: call these functions
+from a worker thread (`asyncio.to_thread`), as the agent and the host do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from river_runner.overlay_spec import (
+    FIRST_WORKLOAD_OFFSET,
+    OverlayAssignment,
+    OverlaySpecError,
+    check_ipv4,
+    gateway_mac,
+)
+
+log = logging.getLogger("river.overlay")
+
+BRIDGE = "river-br"
+VXLAN = "river-vx"
+DOCKER_NETWORK = "river-overlay"
+STATE_FILE = "overlay.json"
+IFNAMSIZ = 15
+
+
+class OverlayError(RuntimeError):
+    """The overlay could not be configured; the message says why."""
+
+
+# ---- pyroute2 plumbing ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def iproute(netns: str | None = None) -> Iterator[Any]:
+    """An IPRoute in this process's network namespace (or in `netns`, never creating it)."""
+    try:
+        from pyroute2 import IPRoute
+    except ImportError as exc:  # pragma: no cover - a base dependency
+        raise OverlayError(f"pyroute2 is needed for the overlay network ({exc})") from None
+    kwargs: dict[str, Any] = {}
+    if netns is not None:
+        kwargs.update(netns=netns_path(netns), flags=0)
+    ipr = IPRoute(**kwargs)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def netns_path(netns: str) -> str:
+    return netns if "/" in netns else f"/var/run/netns/{netns}"
+
+
+def netlink_error_code(exc: BaseException) -> int | None:
+    return getattr(exc, "code", None)
+
+
+def link_index(ipr: Any, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def link_facts(ipr: Any, index: int) -> dict[str, Any]:
+    """kind, master, mtu, state and (for VXLAN) id/local/remote/port of one link."""
+    link = ipr.get_links(index)[0]
+    info = link.get("IFLA_LINKINFO")
+    kind = info.get("IFLA_INFO_KIND") if info is not None else None
+    facts: dict[str, Any] = {
+        "name": link.get("IFLA_IFNAME"),
+        "kind": kind,
+        "master": link.get("IFLA_MASTER"),
+        "mtu": link.get("IFLA_MTU"),
+        "mac": link.get("IFLA_ADDRESS"),
+        "up": bool(link["flags"] & 1),
+    }
+    data = info.get("IFLA_INFO_DATA") if info is not None else None
+    if kind == "vxlan" and data is not None:
+        facts.update(
+            vxlan_id=data.get("IFLA_VXLAN_ID"),
+            local=data.get("IFLA_VXLAN_LOCAL"),
+            remote=data.get("IFLA_VXLAN_GROUP"),
+            port=data.get("IFLA_VXLAN_PORT"),
+        )
+    return facts
+
+
+def ipv4_addresses(ipr: Any, index: int) -> list[tuple[str, int]]:
+    return [
+        (a.get("IFA_ADDRESS"), a["prefixlen"])
+        for a in ipr.get_addr(index=index, family=2)  # AF_INET
+    ]
+
+
+def ensure_bridge(ipr: Any, name: str, mtu: int, mac: str | None = None) -> int:
+    """A bridge named `name`, up, with this MTU (and MAC). Refuses to adopt a non-bridge."""
+    index = link_index(ipr, name)
+    if index is not None:
+        facts = link_facts(ipr, index)
+        if facts["kind"] != "bridge":
+            raise OverlayError(
+                f"a {facts['kind'] or 'plain'} link named {name} exists; expected a bridge"
+            )
+        if mac and facts["mac"] != mac:
+            ipr.link("set", index=index, address=mac)
+    else:
+        log.info("creating bridge %s", name)
+        ipr.link("add", ifname=name, kind="bridge", **({"address": mac} if mac else {}))
+        index = link_index(ipr, name)
+        if index is None:  # pragma: no cover - the kernel just said yes
+            raise OverlayError(f"bridge {name} vanished right after it was created")
+    ipr.link("set", index=index, mtu=mtu, state="up")
+    return index
+
+
+def ensure_vxlan(
+    ipr: Any,
+    name: str,
+    *,
+    vxlan_id: int,
+    local: str,
+    remote: str,
+    port: int,
+    mtu: int,
+    master: int,
+) -> int:
+    """A unicast VXLAN to `remote`, enslaved to `master`; recreated if its settings differ."""
+    index = link_index(ipr, name)
+    wanted = {"vxlan_id": vxlan_id, "local": local, "remote": remote, "port": port}
+    if index is not None:
+        facts = link_facts(ipr, index)
+        if facts["kind"] != "vxlan":
+            raise OverlayError(
+                f"a {facts['kind'] or 'plain'} link named {name} exists; expected a VXLAN"
+            )
+        if any(facts.get(key) != value for key, value in wanted.items()):
+            log.info("VXLAN %s has %s; recreating it with %s", name, facts, wanted)
+            ipr.link("del", index=index)
+            index = None
+    if index is None:
+        log.info("creating VXLAN %s %s", name, wanted)
+        ipr.link(
+            "add",
+            ifname=name,
+            kind="vxlan",
+            vxlan_id=vxlan_id,
+            vxlan_local=local,
+            vxlan_group=remote,  # a unicast group is the single remote end
+            vxlan_port=port,
+            vxlan_learning=0,
+        )
+        index = link_index(ipr, name)
+        if index is None:  # pragma: no cover
+            raise OverlayError(f"VXLAN {name} vanished right after it was created")
+    ipr.link("set", index=index, master=master, mtu=mtu, state="up")
+    return index
+
+
+def ensure_only_address(ipr: Any, index: int, address: str, prefixlen: int) -> None:
+    """`address/prefixlen` is the link's one IPv4 address (others are River's stale ones)."""
+    present = ipv4_addresses(ipr, index)
+    for other, other_len in present:
+        if (other, other_len) != (address, prefixlen):
+            log.info("removing stale address %s/%s", other, other_len)
+            ipr.addr("del", index=index, address=other, prefixlen=other_len)
+    if (address, prefixlen) not in present:
+        ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+
+
+def ensure_route(ipr: Any, network: str, gateway: str, oif: int) -> None:
+    net = ipaddress.IPv4Network(network)
+    ipr.route(
+        "replace",
+        dst=str(net.network_address),
+        dst_len=net.prefixlen,
+        gateway=gateway,
+        oif=oif,
+    )
+
+
+def set_forwarding(ifname: str, on: bool = True) -> None:
+    """IPv4 forwarding for one interface only (the machine-wide setting is left alone).
+
+    Linux decides whether to forward a packet by the flag of the interface it came in on,
+    so the host's overlay bridges and the runner's bridge are enough."""
+    path = Path("/proc/sys/net/ipv4/conf") / ifname / "forwarding"
+    try:
+        path.write_text("1\n" if on else "0\n")
+    except OSError as exc:
+        raise OverlayError(f"cannot enable forwarding on {ifname} ({path}): {exc}") from None
+
+
+def delete_link(ipr: Any, name: str) -> bool:
+    index = link_index(ipr, name)
+    if index is None:
+        return False
+    try:
+        ipr.link("del", index=index)
+    except Exception as exc:
+        if netlink_error_code(exc) != 19:  # ENODEV: gone meanwhile
+            raise
+    return True
+
+
+CAP_NET_ADMIN = 12
+
+
+def has_net_admin() -> bool:
+    """Whether this process may change links (CAP_NET_ADMIN in its effective set)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return os.geteuid() == 0
+
+
+def check_permission() -> None:
+    """Fail early, with a clear message, where links cannot be changed."""
+    if not has_net_admin():
+        raise OverlayError("the overlay needs root (CAP_NET_ADMIN) to configure links")
+    try:
+        with iproute() as ipr:
+            ipr.get_links()
+    except OverlayError:
+        raise
+    except Exception as exc:
+        raise OverlayError(f"netlink is unavailable here: {exc}") from None
+
+
+# ---- runner side ---------------------------------------------------------------------------
+
+
+class RunnerOverlay:
+    """The runner's spoke: river-vx + river-br + route, from an OverlayAssignment."""
+
+    def __init__(
+        self, data_dir: Path | None = None, bridge: str = BRIDGE, vxlan: str = VXLAN
+    ) -> None:
+        self.data_dir = data_dir
+        self.bridge = bridge
+        self.vxlan = vxlan
+
+    @property
+    def state_path(self) -> Path | None:
+        return self.data_dir / STATE_FILE if self.data_dir else None
+
+    def apply(self, assignment: OverlayAssignment) -> dict[str, Any]:
+        """Converge the links to `assignment`; returns status(). Safe to repeat."""
+        with iproute() as ipr:
+            bridge = ensure_bridge(
+                ipr, self.bridge, assignment.mtu, gateway_mac("runner", assignment.index)
+            )
+            ensure_only_address(ipr, bridge, assignment.runner_ip, assignment.prefixlen)
+            ensure_vxlan(
+                ipr,
+                self.vxlan,
+                vxlan_id=assignment.vxlan_id,
+                local=assignment.runner_underlay_ip,
+                remote=assignment.host_underlay_ip,
+                port=assignment.port,
+                mtu=assignment.mtu,
+                master=bridge,
+            )
+            ensure_route(ipr, assignment.network, assignment.host_ip, bridge)
+        set_forwarding(self.bridge)
+        if self.state_path is not None:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(assignment.to_json(), indent=1))
+            os.replace(tmp, self.state_path)
+        return self.status()
+
+    def teardown(self) -> list[str]:
+        """Remove the runner's overlay links (routes go with them); returns what was removed."""
+        removed = []
+        with iproute() as ipr:
+            for name in (self.vxlan, self.bridge):
+                if delete_link(ipr, name):
+                    removed.append(name)
+        if self.state_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.state_path.unlink()
+        return removed
+
+    def saved_assignment(self) -> OverlayAssignment | None:
+        if self.state_path is None or not self.state_path.exists():
+            return None
+        try:
+            return OverlayAssignment.from_json(json.loads(self.state_path.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def status(self) -> dict[str, Any]:
+        with iproute() as ipr:
+            links = {}
+            for name in (self.vxlan, self.bridge):
+                index = link_index(ipr, name)
+                if index is not None:
+                    facts = link_facts(ipr, index)
+                    facts["addresses"] = [f"{a}/{n}" for a, n in ipv4_addresses(ipr, index)]
+                    links[name] = facts
+        saved = self.saved_assignment()
+        return {"links": links, "assignment": saved.to_json() if saved else None}
+
+
+class OverlayMember:
+    """What the agent keeps about the overlay: its underlay address and the last result."""
+
+    def __init__(
+        self,
+        underlay_ip: str | None,
+        data_dir: Path | None,
+        *,
+        docker: bool = False,
+        links: RunnerOverlay | None = None,
+    ) -> None:
+        self.underlay_ip = check_ipv4(underlay_ip, "--overlay-ip") if underlay_ip else None
+        self.docker = docker
+        self.links = links or RunnerOverlay(data_dir)
+        self.assignment: OverlayAssignment | None = None
+        self.error: str | None = None
+
+    def registration_fields(self) -> dict[str, Any]:
+        return {"overlay_underlay_ip": self.underlay_ip} if self.underlay_ip else {}
+
+    async def on_registered(self, reply: dict[str, Any]) -> None:
+        """Set up (or repair) the spoke from the reply's `overlay`; never raises."""
+        if not self.underlay_ip:
+            return
+        data = reply.get("overlay")
+        if not data:
+            why = reply.get("overlay_error") or "the host has no overlay network enabled"
+            if self.error != why:
+                log.warning("not joining the overlay: %s", why)
+            self.error = why
+            return
+        try:
+            assignment = OverlayAssignment.from_json(data)
+            await asyncio.to_thread(self.links.apply, assignment)
+            if self.docker:
+                await asyncio.to_thread(ensure_docker_network, assignment)
+        except Exception as exc:
+            self.error = f"overlay setup failed: {exc}"
+            log.error("%s", self.error)
+            return
+        if assignment != self.assignment:
+            log.info(
+                "overlay up: index %d, subnet %s, VXLAN %d to %s",
+                assignment.index,
+                assignment.subnet,
+                assignment.vxlan_id,
+                assignment.host_underlay_ip,
+            )
+        self.assignment = assignment
+        self.error = None
+
+
+# ---- workloads --------------------------------------------------------------------------
+
+
+def _veth_name(netns: str) -> str:
+    return "rvw" + hashlib.sha1(netns_path(netns).encode()).hexdigest()[: IFNAMSIZ - 3]
+
+
+def bridge_gateway(ipr: Any, bridge: str) -> tuple[int, ipaddress.IPv4Interface, int]:
+    """(index, address/prefix, mtu) of the overlay bridge, or OverlayError if it is not up."""
+    index = link_index(ipr, bridge)
+    if index is None:
+        raise OverlayError(f"no overlay bridge {bridge} here: has this runner joined the overlay?")
+    addresses = ipv4_addresses(ipr, index)
+    if not addresses:
+        raise OverlayError(f"overlay bridge {bridge} has no IPv4 address yet")
+    address, prefixlen = addresses[0]
+    return index, ipaddress.IPv4Interface(f"{address}/{prefixlen}"), link_facts(ipr, index)["mtu"]
+
+
+def attach_namespace(
+    netns: str, address: str, *, bridge: str = BRIDGE, ifname: str = "eth0"
+) -> str:
+    """Attach an existing network namespace to the overlay bridge as a workload.
+
+    A veth pair joins them: the namespace's end is `ifname` with `address` on the bridge's
+    subnet, the bridge's MTU and a default route via the bridge (the runner), which routes
+    the rest of the overlay through the host. Returns the bridge-side veth name. Idempotent.
+    """
+    host_if = _veth_name(netns)
+    path = netns_path(netns)
+    if not os.path.exists(path):
+        raise OverlayError(f"no network namespace at {path}")
+    with iproute() as ipr:
+        bridge_index, gateway, mtu = bridge_gateway(ipr, bridge)
+        try:
+            wanted = ipaddress.IPv4Interface(f"{address}/{gateway.network.prefixlen}")
+        except ValueError:
+            raise OverlayError(f"{address!r} is not an IPv4 address") from None
+        first = gateway.network.network_address + FIRST_WORKLOAD_OFFSET
+        if not first <= wanted.ip < gateway.network.broadcast_address or wanted.ip == gateway.ip:
+            raise OverlayError(
+                f"{address} is not a workload address on {gateway.network} (bridge {bridge})"
+            )
+        index = link_index(ipr, host_if)
+        if index is None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                ipr.link(
+                    "add",
+                    ifname=host_if,
+                    kind="veth",
+                    peer={"ifname": ifname, "net_ns_fd": fd},
+                )
+            finally:
+                os.close(fd)
+            index = link_index(ipr, host_if)
+        ipr.link("set", index=index, master=bridge_index, mtu=mtu, state="up")
+    with iproute(netns) as inner:
+        lo = link_index(inner, "lo")
+        if lo is not None:
+            inner.link("set", index=lo, state="up")
+        inside = link_index(inner, ifname)
+        if inside is None:
+            raise OverlayError(f"{ifname} is missing in {netns} (a stale {host_if}?)")
+        inner.link("set", index=inside, mtu=mtu, state="up")
+        ensure_only_address(inner, inside, str(wanted.ip), wanted.network.prefixlen)
+        inner.route("replace", dst="0.0.0.0", dst_len=0, gateway=str(gateway.ip), oif=inside)
+    return host_if
+
+
+def detach_namespace(netns: str) -> bool:
+    """Remove the veth that attach_namespace made for `netns` (both ends go)."""
+    with iproute() as ipr:
+        return delete_link(ipr, _veth_name(netns))
+
+
+# ---- docker --------------------------------------------------------------------------------
+
+
+def docker_network_options(assignment: OverlayAssignment, bridge: str = BRIDGE) -> dict[str, Any]:
+    """Arguments for docker's networks.create: the runner's subnet on river-br.
+
+    Docker hands out addresses from the lower half of the subnet (its `iprange`); IP
+    reservations come from the top down, so the two never meet until the subnet is full.
+    The host's address is an auxiliary (never handed out) address; the gateway is the
+    runner's bridge address, which docker finds already on the bridge.
+    """
+    subnet = ipaddress.IPv4Network(assignment.subnet)
+    lower_half = next(subnet.subnets(prefixlen_diff=1))
+    return {
+        "driver": "bridge",
+        "subnet": str(subnet),
+        "iprange": str(lower_half),
+        "gateway": assignment.runner_ip,
+        "aux_addresses": {"river-host": assignment.host_ip},
+        "options": {
+            "com.docker.network.bridge.name": bridge,
+            "com.docker.network.driver.mtu": str(assignment.mtu),
+        },
+        "labels": {"river.overlay.index": str(assignment.index)},
+    }
+
+
+def ensure_docker_network(
+    assignment: OverlayAssignment,
+    client: Any = None,
+    name: str = DOCKER_NETWORK,
+    bridge: str = BRIDGE,
+) -> str:
+    """The docker network `name` on the overlay bridge for `assignment`; returns its id.
+
+    For the docker backend: containers that join this network get addresses on the
+    runner's subnet (a reserved one with `ipv4_address=`). Recreated when the subnet
+    changed (only possible while no container uses it)."""
+    import docker
+    import docker.errors
+    from docker.types import IPAMConfig, IPAMPool
+
+    own_client = client is None
+    client = client or docker.from_env(version="auto", timeout=10)
+    try:
+        wanted = docker_network_options(assignment, bridge)
+        try:
+            network = client.networks.get(name)
+        except docker.errors.NotFound:
+            network = None
+        if network is not None:
+            attrs = network.attrs or {}
+            options = attrs.get("Options") or {}
+            pools = (attrs.get("IPAM") or {}).get("Config") or []
+            subnets = {p.get("Subnet") for p in pools}
+            if (
+                options.get("com.docker.network.bridge.name") == bridge
+                and subnets == {wanted["subnet"]}
+                and {p.get("Gateway") for p in pools} == {wanted["gateway"]}
+            ):
+                return network.id
+            log.info("docker network %s does not match %s; recreating it", name, wanted)
+            network.remove()
+        pool = IPAMPool(
+            subnet=wanted["subnet"],
+            iprange=wanted["iprange"],
+            gateway=wanted["gateway"],
+            aux_addresses=wanted["aux_addresses"],
+        )
+        created = client.networks.create(
+            name,
+            driver=wanted["driver"],
+            ipam=IPAMConfig(pool_configs=[pool]),
+            options=wanted["options"],
+            labels=wanted["labels"],
+        )
+        return created.id
+    finally:
+        if own_client:
+            client.close()
+
+
+# ---- command line: python -m river_runner.overlay ---------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m river_runner.overlay",
+        description="Inspect or change this machine's River overlay links.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="the runner's overlay links and saved assignment")
+    status.add_argument("--data-dir", type=Path)
+    teardown = sub.add_parser("teardown", help="remove the runner's overlay links")
+    teardown.add_argument("--data-dir", type=Path)
+    attach = sub.add_parser("attach", help="attach a network namespace as a workload")
+    attach.add_argument("netns", help="namespace name (under /var/run/netns) or path")
+    attach.add_argument("address", help="its address on this runner's overlay subnet")
+    detach = sub.add_parser("detach", help="detach a namespace attached with `attach`")
+    detach.add_argument("netns")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
+    try:
+        if args.command == "status":
+            print(json.dumps(RunnerOverlay(args.data_dir).status(), indent=1))
+        elif args.command == "teardown":
+            print(json.dumps({"removed": RunnerOverlay(args.data_dir).teardown()}))
+        elif args.command == "attach":
+            print(json.dumps({"veth": attach_namespace(args.netns, args.address)}))
+        elif args.command == "detach":
+            print(json.dumps({"removed": detach_namespace(args.netns)}))
+    except (OverlayError, OverlaySpecError) as exc:
+        print(f"overlay: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""REST routes for container environments (see docs/api.md and river_server/environments.py).
+
+The service's docker calls block, so each runs on the service's thread pool."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from tornado import web
+
+from river_server.environments import DEFAULT_EXEC_TIMEOUT, EnvironmentError
+from river_server.handlers.base import RiverAPIHandler
+
+
+class _EnvironmentHandler(RiverAPIHandler):
+    async def call(self, fn: Any, *args: Any, wait: float | None = None, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        service = self.river.environments
+        future = loop.run_in_executor(service.executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await asyncio.wait_for(future, wait)
+        except EnvironmentError as exc:
+            raise web.HTTPError(exc.status, str(exc)) from None
+        except asyncio.TimeoutError:
+            raise web.HTTPError(
+                504, f"the environment operation took longer than {wait:g}s"
+            ) from None
+
+
+class EnvironmentsHandler(_EnvironmentHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        self.require_role("viewer")
+        environments = await self.call(self.river.environments.list)
+        self.write_json({"environments": environments})
+
+    @web.authenticated
+    async def post(self) -> None:
+        self.require_role("user")
+        body = self.json_body()
+        name, image = body.get("name"), body.get("image")
+        if not isinstance(name, str) or not isinstance(image, str):
+            raise web.HTTPError(400, "creating an environment needs 'name' and 'image' (strings)")
+        environment = await self.call(self.river.environments.create, self.username, name, image)
+        self.write_json({"environment": environment}, status=201)
+
+
+class EnvironmentHandler(_EnvironmentHandler):
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        self.require_role("viewer")
+        self.write_json({"environment": await self.call(self.river.environments.get, name)})
+
+    @web.authenticated
+    async def delete(self, name: str) -> None:
+        self.require_role("user")
+        tarball = self.get_argument("tarball", "0") not in ("0", "", "false")
+        result = await self.call(
+            self.river.environments.delete, self.username, self.role, name, tarball=tarball
+        )
+        self.write_json(result)
+
+
+class EnvironmentActionHandler(_EnvironmentHandler):
+    @web.authenticated
+    async def post(self, name: str, action: str) -> None:
+        self.require_role("user")
+        service = self.river.environments
+        if action == "export":
+            environment = await self.call(service.export, self.username, self.role, name)
+            self.write_json({"environment": environment})
+            return
+        body = self.json_body()
+        timeout = body.get("timeout", DEFAULT_EXEC_TIMEOUT)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise web.HTTPError(400, "'timeout' must be a positive number of seconds")
+        result = await self.call(
+            service.exec,
+            self.username,
+            self.role,
+            name,
+            body.get("command"),
+            float(timeout),
+            wait=float(timeout) + 10,
+        )
+        self.write_json(result)

@@ -1,0 +1,236 @@
+"""The River JupyterLab extension in a real browser (Debian's chromium via Playwright),
+against a live cluster: JupyterLab + River host + two runners on loopback.
+
+Every wait is bounded (Playwright `expect` timeouts); each test leaves a screenshot in
+test-artifacts/browser/. The page is never reloaded while a task changes state: the panel
+must follow the host's event stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from river_magics import Client
+from tests.cluster import REPO, Cluster
+
+pytestmark = pytest.mark.timeout(300)
+
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def open_panel(page: Any) -> Any:
+    """Show the River side panel by clicking its tab in the left sidebar."""
+    panel = page.locator("#river-panel")
+    tab = page.locator('.jp-SideBar .lm-TabBar-tab[data-id="river-panel"]')
+    expect(tab).to_be_visible(timeout=30_000)
+    if not panel.is_visible():
+        tab.click()
+    expect(panel).to_be_visible()
+    expect(panel.locator("[data-connection]")).to_have_attribute(
+        "data-connection", "live", timeout=30_000
+    )
+    return panel
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def kill_quietly(cluster: Cluster, task_ids: list[str]) -> None:
+    for task_id in task_ids:
+        with contextlib.suppress(Exception):
+            cluster.request("POST", f"/river/api/tasks/{task_id}/kill")
+    for task_id in task_ids:
+        with contextlib.suppress(Exception):
+            cluster.wait_task(task_id, {"killed", "completed", "failed", "lost"}, timeout=20)
+
+
+def test_panel_lists_both_runners(page: Any, lab: Cluster) -> None:
+    panel = open_panel(page)
+    cluster = panel.locator('[data-section="cluster"]')
+    for name in ("alpha", "beta"):
+        card = cluster.locator(f'[data-node="{name}"]')
+        expect(card).to_have_attribute("data-state", "online")
+        for bar in ("CPU", "Mem", "Cores"):
+            expect(card.locator(f'[data-bar="{bar}"]')).to_be_visible()
+    expect(cluster.locator("[data-node]")).to_have_count(2)
+    expect(page.locator(".jp-River-status")).to_contain_text("River: 0 running · 0 queued")
+    shot(page, "panel-two-runners")
+
+
+def test_task_appears_runs_streams_logs_and_completes_live(
+    page: Any, lab: Cluster, tmp_path: Path
+) -> None:
+    panel = open_panel(page)
+    go = tmp_path / "go"
+    script = (
+        "import os, time\n"
+        "print('hello from river', flush=True)\n"
+        "deadline = time.time() + 120\n"
+        f"while not os.path.exists({str(go)!r}) and time.time() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "print('finished after the go signal', flush=True)\n"
+    )
+    page.evaluate("window.__riverNoReload = 'same page'")
+    client = Client(lab.url, lab.token)
+    handle = client.submit(script=script, name="browser-live")
+
+    row = panel.locator(f'[data-section="tasks"] [data-task-id="{handle.id}"]')
+    expect(row).to_have_attribute("data-state", "running", timeout=30_000)
+    expect(row).to_contain_text("browser-live")
+    status = page.locator(".jp-River-status")
+    expect(status).to_have_attribute("data-running", "1")
+    expect(status).to_contain_text("1 running")
+
+    # Logs open in a main-area tab and stream while the task runs.
+    row.locator('[data-action="logs"]').click()
+    logs = page.locator(f"#river-logs-{handle.id}")
+    expect(logs.locator(".jp-River-logText")).to_contain_text("hello from river")
+    shot(page, "task-running-with-logs")
+
+    go.touch()
+    expect(row).to_have_attribute("data-state", "completed", timeout=30_000)
+    expect(logs.locator(".jp-River-logText")).to_contain_text("finished after the go signal")
+    expect(logs.locator(".jp-River-logStatus")).to_have_attribute("data-state", "completed")
+    expect(status).to_have_attribute("data-running", "0")
+    expect(row.locator('[data-action="kill"]')).to_have_count(0)
+    assert page.evaluate("window.__riverNoReload") == "same page", "the page was reloaded"
+    assert lab.task(handle.id)["state"] == "completed"
+    shot(page, "task-completed")
+
+
+def test_queue_shows_waiting_task_and_kill_from_panel_frees_its_place(
+    page: Any, lab: Cluster, bob_token: str
+) -> None:
+    panel = open_panel(page)
+    admin = Client(lab.url, lab.token)
+    bob = Client(lab.url, bob_token)
+    blockers = [admin.submit("sleep 300", name=f"blocker-{i}", cores=1) for i in range(2)]
+    waiting = None
+    try:
+        for blocker in blockers:
+            lab.wait_task(blocker.id, "running")
+        waiting = bob.submit("echo bob was here", name="bob-waits", cores=1)
+        queued = panel.locator(f'[data-section="queue"] [data-task-id="{waiting.id}"]')
+        expect(queued).to_have_attribute("data-state", "queued")
+        expect(queued).to_contain_text("bob")
+        # Someone else's task: in the queue, not in my tasks, and without actions for me.
+        expect(
+            panel.locator(f'[data-section="tasks"] [data-task-id="{waiting.id}"]')
+        ).to_have_count(0)
+        expect(queued.locator("[data-action]")).to_have_count(0)
+        expect(page.locator(".jp-River-status")).to_contain_text("2 running")
+        for node in ("alpha", "beta"):  # held cores follow placements without a reload
+            cores = panel.locator(f'[data-node="{node}"] [data-bar="Cores"]')
+            expect(cores).to_contain_text("1/1 held", timeout=10_000)
+        shot(page, "queue-with-bob")
+
+        victim = panel.locator(f'[data-section="tasks"] [data-task-id="{blockers[0].id}"]')
+        victim.locator('[data-action="kill"]').click()
+        dialog = page.locator(".jp-Dialog")
+        expect(dialog).to_contain_text("Kill task?")
+        dialog.locator("button.jp-mod-accept").click()
+        expect(victim).to_have_attribute("data-state", "killed", timeout=30_000)
+        assert lab.task(blockers[0].id)["state"] == "killed"
+        # Its core went to bob's task, which leaves the queue without a reload.
+        expect(queued).to_have_count(0, timeout=30_000)
+        lab.wait_task(waiting.id, {"running", "completed"})
+        expect(page.locator(".jp-River-status")).to_contain_text("1 running")
+        shot(page, "after-kill")
+    finally:
+        kill_quietly(lab, [b.id for b in blockers] + ([waiting.id] if waiting else []))
+
+
+def test_dashboard_widget_renders_in_the_same_browser(page: Any, lab: Cluster) -> None:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext river_magics\n%river connect"),
+        nbformat.v4.new_code_cell("%river dashboard"),
+    ]
+    response = lab.request(
+        "PUT",
+        "/api/contents/dashboard.ipynb",
+        json={"type": "notebook", "format": "json", "content": notebook},
+    )
+    assert response.status_code in (200, 201), response.text
+
+    # The River panel stays open beside the notebook: both views of one cluster.
+    panel = open_panel(page)
+    page.evaluate(
+        "window.jupyterapp.commands.execute('docmanager:open', {path: 'dashboard.ipynb'})"
+    )
+    notebook_panel = page.locator(".jp-NotebookPanel")
+    expect(notebook_panel).to_be_visible(timeout=60_000)
+    expect(page.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=90_000
+    )
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    widgets = notebook_panel.locator(".jp-OutputArea-output .jupyter-widgets")
+    expect(widgets.first).to_be_visible(timeout=90_000)
+    output = notebook_panel.locator(".jp-Cell").nth(1).locator(".jp-OutputArea")
+    for text in ("Nodes", "alpha", "beta"):
+        expect(output).to_contain_text(text, timeout=60_000)
+    expect(
+        output.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']")
+    ).to_have_count(0)
+    expect(panel.locator('[data-node="alpha"]')).to_be_visible()
+    shot(page, "dashboard-widget")
+    with contextlib.suppress(Exception):
+        for session in lab.get("/api/sessions"):
+            lab.request("DELETE", f"/api/sessions/{session['id']}")
+
+
+def test_vps_terminal_opens_a_terminal_tab_into_the_container(page: Any, lab: Cluster) -> None:
+    if lab.request("GET", "/river/api/vps").status_code == 404:
+        pytest.skip("the host has no VPS routes yet (GET /river/api/vps answers 404)")
+    created = lab.request("POST", "/river/api/vps", json={"name": "browser-vps"})
+    assert created.status_code in (200, 201), created.text
+    vps = created.json()["vps"]
+    try:
+        panel = open_panel(page)
+        card = panel.locator(f'[data-section="vps"] [data-vps-id="{vps["id"]}"]')
+        expect(card).to_have_attribute("data-state", "running", timeout=120_000)
+        hostname = lab.get(f"/river/api/vps/{vps['id']}")["vps"].get("hostname")
+        card.locator('[data-action="terminal"]').click()
+        terminal = page.locator(".jp-Terminal")
+        expect(terminal).to_be_visible(timeout=30_000)
+        terminal.click()
+        page.keyboard.type("hostname\n")
+        if hostname:
+            expect(terminal).to_contain_text(hostname, timeout=30_000)
+        shot(page, "vps-terminal")
+    finally:
+        with contextlib.suppress(Exception):
+            lab.request("DELETE", f"/river/api/vps/{vps['id']}")
+
+
+def test_runner_going_offline_and_back_shows_without_reload(page: Any, lab: Cluster) -> None:
+    panel = open_panel(page)
+    card = panel.locator('[data-section="cluster"] [data-node="beta"]')
+    expect(card).to_have_attribute("data-state", "online")
+    lab.runners["beta"].kill(signal.SIGKILL)
+    try:
+        # Offline after heartbeat_misses x heartbeat_interval (3 s here), pushed as an event.
+        expect(card).to_have_attribute("data-state", "offline", timeout=30_000)
+        shot(page, "runner-offline")
+    finally:
+        lab.start_runner("beta")
+    expect(card).to_have_attribute("data-state", "online", timeout=30_000)

@@ -14,8 +14,6 @@ Record format in `output.log`: `SEQ<TAB>STREAM<TAB>TS<TAB>TEXT` with TEXT escape
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import selectors
 import signal
@@ -128,8 +126,11 @@ class _Doorbell:
 
 
 def _kill_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    # No contextlib.suppress: every import here is start-up time of every task.
+    try:  # noqa: SIM105
         os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def supervise(task_dir: str, argv: list[str], memory_limit: int, cpus: list[int]) -> int:
@@ -215,7 +216,15 @@ def _write(path: str, text: str) -> None:
 def _write_result(
     task_dir: str, *, exit_code: int, killed: bool, oom: bool, detail: str = ""
 ) -> None:
-    result = json.dumps({"exit_code": exit_code, "killed": killed, "oom": oom, "detail": detail})
+    flags = f'"killed": {str(killed).lower()}, "oom": {str(oom).lower()}'
+    if detail:  # rare (a task that could not start): only then pay for importing json
+        import json
+
+        text = json.dumps(detail)
+    else:
+        text = '""'
+    result = f'{{"exit_code": {int(exit_code)}, {flags}, "detail": {text}}}'
+
     final = os.path.join(task_dir, RESULT_FILE)
     _write(final + ".tmp", result)
     os.replace(final + ".tmp", final)

@@ -21,6 +21,7 @@ from river_runner.spec import SpecError, parse_memory, parse_request, parse_targ
 from .common import parse_array
 from .errors import RiverError
 from .overlay import add_overlay_commands
+from .vps import add_vps_commands
 
 RUN_USAGE = "%river run [options] -- CMD [ARGS ...]"
 _SEPARATOR = re.compile(r"(?:^|\s)--(?:\s+|$)")
@@ -303,6 +304,7 @@ def build_parser() -> MagicArgumentParser:
     )
     _add_env_commands(sub)
     add_overlay_commands(sub)
+    add_vps_commands(sub, count_arg, memory_arg, target_arg)
 
     dashboard = sub.add_parser(
         "dashboard",

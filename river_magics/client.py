@@ -302,6 +302,27 @@ class Client:
             "DELETE", f"/environments/{_env_name(name)}", params=params, timeout=ENV_TIMEOUT
         )
 
+    # -- VPSes (river_server/vps.py) ------------------------------------------------------
+
+    def vps_list(self, all_users: bool = False) -> list[dict[str, Any]]:
+        params = {"all": "1"} if all_users else {}
+        return list(self._request("GET", "/vps", params=params).get("vps", []))
+
+    def vps_create(self, **body: Any) -> dict[str, Any]:
+        """Create a VPS (image, cores, memory, gpus, target, ssh, public_key, name); with
+        ssh="generate" the answer holds `private_key`, shown this once."""
+        return dict(self._request("POST", "/vps", json=body)["vps"])
+
+    def vps(self, vps_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/vps/{vps_id}")["vps"])
+
+    def vps_action(self, vps_id: str, action: str) -> dict[str, Any]:
+        """stop | restart | pause | resume | snapshot."""
+        return dict(self._request("POST", f"/vps/{vps_id}/{action}", timeout=120)["vps"])
+
+    def vps_delete(self, vps_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/vps/{vps_id}", timeout=120)
+
     # -- overlay network (river_server/overlay.py) ---------------------------------------
 
     def overlay(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from .environments import run_env_command
 from .errors import RiverError
 from .launch import Follower, launch, write_line
 from .overlay import run_ip_command, run_overlay_command
+from .vps import run_vps_command
 
 
 @magics_class
@@ -132,6 +133,9 @@ class RiverMagics(Magics):
 
     def _do_overlay(self, args: argparse.Namespace, cell: str | None) -> None:
         run_overlay_command(self.client, args)
+
+    def _do_vps(self, args: argparse.Namespace, cell: str | None) -> None:
+        run_vps_command(self.client, args)
 
     def _do_ip(self, args: argparse.Namespace, cell: str | None) -> None:
         run_ip_command(self.client, args)

@@ -88,6 +88,7 @@ EVENT_HELLO = "hello"  # first event of a stream
 def status_message(task_id: int, state: TaskState, **extra: Any) -> dict[str, Any]:
     return {"kind": MSG_STATUS, "task_id": str(task_id), "state": state.value, **extra}
 
+
 # Lines a `--pull` task prints on stdout to hand its pickled results to the host (which
 # keeps them as the task's `river-pull` blob instead of as log text):
 #   "\x00river-pull:<part>/<parts>:<base64>"   one part of the zlib-compressed pickle

@@ -19,6 +19,7 @@ from river_server.auth import ensure_user
 from river_server.handlers import accounts, api, environments, events, runner
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import overlay as overlay_handlers
+from river_server.handlers import vps as vps_handlers
 from river_server.overlay import OverlaySettings
 from river_server.services import HostConfig, River
 
@@ -75,6 +76,10 @@ class RiverHost(ExtensionApp):
         False,
         help="Tasks submitted by users with the `user` role start in pending_approval and wait "
         "for an operator to approve (or reject) them; operators' and admins' tasks do not.",
+    ).tag(config=True)
+    vps_snapshots_keep = Int(
+        3,
+        help="Snapshots (docker commit images river-vps/<id>:<n>) kept per VPS, newest first.",
     ).tag(config=True)
     user_mount_prefixes = List(
         Unicode(),
@@ -138,6 +143,7 @@ class RiverHost(ExtensionApp):
             shared_dir=Path(self.shared_dir) if self.shared_dir else data_dir / "shared",
             user_mount_prefixes=tuple(self.user_mount_prefixes),
             require_approval=self.require_approval,
+            vps_snapshots_keep=self.vps_snapshots_keep,
             overlay=OverlaySettings(
                 enabled=self.overlay_enabled,
                 subnet=self.overlay_subnet,
@@ -164,6 +170,13 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/tasks/([^/]+)/blobs", blob_handlers.TaskBlobsHandler),
                 (rf"{API}/tasks/([^/]+)/blobs/([^/]+)", blob_handlers.TaskBlobHandler),
                 (rf"{API}/events", events.EventsHandler),
+                (rf"{API}/vps", vps_handlers.VpsListHandler),
+                (rf"{API}/vps/([^/]+)", vps_handlers.VpsHandler),
+                (rf"{API}/vps/([^/]+)/terminal", vps_handlers.VpsTerminalHandler),
+                (
+                    rf"{API}/vps/([^/]+)/(stop|restart|pause|resume|snapshot)",
+                    vps_handlers.VpsActionHandler,
+                ),
                 (rf"{API}/environments", environments.EnvironmentsHandler),
                 (rf"{API}/environments/([^/]+)", environments.EnvironmentHandler),
                 (

@@ -381,9 +381,22 @@ class RiverAuthorizer(Authorizer):
             return False
         if role == "admin":
             return True
+        if resource == "terminals" and self._owns_vps_terminal(handler, user):
+            return True
         if resource in ADMIN_ONLY_RESOURCES:
             return False
         return action == "read" or resource in WRITABLE_BY_ANYONE
+
+    @staticmethod
+    def _owns_vps_terminal(handler: Any, user: RiverUser) -> bool:
+        """A terminal the host made into the user's VPS (POST /river/api/vps/{id}/terminal):
+        its owner may read, use and close that one terminal; listing and creating terminals
+        stay admin-only."""
+        river = getattr(handler, "settings", {}).get("river")
+        args = getattr(handler, "path_args", None) or []
+        if river is None or not args:
+            return False
+        return river.vps.terminal_owner(str(args[0])) == user.username
 
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")

@@ -79,14 +79,18 @@ class GroupMember(Base):
     group_id: Mapped[int] = mapped_column(
         ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
     )
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
 
 
 class UserQuota(Base):
     """Per-user limits on concurrent cores / GPUs (None: unlimited)."""
 
     __tablename__ = "user_quotas"
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
     max_cores: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_gpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
 

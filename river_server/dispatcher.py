@@ -218,7 +218,7 @@ class Dispatcher:
         spec = task.spec or {}
         return {
             "task_id": str(task.id),
-            "kind": task.kind,
+            "kind": "command" if task.kind == "vps" else task.kind,  # a VPS runs its command
             "command": spec.get("command"),
             "script": spec.get("script"),
             "env": spec.get("env") or {},
@@ -232,6 +232,7 @@ class Dispatcher:
             "memory": task.memory or 0,
             "gpus": task.gpus or [],
             "name": task.name,
+            "hostname": (spec.get("vps") or {}).get("hostname"),  # a VPS's: vps-<id>
         }
 
     async def _launch(self, task: db.Task) -> None:

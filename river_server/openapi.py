@@ -63,7 +63,7 @@ SCHEMAS: dict[str, Any] = {
             "id": ID,
             "name": {"type": "string"},
             "owner": {"type": "string"},
-            "kind": {"type": "string", "enum": ["command", "python"]},
+            "kind": {"type": "string", "enum": ["command", "python", "vps"]},
             "state": TASK_STATE,
             "request": ref("ResourceRequest"),
             "node": NULLABLE_STRING,
@@ -112,6 +112,55 @@ SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "description": "a reserved overlay address's token (POST /overlay/reservations)",
             },
+        }
+    ),
+    "Vps": obj(
+        {
+            "id": ID,
+            "name": {"type": "string"},
+            "owner": {"type": "string"},
+            "state": {
+                "type": "string",
+                "description": "the current incarnation's task state, or `stopped`",
+            },
+            "task_state": TASK_STATE,
+            "task_id": ID,
+            "hostname": NULLABLE_STRING,
+            "node": NULLABLE_STRING,
+            "image": NULLABLE_STRING,
+            "running_image": NULLABLE_STRING,
+            "ssh": {"type": "string", "enum": ["disabled", "none", "upload", "generate"]},
+            "public_key": NULLABLE_STRING,
+            "private_key": {
+                "type": "string",
+                "description": "ssh=generate only, in the create answer, once; never stored",
+            },
+            "snapshots": {"type": "array", "items": {"type": "string"}},
+            "snapshot_node": NULLABLE_STRING,
+            "ports": {"type": "array", "items": {"type": "object"}},
+            "created_at": NULLABLE_NUMBER,
+            "request": ref("ResourceRequest"),
+            "cpus": {"type": "array", "items": {"type": "integer"}},
+            "gpus": {"type": "array", "items": {"type": "integer"}},
+            "memory": {"type": "integer", "nullable": True},
+            "reason": NULLABLE_STRING,
+        },
+        ("id", "owner", "state", "task_id"),
+    ),
+    "VpsCreate": obj(
+        {
+            "name": {"type": "string", "maxLength": 256},
+            "image": {"type": "string"},
+            "cores": {"type": "integer", "minimum": 0},
+            "memory": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]},
+            "gpus": {"type": "integer", "minimum": 0},
+            "target": {"type": "string", "description": "node[:numa][::gpu,gpu]"},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "mounts": {"type": "array", "items": {"type": "string"}},
+            "privileged": {"type": "boolean"},
+            "ssh": {"type": "string", "enum": ["disabled", "none", "upload", "generate"]},
+            "public_key": {"type": "string", "description": "ssh=upload: an OpenSSH key line"},
+            "backend": {"type": "string", "description": "docker (qemu: a later issue, 400)"},
         }
     ),
     "Node": obj(
@@ -409,6 +458,62 @@ def _paths() -> dict[str, Any]:
                     },
                 },
             },
+        },
+        "/vps": {
+            "get": op(
+                "List my VPSes (everyone's with all=1, operators), newest first",
+                obj({"vps": {"type": "array", "items": ref("Vps")}}),
+                params=[query("all", FLAG, "1: everyone's VPSes (operators)")],
+            ),
+            "post": op(
+                "Create a VPS: a long-lived container (docker backend)",
+                obj({"vps": ref("Vps")}),
+                status="201",
+                body=ref("VpsCreate"),
+                errors=("400", "403", "503"),
+                role="user",
+            ),
+        },
+        "/vps/{id}": {
+            "get": op(
+                "One VPS (owner or operator)",
+                obj({"vps": ref("Vps")}),
+                params=[TASK_ID],
+                errors=("400", "403", "404"),
+            ),
+            "delete": op(
+                "Delete a VPS, its container and its snapshots (owner or operator)",
+                obj({"deleted": ID}),
+                params=[TASK_ID],
+                errors=("400", "403", "404", "409", "502"),
+            ),
+        },
+        "/vps/{id}/terminal": {
+            "post": op(
+                "Open a JupyterLab terminal with a shell in a running VPS (owner or operator); "
+                "open it with the terminal:open command and the name",
+                obj({"name": {"type": "string"}}, ("name",)),
+                status="201",
+                params=[TASK_ID],
+                errors=("400", "403", "404", "409", "502", "503"),
+            )
+        },
+        **{
+            f"/vps/{{id}}/{action}": {
+                "post": op(
+                    text,
+                    obj({"vps": ref("Vps")}),
+                    params=[TASK_ID],
+                    errors=("400", "403", "404", "409", "502"),
+                )
+            }
+            for action, text in (
+                ("stop", "Stop a VPS: snapshot (docker commit), then remove the container"),
+                ("restart", "Start a stopped VPS again from its newest snapshot"),
+                ("pause", "Pause a running VPS"),
+                ("resume", "Resume a paused VPS"),
+                ("snapshot", "Snapshot a running VPS (newest vps_snapshots_keep kept)"),
+            )
         },
         "/events": {
             "get": {

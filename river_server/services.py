@@ -18,6 +18,7 @@ from river_server.nodes import NodeRegistry
 from river_server.overlay import OverlayService, OverlaySettings
 from river_server.runner_client import RunnerClient
 from river_server.tasks import TaskService
+from river_server.vps import VpsService
 
 
 @dataclass
@@ -33,6 +34,7 @@ class HostConfig:
     shared_dir: Path | None = None  # shared storage (environments); None: data_dir/shared
     user_mount_prefixes: tuple[str, ...] = ()  # host paths users (not operators) may mount
     require_approval: bool = False  # tasks of `user`s wait in pending_approval
+    vps_snapshots_keep: int = 3  # docker commit images kept per VPS
     overlay: OverlaySettings = field(default_factory=OverlaySettings)  # VXLAN hub (design §4)
 
     def __post_init__(self) -> None:
@@ -60,6 +62,7 @@ class River:
         self.blobs = BlobStore(config.data_dir / "blobs", config.blob_max_bytes)
         self.runner_client = RunnerClient()
         self.tasks = TaskService(self)
+        self.vps = VpsService(self)
         self.nodes = NodeRegistry(self)
         self.dispatcher = Dispatcher(self)
         self.environments = EnvironmentService(self)

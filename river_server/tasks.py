@@ -111,7 +111,8 @@ def _container_spec(body: dict[str, Any]) -> dict[str, Any]:
 
 def needs_container(spec: dict[str, Any] | None) -> bool:
     """Whether a task can only run on a docker-backend node."""
-    return any((spec or {}).get(key) for key in CONTAINER_FIELDS)
+    spec = spec or {}
+    return bool(spec.get("vps")) or any(spec.get(key) for key in CONTAINER_FIELDS)
 
 
 class TaskService:
@@ -137,8 +138,18 @@ class TaskService:
         return task_json(task, queue_position=position, wait_reason=wait)
 
     # ---- submitting -----------------------------------------------------------------
-    def submit(self, owner: str, body: dict[str, Any], role: str = "user") -> db.Task:
+    def submit(
+        self,
+        owner: str,
+        body: dict[str, Any],
+        role: str = "user",
+        *,
+        vps: dict[str, Any] | None = None,
+    ) -> db.Task:
         kind, spec = _validate_spec(body)
+        if vps is not None:  # a VPS incarnation (river_server.vps): a long-lived container
+            kind = "vps"
+            spec["vps"] = vps
         # A reserved overlay address (ip_token): recorded in spec, pins the reservation's node.
         body = self.river.overlay.apply_ip_token(body, owner, role, spec)
         array = parse_array(body)
@@ -292,7 +303,9 @@ class TaskService:
                 with self.river.sessions() as session:
                     fresh = session.get(db.Task, task.id)
                     assert fresh is not None
-                    if self.transition(session, fresh, TaskState.KILLED, "killed before it started"):
+                    if self.transition(
+                        session, fresh, TaskState.KILLED, "killed before it started"
+                    ):
                         self.commit_and_publish(session, [fresh])
                     return fresh
             raise TaskError(502, f"could not {action} task {task.id}: {exc}") from None

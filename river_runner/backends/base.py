@@ -36,6 +36,7 @@ class TaskLaunch:
     privileged: bool = False
     name: str | None = None
     overlay_ip: str | None = None  # the task's reserved overlay address (ip_token), if any
+    hostname: str | None = None  # the container's hostname (VPSes: vps-<id>)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> TaskLaunch:

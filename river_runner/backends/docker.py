@@ -326,6 +326,8 @@ class DockerBackend(Backend):
             labels[LABEL_ENV] = launch.environment
         if launch.workdir:
             config["working_dir"] = launch.workdir
+        if launch.hostname:
+            config["hostname"] = launch.hostname
         if launch.cpus:
             config["cpuset_cpus"] = ",".join(str(c) for c in launch.cpus)
         if launch.memory and launch.memory > 0:
@@ -731,6 +733,76 @@ class DockerBackend(Backend):
 
     async def resume(self, task_id: int) -> bool:
         return await self._set_paused(task_id, False)
+
+    # ---- exec with a TTY (VPS terminals) ---------------------------------------------
+    def open_exec(self, task_id: int, command: list[str]) -> tuple[str, Any] | None:
+        """Start `command` in the task's container with a TTY (blocking); (exec id, raw
+        socket) or None when the task does not run here."""
+        watched = self._tasks.get(task_id)
+        if watched is None:
+            return None
+        created = self.api.exec_create(
+            watched.container_id,
+            command,
+            stdin=True,
+            tty=True,
+            environment={"TERM": "xterm-256color"},
+        )
+        sock = self.api.exec_start(created["Id"], tty=True, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        raw.settimeout(None)  # the client's read timeout would end an idle shell
+        return created["Id"], raw
+
+    def resize_exec(self, exec_id: str, rows: int, cols: int) -> None:
+        with contextlib.suppress(docker.errors.APIError):
+            self.api.exec_resize(exec_id, height=rows, width=cols)
+
+    # ---- VPS snapshots ----------------------------------------------------------------
+    def _snapshot_tags(self, repository: str) -> list[int]:
+        numbers: set[int] = set()
+        for image in self.client.images.list(name=repository):
+            for tag in image.tags:
+                repo, _, number = tag.rpartition(":")
+                if repo == repository and number.isdigit():
+                    numbers.add(int(number))
+        return sorted(numbers)
+
+    async def snapshot(self, task_id: int, repository: str, keep: int) -> dict[str, Any] | None:
+        """`docker commit` the task's container to `repository:<n+1>` and keep the newest
+        `keep` tags of `repository`; None when the task does not run here."""
+        watched = self._tasks.get(task_id)
+        if watched is None:
+            return None
+
+        def work() -> dict[str, Any]:
+            numbers = self._snapshot_tags(repository)
+            number = (numbers[-1] if numbers else 0) + 1
+            self.api.commit(
+                watched.container_id,
+                repository=repository,
+                tag=str(number),
+                pause=not watched.paused,  # a paused container is already frozen
+            )
+            numbers.append(number)
+            for old in numbers[: max(0, len(numbers) - max(1, keep))]:
+                with contextlib.suppress(docker.errors.APIError):
+                    self.client.images.remove(f"{repository}:{old}")
+            kept = self._snapshot_tags(repository)
+            return {"image": f"{repository}:{number}", "snapshots": kept}
+
+        return await self._call(work)
+
+    async def forget_snapshots(self, repository: str) -> list[int]:
+        """Remove every tag of `repository` (a deleted VPS); the numbers removed."""
+
+        def work() -> list[int]:
+            numbers = self._snapshot_tags(repository)
+            for number in numbers:
+                with contextlib.suppress(docker.errors.APIError):
+                    self.client.images.remove(f"{repository}:{number}", force=True)
+            return numbers
+
+        return await self._call(work)
 
     def running(self) -> dict[int, str]:
         return {tid: ("paused" if w.paused else "running") for tid, w in self._tasks.items()}

@@ -119,6 +119,22 @@ ROUTES: list[Row] = [
         b"data",
     ),
     Row("GET", rf"{A}/events", f"{A}/events?task={{task}}", EVERYONE),
+    # ---- VPSes (lifecycle and ownership with a real daemon: tests/docker/test_vps.py; this
+    # host has no docker node, so only refusals and misses are checked here)
+    Row("GET", rf"{A}/vps", f"{A}/vps", EVERYONE),
+    Row("POST", rf"{A}/vps", f"{A}/vps", E(NO, 403, 400, 400, 400), {"backend": "qemu"}),
+    Row("GET", rf"{A}/vps/([^/]+)", f"{A}/vps/1", E(NO, 404, 404, 404, 404)),
+    Row("DELETE", rf"{A}/vps/([^/]+)", f"{A}/vps/1", E(NO, 404, 404, 404, 404)),
+    Row("POST", rf"{A}/vps/([^/]+)/terminal", f"{A}/vps/1/terminal", E(NO, 404, 404, 404, 404)),
+    *[
+        Row(
+            "POST",
+            rf"{A}/vps/([^/]+)/(stop|restart|pause|resume|snapshot)",
+            f"{A}/vps/1/{action}",
+            E(NO, 404, 404, 404, 404),
+        )
+        for action in ("stop", "restart", "pause", "resume", "snapshot")
+    ],
     # ---- environments (their own ownership rules are tested with Docker)
     Row("GET", rf"{A}/environments", f"{A}/environments", E(NO, *[ENV_OK] * 4)),
     Row(

@@ -1,0 +1,131 @@
+"""`%river vps ...`: persistent machines (see river_server/vps.py, docs/vps.md).
+
+%river vps create [--image IMG] [-c CORES] [-m 8G] [--gpus N] [-t NODE] [--name N]
+                  [--ssh [--gen-key | --key FILE]]
+%river vps list [--all] | status ID | stop ID | restart ID | pause ID | resume ID
+%river vps snapshot ID | delete ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .client import Client
+from .display import Bundle, show
+
+_COLUMNS = ("id", "name", "state", "node", "image", "ssh", "snapshots")
+ACTIONS = ("stop", "restart", "pause", "resume", "snapshot")
+
+
+def add_vps_commands(sub: Any, count_arg: Any, memory_arg: Any, target_arg: Any) -> None:
+    vps = sub.add_parser(
+        "vps",
+        help="persistent machines: long-lived containers with snapshots and terminals",
+        description="Create and drive VPSes: containers that live until deleted. Stop "
+        "snapshots the filesystem (docker commit); restart starts from the newest snapshot.",
+    )
+    actions = vps.add_subparsers(dest="vps_command", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="create a VPS")
+    create.add_argument("--image", metavar="IMG", help="image (default: the runner's)")
+    create.add_argument("--name", default="", help="a label")
+    create.add_argument("-c", "--cores", type=count_arg, default=1, help="CPU cores (default 1)")
+    create.add_argument("-m", "--memory", type=memory_arg, metavar="SIZE", help="e.g. 8G")
+    create.add_argument("--gpus", type=count_arg, default=0, metavar="N", help="GPU count")
+    create.add_argument("-t", "--target", type=target_arg, metavar="NODE[:NUMA][::GPU,GPU]")
+    create.add_argument("--ssh", action="store_true", help="enable SSH (key mode: none)")
+    key = create.add_mutually_exclusive_group()
+    key.add_argument("--gen-key", action="store_true", help="generate a key (printed once)")
+    key.add_argument("--key", metavar="FILE", help="an OpenSSH public key file to authorise")
+    listing = actions.add_parser("list", help="your VPSes (--all: everyone's, operators)")
+    listing.add_argument("--all", action="store_true")
+    for action, text in (("status", "show one VPS"), *((a, f"{a} a VPS") for a in ACTIONS)):
+        actions.add_parser(action, help=text).add_argument("id", metavar="ID")
+    actions.add_parser("delete", help="delete a VPS and its snapshots").add_argument(
+        "id", metavar="ID"
+    )
+
+
+def _row(vps: dict[str, Any]) -> list[str]:
+    snapshots = vps.get("snapshots") or []
+    return [
+        str(vps.get("id")),
+        str(vps.get("name") or "-"),
+        str(vps.get("state")),
+        str(vps.get("node") or "-"),
+        str(vps.get("running_image") or vps.get("image") or "(default)"),
+        str(vps.get("ssh") or "disabled"),
+        str(len(snapshots)),
+    ]
+
+
+def vps_bundle(items: Sequence[dict[str, Any]]) -> Bundle:
+    if not items:
+        text = "no VPSes (create one with %river vps create)"
+        return {"text/plain": text, "text/html": f"<p>{html.escape(text)}</p>"}
+    rows = [_row(v) for v in items]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in _COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows
+    )
+    return {
+        "text/plain": "\n".join(line.rstrip() for line in lines),
+        "text/html": f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+    }
+
+
+def _create_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"cores": args.cores, "gpus": args.gpus, "name": args.name}
+    if args.image:
+        body["image"] = args.image
+    if args.memory:
+        body["memory"] = args.memory
+    if args.target:
+        body["target"] = args.target
+    if args.gen_key:
+        body["ssh"] = "generate"
+    elif args.key:
+        with open(os.path.expanduser(args.key)) as handle:
+            body["ssh"], body["public_key"] = "upload", handle.read().strip()
+    elif args.ssh:
+        body["ssh"] = "none"
+    return body
+
+
+def run_vps_command(client: Client, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Carry out one parsed `%river vps ACTION ...` line."""
+    action = args.vps_command
+    if action == "list":
+        show(vps_bundle(client.vps_list(all_users=args.all)))
+        return None
+    if action == "create":
+        vps = client.vps_create(**_create_body(args))
+        print(
+            f"VPS {vps['id']}: {vps['state']} (stop keeps its files: %river vps stop {vps['id']})"
+        )
+        if vps.get("private_key"):
+            print("Private key (shown once; save it now, River does not keep it):")
+            print(vps["private_key"])
+        return None
+    if action == "status":
+        show(vps_bundle([client.vps(args.id)]))
+        return None
+    if action == "delete":
+        client.vps_delete(args.id)
+        print(f"VPS {args.id}: deleted, with its snapshots")
+        return None
+    vps = client.vps_action(args.id, action)
+    if action == "snapshot":
+        print(f"VPS {args.id}: snapshots {', '.join(vps.get('snapshots') or [])}")
+    elif action == "stop":
+        newest = (vps.get("snapshots") or ["-"])[-1]
+        print(f"VPS {args.id}: stopping; its filesystem is saved as {newest}")
+    else:
+        print(f"VPS {args.id}: {action} requested ({vps.get('state')})")
+    return None

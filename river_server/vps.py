@@ -1,0 +1,317 @@
+"""VPSes: long-lived containers built on tasks (see docs/vps.md).
+
+A VPS has its own snowflake ID. Each time it runs it is one task of kind "vps" (an
+*incarnation*) whose `spec["vps"]` carries the VPS's record: id, SSH mode, snapshots, and
+whether it was stopped or deleted. Scheduling, resources, ownership, events and
+reconciliation are the task machinery's. Stop commits the container (`docker commit` to
+`river-vps/<id>:<n>` on its runner, newest `c.RiverHost.vps_snapshots_keep` kept) and then
+kills it; restart submits a new incarnation from the newest snapshot, pinned to the node that
+holds it. The newest incarnation's record is the VPS's current one.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm.attributes import flag_modified
+
+from river_runner.protocol import TaskState
+from river_runner.spec import SpecError
+from river_server import db
+from river_server.auth import role_at_least
+from river_server.runner_client import RunnerUnreachable
+from river_server.tasks import TaskError
+
+if TYPE_CHECKING:
+    from river_server.services import River
+
+SSH_MODES = ("disabled", "none", "upload", "generate")
+# Runs in any image with a POSIX shell; ends at once on SIGTERM (docker stop / kill).
+VPS_COMMAND = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+RESOURCE_FIELDS = ("cores", "memory", "gpus", "target")
+
+
+def repository(vps_id: int | str) -> str:
+    return f"river-vps/{vps_id}"
+
+
+def _generate_key(comment: str) -> tuple[str, str]:
+    """(private, public) OpenSSH ed25519 key pair, made by ssh-keygen in a private temp dir."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "key"
+        try:
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise TaskError(503, f"cannot generate an SSH key on the host: {exc}") from None
+        return path.read_text(), path.with_suffix(".pub").read_text().strip()
+
+
+def _ssh_settings(body: dict[str, Any], vps_id: int) -> tuple[dict[str, Any], str | None]:
+    """The recorded SSH settings and, for `generate`, the private key (returned once)."""
+    mode = body.get("ssh", "disabled")
+    if mode in (None, False):
+        mode = "disabled"
+    if mode not in SSH_MODES:
+        raise SpecError(f"ssh must be one of {', '.join(SSH_MODES)}, not {mode!r}")
+    settings: dict[str, Any] = {"ssh": mode}
+    private = None
+    if mode == "upload":
+        key = body.get("public_key")
+        if not isinstance(key, str) or not key.strip().startswith(("ssh-", "ecdsa-", "sk-")):
+            raise SpecError("ssh 'upload' needs 'public_key': an OpenSSH public key line")
+        settings["public_key"] = key.strip()
+    elif mode == "generate":
+        private, public = _generate_key(f"river-vps-{vps_id}")
+        settings["public_key"] = public
+    elif body.get("public_key") not in (None, ""):
+        raise SpecError("'public_key' goes with ssh 'upload' only")
+    return settings, private
+
+
+class VpsService:
+    def __init__(self, river: River) -> None:
+        self.river = river
+        self.terminals: dict[str, str] = {}  # terminal name → VPS owner
+
+    # ---- reading --------------------------------------------------------------------
+    def incarnations(self, owner: str | None = None) -> dict[int, list[db.Task]]:
+        """VPS id → its tasks, oldest first (deleted VPSes left out)."""
+        query = select(db.Task).where(db.Task.kind == "vps").order_by(db.Task.id)
+        if owner is not None:
+            query = query.where(db.Task.owner == owner)
+        with self.river.sessions() as session:
+            rows = session.scalars(query).all()
+        found: dict[int, list[db.Task]] = {}
+        for task in rows:
+            record = (task.spec or {}).get("vps") or {}
+            if "id" in record:
+                found.setdefault(int(record["id"]), []).append(task)
+        return {k: v for k, v in found.items() if not v[-1].spec["vps"].get("deleted")}
+
+    def current(self, vps_id: int) -> db.Task | None:
+        with self.river.sessions() as session:
+            rows = session.scalars(
+                select(db.Task).where(db.Task.kind == "vps").order_by(db.Task.id.desc())
+            ).all()
+        for task in rows:
+            record = task.spec.get("vps") or {}
+            if str(record.get("id")) == str(vps_id):
+                return None if record.get("deleted") else task
+        return None
+
+    def to_json(self, task: db.Task) -> dict[str, Any]:
+        record = task.spec["vps"]
+        state = task.state
+        if TaskState(state).terminal:
+            state = "stopped" if record.get("stopped") else state
+        data = self.river.tasks.to_json(task)
+        return {
+            "id": str(record["id"]),
+            "name": task.name,
+            "owner": task.owner,
+            "hostname": record.get("hostname"),
+            "state": state,
+            "task_state": task.state,
+            "task_id": str(task.id),
+            "node": task.node,
+            "image": record.get("image"),
+            "running_image": task.spec.get("image"),
+            "ssh": record.get("ssh", "disabled"),
+            "public_key": record.get("public_key"),
+            "snapshots": list(record.get("snapshots") or []),
+            "snapshot_node": record.get("snapshot_node"),
+            "ports": [],
+            "created_at": record.get("created_at"),
+            "request": data.get("request"),
+            "cpus": data.get("cpus"),
+            "gpus": data.get("gpus"),
+            "memory": data.get("memory"),
+            "reason": task.reason,
+        }
+
+    # ---- lifecycle ------------------------------------------------------------------
+    def create(self, owner: str, body: dict[str, Any], role: str) -> tuple[db.Task, str | None]:
+        backend = body.get("backend", "docker")
+        if backend == "qemu" or body.get("qemu") or body.get("vm"):
+            raise TaskError(
+                400,
+                "QEMU virtual machines are a later issue; VPSes run as docker containers for now",
+            )
+        if backend != "docker":
+            raise SpecError(f"backend must be 'docker' (QEMU is a later issue), not {backend!r}")
+        vps_id = self.river.ids.next_id()
+        settings, private = _ssh_settings(body, vps_id)
+        image = body.get("image") or None  # None: the runner's default image
+        record = {
+            "id": str(vps_id),
+            "image": image,
+            "hostname": f"vps-{vps_id}",
+            "created_at": time.time(),
+            "snapshots": [],
+            **settings,
+        }
+        task_body = self._task_body(body, image)
+        task = self.river.tasks.submit(owner, task_body, role=role, vps=record)
+        return task, private
+
+    @staticmethod
+    def _task_body(body: dict[str, Any], image: str | None) -> dict[str, Any]:
+        task_body: dict[str, Any] = {
+            "kind": "command",
+            "command": ["/bin/sh", "-c", VPS_COMMAND],
+            "name": body.get("name") or "",
+        }
+        if image:
+            task_body["image"] = image
+        for key in ("env", "mounts", "privileged", *RESOURCE_FIELDS):
+            if body.get(key) not in (None, ""):
+                task_body[key] = body[key]
+        return task_body
+
+    def _save_record(self, task: db.Task, **changes: Any) -> db.Task:
+        with self.river.sessions() as session:
+            fresh = session.get(db.Task, task.id)
+            assert fresh is not None
+            spec = dict(fresh.spec)
+            spec["vps"] = {**spec["vps"], **changes}
+            fresh.spec = spec
+            flag_modified(fresh, "spec")
+            session.commit()
+            session.refresh(fresh)
+            session.expunge(fresh)
+        return fresh
+
+    async def _runner_call(self, task: db.Task, action: str, body: dict[str, Any]) -> dict:
+        node = self.river.nodes.connection(task.node or "")
+        if node is None:
+            raise TaskError(409, f"node {task.node} is offline; try again when it is back")
+        try:
+            return await self.river.runner_client.call(
+                node.url, node.secret, f"/api/tasks/{task.id}/{action}", body
+            )
+        except RunnerUnreachable as exc:
+            raise TaskError(502, f"could not {action} VPS on {task.node}: {exc}") from None
+
+    async def snapshot(self, task: db.Task) -> db.Task:
+        if task.state not in (TaskState.RUNNING.value, TaskState.PAUSED.value):
+            raise TaskError(409, f"the VPS is {self.to_json(task)['state']}; snapshots need it up")
+        record = task.spec["vps"]
+        result = await self._runner_call(
+            task,
+            "snapshot",
+            {"repository": repository(record["id"]), "keep": self.river.config.vps_snapshots_keep},
+        )
+        snapshots = [f"{repository(record['id'])}:{n}" for n in result.get("snapshots", [])]
+        return self._save_record(task, snapshots=snapshots, snapshot_node=task.node)
+
+    async def stop(self, task: db.Task) -> db.Task:
+        if TaskState(task.state).terminal:
+            raise TaskError(409, f"the VPS is already {self.to_json(task)['state']}")
+        if task.state in (TaskState.RUNNING.value, TaskState.PAUSED.value):
+            task = await self.snapshot(task)
+        # (A VPS that never started has nothing to keep: it just ends.)
+        task = self._save_record(task, stopped=True)
+        try:
+            await self.river.tasks.control(task, "kill")
+        except TaskError:
+            self._save_record(task, stopped=False)
+            raise
+        return task
+
+    async def restart(self, task: db.Task, role: str) -> db.Task:
+        if not TaskState(task.state).terminal:
+            raise TaskError(409, f"the VPS is {task.state}; stop it before restarting")
+        record = dict(task.spec["vps"])
+        body: dict[str, Any] = {"name": task.name, **_request_body(task.request or {})}
+        for key in ("env", "mounts", "privileged"):
+            if task.spec.get(key):
+                body[key] = task.spec[key]
+        image = record.get("image")
+        if record.get("snapshots"):
+            image = record["snapshots"][-1]
+            # The image lives on that node; keep a target's NUMA/GPU parts when it had one.
+            body["target"] = (task.request or {}).get("target") or record.get("snapshot_node")
+        record["stopped"] = False
+        record["incarnation"] = int(record.get("incarnation", 0)) + 1
+        return self.river.tasks.submit(
+            task.owner, self._task_body(body, image), role=role, vps=record
+        )
+
+    async def control(self, task: db.Task, action: str) -> db.Task:
+        if action in ("pause", "resume"):
+            return await self.river.tasks.control(task, action)
+        raise TaskError(400, f"unknown action {action}")
+
+    async def open_terminal(self, task: db.Task, terminal_manager: Any) -> str:
+        """A JupyterLab terminal running a TTY shell in the VPS: the runner issues a
+        single-use exec ticket, and the terminal runs river_runner.vps_shell against the
+        runner's exec WebSocket (so it works wherever the runner is). Its owner may use it
+        (RiverAuthorizer asks `terminal_owner`)."""
+        if terminal_manager is None:
+            raise TaskError(503, "this server has no terminals (jupyter-server-terminals)")
+        if task.state != TaskState.RUNNING.value:
+            raise TaskError(409, f"the VPS is {self.to_json(task)['state']}, not running")
+        answer = await self._runner_call(task, "exec-ticket", {})
+        node = self.river.nodes.connection(task.node or "")
+        assert node is not None  # _runner_call just reached it
+        base = "ws" + node.url.rstrip("/")[len("http") :]
+        url = f"{base}/api/tasks/{task.id}/exec?ticket={answer['ticket']}"
+        name = f"river_vps_{task.spec['vps']['id']}_{secrets.token_hex(4)}"
+        terminal_manager.create(
+            name=name, shell_command=[sys.executable, "-m", "river_runner.vps_shell", url]
+        )
+        self.terminals[name] = task.owner
+        return name
+
+    def terminal_owner(self, name: str) -> str | None:
+        return self.terminals.get(name)
+
+    async def delete(self, task: db.Task) -> None:
+        state = TaskState(task.state)
+        if not state.terminal:
+            await self.river.tasks.control(task, "kill")
+        record = task.spec["vps"]
+        node_name = record.get("snapshot_node") or task.node
+        if record.get("snapshots") and node_name:
+            node = self.river.nodes.connection(node_name)
+            if node is not None:
+                try:
+                    await self.river.runner_client.call(
+                        node.url,
+                        node.secret,
+                        f"/api/tasks/{task.id}/forget",
+                        {"repository": repository(record["id"])},
+                    )
+                except RunnerUnreachable as exc:
+                    self.river.log.warning("VPS %s: snapshots not removed: %s", record["id"], exc)
+        self._save_record(task, deleted=True)
+
+
+def _request_body(request: dict[str, Any]) -> dict[str, Any]:
+    """Submission fields that ask again for what a stored ResourceRequest asked for."""
+    body: dict[str, Any] = {}
+    if request.get("cores") is not None:
+        body["cores"] = request["cores"]
+    if request.get("memory"):
+        body["memory"] = request["memory"]
+    if request.get("gpus"):
+        body["gpus"] = request["gpus"]
+    if request.get("target"):
+        body["target"] = request["target"]
+    return body
+
+
+def visible_to(task: db.Task, username: str, role: str) -> bool:
+    return task.owner == username or role_at_least(role, "operator")

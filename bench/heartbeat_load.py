@@ -23,6 +23,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.measure import percentile  # noqa: E402
 from tests.cluster import JOIN_TOKEN, Cluster  # noqa: E402
 
 METRICS = {
@@ -31,11 +32,6 @@ METRICS = {
     "memory_total": 2**36,
     "load": [0.5, 0.4, 0.3],
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 async def register(client: httpx.AsyncClient, index: int, secret: str = JOIN_TOKEN) -> str:

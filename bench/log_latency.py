@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.measure import percentile  # noqa: E402
 from river_magics import Client  # noqa: E402
 from tests.cluster import Cluster  # noqa: E402
 
@@ -41,11 +42,6 @@ def written_at(text: str) -> float | None:
     if len(parts) == 3 and parts[0] == "line":
         return float(parts[2])
     return None
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def floor(script: str) -> list[float]:
@@ -107,8 +103,8 @@ def via_kernel(cluster: Cluster, script: str) -> list[float]:
 def report(name: str, latencies: list[float], expected: int) -> str:
     ms = [x * 1000 for x in latencies]
     return (
-        f"| {name} | {len(ms)}/{expected} | {percentile(ms, 50):.1f} ms | "
-        f"{percentile(ms, 90):.1f} ms | {percentile(ms, 99):.1f} ms | {max(ms):.1f} ms |"
+        f"| {name} | {len(ms)}/{expected} | {percentile(ms, 0.5):.1f} ms | "
+        f"{percentile(ms, 0.9):.1f} ms | {percentile(ms, 0.99):.1f} ms | {max(ms):.1f} ms |"
     )
 
 

@@ -5,6 +5,9 @@
 # `docker import`ed:
 #   river-test-python   Debian bookworm minbase + python3 (debootstrap)
 #   river-test-busybox  /bin/busybox (static) + applet symlinks: ~2 MB, for fast benchmarks
+#   river-test-vps      as river-test-python + openssh-server (no host keys: a VPS makes
+#                       its own), procps, and jupyter-server + ipykernel from PyPI with a
+#                       python3 kernelspec: the image the VPS tests run
 # Each rootfs tarball is cached under ${RIVER_IMAGE_CACHE:-/var/cache/river-images}, keyed
 # by a hash of this script, so a re-run (or a fresh daemon on the same machine) is quick.
 # An image is rebuilt only when it is missing or was built by another version of this
@@ -68,26 +71,17 @@ import_tar() {
     log "imported $2 ($("$DOCKER" image inspect --format '{{.Size}}' "$2" | numfmt --to=iec))"
 }
 
-build_python() {
-    local image=river-test-python tarball="$CACHE/river-test-python-$BUILD_HASH.tar"
+build_image() {
+    # build_image IMAGE CMD MAKE_ROOTFS: import IMAGE from its cached rootfs tarball, first
+    # running MAKE_ROOTFS ROOT (which fills the new directory ROOT) when there is none.
+    local image=$1 cmd=$2 make_rootfs=$3 tarball="$CACHE/$1-$BUILD_HASH.tar"
     if image_current "$image"; then
         log "$image is current"
         return
     fi
     if [[ ! -s "$tarball" || "$FORCE" == 1 ]]; then
-        need_pkg debootstrap
         WORK=$(mktemp -d /var/tmp/river-rootfs.XXXXXX)
-        log "debootstrap $SUITE minbase + python3 from $MIRROR"
-        debootstrap --variant=minbase --include=python3-minimal,python3 \
-            "$SUITE" "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
-            tail -n 30 "$WORK/debootstrap.log" >&2
-            exit 1
-        }
-        # Trim what a test image never needs: apt caches/lists, docs, man pages, locales.
-        rm -rf "$WORK"/rootfs/var/cache/apt/*.bin "$WORK"/rootfs/var/cache/apt/archives/*.deb \
-            "$WORK"/rootfs/var/lib/apt/lists/* "$WORK"/rootfs/usr/share/doc/* \
-            "$WORK"/rootfs/usr/share/man/* "$WORK"/rootfs/usr/share/info/* \
-            "$WORK"/rootfs/usr/share/locale/* "$WORK"/rootfs/var/log/*.log
+        "$make_rootfs" "$WORK/rootfs"
         log "rootfs $(du -sh "$WORK/rootfs" | cut -f1); writing $tarball"
         tar --numeric-owner --one-file-system -C "$WORK/rootfs" -cf "$tarball.tmp" .
         mv "$tarball.tmp" "$tarball"
@@ -96,36 +90,100 @@ build_python() {
     else
         log "using cached $tarball"
     fi
-    import_tar "$tarball" "$image" '["python3"]'
+    import_tar "$tarball" "$image" "$cmd"
 }
 
-build_busybox() {
-    local image=river-test-busybox tarball="$CACHE/river-test-busybox-$BUILD_HASH.tar"
-    if image_current "$image"; then
-        log "$image is current"
-        return
-    fi
-    if [[ ! -s "$tarball" || "$FORCE" == 1 ]]; then
-        # busybox-static (not "busybox", which is dynamic and would need libc in the image).
-        need_pkg busybox-static
-        WORK=$(mktemp -d /var/tmp/river-rootfs.XXXXXX)
-        local root="$WORK/rootfs" applet
-        mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,proc,sys,dev,root,var/tmp}
-        chmod 1777 "$root/tmp" "$root/var/tmp"
-        cp /bin/busybox "$root/bin/busybox"
-        for applet in $("$root/bin/busybox" --list); do
-            [[ "$applet" == busybox ]] || ln -sf busybox "$root/bin/$applet"
-        done
-        printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
-        printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-        tar --numeric-owner -C "$root" -cf "$tarball.tmp" .
-        mv "$tarball.tmp" "$tarball"
-        cleanup
-        WORK=""
-    else
-        log "using cached $tarball"
-    fi
-    import_tar "$tarball" "$image" '["/bin/sh"]'
+debootstrap_rootfs() {
+    # debootstrap_rootfs ROOT PACKAGES: $SUITE minbase plus PACKAGES (comma-separated).
+    need_pkg debootstrap
+    log "debootstrap $SUITE minbase + $2 from $MIRROR"
+    debootstrap --variant=minbase --include="$2" \
+        "$SUITE" "$1" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
+        tail -n 30 "$WORK/debootstrap.log" >&2
+        exit 1
+    }
+}
+
+trim_rootfs() {
+    # Trim what a test image never needs: apt caches/lists, docs, man pages, locales.
+    rm -rf "$1"/var/cache/apt/*.bin "$1"/var/cache/apt/archives/*.deb \
+        "$1"/var/lib/apt/lists/* "$1"/usr/share/doc/* \
+        "$1"/usr/share/man/* "$1"/usr/share/info/* \
+        "$1"/usr/share/locale/* "$1"/var/log/*.log "$1"/root/.cache
+}
+
+pip_install_rootfs() {
+    # pip_install_rootfs ROOT REQUIREMENT...: install from PyPI into ROOT's system python
+    # (/usr/local). The chroot has no network, DNS or pip config of its own, so the host's
+    # pip (with this machine's index, proxy and certificate settings) downloads wheels for
+    # the chroot's python and platform, and a pip run from its own wheel installs them
+    # offline inside the chroot; pip itself is not left in the image.
+    local root=$1 pyver platforms=() plat pip_whl wheels
+    shift
+    need_pkg python3-pip
+    # The chroot's python version, then the manylinux tags its glibc and machine accept
+    # (this pip does not widen a --platform manylinux_2_X to the older ones by itself).
+    read -r pyver plat < <(chroot "$root" /usr/bin/python3 -c 'import platform, sys
+m = int(platform.libc_ver()[1].split(".")[1]); arch = platform.machine()
+tags = ["manylinux_2_%d_%s" % (i, arch) for i in range(m, 4, -1)]
+tags += ["manylinux%s_%s" % (n, arch) for n, i in (("2014", 17), ("2010", 12), ("1", 5)) if m >= i]
+print("%d.%d" % sys.version_info[:2], ",".join(tags))')
+    [[ -n "${plat:-}" ]] || { echo "build-images: no python3 in $root" >&2; exit 1; }
+    IFS=, read -r -a platforms <<<"$plat"
+    mkdir -p "$root/tmp/wheels"
+    log "pip download $* (python $pyver, ${platforms[0]})"
+    /usr/bin/python3 -m pip download --dest "$root/tmp/wheels" --only-binary=:all: \
+        --implementation cp --python-version "$pyver" "${platforms[@]/#/--platform=}" \
+        pip "$@" >"$WORK/pip.log" 2>&1 || {
+        tail -n 30 "$WORK/pip.log" >&2
+        exit 1
+    }
+    wheels=("$root"/tmp/wheels/*.whl)
+    pip_whl=$(basename "$(printf '%s\n' "$root"/tmp/wheels/pip-*.whl | head -n 1)")
+    log "pip install $* (${#wheels[@]} wheels)"
+    chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root LANG=C.UTF-8 python3 "/tmp/wheels/$pip_whl/pip" install --no-index \
+        --find-links /tmp/wheels --no-cache-dir --break-system-packages \
+        --root-user-action=ignore --disable-pip-version-check "$@" >>"$WORK/pip.log" 2>&1 || {
+        tail -n 30 "$WORK/pip.log" >&2
+        exit 1
+    }
+    rm -rf "$root/tmp/wheels"
+}
+
+rootfs_python() {
+    debootstrap_rootfs "$1" python3-minimal,python3
+    trim_rootfs "$1"
+}
+
+rootfs_vps() {
+    # What a VPS needs: sshd (host keys are made per VPS at start, `ssh-keygen -A`), and a
+    # Jupyter server with a python3 kernel. procps comes with openssh-server.
+    debootstrap_rootfs "$1" python3-minimal,python3,openssh-server,procps
+    rm -f "$1"/etc/ssh/ssh_host_*
+    pip_install_rootfs "$1" jupyter-server ipykernel
+    # Replaces the kernelspec in ipykernel's wheel (argv "python", which bookworm lacks)
+    # with one that runs /usr/bin/python3.
+    chroot "$1" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root \
+        python3 -m ipykernel install --prefix=/usr/local >>"$WORK/pip.log" 2>&1 || {
+        tail -n 30 "$WORK/pip.log" >&2
+        exit 1
+    }
+    trim_rootfs "$1"
+}
+
+rootfs_busybox() {
+    # busybox-static (not "busybox", which is dynamic and would need libc in the image).
+    local root=$1 applet
+    need_pkg busybox-static
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,proc,sys,dev,root,var/tmp}
+    chmod 1777 "$root/tmp" "$root/var/tmp"
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $("$root/bin/busybox" --list); do
+        [[ "$applet" == busybox ]] || ln -sf busybox "$root/bin/$applet"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 }
 
 if ! "$DOCKER" info >/dev/null 2>&1; then
@@ -137,6 +195,7 @@ mkdir -p "$CACHE"
 find "$CACHE" -maxdepth 1 -name 'river-test-*.tar' ! -name "*-$BUILD_HASH.tar" -delete 2>/dev/null || true
 
 log "build hash $BUILD_HASH, cache $CACHE"
-build_busybox
-build_python
+build_image river-test-busybox '["/bin/sh"]' rootfs_busybox
+build_image river-test-python '["python3"]' rootfs_python
+build_image river-test-vps '["/bin/sh"]' rootfs_vps
 log "done"

@@ -40,6 +40,15 @@ if ! DOCKERD=$(find_dockerd) || [[ ! -x "$DOCKER" ]]; then
     DOCKERD=$(find_dockerd) || { echo "setup-docker: dockerd still missing after install" >&2; exit 1; }
 fi
 
+# The VPS tests drive the real OpenSSH client through River's SSH proxy, and the host
+# makes VPS keys with ssh-keygen: both come with openssh-client.
+if ! command -v ssh >/dev/null 2>&1 || ! command -v ssh-keygen >/dev/null 2>&1; then
+    echo "setup-docker: installing openssh-client"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends openssh-client >/dev/null
+fi
+
 if daemon_answers; then
     echo "setup-docker: daemon already answers on $SOCK"
     exit 0

@@ -323,6 +323,44 @@ class Client:
     def vps_delete(self, vps_id: str) -> dict[str, Any]:
         return self._request("DELETE", f"/vps/{vps_id}", timeout=120)
 
+    def vps_exec(self, vps_id: str, command: list[str], detach: bool = False) -> dict[str, Any]:
+        """Run a command in the VPS (no TTY): `{exit_code, output}`, or `{detached: true}`."""
+        body = {"command": list(command), "detach": detach}
+        return self._request("POST", f"/vps/{vps_id}/exec", json=body, timeout=120)
+
+    def vps_start_app(self, vps_id: str, app: str, **options: Any) -> dict[str, Any]:
+        """Start "jupyter" or "tensorboard" (port=, logdir=) in the VPS; the VPS, whose
+        `ports` now list it with the `path` to open and the `ready_path` to poll."""
+        body = {"app": app, **{k: v for k, v in options.items() if v is not None}}
+        return dict(self._request("POST", f"/vps/{vps_id}/apps", json=body, timeout=120)["vps"])
+
+    def vps_snapshots(self, vps_id: str) -> list[dict[str, Any]]:
+        return list(self._request("GET", f"/vps/{vps_id}/snapshots")["snapshots"])
+
+    def vps_delete_snapshot(self, vps_id: str, number: int) -> list[dict[str, Any]]:
+        path = f"/vps/{vps_id}/snapshots/{int(number)}"
+        return list(self._request("DELETE", path, timeout=120)["snapshots"])
+
+    def proxy_url(self, ident: str, port: int, path: str = "", absolute: bool = False) -> str:
+        """The URL of a VPS's (or task's) PORT through the host's proxy."""
+        form = "absolute/" if absolute else ""
+        return f"{self.url}/river/proxy/{form}{ident}/{int(port)}/{path.lstrip('/')}"
+
+    def wait_url(self, url: str, timeout: float = 60.0) -> int:
+        """Poll a proxied URL until it answers with something other than 502/503/409 (the
+        app is still starting); its status. Raises RiverError when the time is up."""
+        deadline = time.monotonic() + timeout
+        status = 0
+        while time.monotonic() < deadline:
+            try:
+                status = self._http.get(url, timeout=5).status_code
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc) from None
+            if status not in (409, 502, 503):
+                return status
+            time.sleep(0.25)
+        raise RiverError(f"{url} did not answer within {timeout:.0f} s (last status {status})")
+
     # -- overlay network (river_server/overlay.py) ---------------------------------------
 
     def overlay(self) -> dict[str, Any]:

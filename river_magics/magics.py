@@ -20,7 +20,7 @@ from .environments import run_env_command
 from .errors import RiverError
 from .launch import Follower, launch, write_line
 from .overlay import run_ip_command, run_overlay_command
-from .vps import run_vps_command
+from .vps import run_open_command, run_vps_command
 
 
 @magics_class
@@ -136,6 +136,9 @@ class RiverMagics(Magics):
 
     def _do_vps(self, args: argparse.Namespace, cell: str | None) -> None:
         run_vps_command(self.client, args)
+
+    def _do_open(self, args: argparse.Namespace, cell: str | None) -> None:
+        run_open_command(self.client, args)
 
     def _do_ip(self, args: argparse.Namespace, cell: str | None) -> None:
         run_ip_command(self.client, args)

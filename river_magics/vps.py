@@ -3,7 +3,11 @@
 %river vps create [--image IMG] [-c CORES] [-m 8G] [--gpus N] [-t NODE] [--name N]
                   [--ssh [--gen-key | --key FILE]]
 %river vps list [--all] | status ID | stop ID | restart ID | pause ID | resume ID
-%river vps snapshot ID | delete ID
+%river vps snapshot ID | snapshots ID [--delete N] | delete ID
+%river vps ssh ID | ssh-config ID            the SSH command / a ~/.ssh/config entry
+%river vps jupyter ID [--port 8888]          start Jupyter in the VPS, show its link
+%river vps tensorboard ID --logdir DIR [--port 6006]
+%river open ID PORT [--absolute]             link to a port of a VPS or task
 """
 
 from __future__ import annotations
@@ -16,6 +20,14 @@ from typing import Any
 
 from .client import Client
 from .display import Bundle, show
+from .vps_apps import (
+    JUPYTER_PORT,
+    TENSORBOARD_PORT,
+    ssh_command,
+    ssh_config,
+    start_jupyter,
+    start_tensorboard,
+)
 
 _COLUMNS = ("id", "name", "state", "node", "image", "ssh", "snapshots")
 ACTIONS = ("stop", "restart", "pause", "resume", "snapshot")
@@ -36,6 +48,9 @@ def add_vps_commands(sub: Any, count_arg: Any, memory_arg: Any, target_arg: Any)
     create.add_argument("-m", "--memory", type=memory_arg, metavar="SIZE", help="e.g. 8G")
     create.add_argument("--gpus", type=count_arg, default=0, metavar="N", help="GPU count")
     create.add_argument("-t", "--target", type=target_arg, metavar="NODE[:NUMA][::GPU,GPU]")
+    create.add_argument(
+        "--ip-token", metavar="TOKEN", help="a reserved overlay address (%%river ip reserve)"
+    )
     create.add_argument("--ssh", action="store_true", help="enable SSH (key mode: none)")
     key = create.add_mutually_exclusive_group()
     key.add_argument("--gen-key", action="store_true", help="generate a key (printed once)")
@@ -47,6 +62,34 @@ def add_vps_commands(sub: Any, count_arg: Any, memory_arg: Any, target_arg: Any)
     actions.add_parser("delete", help="delete a VPS and its snapshots").add_argument(
         "id", metavar="ID"
     )
+    snapshots = actions.add_parser("snapshots", help="list (or --delete N) a VPS's snapshots")
+    snapshots.add_argument("id", metavar="ID")
+    snapshots.add_argument("--delete", type=int, metavar="N", help="remove snapshot number N")
+    for action, text in (
+        ("ssh", "print the ssh command for a VPS"),
+        ("ssh-config", "print a ~/.ssh/config entry for a VPS"),
+    ):
+        actions.add_parser(action, help=text).add_argument("id", metavar="ID")
+    jupyter = actions.add_parser("jupyter", help="start Jupyter in a VPS and link to it")
+    jupyter.add_argument("id", metavar="ID")
+    jupyter.add_argument("--port", type=int, default=JUPYTER_PORT)
+    board = actions.add_parser("tensorboard", help="start TensorBoard in a VPS, link to it")
+    board.add_argument("id", metavar="ID")
+    board.add_argument("--logdir", required=True, help="the run directory in the VPS")
+    board.add_argument("--port", type=int, default=TENSORBOARD_PORT)
+    opener = sub.add_parser("open", help="link to a port of a VPS or task (web UIs)")
+    opener.add_argument("id", metavar="ID")
+    opener.add_argument("port", type=int, metavar="PORT")
+    opener.add_argument(
+        "--absolute", action="store_true", help="keep the proxy prefix in the app's path"
+    )
+
+
+def link_bundle(url: str, text: str) -> Bundle:
+    return {
+        "text/plain": f"{text}: {url}",
+        "text/html": f'<a href="{html.escape(url)}" target="_blank">{html.escape(text)}</a>',
+    }
 
 
 def _row(vps: dict[str, Any]) -> list[str]:
@@ -88,6 +131,8 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["memory"] = args.memory
     if args.target:
         body["target"] = args.target
+    if args.ip_token:
+        body["ip_token"] = args.ip_token
     if args.gen_key:
         body["ssh"] = "generate"
     elif args.key:
@@ -120,6 +165,24 @@ def run_vps_command(client: Client, args: argparse.Namespace) -> dict[str, Any] 
         client.vps_delete(args.id)
         print(f"VPS {args.id}: deleted, with its snapshots")
         return None
+    if action == "snapshots":
+        if args.delete is not None:
+            client.vps_delete_snapshot(args.id, args.delete)
+        found = client.vps_snapshots(args.id)
+        names = ", ".join(f"{s['number']} ({s['image']})" for s in found) or "none"
+        print(f"VPS {args.id} snapshots, oldest first: {names}")
+        return None
+    if action in ("ssh", "ssh-config"):
+        vps = client.vps(args.id)
+        print(ssh_command(client, vps) if action == "ssh" else ssh_config(client, vps))
+        return None
+    if action == "jupyter":
+        show(link_bundle(start_jupyter(client, args.id, args.port), f"Jupyter in VPS {args.id}"))
+        return None
+    if action == "tensorboard":
+        url = start_tensorboard(client, args.id, args.logdir, args.port)
+        show(link_bundle(url, f"TensorBoard in VPS {args.id}"))
+        return None
     vps = client.vps_action(args.id, action)
     if action == "snapshot":
         print(f"VPS {args.id}: snapshots {', '.join(vps.get('snapshots') or [])}")
@@ -129,3 +192,9 @@ def run_vps_command(client: Client, args: argparse.Namespace) -> dict[str, Any] 
     else:
         print(f"VPS {args.id}: {action} requested ({vps.get('state')})")
     return None
+
+
+def run_open_command(client: Client, args: argparse.Namespace) -> None:
+    """`%river open ID PORT`: a link to that port through the host's proxy."""
+    url = client.proxy_url(args.id, args.port, absolute=args.absolute)
+    show(link_bundle(url, f"port {args.port} of {args.id}"))

@@ -55,7 +55,9 @@ class RunnerAgent:
         self.backend = backend
         self.gpus = gpus
         self.overlay = OverlayMember(
-            config.overlay_ip, config.data_dir, docker=backend.name == "docker"
+            config.overlay_ip,
+            config.data_dir,
+            docker=backend if backend.name == "docker" else None,  # containers join the overlay
         )
         self.inbound_secret = secrets.token_urlsafe(32)  # what the host must present to us
         self.credential: str | None = self._load_credential()

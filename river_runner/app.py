@@ -14,39 +14,11 @@ from typing import Any
 
 from tornado import web, websocket
 
+from river_runner import port_forward
 from river_runner.agent import RunnerAgent
+from river_runner.api_base import RunnerHandler
 from river_runner.backends.base import TaskLaunch
 from river_runner.protocol import parse_runner_auth
-
-
-class RunnerHandler(web.RequestHandler):
-    """Base: every request must carry the secret this runner gave the host."""
-
-    agent: RunnerAgent
-
-    def initialize(self, agent: RunnerAgent) -> None:
-        self.agent = agent
-
-    def prepare(self) -> None:
-        secret = parse_runner_auth(self.request.headers.get("Authorization"))
-        if not secret or not hmac.compare_digest(secret, self.agent.inbound_secret):
-            raise web.HTTPError(401, reason="runner credential required")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        message = self._reason
-        exc_info = kwargs.get("exc_info")
-        if exc_info and isinstance(exc_info[1], web.HTTPError) and exc_info[1].log_message:
-            message = exc_info[1].log_message
-        self.finish({"message": message})
-
-    def json_body(self) -> dict[str, Any]:
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except json.JSONDecodeError as exc:
-            raise web.HTTPError(400, f"body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise web.HTTPError(400, "body must be a JSON object")
-        return body
 
 
 class HealthHandler(RunnerHandler):
@@ -85,7 +57,8 @@ VPS_REPOSITORY_RE = re.compile(r"^river-vps/[0-9]+$")
 
 class SnapshotHandler(RunnerHandler):
     """VPS snapshots (docker backend): `snapshot` commits the running container of a task to
-    the next tag of `repository` and keeps the newest `keep`; `forget` removes them all."""
+    the next tag of `repository` and keeps the newest `keep`; `forget` removes the tags in
+    `numbers` (all of them without it)."""
 
     async def post(self, task_id: str, action: str) -> None:
         body = self.json_body()
@@ -96,7 +69,12 @@ class SnapshotHandler(RunnerHandler):
         if not hasattr(backend, "snapshot"):
             raise web.HTTPError(409, f"the {backend.name} backend keeps no snapshots")
         if action == "forget":
-            removed = await backend.forget_snapshots(repository)
+            numbers = body.get("numbers")
+            if numbers is not None and not (
+                isinstance(numbers, list) and all(isinstance(n, int) for n in numbers)
+            ):
+                raise web.HTTPError(400, "numbers must be a list of snapshot numbers")
+            removed = await backend.forget_snapshots(repository, numbers)
             self.finish({"removed": removed})
             return
         try:
@@ -149,6 +127,30 @@ class ExecTicketHandler(RunnerHandler):
         if int(task_id) not in self.agent.backend.running():
             raise web.HTTPError(404, f"task {task_id} is not running here")
         self.finish({"ticket": self.tickets.issue(int(task_id))})
+
+
+class ExecRunHandler(RunnerHandler):
+    """Run a command in a task's container, detached or to its end (no TTY): how the host
+    starts Jupyter or TensorBoard in a VPS."""
+
+    async def post(self, task_id: str) -> None:
+        body = self.json_body()
+        command = body.get("command")
+        if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
+            raise web.HTTPError(400, "command must be a non-empty list of strings")
+        backend = self.agent.backend
+        if not hasattr(backend, "run_exec"):
+            raise web.HTTPError(409, f"the {backend.name} backend has no exec")
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                None, backend.run_exec, int(task_id), command, bool(body.get("detach"))
+            )
+        except Exception as exc:
+            raise web.HTTPError(502, f"exec in task {task_id} failed: {exc}") from None
+        if result is None:
+            raise web.HTTPError(404, f"task {task_id} is not running here")
+        self.finish(result)
 
 
 class ExecSocket(websocket.WebSocketHandler):
@@ -231,5 +233,7 @@ def make_app(agent: RunnerAgent) -> web.Application:
             (r"/api/tasks/(\d+)/(snapshot|forget)", SnapshotHandler, args),
             (r"/api/tasks/(\d+)/exec-ticket", ExecTicketHandler, exec_args),
             (r"/api/tasks/(\d+)/exec", ExecSocket, exec_args),
+            (r"/api/tasks/(\d+)/exec-run", ExecRunHandler, args),
+            *port_forward.routes(args),
         ]
     )

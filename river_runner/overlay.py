@@ -13,9 +13,10 @@ Runner side (one per runner), from the assignment in the host's registration rep
               workloads' default gateway; forwarding on (this interface only)
     route     overlay network via the host's address on this subnet
 
-Workloads: docker containers on the `river-overlay` network (which uses river-br), or, for
-the process backend and tests, a network namespace attached to river-br by a veth
-(`attach_namespace`).
+Workloads: docker containers on the `river-overlay` network (which uses river-br; the
+docker backend puts task containers on it instead of the default bridge once the agent has
+made it), or, for the process backend and tests, a network namespace attached to river-br
+by a veth (`attach_namespace`).
 
 pyroute2's synchronous API cannot run inside a running asyncio loop: call these functions
 from a worker thread (`asyncio.to_thread`), as the agent and the host do.
@@ -335,14 +336,20 @@ class RunnerOverlay:
 
 
 class OverlayMember:
-    """What the agent keeps about the overlay: its underlay address and the last result."""
+    """What the agent keeps about the overlay: its underlay address and the last result.
+
+    `docker` is the docker backend (or True: the environment's daemon) when tasks run in
+    containers: once the links are up the docker network `river-overlay` is made on the
+    backend's daemon (its `client`), and the backend's `overlay_network` is set to that
+    network's name (None again when a later setup fails), which puts task containers on it.
+    """
 
     def __init__(
         self,
         underlay_ip: str | None,
         data_dir: Path | None,
         *,
-        docker: bool = False,
+        docker: Any = None,
         links: RunnerOverlay | None = None,
     ) -> None:
         self.underlay_ip = check_ipv4(underlay_ip, "--overlay-ip") if underlay_ip else None
@@ -369,10 +376,13 @@ class OverlayMember:
             assignment = OverlayAssignment.from_json(data)
             await asyncio.to_thread(self.links.apply, assignment)
             if self.docker:
-                await asyncio.to_thread(ensure_docker_network, assignment)
+                client = getattr(self.docker, "client", None)
+                await asyncio.to_thread(ensure_docker_network, assignment, client)
+                self._set_docker_network(DOCKER_NETWORK)
         except Exception as exc:
             self.error = f"overlay setup failed: {exc}"
             log.error("%s", self.error)
+            self._set_docker_network(None)
             return
         if assignment != self.assignment:
             log.info(
@@ -384,6 +394,10 @@ class OverlayMember:
             )
         self.assignment = assignment
         self.error = None
+
+    def _set_docker_network(self, name: str | None) -> None:
+        if self.docker and hasattr(self.docker, "overlay_network"):
+            self.docker.overlay_network = name
 
 
 # ---- workloads --------------------------------------------------------------------------

@@ -21,7 +21,9 @@ from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import vps as vps_handlers
 from river_server.overlay import OverlaySettings
+from river_server.proxy import PROXY_ROUTE, RiverProxyHandler
 from river_server.services import HostConfig, River
+from river_server.ssh_proxy import SshProxy
 
 API = r"/river/api"
 
@@ -80,6 +82,15 @@ class RiverHost(ExtensionApp):
     vps_snapshots_keep = Int(
         3,
         help="Snapshots (docker commit images river-vps/<id>:<n>) kept per VPS, newest first.",
+    ).tag(config=True)
+    ssh_proxy_port = Int(
+        8002,
+        help="Port of the SSH proxy into VPSes (`ssh -p PORT <user>+<vps_id>@host`); "
+        "0: any free port; -1: no SSH proxy.",
+    ).tag(config=True)
+    ssh_proxy_address = Unicode(
+        "",
+        help="Address the SSH proxy listens on; empty: the Jupyter server's own (ServerApp.ip).",
     ).tag(config=True)
     user_mount_prefixes = List(
         Unicode(),
@@ -173,6 +184,10 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/vps", vps_handlers.VpsListHandler),
                 (rf"{API}/vps/([^/]+)", vps_handlers.VpsHandler),
                 (rf"{API}/vps/([^/]+)/terminal", vps_handlers.VpsTerminalHandler),
+                (rf"{API}/vps/([^/]+)/exec", vps_handlers.VpsExecHandler),
+                (rf"{API}/vps/([^/]+)/apps", vps_handlers.VpsAppsHandler),
+                (rf"{API}/vps/([^/]+)/snapshots", vps_handlers.VpsSnapshotsHandler),
+                (rf"{API}/vps/([^/]+)/snapshots/([^/]+)", vps_handlers.VpsSnapshotHandler),
                 (
                     rf"{API}/vps/([^/]+)/(stop|restart|pause|resume|snapshot)",
                     vps_handlers.VpsActionHandler,
@@ -204,6 +219,7 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/runner/register", runner.RegisterHandler),
                 (rf"{API}/runner/heartbeat", runner.HeartbeatHandler),
                 (rf"{API}/runner/events", runner.RunnerEventsHandler),
+                (PROXY_ROUTE, RiverProxyHandler),
             ]
         )
 
@@ -213,8 +229,28 @@ class RiverHost(ExtensionApp):
         self._liveness.start()
         self.river.dispatcher.wake()
         self.river.overlay.start()
+        self._start_ssh_proxy(serverapp)
         if self.local_runner:
             self._start_local_runner(serverapp)
+
+    def _start_ssh_proxy(self, serverapp) -> None:  # noqa: ANN001
+        """Start the SSH proxy; a port already taken is logged, not fatal (SSH is one way in
+        of several, and the rest of River should not go down with it)."""
+        if self.ssh_proxy_port < 0:
+            return
+        address = self.ssh_proxy_address or serverapp.ip or "0.0.0.0"
+        proxy = SshProxy(self.river, address, self.ssh_proxy_port, Path(self.data_dir))
+        try:
+            proxy.start()
+        except OSError as exc:
+            self.log.error(
+                "River SSH proxy: cannot listen on %s:%s (%s); set c.RiverHost.ssh_proxy_port",
+                address,
+                self.ssh_proxy_port,
+                exc,
+            )
+            return
+        self.river.ssh_proxy = proxy
 
     def _start_local_runner(self, serverapp) -> None:  # noqa: ANN001
         port = free_port()
@@ -244,6 +280,8 @@ class RiverHost(ExtensionApp):
         self._runner_process = subprocess.Popen(command, start_new_session=True)
 
     async def stop_extension(self) -> None:
+        if self.river.ssh_proxy is not None:
+            self.river.ssh_proxy.stop()
         liveness = getattr(self, "_liveness", None)
         if liveness:
             liveness.stop()

@@ -286,6 +286,15 @@ class RiverIdentityProvider(IdentityProvider):
     def _river(self, handler: web.RequestHandler) -> Any | None:
         return handler.settings.get("river")
 
+    def get_token(self, handler: web.RequestHandler) -> str | None:
+        """The Authorization header first, then `?token=` (Jupyter's order is the other
+        way round). Behind /river/proxy/ the query's token belongs to the app in the VPS
+        (its own Jupyter's), and River's credential travels in the header."""
+        match = self.auth_header_pat.match(handler.request.headers.get("Authorization", ""))
+        if match:
+            return match.group(2)
+        return handler.get_argument("token", "")
+
     async def get_user_token(self, handler: web.RequestHandler) -> User | None:
         river = self._river(handler)
         token = self.get_token(handler)

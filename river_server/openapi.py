@@ -137,7 +137,28 @@ SCHEMAS: dict[str, Any] = {
             },
             "snapshots": {"type": "array", "items": {"type": "string"}},
             "snapshot_node": NULLABLE_STRING,
-            "ports": {"type": "array", "items": {"type": "object"}},
+            "ports": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "port": {"type": "integer"},
+                        "name": {"type": "string"},
+                        "path": {
+                            "type": "string",
+                            "description": "what to open, relative to the server's base URL",
+                        },
+                        "ready_path": {"type": "string"},
+                    },
+                    ("port",),
+                ),
+                "description": "apps started in the VPS (POST /vps/{id}/apps)",
+            },
+            "ssh_proxy_port": {
+                "type": "integer",
+                "nullable": True,
+                "description": "port of the host's SSH proxy (`ssh -p PORT user+ID@host`); "
+                "null when SSH is disabled or the host runs no proxy",
+            },
             "created_at": NULLABLE_NUMBER,
             "request": ref("ResourceRequest"),
             "cpus": {"type": "array", "items": {"type": "integer"}},
@@ -146,6 +167,14 @@ SCHEMAS: dict[str, Any] = {
             "reason": NULLABLE_STRING,
         },
         ("id", "owner", "state", "task_id"),
+    ),
+    "Snapshot": obj(
+        {
+            "image": {"type": "string"},
+            "number": {"type": "integer"},
+            "node": NULLABLE_STRING,
+        },
+        ("image", "number"),
     ),
     "VpsCreate": obj(
         {
@@ -160,6 +189,11 @@ SCHEMAS: dict[str, Any] = {
             "privileged": {"type": "boolean"},
             "ssh": {"type": "string", "enum": ["disabled", "none", "upload", "generate"]},
             "public_key": {"type": "string", "description": "ssh=upload: an OpenSSH key line"},
+            "ip_token": {
+                "type": "string",
+                "description": "a reserved overlay address's token: the first incarnation "
+                "gets that address",
+            },
             "backend": {"type": "string", "description": "docker (qemu: a later issue, 400)"},
         }
     ),
@@ -496,6 +530,70 @@ def _paths() -> dict[str, Any]:
                 status="201",
                 params=[TASK_ID],
                 errors=("400", "403", "404", "409", "502", "503"),
+            )
+        },
+        "/vps/{id}/exec": {
+            "post": op(
+                "Run a command in a running VPS, no TTY (owner or operator): detached, or "
+                "to its end with exit code and output",
+                obj(
+                    {
+                        "exit_code": {"type": "integer", "nullable": True},
+                        "output": {"type": "string"},
+                        "detached": {"type": "boolean"},
+                    }
+                ),
+                params=[TASK_ID],
+                body=obj(
+                    {
+                        "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                        "detach": {"type": "boolean"},
+                    },
+                    ("command",),
+                ),
+                errors=("400", "403", "404", "409", "502"),
+            )
+        },
+        "/vps/{id}/apps": {
+            "post": op(
+                "Start Jupyter or TensorBoard in a running VPS (owner or operator); it is "
+                "recorded in the VPS's ports with the path to open (poll ready_path for 200)",
+                obj({"vps": ref("Vps")}),
+                status="201",
+                params=[TASK_ID],
+                body=obj(
+                    {
+                        "app": {"type": "string", "enum": ["jupyter", "tensorboard"]},
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        "logdir": {"type": "string"},
+                    },
+                    ("app",),
+                ),
+                errors=("400", "403", "404", "409", "502"),
+            )
+        },
+        "/vps/{id}/snapshots": {
+            "get": op(
+                "A VPS's snapshots, oldest first (owner or operator)",
+                obj({"snapshots": {"type": "array", "items": ref("Snapshot")}}),
+                params=[TASK_ID],
+                errors=("400", "403", "404"),
+            )
+        },
+        "/vps/{id}/snapshots/{number}": {
+            "delete": op(
+                "Remove one snapshot from its node (owner or operator)",
+                obj({"snapshots": {"type": "array", "items": ref("Snapshot")}}),
+                params=[
+                    TASK_ID,
+                    {
+                        "name": "number",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+                errors=("400", "403", "404", "409", "502"),
             )
         },
         **{

@@ -6,6 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from river_runner.ids import SnowflakeGenerator
 from river_server import db
@@ -19,6 +20,9 @@ from river_server.overlay import OverlayService, OverlaySettings
 from river_server.runner_client import RunnerClient
 from river_server.tasks import TaskService
 from river_server.vps import VpsService
+
+if TYPE_CHECKING:
+    from river_server.ssh_proxy import SshProxy
 
 
 @dataclass
@@ -63,6 +67,7 @@ class River:
         self.runner_client = RunnerClient()
         self.tasks = TaskService(self)
         self.vps = VpsService(self)
+        self.ssh_proxy: SshProxy | None = None  # set by the app once it listens
         self.nodes = NodeRegistry(self)
         self.dispatcher = Dispatcher(self)
         self.environments = EnvironmentService(self)

@@ -24,7 +24,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from river_runner.protocol import TaskState
 from river_runner.spec import SpecError
-from river_server import db
+from river_server import db, vps_apps
 from river_server.auth import role_at_least
 from river_server.runner_client import RunnerUnreachable
 from river_server.tasks import TaskError
@@ -33,8 +33,21 @@ if TYPE_CHECKING:
     from river_server.services import River
 
 SSH_MODES = ("disabled", "none", "upload", "generate")
-# Runs in any image with a POSIX shell; ends at once on SIGTERM (docker stop / kill).
-VPS_COMMAND = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+# Runs in any image with a POSIX shell; ends at once on SIGTERM (docker stop / kill). With
+# SSH keys given (and an sshd in the image) it first installs them for root, makes the
+# VPS's own host keys once (they persist in its snapshots) and starts sshd.
+VPS_COMMAND = """trap 'exit 0' TERM INT
+if [ -n "$RIVER_SSH_AUTHORIZED_KEYS" ] && [ -x /usr/sbin/sshd ]; then
+  mkdir -p /root/.ssh /run/sshd && chmod 700 /root/.ssh
+  printf '%s\\n' "$RIVER_SSH_AUTHORIZED_KEYS" > /root/.ssh/authorized_keys
+  chmod 600 /root/.ssh/authorized_keys
+  ssh-keygen -A >/dev/null 2>&1
+  /usr/sbin/sshd -D -e &
+elif [ -n "$RIVER_SSH_AUTHORIZED_KEYS" ]; then
+  echo "river: this image has no /usr/sbin/sshd; SSH into this VPS will not work" >&2
+fi
+while :; do sleep 3600 & wait $!; done"""
+SSH_KEYS_ENV = "RIVER_SSH_AUTHORIZED_KEYS"
 RESOURCE_FIELDS = ("cores", "memory", "gpus", "target")
 
 
@@ -132,7 +145,8 @@ class VpsService:
             "public_key": record.get("public_key"),
             "snapshots": list(record.get("snapshots") or []),
             "snapshot_node": record.get("snapshot_node"),
-            "ports": [],
+            "ports": list(record.get("apps") or []),
+            "ssh_proxy_port": self._ssh_port(record),
             "created_at": record.get("created_at"),
             "request": data.get("request"),
             "cpus": data.get("cpus"),
@@ -140,6 +154,24 @@ class VpsService:
             "memory": data.get("memory"),
             "reason": task.reason,
         }
+
+    def _ssh_port(self, record: dict[str, Any]) -> int | None:
+        proxy = self.river.ssh_proxy
+        if proxy is None or record.get("ssh", "disabled") == "disabled":
+            return None
+        return proxy.port
+
+    def authorized_keys(self, record: dict[str, Any]) -> str:
+        """root's authorized_keys in the VPS: the proxy's key, and the user's own (so the
+        key also works where the VPS's address is reachable, e.g. on the overlay)."""
+        if record.get("ssh", "disabled") == "disabled":
+            return ""
+        lines = []
+        if self.river.ssh_proxy is not None:
+            lines.append(self.river.ssh_proxy.authorized_key)
+        if record.get("public_key"):
+            lines.append(record["public_key"])
+        return "\n".join(lines)
 
     # ---- lifecycle ------------------------------------------------------------------
     def create(self, owner: str, body: dict[str, Any], role: str) -> tuple[db.Task, str | None]:
@@ -162,12 +194,12 @@ class VpsService:
             "snapshots": [],
             **settings,
         }
-        task_body = self._task_body(body, image)
+        task_body = self._task_body(body, image, self.authorized_keys(record))
         task = self.river.tasks.submit(owner, task_body, role=role, vps=record)
         return task, private
 
     @staticmethod
-    def _task_body(body: dict[str, Any], image: str | None) -> dict[str, Any]:
+    def _task_body(body: dict[str, Any], image: str | None, keys: str) -> dict[str, Any]:
         task_body: dict[str, Any] = {
             "kind": "command",
             "command": ["/bin/sh", "-c", VPS_COMMAND],
@@ -175,9 +207,14 @@ class VpsService:
         }
         if image:
             task_body["image"] = image
-        for key in ("env", "mounts", "privileged", *RESOURCE_FIELDS):
+        for key in ("env", "mounts", "privileged", "ip_token", *RESOURCE_FIELDS):
             if body.get(key) not in (None, ""):
                 task_body[key] = body[key]
+        env = {k: v for k, v in (task_body.get("env") or {}).items() if k != SSH_KEYS_ENV}
+        if keys:
+            env[SSH_KEYS_ENV] = keys
+        if env:
+            task_body["env"] = env
         return task_body
 
     def _save_record(self, task: db.Task, **changes: Any) -> db.Task:
@@ -216,6 +253,41 @@ class VpsService:
         snapshots = [f"{repository(record['id'])}:{n}" for n in result.get("snapshots", [])]
         return self._save_record(task, snapshots=snapshots, snapshot_node=task.node)
 
+    def snapshots(self, task: db.Task) -> list[dict[str, Any]]:
+        """The VPS's snapshots, oldest first: image, number, node; the newest is what a
+        restart starts from."""
+        record = task.spec["vps"]
+        found = []
+        for image in record.get("snapshots") or []:
+            number = image.rpartition(":")[2]
+            found.append(
+                {"image": image, "number": int(number), "node": record.get("snapshot_node")}
+            )
+        return found
+
+    async def delete_snapshot(self, task: db.Task, number: int) -> db.Task:
+        """Remove one snapshot's image from its node and from the record."""
+        record = task.spec["vps"]
+        image = f"{repository(record['id'])}:{number}"
+        if image not in (record.get("snapshots") or []):
+            raise TaskError(404, f"VPS {record['id']} has no snapshot {number}")
+        node = self.river.nodes.connection(record.get("snapshot_node") or "")
+        if node is None:
+            raise TaskError(
+                409, f"node {record.get('snapshot_node')} holds that snapshot and is offline"
+            )
+        try:
+            await self.river.runner_client.call(
+                node.url,
+                node.secret,
+                f"/api/tasks/{task.id}/forget",
+                {"repository": repository(record["id"]), "numbers": [number]},
+            )
+        except RunnerUnreachable as exc:
+            raise TaskError(502, f"could not remove snapshot {number}: {exc}") from None
+        kept = [s for s in record["snapshots"] if s != image]
+        return self._save_record(task, snapshots=kept)
+
     async def stop(self, task: db.Task) -> db.Task:
         if TaskState(task.state).terminal:
             raise TaskError(409, f"the VPS is already {self.to_json(task)['state']}")
@@ -244,10 +316,10 @@ class VpsService:
             # The image lives on that node; keep a target's NUMA/GPU parts when it had one.
             body["target"] = (task.request or {}).get("target") or record.get("snapshot_node")
         record["stopped"] = False
+        record["apps"] = []  # started apps end with the container
         record["incarnation"] = int(record.get("incarnation", 0)) + 1
-        return self.river.tasks.submit(
-            task.owner, self._task_body(body, image), role=role, vps=record
-        )
+        task_body = self._task_body(body, image, self.authorized_keys(record))
+        return self.river.tasks.submit(task.owner, task_body, role=role, vps=record)
 
     async def control(self, task: db.Task, action: str) -> db.Task:
         if action in ("pause", "resume"):
@@ -274,6 +346,33 @@ class VpsService:
         )
         self.terminals[name] = task.owner
         return name
+
+    async def exec(self, task: db.Task, command: Any, detach: bool) -> dict[str, Any]:
+        """Run a command in the VPS (no TTY): detached, or to its end with exit code and
+        output. How `%river vps jupyter` starts Jupyter inside it."""
+        if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
+            raise SpecError('command must be a list of strings, e.g. ["ls", "-l"]')
+        if task.state != TaskState.RUNNING.value:
+            raise TaskError(409, f"the VPS is {self.to_json(task)['state']}, not running")
+        return await self._runner_call(task, "exec-run", {"command": command, "detach": detach})
+
+    async def start_app(self, task: db.Task, body: dict[str, Any], base_url: str) -> db.Task:
+        """Start Jupyter or TensorBoard in the VPS (river_server/vps_apps.py) and record it
+        among the VPS's ports; the caller waits for it to answer through the proxy."""
+        vps_id = str(task.spec["vps"]["id"])
+        launch = vps_apps.plan(body, vps_id, base_url)
+        found = await self.exec(task, launch.probe, detach=False)
+        if found.get("exit_code") != 0:
+            raise TaskError(409, vps_apps.not_installed(launch.name, vps_id))
+        await self.exec(task, launch.command, detach=True)
+        entry = {
+            "port": launch.port,
+            "name": launch.name,
+            "path": launch.path,
+            "ready_path": launch.ready_path,
+        }
+        others = [p for p in task.spec["vps"].get("apps") or [] if p.get("port") != launch.port]
+        return self._save_record(task, apps=[*others, entry])
 
     def terminal_owner(self, name: str) -> str | None:
         return self.terminals.get(name)

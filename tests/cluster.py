@@ -126,6 +126,7 @@ class Cluster:
             f"--RiverHost.runner_token={JOIN_TOKEN}",
             f"--RiverHost.heartbeat_interval={self.heartbeat_interval}",
             f"--RiverHost.heartbeat_misses={self.heartbeat_misses}",
+            "--RiverHost.ssh_proxy_port=0",  # any free port (VPS JSON says which)
             *self.extra_host_args,
         ]
         env = {
@@ -228,11 +229,32 @@ class Cluster:
 
         return wait_for(check, timeout, what=f"task {task_id} to reach {sorted(wanted)}")
 
+    def make_users(self, *names: str, role: str = "user", label: str = "tests") -> dict[str, str]:
+        """Users made straight in the host's database, each with a new API token."""
+        from river_server import db
+        from river_server.auth import create_token, ensure_user
+
+        engine = db.make_engine(f"sqlite:///{self.root / 'host' / 'river.db'}")
+        try:
+            sessions = db.make_sessionmaker(engine)
+            tokens = {}
+            for name in names:
+                ensure_user(sessions, name, role)
+                tokens[name] = create_token(sessions, name, label=label)
+            return tokens
+        finally:
+            engine.dispose()
+
     def close(self) -> None:
         for runner in self.runners.values():
             runner.kill(signal.SIGTERM)
         self.stop_host()
         _kill_leftover_tasks(self.root)
+
+
+def as_user(token: str) -> dict[str, Any]:
+    """Request keyword arguments that authenticate as the token's user."""
+    return {"headers": {"Authorization": f"token {token}"}}
 
 
 def _kill_leftover_tasks(root: Path) -> None:

@@ -44,10 +44,14 @@ export interface ITask {
   submitted_at?: number;
 }
 
-/** A port of a VPS the host proxies; `name` ("jupyter", "tensorboard") labels it. */
+/**
+ * A port of a VPS the host proxies; `name` ("jupyter", "tensorboard") labels it and
+ * `path` (relative to the server's base URL, with the app's own token) is what to open.
+ */
 export interface IPort {
   port: number;
   name?: string;
+  path?: string;
 }
 
 export interface IVps {
@@ -103,6 +107,11 @@ export class RiverAPI {
     }
     const text = params.toString();
     return text ? `${base}?${text}` : base;
+  }
+
+  /** A path relative to the server's base URL (an app's recorded `path`). */
+  pageUrl(path: string): string {
+    return URLExt.join(this.settings.baseUrl, path);
   }
 
   /** Where the host proxies `port` of a task or VPS. */

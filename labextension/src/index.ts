@@ -71,10 +71,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const panel = new RiverPanel(model, {
       kill: task => void commands.execute(CommandIDs.kill, { id: task.id }),
       logs: task => void commands.execute(CommandIDs.logs, { id: task.id }),
-      openPort: (id, port) =>
+      openPort: (id, port, path) =>
         void commands.execute(
           CommandIDs.openPort,
-          port ? { id, port } : { id }
+          port ? { id, port, ...(path ? { path } : {}) } : { id }
         ),
       terminal: vps =>
         void commands.execute(CommandIDs.terminal, { id: vps.id })
@@ -147,6 +147,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       icon: args => (args.label ? riverIcon : undefined),
       execute: async args => {
         const id = String(args.id);
+        if (args.path) {
+          // An app River started (Jupyter, TensorBoard): its own page, with its token.
+          window.open(api.pageUrl(String(args.path)), '_blank', 'noopener');
+          return;
+        }
         let port = Number(args.port);
         if (!port) {
           const answer = await InputDialog.getNumber({
@@ -199,7 +204,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const sync = () => {
         const wanted = new Map<
           string,
-          { vps: IVps; port: number; label: string }
+          { vps: IVps; port: number; path?: string; label: string }
         >();
         for (const vps of model.vps ?? []) {
           if (vps.state !== 'running') {
@@ -211,6 +216,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
               wanted.set(`${vps.id}:${port.port}`, {
                 vps,
                 port: port.port,
+                path: port.path,
                 label: `${service} on ${vps.name || vps.id}`
               });
             }
@@ -228,7 +234,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
               key,
               launcher.add({
                 command: CommandIDs.openPort,
-                args: { id: item.vps.id, port: item.port, label: item.label },
+                args: {
+                  id: item.vps.id,
+                  port: item.port,
+                  label: item.label,
+                  ...(item.path ? { path: item.path } : {})
+                },
                 category: 'River',
                 rank: 1
               })

@@ -11,7 +11,7 @@ import { RiverModel } from './model';
 export interface IPanelActions {
   kill(task: ITask): void;
   logs(task: ITask): void;
-  openPort(id: string, port?: number): void;
+  openPort(id: string, port?: number, path?: string): void;
   terminal(vps: IVps): void;
 }
 
@@ -347,7 +347,7 @@ export class RiverPanel extends Widget {
             button(
               port.name || String(port.port),
               'open-port',
-              () => this.actions.openPort(vps.id, port.port),
+              () => this.actions.openPort(vps.id, port.port, port.path),
               `Open port ${port.port}`
             )
           );

@@ -80,6 +80,11 @@ class Backend(abc.ABC):
     def running(self) -> dict[int, str]:
         """Task IDs this backend currently runs, mapped to 'running' or 'paused'."""
 
+    def forward_address(self, task_id: int) -> str | None:
+        """The address a task's ports are reached at from this runner (port forwarding), or
+        None when the task does not run here. A process task listens on the runner itself."""
+        return "127.0.0.1" if task_id in self.running() else None
+
     async def adopt(
         self, output_for: Callable[[int], OutputCallback], on_exit: ExitCallback
     ) -> list[int]:

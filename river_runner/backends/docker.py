@@ -22,6 +22,14 @@ Why it looks the way it does:
 * GPUs go in as `device_requests`; that needs the NVIDIA hook on the daemon's host. Without it
   (CI, this machine) a request would make the start fail, so the backend then only sets the
   environment and records the request in the `river.gpus` label.
+* On the VXLAN overlay (the agent sets `overlay_network` once the docker network
+  `river-overlay` on the runner's bridge exists), a task container joins that network
+  *instead of* the default bridge: one interface, one default route via the runner's bridge
+  address, which the runner routes to the rest of the overlay through the host (a second
+  network would give docker's default bridge the default route, and overlay traffic to other
+  runners would leave through it). A task that presented an IP reservation
+  (`launch.overlay_ip`) gets exactly that address; any other gets the lowest free address of
+  the docker network's range, picked here so that RIVER_OVERLAY_IP can be set before start.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import contextlib
 import functools
 import http.client
 import io
+import ipaddress
 import json
 import logging
 import os
@@ -63,6 +72,7 @@ from river_runner.containers import (
     env_tarball,
 )
 from river_runner.containers import parse_mount as _parse_mount
+from river_runner.overlay_spec import FIRST_WORKLOAD_OFFSET
 from river_runner.protocol import TaskState
 
 log = logging.getLogger("river.runner.docker")
@@ -84,6 +94,9 @@ CATCH_UP_TAIL = 64  # looked at first: the follow usually misses only the last f
 ENDLESS_LINE = 65536  # flush a line without newline in pieces past this size
 
 _STREAMS = {1: "stdout", 2: "stderr"}
+
+OVERLAY_ENV = "RIVER_OVERLAY_IP"  # the container's address on the overlay, when it has one
+OVERLAY_START_ATTEMPTS = 3  # a picked address someone else took meanwhile: try the next one
 
 
 def gpu_device_requests(gpus: list[int]) -> list[docker.types.DeviceRequest]:
@@ -261,6 +274,11 @@ class DockerBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="river-docker")
         self._closed = threading.Event()
+        # The docker network on the runner's overlay bridge, set by the agent once it exists
+        # (OverlayMember); None: containers stay on the daemon's default network.
+        self.overlay_network: str | None = None
+        self._overlay_lock = threading.Lock()
+        self._overlay_pending: set[str] = set()  # picked, container not started yet
 
     def _detect_gpu_runtime(self) -> bool:
         """GPU device requests work when the daemon has the NVIDIA runtime registered, or the
@@ -339,7 +357,74 @@ class DockerBackend(Backend):
                 config["device_requests"] = requests_
             else:
                 labels[LABEL_GPUS] = json.dumps([dict(r) for r in requests_])
+        if self.overlay_network:
+            config["network"] = self.overlay_network  # instead of the default bridge
+            if launch.overlay_ip:
+                self._set_overlay_address(config, launch.overlay_ip)
+        elif launch.overlay_ip:
+            raise RuntimeError(
+                f"task {launch.task_id} reserved overlay address {launch.overlay_ip}, but this "
+                "runner's docker network for the overlay is not up (see the runner's log)"
+            )
         return config
+
+    def _set_overlay_address(self, config: dict[str, Any], address: str) -> None:
+        config["environment"][OVERLAY_ENV] = address
+        config["networking_config"] = {
+            config["network"]: self.api.create_endpoint_config(ipv4_address=address)
+        }
+
+    def _claim_overlay_address(self, network_name: str, skip: set[str]) -> str:
+        """The lowest free address of the overlay network's range (blocking); held in
+        `_overlay_pending` until the caller releases it (after the container started).
+
+        Free: not the gateway or an auxiliary address, not used by a container on the
+        network, not picked for a container still starting, not in `skip`."""
+        network = self.client.networks.get(network_name)
+        attrs = network.attrs or {}
+        pools = (attrs.get("IPAM") or {}).get("Config") or []
+        if not pools:
+            raise RuntimeError(f"docker network {network_name} has no IPv4 subnet")
+        pool = pools[0]
+        subnet = ipaddress.IPv4Network(pool["Subnet"])
+        pick_from = ipaddress.IPv4Network(pool.get("IPRange") or pool["Subnet"])
+        taken = set(skip)
+        if pool.get("Gateway"):
+            taken.add(pool["Gateway"])
+        taken.update((pool.get("AuxiliaryAddresses") or {}).values())
+        for endpoint in (attrs.get("Containers") or {}).values():
+            address = (endpoint.get("IPv4Address") or "").split("/")[0]
+            if address:
+                taken.add(address)
+        first = max(
+            int(pick_from.network_address), int(subnet.network_address) + FIRST_WORKLOAD_OFFSET
+        )
+        last = min(int(pick_from.broadcast_address), int(subnet.broadcast_address) - 1)
+        with self._overlay_lock:
+            for number in range(first, last + 1):
+                address = str(ipaddress.IPv4Address(number))
+                if address not in taken and address not in self._overlay_pending:
+                    self._overlay_pending.add(address)
+                    return address
+        raise RuntimeError(f"docker network {network_name}: no free address in {pick_from}")
+
+    def _start_on_overlay(self, config: dict[str, Any], task_id: int) -> tuple[str, bool]:
+        """Create and start a container at a picked overlay address (blocking)."""
+        skip: set[str] = set()
+        for attempt in range(1, OVERLAY_START_ATTEMPTS + 1):
+            address = self._claim_overlay_address(config["network"], skip)
+            try:
+                self._set_overlay_address(config, address)
+                return self._create_and_start_now(config, task_id)
+            except RuntimeError as exc:
+                if "already in use" not in str(exc).lower() or attempt == OVERLAY_START_ATTEMPTS:
+                    raise
+                log.info("task %s: overlay address %s is taken; trying another", task_id, address)
+                skip.add(address)
+            finally:
+                with self._overlay_lock:
+                    self._overlay_pending.discard(address)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def ensure_environment(self, name: str) -> str:
         """The local image of tarball environment `name`, loaded from the shared dir when this
@@ -409,6 +494,11 @@ class DockerBackend(Backend):
         else removed."""
         if environment:
             config["image"] = self.ensure_environment(environment)
+        if config.get("network") and "networking_config" not in config:
+            return self._start_on_overlay(config, task_id)
+        return self._create_and_start_now(config, task_id)
+
+    def _create_and_start_now(self, config: dict[str, Any], task_id: int) -> tuple[str, bool]:
         try:
             container = self._create(config)
         except docker.errors.APIError as exc:
@@ -753,6 +843,23 @@ class DockerBackend(Backend):
         raw.settimeout(None)  # the client's read timeout would end an idle shell
         return created["Id"], raw
 
+    def run_exec(
+        self, task_id: int, command: list[str], detach: bool, limit: int = 1 << 20
+    ) -> dict[str, Any] | None:
+        """Run `command` in the task's container (blocking): detached (it keeps running; no
+        answer but its start), or to its end with its exit code and (at most `limit`
+        bytes of) its merged output. None when the task does not run here."""
+        watched = self._tasks.get(task_id)
+        if watched is None:
+            return None
+        created = self.api.exec_create(watched.container_id, command, stdout=True, stderr=True)
+        if detach:
+            self.api.exec_start(created["Id"], detach=True)
+            return {"detached": True}
+        output = self.api.exec_start(created["Id"]) or b""
+        code = self.api.exec_inspect(created["Id"]).get("ExitCode")
+        return {"exit_code": code, "output": output[-limit:].decode("utf-8", "replace")}
+
     def resize_exec(self, exec_id: str, rows: int, cols: int) -> None:
         with contextlib.suppress(docker.errors.APIError):
             self.api.exec_resize(exec_id, height=rows, width=cols)
@@ -792,11 +899,12 @@ class DockerBackend(Backend):
 
         return await self._call(work)
 
-    async def forget_snapshots(self, repository: str) -> list[int]:
-        """Remove every tag of `repository` (a deleted VPS); the numbers removed."""
+    async def forget_snapshots(self, repository: str, only: list[int] | None = None) -> list[int]:
+        """Remove the tags `only` of `repository` (every tag: a deleted VPS); the numbers
+        removed."""
 
         def work() -> list[int]:
-            numbers = self._snapshot_tags(repository)
+            numbers = [n for n in self._snapshot_tags(repository) if only is None or n in only]
             for number in numbers:
                 with contextlib.suppress(docker.errors.APIError):
                     self.client.images.remove(f"{repository}:{number}", force=True)
@@ -862,3 +970,21 @@ class DockerBackend(Backend):
         if self._owns_client:
             with contextlib.suppress(Exception):
                 self.client.close()
+
+    # ---- port forwarding ----------------------------------------------------------------
+    def forward_address(self, task_id: int) -> str | None:
+        """The container's address on a network this runner reaches it by (blocking): the
+        default bridge where it has one, else its first network."""
+        watched = self._tasks.get(task_id)
+        if watched is None:
+            return None
+        try:
+            attrs = self.api.inspect_container(watched.container_id)
+        except docker.errors.APIError:
+            return None
+        networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        ordered = sorted(networks.items(), key=lambda item: item[0] != "bridge")
+        for _, network in ordered:
+            if network.get("IPAddress"):
+                return network["IPAddress"]
+        return None

@@ -24,6 +24,7 @@ import psutil
 from river_runner import supervise
 from river_runner.backends.base import Backend, ExitCallback, Outcome, OutputCallback, TaskLaunch
 from river_runner.protocol import TaskState
+from river_runner.zygote_client import ZygoteClient
 
 TAIL_INTERVAL = 0.02  # seconds between looks at the files of adopted tasks
 REPORTED_MARKER = "reported"
@@ -59,13 +60,14 @@ def outcome_from_result(result: dict) -> Outcome:
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, work_root: Path, python: str | None = None) -> None:
+    def __init__(self, work_root: Path, python: str | None = None, use_zygote: bool = True) -> None:
         self.work_root = Path(work_root)
         self.work_root.mkdir(parents=True, exist_ok=True)
         self.python = python or sys.executable
         self._tasks: dict[int, _Running] = {}
         self._tail_task: asyncio.Task | None = None
-        self._bells: dict[int, tuple[int, subprocess.Popen]] = {}
+        self._bells: dict[int, tuple[int, subprocess.Popen | None]] = {}
+        self.zygote = ZygoteClient(self.python, use=use_zygote)
 
     # ---- starting -------------------------------------------------------------------
     def _argv(self, launch: TaskLaunch, task_dir: Path) -> list[str]:
@@ -118,24 +120,39 @@ class ProcessBackend(Backend):
         # records. Plain Popen + add_reader (not asyncio's subprocess transport, which kills
         # the child when closed): the supervisor must outlive this runner.
         bell_read, bell_write = os.pipe()
+        env = self._env(launch)
+        proc: subprocess.Popen | None = None
         try:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=bell_write,
-                stderr=subprocess.DEVNULL,
-                env=self._env(launch),
-                start_new_session=True,
+            # A fork of the zygote when it answers (no interpreter start-up), else exec.
+            pid = self.zygote.spawn(
+                {
+                    "dir": str(task_dir),
+                    "argv": argv,
+                    "memory": launch.memory or 0,
+                    "cpus": list(launch.cpus),
+                    "env": env,
+                },
+                bell_write,
             )
+            if pid is None:
+                proc = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=bell_write,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+                pid = proc.pid
         finally:
             os.close(bell_write)
-        (task_dir / supervise.PID_FILE).write_text(str(proc.pid))
-        running = _Running(launch.task_id, task_dir, proc.pid, on_output, on_exit)
+        (task_dir / supervise.PID_FILE).write_text(str(pid))
+        running = _Running(launch.task_id, task_dir, pid, on_output, on_exit)
         self._tasks[launch.task_id] = running
         os.set_blocking(bell_read, False)
         self._bells[launch.task_id] = (bell_read, proc)
         asyncio.get_running_loop().add_reader(bell_read, self._on_bell, running)
-        return proc.pid
+        return pid
 
     def _on_bell(self, running: _Running) -> None:
         """Read output when the supervisor rings; report the end when it exits."""
@@ -149,7 +166,8 @@ class ProcessBackend(Backend):
             return
         # End of the pipe: the supervisor has exited (result.json was written before).
         self._close_bell(running.task_id)
-        proc.wait()  # reap it
+        if proc is not None:
+            proc.wait()  # reap it (the zygote's children are reaped by the kernel)
         if running.task_id in self._tasks:
             self._check_exit(running)
 

@@ -99,3 +99,49 @@ class VpsTerminalHandler(VpsBase):
         except TaskError as exc:
             raise web.HTTPError(exc.status, str(exc)) from None
         self.write_json({"name": name}, status=201)
+
+
+class VpsSnapshotsHandler(VpsBase):
+    @web.authenticated
+    def get(self, vps_id: str) -> None:
+        self.write_json({"snapshots": self.river.vps.snapshots(self.load_vps(vps_id))})
+
+
+class VpsSnapshotHandler(VpsBase):
+    @web.authenticated
+    async def delete(self, vps_id: str, number: str) -> None:
+        task = self.load_vps(vps_id)
+        if not number.isdigit():
+            raise web.HTTPError(400, f"a snapshot is named by its number, not {number!r}")
+        try:
+            task = await self.river.vps.delete_snapshot(task, int(number))
+        except TaskError as exc:
+            raise web.HTTPError(exc.status, str(exc)) from None
+        self.write_json({"snapshots": self.river.vps.snapshots(task)})
+
+
+class VpsExecHandler(VpsBase):
+    @web.authenticated
+    async def post(self, vps_id: str) -> None:
+        task = self.load_vps(vps_id)
+        body = self.json_body()
+        try:
+            result = await self.river.vps.exec(task, body.get("command"), bool(body.get("detach")))
+        except SpecError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        except TaskError as exc:
+            raise web.HTTPError(exc.status, str(exc)) from None
+        self.write_json(result)
+
+
+class VpsAppsHandler(VpsBase):
+    @web.authenticated
+    async def post(self, vps_id: str) -> None:
+        task = self.load_vps(vps_id)
+        try:
+            task = await self.river.vps.start_app(task, self.json_body(), self.base_url)
+        except SpecError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        except TaskError as exc:
+            raise web.HTTPError(exc.status, str(exc)) from None
+        self.write_json({"vps": self.river.vps.to_json(task)}, status=201)

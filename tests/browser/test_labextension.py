@@ -258,6 +258,51 @@ def test_vps_terminal_opens_a_terminal_tab_into_the_container(page: Any, lab: Cl
         runner.kill(signal.SIGTERM)
 
 
+def test_jupyter_started_in_a_vps_opens_from_the_launcher(page: Any, lab: Cluster) -> None:
+    """`%river vps jupyter`'s route records the app; the launcher shows "Jupyter on <vps>",
+    and opening it loads the VPS's Jupyter through the proxy with the browser's login."""
+    from tests.docker.conftest import DAEMON_PROBLEM
+
+    if DAEMON_PROBLEM:
+        pytest.skip(f"VPSes run on the docker backend: {DAEMON_PROBLEM}")
+    try:
+        import docker
+
+        docker.from_env(version="auto").images.get("river-test-vps")
+    except Exception:
+        pytest.skip("test image 'river-test-vps' is missing; run .ci/build-images.sh")
+    runner = lab.start_runner("appdock", "--backend", "docker", "--cpus", "0")
+    created = lab.request(
+        "POST", "/river/api/vps", json={"name": "jvps", "cores": 0, "image": "river-test-vps"}
+    )
+    assert created.status_code == 201, created.text
+    vps = created.json()["vps"]
+    try:
+        panel = open_panel(page)
+        card = panel.locator(f'[data-section="vps"] [data-vps-id="{vps["id"]}"]')
+        expect(card).to_have_attribute("data-state", "running", timeout=120_000)
+        started = lab.request("POST", f"/river/api/vps/{vps['id']}/apps", json={"app": "jupyter"})
+        assert started.status_code == 201, started.text
+        entry = started.json()["vps"]["ports"][0]
+        page.evaluate("window.jupyterapp.commands.execute('launcher:create')")
+        card_in_launcher = page.locator(".jp-LauncherCard:visible", has_text="Jupyter on jvps")
+        card_in_launcher = card_in_launcher.first  # the new launcher tab is the visible one
+        expect(card_in_launcher).to_be_visible(timeout=30_000)
+        with page.context.expect_page(timeout=30_000) as opened:
+            card_in_launcher.click()
+        popup = opened.value
+        assert popup.url == f"{lab.url}/{entry['path']}"
+        # The popup's cookies are the River login's: the proxy lets it through to the app.
+        status = popup.request.get(f"{lab.url}/{entry['ready_path']}")
+        assert status.status == 200 and "kernels" in status.json()
+        shot(page, "vps-jupyter-launcher")
+        popup.close()
+    finally:
+        with contextlib.suppress(Exception):
+            lab.request("DELETE", f"/river/api/vps/{vps['id']}")
+        runner.kill(signal.SIGTERM)
+
+
 def test_runner_going_offline_and_back_shows_without_reload(page: Any, lab: Cluster) -> None:
     panel = open_panel(page)
     card = panel.locator('[data-section="cluster"] [data-node="beta"]')

@@ -20,9 +20,7 @@ from typing import Any
 import pytest
 from tornado import httpclient, websocket
 
-from river_server import db
-from river_server.auth import create_token, ensure_user
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, as_user, wait_for
 from tests.docker.conftest import BUSYBOX_IMAGE, PYTHON_IMAGE, containers_of
 from tests.docker.test_docker_cluster import Kernel
 
@@ -66,20 +64,7 @@ def vcluster(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
 
 @pytest.fixture(scope="module")
 def tokens(vcluster: Cluster) -> dict[str, str]:
-    engine = db.make_engine(f"sqlite:///{vcluster.root / 'host' / 'river.db'}")
-    sessions = db.make_sessionmaker(engine)
-    try:
-        result = {}
-        for name in ("erin", "frank"):
-            ensure_user(sessions, name, "user")
-            result[name] = create_token(sessions, name, label="vps tests")
-        return result
-    finally:
-        engine.dispose()
-
-
-def as_user(token: str) -> dict[str, Any]:
-    return {"headers": {"Authorization": f"token {token}"}}
+    return vcluster.make_users("erin", "frank", label="vps tests")
 
 
 def create(cluster: Cluster, token: str, **body: Any) -> dict[str, Any]:
@@ -151,6 +136,19 @@ def test_a_file_survives_stop_and_restart_and_retention_keeps_n(
     assert third["snapshots"] == [f"river-vps/{vps['id']}:2", f"river-vps/{vps['id']}:3"]
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(f"river-vps/{vps['id']}:1")
+
+    # Snapshots can be listed and one removed (from the node and the record).
+    path = f"{API}/{vps['id']}/snapshots"
+    listed = vcluster.get(path, **as_user(erin))["snapshots"]
+    assert [(s["number"], s["node"]) for s in listed] == [(2, NODE), (3, NODE)]
+    response = vcluster.request("DELETE", f"{path}/2", **as_user(erin))
+    assert response.status_code == 200, response.text
+    assert [s["number"] for s in response.json()["snapshots"]] == [3]
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(f"river-vps/{vps['id']}:2")
+    docker_client.images.get(f"river-vps/{vps['id']}:3")
+    missing = vcluster.request("DELETE", f"{path}/9", **as_user(erin))
+    assert missing.status_code == 404 and "no snapshot 9" in missing.json()["message"]
 
     # Pause and resume go through the task machinery.
     action(vcluster, erin, vps["id"], "pause")

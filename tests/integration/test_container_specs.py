@@ -116,3 +116,12 @@ def test_a_container_task_waits_for_a_docker_node(cluster: Cluster) -> None:
     waiting = cluster.task(task["id"])
     assert waiting["state"] == "queued" and waiting["node"] is None
     assert "docker backend" in waiting["wait_reason"], waiting
+
+
+def test_a_vps_passes_its_ip_token_to_the_overlay(proc_cluster: Cluster) -> None:
+    """A VPS's ip_token goes through the same reservation check as a task's (here the
+    overlay is off, so it is refused with the setting to change)."""
+    response = proc_cluster.request(
+        "POST", "/river/api/vps", json={"cores": 0, "ip_token": "rip_made_up"}
+    )
+    refused(response, 400, "c.RiverHost.overlay_enabled")

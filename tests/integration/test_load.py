@@ -80,5 +80,7 @@ def check_load(cluster: Cluster) -> None:
     assert results["tasks"] >= CLIENTS, results
     # The host holds no per-line state: its memory grows far less than what passed through.
     assert rss_after - rss_before < 300 * 2**20, (rss_before, rss_after)
-    print(f"{results['tasks']} tasks by {CLIENTS} clients in {SECONDS:.0f}s; host RSS "
-          f"{rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB")
+    print(
+        f"{results['tasks']} tasks by {CLIENTS} clients in {SECONDS:.0f}s; host RSS "
+        f"{rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB"
+    )

@@ -27,6 +27,7 @@ import pytest
 from tornado import web
 
 from river_server.app import RiverHost
+from river_server.proxy import PROXY_ROUTE
 from tests.cluster import Cluster
 
 A = "/river/api"
@@ -126,6 +127,27 @@ ROUTES: list[Row] = [
     Row("GET", rf"{A}/vps/([^/]+)", f"{A}/vps/1", E(NO, 404, 404, 404, 404)),
     Row("DELETE", rf"{A}/vps/([^/]+)", f"{A}/vps/1", E(NO, 404, 404, 404, 404)),
     Row("POST", rf"{A}/vps/([^/]+)/terminal", f"{A}/vps/1/terminal", E(NO, 404, 404, 404, 404)),
+    Row(
+        "POST",
+        rf"{A}/vps/([^/]+)/exec",
+        f"{A}/vps/1/exec",
+        E(NO, 404, 404, 404, 404),
+        {"command": ["true"]},
+    ),
+    Row(
+        "POST",
+        rf"{A}/vps/([^/]+)/apps",
+        f"{A}/vps/1/apps",
+        E(NO, 404, 404, 404, 404),
+        {"app": "jupyter"},
+    ),
+    Row("GET", rf"{A}/vps/([^/]+)/snapshots", f"{A}/vps/1/snapshots", E(NO, 404, 404, 404, 404)),
+    Row(
+        "DELETE",
+        rf"{A}/vps/([^/]+)/snapshots/([^/]+)",
+        f"{A}/vps/1/snapshots/1",
+        E(NO, 404, 404, 404, 404),
+    ),
     *[
         Row(
             "POST",
@@ -265,6 +287,13 @@ ROUTES: list[Row] = [
     Row("POST", rf"{A}/runner/register", f"{A}/runner/register", RUNNER, {"name": "x"}),
     Row("POST", rf"{A}/runner/heartbeat", f"{A}/runner/heartbeat", RUNNER, {}),
     Row("POST", rf"{A}/runner/events", f"{A}/runner/events", RUNNER, {"messages": []}),
+    # ---- proxied ports: a queued task has nothing to proxy to (owner 409); others 404
+    Row("GET", PROXY_ROUTE, "/river/proxy/{task}/8888/", E(NO, 404, 404, 409, 409)),
+    *(
+        Row(method, PROXY_ROUTE, "/river/proxy/{task}/8888/x", E(NO, 404, 404, 409, 409), b"")
+        for method in ("POST", "PUT", "PATCH")
+    ),
+    Row("DELETE", PROXY_ROUTE, "/river/proxy/{task}/8888/x", E(NO, 404, 404, 409, 409)),
 ]
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")

@@ -97,7 +97,14 @@ class OverlayCluster:
     def stop_host(self, sig: int = signal.SIGTERM) -> None:
         stop(self.host_process, sig)
 
-    def start_runner(self, name: str, machine: Machine) -> None:
+    def start_runner(
+        self,
+        name: str,
+        machine: Machine,
+        *extra: str,
+        backend: str = "process",
+        env: dict[str, str] | None = None,
+    ) -> None:
         command = [
             sys.executable, "-m", "river_runner.cli", "runner",
             "--host", f"http://{self.host.address}:{HOST_PORT}",
@@ -106,11 +113,14 @@ class OverlayCluster:
             "--bind", str(machine.address),
             "--port", str(RUNNER_PORT),
             "--data-dir", str(self.root / "runners" / name),
-            "--backend", "process",
+            "--backend", backend,
             "--cpus", "0",
             "--overlay-ip", str(machine.address),
+            *extra,
         ]  # fmt: skip
-        process = machine.popen(command, self.root / f"runner-{name}.log")
+        process = machine.popen(
+            command, self.root / f"runner-{name}.log", env={**os.environ, **(env or {})}
+        )
         self.runner_processes[name] = process
         self.topology.processes.append(process)
 

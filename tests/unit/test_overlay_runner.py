@@ -84,3 +84,109 @@ def test_cli_refuses_a_bad_overlay_address(capsys: pytest.CaptureFixture[str]) -
     code = runner_command(["--host", "http://h:1", "--token", "t", "--overlay-ip", "eth0"])
     assert code == 2
     assert "--overlay-ip must be an IPv4 address" in capsys.readouterr().err
+
+
+class FakeDockerTarget:
+    """What OverlayMember needs of the docker backend: a client and overlay_network."""
+
+    def __init__(self) -> None:
+        self.client = object()
+        self.overlay_network: str | None = None
+
+
+def test_member_puts_the_docker_backend_on_the_overlay_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[tuple[int, Any]] = []
+    monkeypatch.setattr(
+        "river_runner.overlay.ensure_docker_network",
+        lambda assignment, client: made.append((assignment.index, client)) or "net-id",
+    )
+    target = FakeDockerTarget()
+    member = OverlayMember("10.0.0.5", tmp_path, docker=target, links=FakeLinks())  # type: ignore[arg-type]
+    run(member.on_registered({"overlay": assignment_json()}))
+    assert made == [(3, target.client)]  # on the backend's own daemon
+    assert target.overlay_network == "river-overlay"
+    failing = OverlayMember(
+        "10.0.0.5", tmp_path, docker=target, links=FakeLinks("Operation not permitted")
+    )  # type: ignore[arg-type]
+    run(failing.on_registered({"overlay": assignment_json()}))
+    assert target.overlay_network is None  # containers stay off a network that is not up
+
+
+class FakeNetworks:
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        self.attrs = attrs
+
+    def get(self, name: str) -> Any:
+        return type("Network", (), {"attrs": self.attrs})()
+
+
+class FakeClient:
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        import docker
+
+        self.networks = FakeNetworks(attrs)
+        self.api = docker.APIClient(base_url="unix:///nonexistent", version="1.41")
+
+
+def overlay_backend(tmp_path: Path, containers: dict[str, Any]) -> Any:
+    from river_runner.backends.docker import DockerBackend
+
+    attrs = {
+        "IPAM": {
+            "Config": [
+                {
+                    "Subnet": "10.128.64.0/18",
+                    "IPRange": "10.128.64.0/19",
+                    "Gateway": "10.128.64.2",
+                    "AuxiliaryAddresses": {"river-host": "10.128.64.1"},
+                }
+            ]
+        },
+        "Containers": containers,
+    }
+    backend = DockerBackend(
+        FakeClient(attrs),  # type: ignore[arg-type]
+        runner_name="r",
+        work_root=tmp_path / "work",
+        gpu_runtime=False,
+    )
+    backend.overlay_network = "river-overlay"
+    return backend
+
+
+def test_docker_backend_puts_containers_on_the_overlay_network(tmp_path: Path) -> None:
+    from river_runner.backends.base import TaskLaunch
+
+    backend = overlay_backend(tmp_path, {})
+    plain = backend.container_config(TaskLaunch(1, "command", ["true"]), tmp_path)
+    assert plain["network"] == "river-overlay" and "networking_config" not in plain
+    reserved = backend.container_config(
+        TaskLaunch(2, "command", ["true"], overlay_ip="10.128.127.254"), tmp_path
+    )
+    assert reserved["environment"]["RIVER_OVERLAY_IP"] == "10.128.127.254"
+    endpoint = reserved["networking_config"]["river-overlay"]
+    assert endpoint["IPAMConfig"]["IPv4Address"] == "10.128.127.254"
+    backend.overlay_network = None
+    assert "network" not in backend.container_config(TaskLaunch(3, "command", ["true"]), tmp_path)
+    with pytest.raises(RuntimeError, match="not up"):
+        backend.container_config(
+            TaskLaunch(4, "command", ["true"], overlay_ip="10.128.127.254"), tmp_path
+        )
+
+
+def test_docker_backend_picks_the_lowest_free_overlay_address(tmp_path: Path) -> None:
+    used = {"c1": {"IPv4Address": "10.128.64.3/18"}, "c2": {"IPv4Address": "10.128.64.5/18"}}
+    backend = overlay_backend(tmp_path, used)
+    first = backend._claim_overlay_address("river-overlay", set())
+    second = backend._claim_overlay_address("river-overlay", set())  # first still starting
+    third = backend._claim_overlay_address("river-overlay", {"10.128.64.7"})
+    assert (first, second, third) == ("10.128.64.4", "10.128.64.6", "10.128.64.8")
+    backend._overlay_pending.clear()
+    full = overlay_backend(
+        tmp_path,
+        {str(i): {"IPv4Address": f"10.128.{64 + i // 256}.{i % 256}/18"} for i in range(8192)},
+    )
+    with pytest.raises(RuntimeError, match="no free address"):
+        full._claim_overlay_address("river-overlay", set())

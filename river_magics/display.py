@@ -65,7 +65,7 @@ def _state_html(state: str) -> str:
     return f'<span style="color:{color};font-weight:600">{html.escape(state)}</span>'
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], state_col: int) -> Bundle:
+def table_bundle(headers: Sequence[str], rows: Sequence[Sequence[str]], state_col: int) -> Bundle:
     """One table as HTML and as aligned plain text."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
@@ -116,7 +116,7 @@ def nodes_bundle(nodes: Sequence[Mapping[str, Any]]) -> Bundle:
                 "-" if cpu is None else f"{cpu:.0f}",
             ]
         )
-    return _table(headers, rows, state_col=1)
+    return table_bundle(headers, rows, state_col=1)
 
 
 def _waiting(task: Mapping[str, Any]) -> str:
@@ -146,7 +146,7 @@ def tasks_bundle(tasks: Sequence[Mapping[str, Any]]) -> Bundle:
         ]
         for task in tasks
     ]
-    return _table(headers, rows, state_col=3)
+    return table_bundle(headers, rows, state_col=3)
 
 
 def task_bundle(task: Mapping[str, Any]) -> Bundle:
@@ -166,7 +166,7 @@ def task_bundle(task: Mapping[str, Any]) -> Bundle:
         ("reason", task.get("reason")),
     ]
     rows = [[key, _dash(value)] for key, value in fields]
-    return _table(["field", "value"], rows, state_col=-1)
+    return table_bundle(["field", "value"], rows, state_col=-1)
 
 
 def _request_text(request: Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from river_runner.spec import format_memory
 
 from .client import Client
-from .display import Bundle, show
+from .display import Bundle, show, table_bundle
 
 _COLUMNS = ("name", "owner", "image", "container", "exported")
 
@@ -47,18 +47,7 @@ def environments_bundle(envs: Sequence[dict[str, Any]]) -> Bundle:
     if not envs:
         text = "no environments (create one with %river env create NAME --image IMG)"
         return {"text/plain": text, "text/html": f"<p>{html.escape(text)}</p>"}
-    rows = [_row(e) for e in envs]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in _COLUMNS)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows
-    )
-    return {
-        "text/plain": "\n".join(line.rstrip() for line in lines),
-        "text/html": f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
-    }
+    return table_bundle(_COLUMNS, [_row(e) for e in envs], state_col=-1)
 
 
 def run_env_command(client: Client, args: argparse.Namespace) -> None:

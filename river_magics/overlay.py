@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .client import Client
-from .display import Bundle, _message, _table, show
+from .display import Bundle, _message, show, table_bundle
 
 
 def _ttl_arg(text: str) -> float:
@@ -104,7 +104,7 @@ def overlay_bundle(overlay: Mapping[str, Any]) -> Bundle:
         "underlay",
         "links",
     ]
-    table = _table(headers, rows, state_col=1)
+    table = table_bundle(headers, rows, state_col=1)
     return {
         "text/plain": f"{title}\n{table['text/plain']}",
         "text/html": f"<p>{title}</p>{table['text/html']}",
@@ -127,7 +127,7 @@ def reservations_bundle(reservations: Sequence[Mapping[str, Any]]) -> Bundle:
         for r in reservations
     ]
     headers = ["id", "ip", "node", "state", "task", "expires", "owner"]
-    return _table(headers, rows, state_col=-1)
+    return table_bundle(headers, rows, state_col=-1)
 
 
 def run_overlay_command(client: Client, args: argparse.Namespace) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .client import Client
-from .display import Bundle, show
+from .display import Bundle, show, table_bundle
 from .vps_apps import (
     JUPYTER_PORT,
     TENSORBOARD_PORT,
@@ -109,18 +109,7 @@ def vps_bundle(items: Sequence[dict[str, Any]]) -> Bundle:
     if not items:
         text = "no VPSes (create one with %river vps create)"
         return {"text/plain": text, "text/html": f"<p>{html.escape(text)}</p>"}
-    rows = [_row(v) for v in items]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in _COLUMNS)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows
-    )
-    return {
-        "text/plain": "\n".join(line.rstrip() for line in lines),
-        "text/html": f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
-    }
+    return table_bundle(_COLUMNS, [_row(v) for v in items], state_col=_COLUMNS.index("state"))
 
 
 def _create_body(args: argparse.Namespace) -> dict[str, Any]:

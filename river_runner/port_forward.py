@@ -99,19 +99,38 @@ async def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
     return data[:end], data[end:]
 
 
-def closing_head(head: bytes) -> bytes:
+def closing_head(head: bytes, prefix: str = "") -> bytes:
     """The response head saying `Connection: close` unless it switches protocols: the
-    connection ends with this response, so the client must not reuse it."""
+    connection ends with this response, so the client must not reuse it. With the proxy's
+    `prefix` (X-Forwarded-Prefix), a redirect to an absolute path outside it (an app that
+    does not know it is proxied: `Location: /login`) is moved under it."""
     lines = head.decode("latin-1").split("\r\n")
     status = lines[0].split()
     if len(status) > 1 and status[1] == "101":
         return head
-    kept = [line for line in lines[1:] if line and not _is_connection_header(line)]
+    kept = []
+    for line in lines[1:]:
+        if not line or _header_name(line) in ("connection", "keep-alive"):
+            continue
+        if prefix and _header_name(line) == "location":
+            line = f"Location: {prefixed_location(line.split(':', 1)[1].strip(), prefix)}"
+        kept.append(line)
     return ("\r\n".join([lines[0], *kept, "Connection: close"]) + "\r\n\r\n").encode("latin-1")
 
 
-def _is_connection_header(line: str) -> bool:
-    return line.split(":", 1)[0].strip().lower() in ("connection", "keep-alive")
+def prefixed_location(location: str, prefix: str) -> str:
+    """`/login` -> `PREFIX/login`; full URLs, relative paths and paths already under the
+    prefix are left alone."""
+    prefix = prefix.rstrip("/")
+    if not location.startswith("/") or location.startswith("//"):
+        return location
+    if location == prefix or location.startswith(prefix + "/"):
+        return location
+    return prefix + location
+
+
+def _header_name(line: str) -> str:
+    return line.split(":", 1)[0].strip().lower()
 
 
 class _ForwardBase(RunnerHandler):
@@ -153,7 +172,8 @@ class ForwardHandler(_ForwardBase):
         try:
             await loop.sock_sendall(upstream, head + body)
             answer, rest = await read_head(upstream)
-            await loop.sock_sendall(downstream, closing_head(answer) + rest)
+            prefix = request.headers.get("X-Forwarded-Prefix", "")
+            await loop.sock_sendall(downstream, closing_head(answer, prefix) + rest)
         except OSError:
             downstream.close()
             upstream.close()

@@ -172,18 +172,21 @@ class SshProxy:
         with self.river.sessions() as session:
             row = session.scalar(sql_select(db.User).where(db.User.name == user))
             role = row.role if row is not None else None
-            token_user = user_for_token(session, password) if password else None
-        if role is None:
-            return None
+            token_user = user_for_token(session, password) if password is not None else None
         task = self.river.vps.current(vps_id)
-        if task is None or (task.owner != user and not role_at_least(role, "operator")):
-            log.info("SSH login %r refused: no such VPS of theirs", username)
-            return None
+        # The credential is checked first, whatever the name and VPS: a refusal costs the
+        # same (bcrypt included) and so tells nothing about which users or VPSes exist.
         if key is not None:
-            ok = task.owner == user and _same_key(task.spec["vps"].get("public_key"), key)
+            ok = task is not None and task.owner == user
+            ok = ok and _same_key(task.spec["vps"].get("public_key"), key)
         else:
             ok = self._password_ok(user, password or "", token_user)
-        return Target(user=user, vps_id=vps_id, task=task) if ok else None
+        if not ok or role is None or task is None:
+            return None
+        if task.owner != user and not role_at_least(role, "operator"):
+            log.info("SSH login %r refused: not their VPS", username)
+            return None
+        return Target(user=user, vps_id=vps_id, task=task)
 
     def _password_ok(self, user: str, password: str, token_user: Any) -> bool:
         if token_user is not None:

@@ -29,29 +29,28 @@ Why it looks the way it does:
   network would give docker's default bridge the default route, and overlay traffic to other
   runners would leave through it). A task that presented an IP reservation
   (`launch.overlay_ip`) gets exactly that address; any other gets the lowest free address of
-  the docker network's range, picked here so that RIVER_OVERLAY_IP can be set before start.
+  the docker network's range, picked before the start so that RIVER_OVERLAY_IP can be set
+  (river_runner.backends.docker_overlay).
+
+Beside this module: river_runner.backends.docker_logs parses the log's frames and timestamps,
+and river_runner.backends.docker_vps holds the VPS operations (terminals, exec, snapshots,
+the forwarding address) that DockerBackend inherits from DockerVpsOps.
 """
 
 from __future__ import annotations
 
 import asyncio
-import calendar
 import collections
 import contextlib
-import functools
-import http.client
-import io
-import ipaddress
 import json
 import logging
 import os
 import re
 import shutil
-import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +62,9 @@ import docker.types
 import requests
 
 from river_runner.backends.base import Backend, ExitCallback, Outcome, OutputCallback, TaskLaunch
+from river_runner.backends.docker_logs import docker_time_ns, frame_batches, parse_docker_time
+from river_runner.backends.docker_overlay import OverlayAddresses
+from river_runner.backends.docker_vps import DockerVpsOps
 from river_runner.containers import (
     CONTAINER_SHARED_DIR,
     CONTAINER_TASK_DIR,
@@ -72,7 +74,6 @@ from river_runner.containers import (
     env_tarball,
 )
 from river_runner.containers import parse_mount as _parse_mount
-from river_runner.overlay_spec import FIRST_WORKLOAD_OFFSET
 from river_runner.protocol import TaskState
 
 log = logging.getLogger("river.runner.docker")
@@ -94,9 +95,6 @@ CATCH_UP_TAIL = 64  # looked at first: the follow usually misses only the last f
 ENDLESS_LINE = 65536  # flush a line without newline in pieces past this size
 
 _STREAMS = {1: "stdout", 2: "stderr"}
-
-OVERLAY_ENV = "RIVER_OVERLAY_IP"  # the container's address on the overlay, when it has one
-OVERLAY_START_ATTEMPTS = 3  # a picked address someone else took meanwhile: try the next one
 
 
 def gpu_device_requests(gpus: list[int]) -> list[docker.types.DeviceRequest]:
@@ -130,27 +128,6 @@ def parse_mount(spec: str) -> str:
     return _parse_mount(spec)
 
 
-def docker_time_ns(stamp: bytes | str) -> int:
-    """RFC 3339 with nanoseconds ("2026-01-02T03:04:05.123456789Z") to epoch nanoseconds."""
-    text = stamp.decode() if isinstance(stamp, bytes) else stamp
-    base, _, frac = text.rstrip("Z").partition(".")
-    digits = (frac + "000000000")[:9]
-    if not digits.isdigit():
-        raise ValueError(f"bad timestamp {text!r}")
-    return _epoch_seconds(base) * 1_000_000_000 + int(digits)
-
-
-def parse_docker_time(stamp: bytes | str) -> float:
-    """Epoch seconds of a log timestamp (see docker_time_ns)."""
-    return docker_time_ns(stamp) / 1e9
-
-
-@functools.lru_cache(maxsize=256)
-def _epoch_seconds(base: str) -> int:
-    # strptime is slow (tens of microseconds); a burst of lines shares a few seconds.
-    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
-
-
 def outcome_from_state(state: dict[str, Any], kill_requested: bool) -> Outcome:
     """Map a container's State (from inspect) to the host's vocabulary."""
     code = state.get("ExitCode")
@@ -166,48 +143,6 @@ def outcome_from_state(state: dict[str, Any], kill_requested: bool) -> Outcome:
     if state.get("Error"):
         detail += f": {state['Error']}"
     return Outcome(TaskState.FAILED, code, detail)
-
-
-def _body_pieces(response: Any) -> Iterator[bytes] | None:
-    """The body of a streamed response as it arrives, or None without a way to do that.
-
-    The daemon sends each log frame as its own HTTP chunk, and urllib3 plus http.client
-    spend ~40 us per chunk; de-chunking straight from the connection's buffered reader is
-    several times faster. Falls back to urllib3's read1 when the response is not the
-    expected http.client one."""
-    inner = getattr(response.raw, "_fp", None)
-    fp = getattr(inner, "fp", None)
-    if (
-        isinstance(inner, http.client.HTTPResponse)
-        and isinstance(fp, io.BufferedReader)
-        and inner.chunked
-        and inner.chunk_left is None  # nothing of the body read yet
-    ):
-        return _dechunk(fp)
-    read1 = getattr(response.raw, "read1", None)  # urllib3 >= 2: what is available
-    if read1 is None:
-        return None
-    return iter(lambda: read1(1 << 16), b"")
-
-
-def _dechunk(fp: io.BufferedReader) -> Iterator[bytes]:
-    while True:
-        size_line = fp.readline(1024)
-        try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            return  # end of stream (b"") or not chunked after all
-        if size == 0:
-            fp.readline(1024)  # the empty trailer line ends the body
-            return
-        left = size
-        while left:
-            piece = fp.read1(min(left, 1 << 16))
-            if not piece:
-                return
-            left -= len(piece)
-            yield piece
-        fp.readline(16)  # CRLF after the chunk
 
 
 def _safe_name(text: str) -> str:
@@ -236,7 +171,7 @@ class _Watched:
     waiter: threading.Thread | None = None
 
 
-class DockerBackend(Backend):
+class DockerBackend(DockerVpsOps, Backend):
     name = "docker"
 
     def __init__(
@@ -277,8 +212,7 @@ class DockerBackend(Backend):
         # The docker network on the runner's overlay bridge, set by the agent once it exists
         # (OverlayMember); None: containers stay on the daemon's default network.
         self.overlay_network: str | None = None
-        self._overlay_lock = threading.Lock()
-        self._overlay_pending: set[str] = set()  # picked, container not started yet
+        self.overlay_addresses = OverlayAddresses(client)
 
     def _detect_gpu_runtime(self) -> bool:
         """GPU device requests work when the daemon has the NVIDIA runtime registered, or the
@@ -360,71 +294,13 @@ class DockerBackend(Backend):
         if self.overlay_network:
             config["network"] = self.overlay_network  # instead of the default bridge
             if launch.overlay_ip:
-                self._set_overlay_address(config, launch.overlay_ip)
+                self.overlay_addresses.set_address(config, launch.overlay_ip)
         elif launch.overlay_ip:
             raise RuntimeError(
                 f"task {launch.task_id} reserved overlay address {launch.overlay_ip}, but this "
                 "runner's docker network for the overlay is not up (see the runner's log)"
             )
         return config
-
-    def _set_overlay_address(self, config: dict[str, Any], address: str) -> None:
-        config["environment"][OVERLAY_ENV] = address
-        config["networking_config"] = {
-            config["network"]: self.api.create_endpoint_config(ipv4_address=address)
-        }
-
-    def _claim_overlay_address(self, network_name: str, skip: set[str]) -> str:
-        """The lowest free address of the overlay network's range (blocking); held in
-        `_overlay_pending` until the caller releases it (after the container started).
-
-        Free: not the gateway or an auxiliary address, not used by a container on the
-        network, not picked for a container still starting, not in `skip`."""
-        network = self.client.networks.get(network_name)
-        attrs = network.attrs or {}
-        pools = (attrs.get("IPAM") or {}).get("Config") or []
-        if not pools:
-            raise RuntimeError(f"docker network {network_name} has no IPv4 subnet")
-        pool = pools[0]
-        subnet = ipaddress.IPv4Network(pool["Subnet"])
-        pick_from = ipaddress.IPv4Network(pool.get("IPRange") or pool["Subnet"])
-        taken = set(skip)
-        if pool.get("Gateway"):
-            taken.add(pool["Gateway"])
-        taken.update((pool.get("AuxiliaryAddresses") or {}).values())
-        for endpoint in (attrs.get("Containers") or {}).values():
-            address = (endpoint.get("IPv4Address") or "").split("/")[0]
-            if address:
-                taken.add(address)
-        first = max(
-            int(pick_from.network_address), int(subnet.network_address) + FIRST_WORKLOAD_OFFSET
-        )
-        last = min(int(pick_from.broadcast_address), int(subnet.broadcast_address) - 1)
-        with self._overlay_lock:
-            for number in range(first, last + 1):
-                address = str(ipaddress.IPv4Address(number))
-                if address not in taken and address not in self._overlay_pending:
-                    self._overlay_pending.add(address)
-                    return address
-        raise RuntimeError(f"docker network {network_name}: no free address in {pick_from}")
-
-    def _start_on_overlay(self, config: dict[str, Any], task_id: int) -> tuple[str, bool]:
-        """Create and start a container at a picked overlay address (blocking)."""
-        skip: set[str] = set()
-        for attempt in range(1, OVERLAY_START_ATTEMPTS + 1):
-            address = self._claim_overlay_address(config["network"], skip)
-            try:
-                self._set_overlay_address(config, address)
-                return self._create_and_start_now(config, task_id)
-            except RuntimeError as exc:
-                if "already in use" not in str(exc).lower() or attempt == OVERLAY_START_ATTEMPTS:
-                    raise
-                log.info("task %s: overlay address %s is taken; trying another", task_id, address)
-                skip.add(address)
-            finally:
-                with self._overlay_lock:
-                    self._overlay_pending.discard(address)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def ensure_environment(self, name: str) -> str:
         """The local image of tarball environment `name`, loaded from the shared dir when this
@@ -495,7 +371,7 @@ class DockerBackend(Backend):
         if environment:
             config["image"] = self.ensure_environment(environment)
         if config.get("network") and "networking_config" not in config:
-            return self._start_on_overlay(config, task_id)
+            return self.overlay_addresses.start(config, task_id, self._create_and_start_now)
         return self._create_and_start_now(config, task_id)
 
     def _create_and_start_now(self, config: dict[str, Any], task_id: int) -> tuple[str, bool]:
@@ -589,36 +465,6 @@ class DockerBackend(Backend):
         self.api._raise_for_status(response)
         return response
 
-    @staticmethod
-    def _frame_batches(response: Any) -> Iterator[list[tuple[int, bytes]]]:
-        """Multiplexed frames (stream id, payload), in batches of what has arrived."""
-        pieces = _body_pieces(response)
-        if pieces is None:  # no incremental reader: one frame at a time, exact reads
-            raw = response.raw
-            while True:
-                header = raw.read(8)
-                if not header or len(header) < 8:
-                    return
-                stream_id, length = struct.unpack(">BxxxL", header)
-                data = raw.read(length) if length else b""
-                if length and not data:
-                    return
-                yield [(stream_id, data)]
-        buffer = b""
-        for piece in pieces:
-            buffer = buffer + piece if buffer else piece
-            batch, pos = [], 0
-            while len(buffer) - pos >= 8:
-                stream_id, length = struct.unpack_from(">BxxxL", buffer, pos)
-                if len(buffer) - pos - 8 < length:
-                    break
-                if length:
-                    batch.append((stream_id, buffer[pos + 8 : pos + 8 + length]))
-                pos += 8 + length
-            buffer = buffer[pos:]
-            if batch:
-                yield batch
-
     def _read_log(self, watched: _Watched) -> None:
         """Follow the log while the container runs (reader thread)."""
         try:
@@ -626,7 +472,7 @@ class DockerBackend(Backend):
         except (docker.errors.DockerException, requests.RequestException) as exc:
             log.warning("task %s: cannot follow the container log: %s", watched.task_id, exc)
             return
-        watched.stream = docker.types.CancellableStream(self._frame_batches(response), response)
+        watched.stream = docker.types.CancellableStream(frame_batches(response), response)
         try:
             for batch in watched.stream:
                 self._consume(watched, batch)
@@ -659,7 +505,7 @@ class DockerBackend(Backend):
             response = self._open_log(watched.container_id, follow=False)
             with contextlib.closing(response):
                 skip = watched.frames_seen
-                for batch in self._frame_batches(response):
+                for batch in frame_batches(response):
                     self._consume(watched, batch[skip:])
                     skip = max(0, skip - len(batch))
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
@@ -670,7 +516,7 @@ class DockerBackend(Backend):
     def _read_frames(self, container_id: str, **query: Any) -> list[tuple[int, bytes]]:
         response = self._open_log(container_id, follow=False, **query)
         with contextlib.closing(response):
-            return [frame for batch in self._frame_batches(response) for frame in batch]
+            return [frame for batch in frame_batches(response) for frame in batch]
 
     def _consume(self, watched: _Watched, frames: list[tuple[int, bytes]]) -> None:
         """Split frames into lines and hand them to the loop in one call."""
@@ -824,94 +670,6 @@ class DockerBackend(Backend):
     async def resume(self, task_id: int) -> bool:
         return await self._set_paused(task_id, False)
 
-    # ---- exec with a TTY (VPS terminals) ---------------------------------------------
-    def open_exec(self, task_id: int, command: list[str]) -> tuple[str, Any] | None:
-        """Start `command` in the task's container with a TTY (blocking); (exec id, raw
-        socket) or None when the task does not run here."""
-        watched = self._tasks.get(task_id)
-        if watched is None:
-            return None
-        created = self.api.exec_create(
-            watched.container_id,
-            command,
-            stdin=True,
-            tty=True,
-            environment={"TERM": "xterm-256color"},
-        )
-        sock = self.api.exec_start(created["Id"], tty=True, socket=True)
-        raw = getattr(sock, "_sock", sock)
-        raw.settimeout(None)  # the client's read timeout would end an idle shell
-        return created["Id"], raw
-
-    def run_exec(
-        self, task_id: int, command: list[str], detach: bool, limit: int = 1 << 20
-    ) -> dict[str, Any] | None:
-        """Run `command` in the task's container (blocking): detached (it keeps running; no
-        answer but its start), or to its end with its exit code and (at most `limit`
-        bytes of) its merged output. None when the task does not run here."""
-        watched = self._tasks.get(task_id)
-        if watched is None:
-            return None
-        created = self.api.exec_create(watched.container_id, command, stdout=True, stderr=True)
-        if detach:
-            self.api.exec_start(created["Id"], detach=True)
-            return {"detached": True}
-        output = self.api.exec_start(created["Id"]) or b""
-        code = self.api.exec_inspect(created["Id"]).get("ExitCode")
-        return {"exit_code": code, "output": output[-limit:].decode("utf-8", "replace")}
-
-    def resize_exec(self, exec_id: str, rows: int, cols: int) -> None:
-        with contextlib.suppress(docker.errors.APIError):
-            self.api.exec_resize(exec_id, height=rows, width=cols)
-
-    # ---- VPS snapshots ----------------------------------------------------------------
-    def _snapshot_tags(self, repository: str) -> list[int]:
-        numbers: set[int] = set()
-        for image in self.client.images.list(name=repository):
-            for tag in image.tags:
-                repo, _, number = tag.rpartition(":")
-                if repo == repository and number.isdigit():
-                    numbers.add(int(number))
-        return sorted(numbers)
-
-    async def snapshot(self, task_id: int, repository: str, keep: int) -> dict[str, Any] | None:
-        """`docker commit` the task's container to `repository:<n+1>` and keep the newest
-        `keep` tags of `repository`; None when the task does not run here."""
-        watched = self._tasks.get(task_id)
-        if watched is None:
-            return None
-
-        def work() -> dict[str, Any]:
-            numbers = self._snapshot_tags(repository)
-            number = (numbers[-1] if numbers else 0) + 1
-            self.api.commit(
-                watched.container_id,
-                repository=repository,
-                tag=str(number),
-                pause=not watched.paused,  # a paused container is already frozen
-            )
-            numbers.append(number)
-            for old in numbers[: max(0, len(numbers) - max(1, keep))]:
-                with contextlib.suppress(docker.errors.APIError):
-                    self.client.images.remove(f"{repository}:{old}")
-            kept = self._snapshot_tags(repository)
-            return {"image": f"{repository}:{number}", "snapshots": kept}
-
-        return await self._call(work)
-
-    async def forget_snapshots(self, repository: str, only: list[int] | None = None) -> list[int]:
-        """Remove the tags `only` of `repository` (every tag: a deleted VPS); the numbers
-        removed."""
-
-        def work() -> list[int]:
-            numbers = [n for n in self._snapshot_tags(repository) if only is None or n in only]
-            for number in numbers:
-                with contextlib.suppress(docker.errors.APIError):
-                    self.client.images.remove(f"{repository}:{number}", force=True)
-            return numbers
-
-        return await self._call(work)
-
     def running(self) -> dict[int, str]:
         return {tid: ("paused" if w.paused else "running") for tid, w in self._tasks.items()}
 
@@ -970,21 +728,3 @@ class DockerBackend(Backend):
         if self._owns_client:
             with contextlib.suppress(Exception):
                 self.client.close()
-
-    # ---- port forwarding ----------------------------------------------------------------
-    def forward_address(self, task_id: int) -> str | None:
-        """The container's address on a network this runner reaches it by (blocking): the
-        default bridge where it has one, else its first network."""
-        watched = self._tasks.get(task_id)
-        if watched is None:
-            return None
-        try:
-            attrs = self.api.inspect_container(watched.container_id)
-        except docker.errors.APIError:
-            return None
-        networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
-        ordered = sorted(networks.items(), key=lambda item: item[0] != "bridge")
-        for _, network in ordered:
-            if network.get("IPAddress"):
-                return network["IPAddress"]
-        return None

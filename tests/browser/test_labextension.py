@@ -50,6 +50,23 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
+def remove_containers(runner_name: str) -> None:
+    """Containers a docker runner of a test left (it may be stopped before it removes an
+    ended task's container)."""
+    import docker
+    import docker.errors
+
+    from tests.docker.conftest import containers_of
+
+    client = docker.from_env(version="auto")
+    try:
+        for container in containers_of(client, runner_name):
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True, v=True)
+    finally:
+        client.close()
+
+
 def kill_quietly(cluster: Cluster, task_ids: list[str]) -> None:
     for task_id in task_ids:
         with contextlib.suppress(Exception):
@@ -256,6 +273,7 @@ def test_vps_terminal_opens_a_terminal_tab_into_the_container(page: Any, lab: Cl
         with contextlib.suppress(Exception):
             lab.request("DELETE", f"/river/api/vps/{vps['id']}")
         runner.kill(signal.SIGTERM)
+        remove_containers("vpsdock")
 
 
 def test_jupyter_started_in_a_vps_opens_from_the_launcher(page: Any, lab: Cluster) -> None:
@@ -301,6 +319,7 @@ def test_jupyter_started_in_a_vps_opens_from_the_launcher(page: Any, lab: Cluste
         with contextlib.suppress(Exception):
             lab.request("DELETE", f"/river/api/vps/{vps['id']}")
         runner.kill(signal.SIGTERM)
+        remove_containers("appdock")
 
 
 def test_runner_going_offline_and_back_shows_without_reload(page: Any, lab: Cluster) -> None:

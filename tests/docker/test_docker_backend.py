@@ -17,12 +17,8 @@ from typing import Any
 import pytest
 
 from river_runner.backends.base import Outcome, TaskLaunch
-from river_runner.backends.docker import (
-    LABEL_GPUS,
-    DockerBackend,
-    gpu_device_requests,
-    parse_docker_time,
-)
+from river_runner.backends.docker import LABEL_GPUS, DockerBackend, gpu_device_requests
+from river_runner.backends.docker_logs import parse_docker_time
 from river_runner.protocol import TaskState
 
 TIMEOUT = 60.0  # generous bound for any single task in these tests

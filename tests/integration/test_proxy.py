@@ -39,11 +39,15 @@ class Blob(web.RequestHandler):
         self.set_header("Content-Type", "application/octet-stream")
         self.finish(BLOB)
 
+class Go(web.RequestHandler):
+    def get(self):
+        self.redirect(self.get_argument("to"))
+
 class Ws(websocket.WebSocketHandler):
     def on_message(self, message):
         self.write_message("echo:" + message)
 
-app = web.Application([(r"/blob", Blob), (r".*/ws", Ws), (r"(.*)", Echo)])
+app = web.Application([(r"/blob", Blob), (r".*/go", Go), (r".*/ws", Ws), (r"(.*)", Echo)])
 app.listen(int(sys.argv[1]), address="127.0.0.1")
 print("listening", flush=True)
 ioloop.IOLoop.current().start()
@@ -149,3 +153,22 @@ def test_nothing_listening_is_502(proxied: dict[str, Any]) -> None:
     url = f"{cluster.url}/river/proxy/{proxied['task']['id']}/{free_port()}/"
     response = httpx.get(url, headers=cluster.headers)
     assert response.status_code == 502
+
+
+def test_redirects_stay_under_the_proxy(proxied: dict[str, Any]) -> None:
+    """An app that does not know its prefix redirects to `/login`: the browser must land
+    on `/river/proxy/ID/PORT/login`, not on the host's own /login. Apps that know it (the
+    absolute form) and full URLs are left alone."""
+    cluster = proxied["cluster"]
+    prefix = f"/river/proxy/{proxied['task']['id']}/{proxied['port']}"
+    absolute = f"/river/proxy/absolute/{proxied['task']['id']}/{proxied['port']}"
+    cases = [
+        (f"{prefix}/go?to=/login", f"{prefix}/login"),
+        (f"{absolute}/go?to={absolute}/lab", f"{absolute}/lab"),
+        (f"{prefix}/go?to=http://example.invalid/x", "http://example.invalid/x"),
+        (f"{prefix}/go?to=relative/page", "relative/page"),
+    ]
+    for path, location in cases:
+        response = httpx.get(f"{cluster.url}{path}", headers=cluster.headers)
+        assert response.status_code == 302, (path, response.text)
+        assert response.headers["Location"] == location, path

@@ -130,5 +130,9 @@ def test_environment_table_has_a_text_fallback() -> None:
         ]
     )
     assert "torch" in bundle["text/plain"] and "b8dffc077927 running" in bundle["text/plain"]
-    assert "120M" in bundle["text/plain"] and "<table>" in bundle["text/html"]
+    assert "120M" in bundle["text/plain"]
+    assert (
+        "<table" in bundle["text/html"]
+        and "<td style='text-align:left'>torch</td>" in (bundle["text/html"])
+    )
     assert "no environments" in environments_bundle([])["text/plain"]

@@ -179,14 +179,14 @@ def test_docker_backend_puts_containers_on_the_overlay_network(tmp_path: Path) -
 def test_docker_backend_picks_the_lowest_free_overlay_address(tmp_path: Path) -> None:
     used = {"c1": {"IPv4Address": "10.128.64.3/18"}, "c2": {"IPv4Address": "10.128.64.5/18"}}
     backend = overlay_backend(tmp_path, used)
-    first = backend._claim_overlay_address("river-overlay", set())
-    second = backend._claim_overlay_address("river-overlay", set())  # first still starting
-    third = backend._claim_overlay_address("river-overlay", {"10.128.64.7"})
+    first = backend.overlay_addresses.claim("river-overlay", set())
+    second = backend.overlay_addresses.claim("river-overlay", set())  # first still starting
+    third = backend.overlay_addresses.claim("river-overlay", {"10.128.64.7"})
     assert (first, second, third) == ("10.128.64.4", "10.128.64.6", "10.128.64.8")
-    backend._overlay_pending.clear()
+    backend.overlay_addresses.pending.clear()
     full = overlay_backend(
         tmp_path,
         {str(i): {"IPv4Address": f"10.128.{64 + i // 256}.{i % 256}/18"} for i in range(8192)},
     )
     with pytest.raises(RuntimeError, match="no free address"):
-        full._claim_overlay_address("river-overlay", set())
+        full.overlay_addresses.claim("river-overlay", set())

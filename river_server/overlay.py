@@ -107,6 +107,23 @@ class IpReservation(db.Base):
     used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+def holds_address(task: db.Task) -> bool:
+    """Whether a task keeps its reserved overlay address: while it is not finished, and a
+    VPS incarnation for as long as its VPS exists (a stopped VPS restarts at the same
+    address; the reservation moves along the chain of incarnations)."""
+    if task.state not in _TERMINAL:
+        return True
+    record = (task.spec or {}).get("vps")
+    return task.kind == "vps" and isinstance(record, dict) and not record.get("deleted")
+
+
+def _holding_tasks(session: Session, task_ids: list[int]) -> set[int]:
+    if not task_ids:
+        return set()
+    tasks = session.scalars(select(db.Task).where(db.Task.id.in_(task_ids)))
+    return {task.id for task in tasks if holds_address(task)}
+
+
 @dataclass
 class OverlaySettings:
     enabled: bool = False
@@ -437,21 +454,9 @@ class OverlayService:
     def _busy_ips(self, session: Session, node: str, now: float) -> set[str]:
         rows = list(session.scalars(select(IpReservation).where(IpReservation.node == node)))
         task_ids = [r.task_id for r in rows if r.task_id is not None]
-        live_tasks = (
-            set(
-                session.scalars(
-                    select(db.Task.id).where(
-                        db.Task.id.in_(task_ids), db.Task.state.not_in(_TERMINAL)
-                    )
-                )
-            )
-            if task_ids
-            else set()
-        )
+        holding = _holding_tasks(session, task_ids)
         return {
-            r.ip
-            for r in rows
-            if (r.task_id is None and r.expires_at > now) or r.task_id in live_tasks
+            r.ip for r in rows if (r.task_id is None and r.expires_at > now) or r.task_id in holding
         }
 
     def _pick_node(self, session: Session) -> OverlayAllocation:
@@ -533,11 +538,12 @@ class OverlayService:
         raise OverlayError(409, f"every workload address of runner index {index} is taken")
 
     def reservation_json(
-        self, row: IpReservation, *, now: float | None = None, task_state: str | None = None
+        self, row: IpReservation, *, now: float | None = None, held: bool = False
     ) -> dict[str, Any]:
+        """`held`: its task still holds the address (holds_address)."""
         now = time.time() if now is None else now
         if row.task_id is not None:
-            state = "released" if task_state in _TERMINAL or task_state is None else "in_use"
+            state = "in_use" if held else "released"
         else:
             state = "expired" if row.expires_at <= now else "reserved"
         return {
@@ -559,10 +565,8 @@ class OverlayService:
             query = query.where(IpReservation.owner == owner)
         with self.river.sessions() as session:
             rows = list(session.scalars(query))
-            task_ids = [r.task_id for r in rows if r.task_id is not None]
-            query_states = select(db.Task.id, db.Task.state).where(db.Task.id.in_(task_ids))
-            states = {t: state for t, state in session.execute(query_states)} if task_ids else {}
-        return [self.reservation_json(r, now=now, task_state=states.get(r.task_id)) for r in rows]
+            holding = _holding_tasks(session, [r.task_id for r in rows if r.task_id is not None])
+        return [self.reservation_json(r, now=now, held=r.task_id in holding) for r in rows]
 
     def _find(self, session: Session, key: str) -> IpReservation | None:
         key = str(key).strip()
@@ -582,15 +586,13 @@ class OverlayService:
             row = self._find(session, key)
             if row is None or (row.owner != user and not role_at_least(role, "operator")):
                 raise OverlayError(404, f"no IP reservation {key}")
-            state = None
-            if row.task_id is not None:
-                task = session.get(db.Task, row.task_id)
-                state = task.state if task is not None else None
-            data = self.reservation_json(row, task_state=state)
+            task = session.get(db.Task, row.task_id) if row.task_id is not None else None
+            data = self.reservation_json(row, held=task is not None and holds_address(task))
             if data["state"] == "in_use":
+                assert task is not None
+                when = "the VPS is deleted" if task.kind == "vps" else "the task ends"
                 raise OverlayError(
-                    409,
-                    f"{row.ip} is in use by task {row.task_id}; it is released when the task ends",
+                    409, f"{row.ip} is in use by task {row.task_id}; it is released when {when}"
                 )
             session.delete(row)
         return {**data, "state": "released"}
@@ -611,7 +613,11 @@ class OverlayService:
             finished = 0
             for row in used:
                 task = session.get(db.Task, row.task_id)
-                if task is None or (task.state in _TERMINAL and (task.finished_at or 0) < cutoff):
+                if task is None or (
+                    not holds_address(task)
+                    and task.state in _TERMINAL
+                    and (task.finished_at or 0) < cutoff
+                ):
                     session.delete(row)
                     finished += 1
         return int(expired or 0) + finished
@@ -670,12 +676,35 @@ class OverlayService:
         spec["env"] = {**(spec.get("env") or {}), "RIVER_OVERLAY_IP": row.ip}
         return {**body, "target": target or row.node}
 
+    def inherit(
+        self, body: dict[str, Any], spec: dict[str, Any], previous_task: int
+    ) -> dict[str, Any]:
+        """A VPS restart: the new incarnation takes over the reserved address the previous
+        one held (claim() moves the reservation in the same transaction); the body comes
+        back pinned to the address's node. Nothing happens when it held none."""
+        with self.river.sessions() as session:
+            row = session.scalar(
+                select(IpReservation).where(IpReservation.task_id == previous_task)
+            )
+        if row is None:
+            return body
+        spec["overlay_ip"] = row.ip
+        spec["overlay_reservation"] = row.id
+        spec["overlay_inherited_from"] = previous_task
+        spec["env"] = {**(spec.get("env") or {}), "RIVER_OVERLAY_IP": row.ip}
+        return {**body, "target": body.get("target") or row.node}
+
     def claim(self, session: Session, task: db.Task) -> None:
-        """Spend the token of a task being stored (inside its transaction)."""
+        """Spend the token of a task being stored (inside its transaction), or move a VPS's
+        reservation to its new incarnation."""
         reservation_id = (task.spec or {}).get("overlay_reservation")
         if reservation_id is None:
             return
         row = session.get(IpReservation, reservation_id)
+        inherited = (task.spec or {}).get("overlay_inherited_from")
+        if row is not None and inherited is not None and row.task_id == inherited:
+            row.task_id = task.id
+            return
         if row is None or row.task_id is not None:
             raise SpecError(
                 "the IP reservation was released or used by another task meanwhile; "

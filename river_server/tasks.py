@@ -145,13 +145,19 @@ class TaskService:
         role: str = "user",
         *,
         vps: dict[str, Any] | None = None,
+        inherit_address_from: int | None = None,
     ) -> db.Task:
+        """Validate and store a task. `vps`: it is an incarnation of that VPS record;
+        `inherit_address_from`: the previous incarnation, whose reserved overlay address
+        this one takes over."""
         kind, spec = _validate_spec(body)
         if vps is not None:  # a VPS incarnation (river_server.vps): a long-lived container
             kind = "vps"
             spec["vps"] = vps
         # A reserved overlay address (ip_token): recorded in spec, pins the reservation's node.
         body = self.river.overlay.apply_ip_token(body, owner, role, spec)
+        if inherit_address_from is not None:
+            body = self.river.overlay.inherit(body, spec, inherit_address_from)
         array = parse_array(body)
         if array is not None:
             spec["array"] = array

@@ -319,7 +319,9 @@ class VpsService:
         record["apps"] = []  # started apps end with the container
         record["incarnation"] = int(record.get("incarnation", 0)) + 1
         task_body = self._task_body(body, image, self.authorized_keys(record))
-        return self.river.tasks.submit(task.owner, task_body, role=role, vps=record)
+        return self.river.tasks.submit(
+            task.owner, task_body, role=role, vps=record, inherit_address_from=task.id
+        )
 
     async def control(self, task: db.Task, action: str) -> db.Task:
         if action in ("pause", "resume"):

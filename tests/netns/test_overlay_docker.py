@@ -344,5 +344,58 @@ def test_container_without_reservation_gets_a_docker_range_address(
     assert any(line.startswith("echoed from-container-") for line in lines), lines
 
 
+def test_a_vps_keeps_its_reserved_address_across_stop_and_restart(
+    docker_overlay: DockerOverlay,
+) -> None:
+    net, api = docker_overlay, docker_overlay.cluster.api
+    held = api.request("POST", "/river/api/overlay/reservations", json={"node": "d1", "ttl": 120})
+    assert held.status_code == 201, held.text
+    reservation = held.json()["reservation"]
+    created = api.request(
+        "POST",
+        "/river/api/vps",
+        json={"cores": 0, "name": "addr", "ip_token": reservation["token"]},
+    )
+    assert created.status_code == 201, created.text
+    vps_id = created.json()["vps"]["id"]
+
+    def vps_state(wanted: str) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            vps = api.get(f"/river/api/vps/{vps_id}")["vps"]
+            return vps if vps["state"] == wanted else None
+
+        return wait_for(check, 60, f"VPS {vps_id} to be {wanted}")
+
+    def address_of(task_id: str) -> str:
+        container = container_of(net, task_id)
+        assert container is not None, f"no container for task {task_id}"
+        return container.attrs["NetworkSettings"]["Networks"]["river-overlay"]["IPAddress"]
+
+    first = vps_state("running")
+    assert address_of(first["task_id"]) == reservation["ip"]
+    try:
+        assert api.request("POST", f"/river/api/vps/{vps_id}/stop").status_code == 200
+        vps_state("stopped")
+        # Stopped, the VPS still holds its address: a new reservation gets another one.
+        other = api.request("POST", "/river/api/overlay/reservations", json={"node": "d1"})
+        assert other.status_code == 201, other.text
+        assert other.json()["reservation"]["ip"] != reservation["ip"]
+        api.request(
+            "DELETE", f"/river/api/overlay/reservations/{other.json()['reservation']['id']}"
+        )
+
+        assert api.request("POST", f"/river/api/vps/{vps_id}/restart").status_code == 200
+        again = vps_state("running")
+        assert again["task_id"] != first["task_id"]
+        assert address_of(again["task_id"]) == reservation["ip"]
+        rows = api.get("/river/api/overlay/reservations")["reservations"]
+        row = next(r for r in rows if r["id"] == reservation["id"])
+        assert (row["state"], row["task_id"]) == ("in_use", again["task_id"])
+    finally:
+        api.request("DELETE", f"/river/api/vps/{vps_id}")
+    rows = api.get("/river/api/overlay/reservations")["reservations"]
+    assert next(r for r in rows if r["id"] == reservation["id"])["state"] == "released"
+
+
 def _rx_packets(shown: str) -> int:
     return json.loads(shown)[0]["stats64"]["rx"]["packets"]

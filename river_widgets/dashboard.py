@@ -28,6 +28,7 @@ from river_magics.client import Client, is_terminal
 from river_magics.display import _STATE_COLORS, status_text
 from river_magics.errors import RiverError
 from river_runner.spec import format_memory
+from river_widgets.vps_cards import VpsCard
 
 HISTORY = 60  # samples of node load kept for the sparklines
 MAX_TASKS = 15  # rows of "my tasks"
@@ -173,8 +174,11 @@ class Dashboard:
         self.error: str | None = None
         self.logs_for: str | None = None
 
+        self.vps: dict[str, dict[str, Any]] = {}  # my VPSes, by ID
         self._node_rows: dict[str, _NodeRow] = {}
         self._task_rows: dict[str, _TaskRow] = {}
+        self._vps_cards: dict[str, VpsCard] = {}
+        self.vps_box = widgets.VBox()
         self.header = widgets.HTML()
         self.nodes_box = widgets.VBox()
         self.queue_html = widgets.HTML()
@@ -190,6 +194,8 @@ class Dashboard:
                 widgets.HTML("<b>My tasks</b>"),
                 self.tasks_box,
                 self.logs_html,
+                widgets.HTML("<b>My VPSes</b>"),
+                self.vps_box,
             ]
         )
         if start:
@@ -297,12 +303,14 @@ class Dashboard:
         nodes = client.nodes()
         queue = client.tasks(all=True, state="queued")
         mine = client.tasks() if first else client.tasks(state="queued,assigning,running,paused")
+        vpses = client.vps_list()
         with self._lock:
             self.queue = sorted(queue, key=lambda t: (t.get("queue_position") or 0, t["id"]))
             self.error = None
             self.refreshes += 1
         self._apply_nodes(nodes, sample=True)
         self._apply_tasks(mine[: self.max_tasks * 2] if first else mine)
+        self._apply_vps(vpses)
 
     # ---- state --------------------------------------------------------------------------
     def _apply_nodes(self, nodes: list[dict[str, Any]], *, sample: bool) -> None:
@@ -332,6 +340,15 @@ class Dashboard:
             self._render_tasks()
             self._render_queue()
             self._render_header()
+
+    def _apply_vps(self, vpses: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self.vps = {str(v["id"]): v for v in vpses}
+            self._render_vps()
+
+    def _refresh_vps(self) -> None:
+        """After a card changed its VPS (an app started): re-read the VPSes."""
+        self._guard(lambda: self._apply_vps(self.client.vps_list()))
 
     def kill(self, task_id: str) -> dict[str, Any] | None:
         """What the kill button does: ask the host to end the task."""
@@ -430,6 +447,21 @@ class Dashboard:
         if not shown:
             self.tasks_box.children = (widgets.HTML("<i>no tasks yet</i>"),)
 
+    def _render_vps(self) -> None:
+        for vps_id, vps in self.vps.items():
+            card = self._vps_cards.get(vps_id)
+            if card is None:
+                card = self._vps_cards[vps_id] = VpsCard(self.client, vps_id, self._refresh_vps)
+            card.update(vps)
+        for vps_id in [v for v in self._vps_cards if v not in self.vps]:
+            self._vps_cards.pop(vps_id).box.close()
+        if not self.vps:
+            self.vps_box.children = (widgets.HTML("<i>no VPSes</i>"),)
+            return
+        boxes = tuple(self._vps_cards[v].box for v in sorted(self.vps, reverse=True))
+        if self.vps_box.children != boxes:
+            self.vps_box.children = boxes
+
     # ---- for tests and scripts -----------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """What the dashboard shows, as plain data (widget values included)."""
@@ -466,6 +498,17 @@ class Dashboard:
                     task_id: {"label": row.label.value, "kill_disabled": row.kill.disabled}
                     for task_id, row in self._task_rows.items()
                 },
+                "vps": [
+                    {
+                        "id": vps_id,
+                        "state": self.vps[vps_id].get("state"),
+                        "label": card.label.value,
+                        "links": card.links.value,
+                        "note": card.note.value,
+                        "ssh_disabled": card.ssh.disabled,
+                    }
+                    for vps_id, card in sorted(self._vps_cards.items(), reverse=True)
+                ],
                 "header": self.header.value,
                 "logs_for": self.logs_for,
                 "events": self.events,

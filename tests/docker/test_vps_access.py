@@ -304,3 +304,35 @@ def test_app_requests_get_clear_errors(
     ):
         answer = acluster.request("POST", path, json=body, **gina)
         assert answer.status_code == 400 and fix in answer.json()["message"], answer.text
+
+
+def test_dashboard_vps_card_gives_the_ssh_command_and_starts_jupyter(
+    acluster: Cluster, users: dict[str, str], vpses: dict[str, Any]
+) -> None:
+    from river_widgets import Dashboard
+
+    hal = vpses["hal"]
+    client = Client(acluster.url, users["hal"])
+    dashboard = Dashboard(client, start=False)
+    try:
+        dashboard.refresh()
+        (shown,) = dashboard.get_state()["vps"]  # hal's only, not gina's
+        assert shown["id"] == hal["id"] and shown["state"] == "running"
+        assert not shown["ssh_disabled"] and shown["links"] == ""
+        card = dashboard._vps_cards[hal["id"]]
+        card.ssh.click()
+        assert card.note.value == (
+            f"<code>ssh -p {hal['ssh_proxy_port']} hal+{hal['id']}@127.0.0.1</code>"
+        )
+        card.start_jupyter()  # what the button runs on its thread
+        assert "Jupyter is up" in card.note.value
+        links = dashboard.get_state()["vps"][0]["links"]
+        assert f"/river/proxy/absolute/{hal['id']}/8888/?token=" in links
+        url = links.split('href="')[1].split('"')[0].replace("&amp;", "&")
+        page = httpx.get(
+            url.replace("/?token=", "/api/status?token="), headers=as_user(users["hal"])["headers"]
+        )
+        assert page.status_code == 200
+    finally:
+        dashboard.close()
+        client.close()

@@ -52,6 +52,7 @@ export interface IPort {
   port: number;
   name?: string;
   path?: string;
+  ready_path?: string;
 }
 
 export interface IVps {
@@ -194,6 +195,35 @@ export class RiverAPI {
     const path = `vps/${encodeURIComponent(id)}/terminal`;
     return (await this.request<{ name: string }>(path, { method: 'POST' }))
       .name;
+  }
+
+  /** Start an app ("jupyter", "tensorboard") in a VPS; the VPS with it among its ports. */
+  async startApp(id: string, app: string): Promise<IVps> {
+    const path = `vps/${encodeURIComponent(id)}/apps`;
+    const init = { method: 'POST', body: JSON.stringify({ app }) };
+    return (await this.request<{ vps: IVps }>(path, init)).vps;
+  }
+
+  /** Poll a page under the base URL until it answers 200 (an app starting up). */
+  async waitReady(path: string, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const response = await ServerConnection.makeRequest(
+        this.pageUrl(path),
+        {},
+        this.settings
+      );
+      if (response.ok) {
+        return;
+      }
+      if (Date.now() > deadline) {
+        throw new RiverAPIError(
+          response.status,
+          `${path} did not answer in time`
+        );
+      }
+      await new Promise(resolve => setTimeout(resolve, 500));
+    }
   }
 
   /** Subscribe to the event stream; `query` is re-read on every reconnect. */

@@ -43,6 +43,7 @@ namespace CommandIDs {
   export const logs = 'river:open-logs';
   export const openPort = 'river:open-port';
   export const terminal = 'river:vps-terminal';
+  export const jupyter = 'river:vps-jupyter';
 }
 
 /** Launcher entries are kept for VPS ports with these names. */
@@ -77,7 +78,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
           port ? { id, port, ...(path ? { path } : {}) } : { id }
         ),
       terminal: vps =>
-        void commands.execute(CommandIDs.terminal, { id: vps.id })
+        void commands.execute(CommandIDs.terminal, { id: vps.id }),
+      jupyter: vps => void commands.execute(CommandIDs.jupyter, { id: vps.id })
     });
     panel.title.icon = riverIcon;
     shell.add(panel, 'left', { rank: 250 });
@@ -185,6 +187,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         await commands.execute('terminal:open', { name });
+      }
+    });
+
+    commands.addCommand(CommandIDs.jupyter, {
+      label: 'Start Jupyter in a River VPS',
+      execute: async args => {
+        const id = String(args.id);
+        // Opened now, while the click still counts as the user's: a window opened after
+        // the app is up would be a popup to block.
+        const win = window.open('', '_blank');
+        try {
+          const vps = await api.startApp(id, 'jupyter');
+          model.updateVps(vps);
+          const port = (vps.ports ?? []).find(p => p.name === 'jupyter');
+          if (!port?.path || !port.ready_path) {
+            throw new Error('the host did not record the Jupyter it started');
+          }
+          await api.waitReady(port.ready_path);
+          if (win) {
+            win.location.href = api.pageUrl(port.path);
+          }
+        } catch (error) {
+          win?.close();
+          await showErrorMessage('Could not start Jupyter', error as Error);
+        }
       }
     });
 

@@ -176,6 +176,14 @@ export class RiverModel implements IDisposable {
     }
   }
 
+  /** A VPS as the host just returned it (its ports, say), until the next re-read. */
+  updateVps(vps: IVps): void {
+    if (this.vps) {
+      this.vps = this.vps.map(known => (known.id === vps.id ? vps : known));
+      this._emit();
+    }
+  }
+
   /** Apply a task record we just got from an action (e.g. kill). */
   updateTask(task: ITask): void {
     this._apply('task', { task });

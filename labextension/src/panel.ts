@@ -13,6 +13,7 @@ export interface IPanelActions {
   logs(task: ITask): void;
   openPort(id: string, port?: number, path?: string): void;
   terminal(vps: IVps): void;
+  jupyter(vps: IVps): void;
 }
 
 type Child = Node | string | null | undefined | false;
@@ -340,6 +341,16 @@ export class RiverPanel extends Widget {
         if (this.model.terminalsSupported) {
           actions.append(
             button('Terminal', 'terminal', () => this.actions.terminal(vps))
+          );
+        }
+        if (!(vps.ports ?? []).some(port => port.name === 'jupyter')) {
+          actions.append(
+            button(
+              'Jupyter',
+              'start-jupyter',
+              () => this.actions.jupyter(vps),
+              'Start Jupyter in this VPS and open it'
+            )
           );
         }
         for (const port of vps.ports ?? []) {

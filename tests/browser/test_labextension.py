@@ -276,9 +276,12 @@ def test_vps_terminal_opens_a_terminal_tab_into_the_container(page: Any, lab: Cl
         remove_containers("vpsdock")
 
 
-def test_jupyter_started_in_a_vps_opens_from_the_launcher(page: Any, lab: Cluster) -> None:
-    """`%river vps jupyter`'s route records the app; the launcher shows "Jupyter on <vps>",
-    and opening it loads the VPS's Jupyter through the proxy with the browser's login."""
+def test_jupyter_button_starts_jupyter_in_a_vps_and_the_launcher_opens_it(
+    page: Any, lab: Cluster
+) -> None:
+    """The VPS card's "Jupyter" button starts Jupyter in the VPS (POST .../apps) and opens
+    it, through the proxy, with the browser's own login; then the launcher has "Jupyter on
+    <vps>", which opens the same page."""
     from tests.docker.conftest import DAEMON_PROBLEM
 
     if DAEMON_PROBLEM:
@@ -299,22 +302,28 @@ def test_jupyter_started_in_a_vps_opens_from_the_launcher(page: Any, lab: Cluste
         panel = open_panel(page)
         card = panel.locator(f'[data-section="vps"] [data-vps-id="{vps["id"]}"]')
         expect(card).to_have_attribute("data-state", "running", timeout=120_000)
-        started = lab.request("POST", f"/river/api/vps/{vps['id']}/apps", json={"app": "jupyter"})
-        assert started.status_code == 201, started.text
-        entry = started.json()["vps"]["ports"][0]
-        page.evaluate("window.jupyterapp.commands.execute('launcher:create')")
-        card_in_launcher = page.locator(".jp-LauncherCard:visible", has_text="Jupyter on jvps")
-        card_in_launcher = card_in_launcher.first  # the new launcher tab is the visible one
-        expect(card_in_launcher).to_be_visible(timeout=30_000)
         with page.context.expect_page(timeout=30_000) as opened:
-            card_in_launcher.click()
+            card.locator('[data-action="start-jupyter"]').click()
         popup = opened.value
-        assert popup.url == f"{lab.url}/{entry['path']}"
+        prefix = f"{lab.url}/river/proxy/absolute/{vps['id']}/8888/"
+        popup.wait_for_url(f"{prefix}**", timeout=90_000)
+        entry = lab.get(f"/river/api/vps/{vps['id']}")["vps"]["ports"][0]
+        assert popup.url.startswith(f"{lab.url}/{entry['path']}".split("?")[0])
         # The popup's cookies are the River login's: the proxy lets it through to the app.
         status = popup.request.get(f"{lab.url}/{entry['ready_path']}")
         assert status.status == 200 and "kernels" in status.json()
-        shot(page, "vps-jupyter-launcher")
         popup.close()
+        # Started, it is a port of the VPS: a button on the card and a launcher entry.
+        expect(card.locator('[data-action="open-port"]', has_text="jupyter")).to_be_visible()
+        expect(card.locator('[data-action="start-jupyter"]')).to_have_count(0)
+        page.evaluate("() => void window.jupyterapp.commands.execute('launcher:create')")
+        in_launcher = page.locator(".jp-LauncherCard:visible", has_text="Jupyter on jvps").first
+        expect(in_launcher).to_be_visible(timeout=30_000)
+        with page.context.expect_page(timeout=30_000) as again:
+            in_launcher.click()
+        again.value.wait_for_url(f"{prefix}**", timeout=30_000)
+        shot(page, "vps-jupyter-launcher")
+        again.value.close()
     finally:
         with contextlib.suppress(Exception):
             lab.request("DELETE", f"/river/api/vps/{vps['id']}")

@@ -304,6 +304,8 @@ class ProcessBackend(Backend):
             self._tail_task.cancel()
         for task_id in list(self._bells):
             self._close_bell(task_id)
+        # The fork server goes; supervisors it forked live on in their own sessions.
+        await asyncio.to_thread(self.zygote.close)
 
 
 def _alive(pid: int) -> bool:

@@ -51,18 +51,14 @@ def shot(page: Any, name: str) -> None:
 
 
 def remove_containers(runner_name: str) -> None:
-    """Containers a docker runner of a test left (it may be stopped before it removes an
-    ended task's container)."""
+    """Containers a docker runner of a test left (see tests/docker/conftest.py)."""
     import docker
-    import docker.errors
 
-    from tests.docker.conftest import containers_of
+    from tests.docker.conftest import remove_containers as remove
 
     client = docker.from_env(version="auto")
     try:
-        for container in containers_of(client, runner_name):
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True, v=True)
+        remove(client, runner_name)
     finally:
         client.close()
 

@@ -70,16 +70,22 @@ def containers_of(client: Any, runner_name: str) -> list[Any]:
     )
 
 
+def remove_containers(client: Any, runner_name: str) -> None:
+    """Remove whatever containers a test's runner left (it may be stopped between
+    reporting a task's end and removing its container)."""
+    for container in containers_of(client, runner_name):
+        # APIError covers NotFound and 409 "removal already in progress" (the backend
+        # removes a container just after reporting its end).
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True, v=True)
+
+
 @pytest.fixture
 def runner_name(docker_client: Any) -> Iterator[str]:
     """A runner name of its own per test; whatever it leaves behind is removed."""
     name = f"pytest-{uuid.uuid4().hex[:10]}"
     yield name
-    for container in containers_of(docker_client, name):
-        # APIError covers NotFound and 409 "removal already in progress" (the backend
-        # removes a container just after reporting its end).
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True, v=True)
+    remove_containers(docker_client, name)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ victim task keeps running. Skipped (by this directory's conftest) without a Dock
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import JOIN_TOKEN, Cluster
-from tests.docker.conftest import PYTHON_IMAGE, containers_of
+from tests.docker.conftest import PYTHON_IMAGE, containers_of, remove_containers
 
 try:
     import docker.errors
@@ -75,9 +74,7 @@ def guarded(cluster: Cluster, docker_client: Any) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
-        for container in containers_of(docker_client, NAME):
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True, v=True)
+        remove_containers(docker_client, NAME)
 
 
 def test_a_container_task_gets_no_power_over_the_runner_api(

@@ -26,7 +26,7 @@ from jupyter_client.manager import start_new_kernel
 from river_server import db
 from river_server.auth import create_token, ensure_user
 from tests.cluster import Cluster, wait_for
-from tests.docker.conftest import PYTHON_IMAGE, containers_of
+from tests.docker.conftest import PYTHON_IMAGE, remove_containers
 
 try:
     import docker.errors
@@ -63,9 +63,7 @@ def dcluster(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
     finally:
         cluster.close()
         for name in (DOCK, OTHER, ORPHAN):
-            for container in containers_of(docker_client, name):
-                with contextlib.suppress(docker.errors.APIError):
-                    container.remove(force=True, v=True)
+            remove_containers(docker_client, name)
 
 
 class Kernel:

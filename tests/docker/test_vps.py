@@ -21,7 +21,7 @@ import pytest
 from tornado import httpclient, websocket
 
 from tests.cluster import Cluster, as_user, wait_for
-from tests.docker.conftest import BUSYBOX_IMAGE, PYTHON_IMAGE, containers_of
+from tests.docker.conftest import BUSYBOX_IMAGE, PYTHON_IMAGE, containers_of, remove_containers
 from tests.docker.test_docker_cluster import Kernel
 
 try:
@@ -52,9 +52,7 @@ def vcluster(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
         yield cluster
     finally:
         cluster.close()
-        for container in containers_of(docker_client, NODE):
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True, v=True)
+        remove_containers(docker_client, NODE)
         for vps_id in created:
             for image in docker_client.images.list(name=f"river-vps/{vps_id}"):
                 for tag in image.tags:

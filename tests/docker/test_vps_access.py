@@ -31,7 +31,7 @@ from tornado import httpclient, websocket
 from river_magics.client import Client
 from river_magics.vps_apps import start_jupyter
 from tests.cluster import Cluster, as_user, wait_for
-from tests.docker.conftest import containers_of
+from tests.docker.conftest import containers_of, remove_containers
 
 try:
     import docker.errors
@@ -61,9 +61,7 @@ def acluster(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
         yield cluster
     finally:
         cluster.close()
-        for container in containers_of(docker_client, NODE):
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True, v=True)
+        remove_containers(docker_client, NODE)
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ JUPYTER_PORT = 8888
 TENSORBOARD_PORT = 6006
 
 
-def ssh_command(client: Client, vps: dict[str, Any], user: str | None = None) -> str:
-    """`ssh -p PORT user+ID@host` for a VPS with SSH (RiverError says why not)."""
+def ssh_target(
+    client: Client, vps: dict[str, Any], user: str | None = None
+) -> tuple[str, int, str]:
+    """(host, port, login) of the SSH proxy for a VPS with SSH (RiverError says why not)."""
     port = vps.get("ssh_proxy_port")
     if vps.get("ssh", "disabled") == "disabled":
         raise RiverError(
@@ -26,20 +28,23 @@ def ssh_command(client: Client, vps: dict[str, Any], user: str | None = None) ->
     if not port:
         raise RiverError("this River host runs no SSH proxy (c.RiverHost.ssh_proxy_port)")
     name = user or client.me()["name"]
-    host = urlsplit(client.url).hostname or "localhost"
-    return f"ssh -p {port} {name}+{vps['id']}@{host}"
+    return urlsplit(client.url).hostname or "localhost", int(port), f"{name}+{vps['id']}"
+
+
+def ssh_command(client: Client, vps: dict[str, Any], user: str | None = None) -> str:
+    """`ssh -p PORT user+ID@host` for a VPS with SSH."""
+    host, port, login = ssh_target(client, vps, user)
+    return f"ssh -p {port} {login}@{host}"
 
 
 def ssh_config(client: Client, vps: dict[str, Any], user: str | None = None) -> str:
     """A ~/.ssh/config entry: afterwards `ssh river-vps-ID` (and scp, rsync, VS Code)."""
-    command = ssh_command(client, vps, user).split()
-    port, login = command[2], command[3]
-    name, _, host = login.rpartition("@")
+    host, port, login = ssh_target(client, vps, user)
     lines = [
         f"Host river-vps-{vps['id']}",
         f"    HostName {host}",
         f"    Port {port}",
-        f"    User {name}",
+        f"    User {login}",
     ]
     if vps.get("ssh") in ("upload", "generate"):
         lines.append("    # IdentityFile ~/.ssh/<the key you uploaded or were given>")

@@ -114,15 +114,21 @@ class VpsService:
         return {k: v for k, v in found.items() if not v[-1].spec["vps"].get("deleted")}
 
     def current(self, vps_id: int) -> db.Task | None:
+        """The VPS's newest incarnation (None when deleted or unknown). The database picks
+        it (one row back, not every incarnation of every VPS): the proxy and the SSH proxy
+        ask on every request and login."""
         with self.river.sessions() as session:
-            rows = session.scalars(
-                select(db.Task).where(db.Task.kind == "vps").order_by(db.Task.id.desc())
-            ).all()
-        for task in rows:
-            record = task.spec.get("vps") or {}
-            if str(record.get("id")) == str(vps_id):
-                return None if record.get("deleted") else task
-        return None
+            task = session.scalars(
+                select(db.Task)
+                .where(
+                    db.Task.kind == "vps", db.Task.spec[("vps", "id")].as_string() == str(vps_id)
+                )
+                .order_by(db.Task.id.desc())
+                .limit(1)
+            ).first()
+        if task is None or task.spec["vps"].get("deleted"):
+            return None
+        return task
 
     def to_json(self, task: db.Task) -> dict[str, Any]:
         record = task.spec["vps"]

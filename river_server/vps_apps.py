@@ -33,8 +33,9 @@ class AppLaunch:
     ready_path: str  # answers 200 once the app is up
 
 
-def proxy_prefix(base_url: str, vps_id: str, port: int) -> str:
-    return f"{base_url.rstrip('/')}/river/proxy/absolute/{vps_id}/{port}/"
+def proxy_path(vps_id: str, port: int) -> str:
+    """The app's place under the Jupyter server's base URL (no leading slash)."""
+    return f"river/proxy/absolute/{vps_id}/{port}/"
 
 
 def plan(body: dict[str, Any], vps_id: str, base_url: str) -> AppLaunch:
@@ -45,8 +46,8 @@ def plan(body: dict[str, Any], vps_id: str, base_url: str) -> AppLaunch:
     port = body.get("port", DEFAULT_PORTS[app])
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise SpecError(f"port must be a number 1-65535, not {port!r}")
-    prefix = proxy_prefix(base_url, vps_id, port)
-    relative = prefix.lstrip("/")[len(base_url.strip("/")) :].lstrip("/")
+    relative = proxy_path(vps_id, port)
+    prefix = f"{base_url.rstrip('/')}/{relative}"  # the app's own base URL
     log = f"/tmp/river-{app}-{port}.log"
     if app == "jupyter":
         token = secrets.token_urlsafe(24)

@@ -169,6 +169,7 @@ class _Watched:
     stream: Any = None  # the open log response, so it can be cancelled
     reader: threading.Thread | None = None
     waiter: threading.Thread | None = None
+    address: str | None = None  # where its ports are reached, once asked (forward_address)
 
 
 class DockerBackend(DockerVpsOps, Backend):

@@ -121,12 +121,18 @@ class DockerVpsOps:
     # ---- port forwarding ----------------------------------------------------------------
     def forward_address(self, task_id: int) -> str | None:
         """The container's address on a network this runner reaches it by (blocking): the
-        default bridge where it has one, else its first network."""
+        default bridge where it has one, else its first network. Looked up once per
+        container (it keeps its address while it runs): every proxied request asks."""
         watched = self._tasks.get(task_id)
         if watched is None:
             return None
+        if watched.address is None:
+            watched.address = self._inspect_address(watched.container_id)
+        return watched.address
+
+    def _inspect_address(self, container_id: str) -> str | None:
         try:
-            attrs = self.api.inspect_container(watched.container_id)
+            attrs = self.api.inspect_container(container_id)
         except docker.errors.APIError:
             return None
         networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}

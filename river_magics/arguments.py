@@ -104,7 +104,7 @@ def seconds_arg(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 (got {value})")
+        raise argparse.ArgumentTypeError(f"must be more than 0 (got {value:g})")
     return value
 
 
@@ -303,7 +303,7 @@ def build_parser() -> MagicArgumentParser:
         help="remote variables to bring back into the notebook after success",
     )
     _add_env_commands(sub)
-    add_overlay_commands(sub)
+    add_overlay_commands(sub, seconds_arg)
     add_vps_commands(sub, count_arg, memory_arg, target_arg)
 
     dashboard = sub.add_parser(

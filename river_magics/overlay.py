@@ -19,17 +19,7 @@ from .client import Client
 from .display import Bundle, _message, show, table_bundle
 
 
-def _ttl_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 (got {value:g})")
-    return value
-
-
-def add_overlay_commands(sub: Any) -> None:
+def add_overlay_commands(sub: Any, seconds_arg: Any) -> None:
     """Register `overlay` and `ip` on the %river parser."""
     sub.add_parser(
         "overlay",
@@ -47,7 +37,7 @@ def add_overlay_commands(sub: Any) -> None:
     reserve.add_argument("--node", metavar="NODE", help="the runner (default: most free cores)")
     reserve.add_argument(
         "--ttl",
-        type=_ttl_arg,
+        type=seconds_arg,
         metavar="SECONDS",
         help="how long the token stays good before a task uses it (default 600)",
     )

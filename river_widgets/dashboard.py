@@ -169,6 +169,7 @@ class Dashboard:
         self.tasks: dict[str, dict[str, Any]] = {}  # my tasks, by ID
         self.queue: list[dict[str, Any]] = []  # everyone's queued tasks, in queue order
         self.transitions: dict[str, list[str]] = {}
+        self._task_seen_at: dict[str, float] = {}  # when each task's row was last written
         self.events = 0
         self.refreshes = 0
         self.error: str | None = None
@@ -300,6 +301,7 @@ class Dashboard:
 
     def _refresh_all(self, first: bool = False) -> None:
         client = self.client
+        asked_at = time.monotonic()
         nodes = client.nodes()
         queue = client.tasks(all=True, state="queued")
         mine = client.tasks() if first else client.tasks(state="queued,assigning,running,paused")
@@ -309,7 +311,7 @@ class Dashboard:
             self.error = None
             self.refreshes += 1
         self._apply_nodes(nodes, sample=True)
-        self._apply_tasks(mine[: self.max_tasks * 2] if first else mine)
+        self._apply_tasks(mine[: self.max_tasks * 2] if first else mine, as_of=asked_at)
         self._apply_vps(vpses)
 
     # ---- state --------------------------------------------------------------------------
@@ -324,10 +326,19 @@ class Dashboard:
             self._render_nodes()
             self._render_header()
 
-    def _apply_tasks(self, tasks: list[dict[str, Any]]) -> None:
+    def _apply_tasks(self, tasks: list[dict[str, Any]], *, as_of: float | None = None) -> None:
+        """Write tasks into the view; `as_of` is when a listing was asked for.
+
+        A listing asked for before an event arrived may still show the state the event
+        replaced (running after completed), so such a task keeps the event's state.
+        """
+        now = time.monotonic()
         with self._lock:
             for task in tasks:
                 task_id = str(task["id"])
+                if as_of is not None and self._task_seen_at.get(task_id, -1.0) > as_of:
+                    continue
+                self._task_seen_at[task_id] = now
                 seen = self.transitions.setdefault(task_id, [])
                 if not seen or seen[-1] != task.get("state"):
                     seen.append(str(task.get("state")))

@@ -14,26 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from river_runner.protocol import EVENT_HELLO, EVENT_LOG, EVENT_TASK, PULL_BLOB
+from river_runner.protocol import EVENT_LOG, EVENT_TASK, LOG_STREAM_RIVER, PULL_BLOB
 
 from .common import (
     API_PREFIX,
     CONNECT_TIMEOUT,
     EVENTS_READ_TIMEOUT,
     NO_HOST_MESSAGE,
-    POLL_MAX,
-    POLL_MIN,
-    QUEUE_REFRESH,
     REQUEST_TIMEOUT,
-    UNREACHABLE_LIMIT,
-    WAITING,
-    WatchSet,
     array_field,
     client_headers,
     error_from_response,
@@ -47,7 +40,9 @@ from .common import (
 )
 from .errors import RiverConnectionError, RiverError
 from .events import parse_sse
-from .payload import PUSH_LIMIT, PayloadError, decode_pulled
+from .handles import GroupBase, HandleBase, missing_pull_blob, pulled_values
+from .payload import PUSH_LIMIT
+from .watching import WatchPacer, WatchSet
 
 __all__ = ["AsyncClient", "AsyncTaskGroup", "AsyncTaskHandle"]
 
@@ -262,88 +257,67 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Async twin of Client.watch: ordered, deduplicated, reconnecting."""
-        by_id = {h.id: h for h in handles}
-        watch = WatchSet(by_id, logs, since)
-        for id, handle in by_id.items():
-            watch.seed(id, handle.last)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        use_stream = True
-        backoff = POLL_MIN
-        unreachable_since: float | None = None
+        watch = WatchSet(handles, logs, since)
+        pacer = WatchPacer(timeout)
         while not watch.done:
-            if use_stream:
-                watch.connected = watch.reopen = False
-                opened = time.monotonic()
+            if pacer.use_stream:
                 try:
-                    async for event in self._watch_stream(watch, by_id, deadline):
+                    async for event in self._watch_stream(watch, pacer):
                         yield event
-                except RiverConnectionError:
-                    pass
                 except RiverError as exc:
-                    if exc.status is None or exc.status < 404 or exc.status in (401, 403):
+                    if not pacer.stream_failed(exc):
                         raise
-                    use_stream = exc.status != 404
                 if watch.done:
                     return
-                if watch.connected:
-                    unreachable_since, backoff = None, POLL_MIN
-                    if watch.reopen or time.monotonic() - opened > 1.0:
-                        continue
-            _check_deadline(deadline, watch.pending)
+                if pacer.reopen_now(watch):
+                    continue
+            pacer.check_deadline(watch.pending)
             try:
-                for id in watch.pending:
-                    record = await self.task(id)
-                    by_id[id].last = record
-                    if watch.logs:
-                        async for event in self._tail(watch, id):
-                            yield event
-                    if watch.task(record) is not None:
-                        yield EVENT_TASK, record
-                unreachable_since = None
+                async for event in self._watch_poll(watch):
+                    yield event
+                pacer.polled()
             except RiverConnectionError:
-                now = time.monotonic()
-                unreachable_since = unreachable_since or now
-                if now - unreachable_since > UNREACHABLE_LIMIT:
+                if pacer.unreachable_too_long():
                     raise
             if watch.done:
                 return
-            pause = backoff if deadline is None else min(backoff, deadline - time.monotonic())
-            await asyncio.sleep(max(pause, 0))
-            backoff = min(backoff * 2, POLL_MAX)
+            await asyncio.sleep(pacer.next_pause())
 
     async def _watch_stream(
-        self, watch: WatchSet, by_id: dict[str, AsyncTaskHandle], deadline: float | None
+        self, watch: WatchSet, pacer: WatchPacer
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        refreshing = watch.all_waiting()
-        read_timeout = QUEUE_REFRESH if refreshing else EVENTS_READ_TIMEOUT
-        if deadline is not None:
-            read_timeout = max(min(read_timeout, deadline - time.monotonic()), 0.1)
+        read_timeout, refreshing = pacer.open_stream(watch)
         events = self.events(
             watch.pending, since=watch.stream_since(), keepalive=True, read_timeout=read_timeout
         )
         try:
             async for kind, data in events:
-                if kind == EVENT_HELLO:
-                    watch.connected = True
-                if kind == EVENT_TASK and watch.wants_tail(data["task"]):
-                    async for event in self._tail(watch, str(data["task"]["id"])):
+                tail_id = watch.tail_needed(kind, data)
+                if tail_id is not None:
+                    async for event in self._tail(watch, tail_id):
                         yield event
                 event = watch.events_for(kind, data)
                 if event is not None:
-                    if event[0] == EVENT_TASK:
-                        by_id[event[1]["id"]].last = event[1]
                     yield event
                     if watch.done:
                         return
-                if not refreshing and kind == EVENT_TASK and watch.all_waiting():
-                    watch.reopen = True  # only queued tasks left: reopen with the short timeout
+                if watch.should_reopen(kind, refreshing):
                     return
-                _check_deadline(deadline, watch.pending)
+                pacer.check_deadline(watch.pending)
         except RiverConnectionError:
-            _check_deadline(deadline, watch.pending)
+            pacer.check_deadline(watch.pending)
             raise
         finally:
             await events.aclose()
+
+    async def _watch_poll(self, watch: WatchSet) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        for id in watch.pending:
+            record = await self.task(id)
+            if watch.logs:
+                async for event in self._tail(watch, id):
+                    yield event
+            if watch.task(record) is not None:
+                yield EVENT_TASK, record
 
     async def _tail(self, watch: WatchSet, id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         since = watch.tasks[id].last_seq
@@ -356,7 +330,7 @@ class AsyncClient:
             since = page[-1]["seq"]
 
 
-class AsyncTaskHandle:
+class AsyncTaskHandle(HandleBase):
     """A submitted task, for asyncio code: `await handle.status`, `await handle.wait()` ..."""
 
     def __init__(
@@ -366,14 +340,8 @@ class AsyncTaskHandle:
         task: dict[str, Any] | None = None,
         pull: Sequence[str] = (),
     ) -> None:
+        super().__init__(id, task, pull)
         self.client = client
-        self.id = str(id)
-        self.last: dict[str, Any] | None = task
-        self.pull = list(pull)
-
-    def __repr__(self) -> str:
-        state = self.last.get("state") if self.last else None
-        return f"<AsyncTaskHandle {self.id}{' ' + state if state else ''}>"
 
     @property
     def status(self) -> Awaitable[str]:
@@ -426,32 +394,21 @@ class AsyncTaskHandle:
     ) -> AsyncIterator[dict[str, Any]]:
         """Output lines (stdout/stderr) in order, each once, live, until the task ends."""
         async for kind, data in self.watch(since=since, timeout=timeout):
-            if kind == EVENT_LOG and data.get("stream") != "river":
+            if kind == EVENT_LOG and data.get("stream") != LOG_STREAM_RIVER:
                 yield data
 
     async def result(self, timeout: float | None = None) -> dict[str, Any]:
         """The pulled variables once the task has finished (see TaskHandle.result)."""
         final = await self.wait(timeout)
+        blob: bytes | None = None
         try:
-            blob: bytes | None = await self.client.get_blob(self.id, PULL_BLOB)
+            blob = await self.client.get_blob(self.id, PULL_BLOB)
         except RiverError as exc:
-            if exc.status == 409:
-                raise PayloadError(f"task {self.id}: {exc.message}") from None
-            if exc.status != 404:
-                raise
-            blob = None
-        if final.get("state") != "completed":
-            from .display import status_text
-
-            raise RiverError(f"task {self.id} {status_text(final)}: it has no results")
-        if blob is None:
-            if self.pull:
-                raise PayloadError(f"task {self.id} completed but sent no values back")
-            return {}
-        return decode_pulled(blob)
+            missing_pull_blob(self.id, exc)
+        return pulled_values(self, final, blob)
 
 
-class AsyncTaskGroup:
+class AsyncTaskGroup(GroupBase[AsyncTaskHandle]):
     """Several tasks handled together (see TaskGroup)."""
 
     def __init__(
@@ -462,23 +419,8 @@ class AsyncTaskGroup:
         *,
         array_id: str | None = None,
     ) -> None:
+        super().__init__(handles, labels, array_id)
         self.client = client
-        self.handles = list(handles)
-        self.labels = list(labels) if labels is not None else [h.id for h in self.handles]
-        self.array_id = array_id
-
-    def __len__(self) -> int:
-        return len(self.handles)
-
-    @property
-    def ids(self) -> list[str]:
-        return [h.id for h in self.handles]
-
-    def states(self) -> dict[str, str | None]:
-        return {
-            label: (h.last or {}).get("state")
-            for label, h in zip(self.labels, self.handles, strict=True)
-        }
 
     def watch(
         self, *, logs: bool = True, timeout: float | None = None
@@ -492,7 +434,7 @@ class AsyncTaskGroup:
 
     async def kill(self) -> list[dict[str, Any]]:
         out = []
-        for handle in _kill_order(self.handles):
+        for handle in self.kill_order():
             if is_terminal((handle.last or {}).get("state")):
                 continue
             try:
@@ -505,17 +447,3 @@ class AsyncTaskGroup:
     async def results(self, timeout: float | None = None) -> dict[str, dict[str, Any]]:
         await self.wait(timeout)
         return {label: await h.result() for label, h in zip(self.labels, self.handles, strict=True)}
-
-
-def _check_deadline(deadline: float | None, pending: Sequence[str]) -> None:
-    if deadline is not None and time.monotonic() >= deadline:
-        if len(pending) == 1:
-            raise TimeoutError(f"task {pending[0]} is not finished yet")
-        raise TimeoutError(f"{len(pending)} tasks are not finished yet")
-
-
-def _kill_order(handles: Sequence[Any]) -> list[Any]:
-    """Queued members first (newest first), then placed ones: a queued member killed after
-    a running one could be placed on the freed cores in between and start for nothing."""
-    waiting = [h for h in handles if (h.last or {}).get("state") in WAITING]
-    return waiting[::-1] + [h for h in handles if h not in waiting][::-1]

@@ -16,20 +16,14 @@ from typing import Any
 
 import httpx
 
-from river_runner.protocol import EVENT_HELLO, EVENT_LOG, EVENT_TASK, LOG_STREAM_RIVER, PULL_BLOB
+from river_runner.protocol import EVENT_LOG, EVENT_TASK, LOG_STREAM_RIVER, PULL_BLOB
 
 from .common import (
     API_PREFIX,
     CONNECT_TIMEOUT,
     EVENTS_READ_TIMEOUT,
     NO_HOST_MESSAGE,
-    POLL_MAX,
-    POLL_MIN,
-    QUEUE_REFRESH,
     REQUEST_TIMEOUT,
-    UNREACHABLE_LIMIT,
-    WAITING,
-    WatchSet,
     array_field,
     client_headers,
     error_from_response,
@@ -43,7 +37,9 @@ from .common import (
 )
 from .errors import RiverConnectionError, RiverError
 from .events import parse_sse
-from .payload import PUSH_LIMIT, PayloadError, decode_pulled
+from .handles import GroupBase, HandleBase, missing_pull_blob, pulled_values
+from .payload import PUSH_LIMIT
+from .watching import WatchPacer, WatchSet
 
 __all__ = ["Client", "TaskGroup", "TaskHandle", "is_terminal"]
 
@@ -446,87 +442,58 @@ class Client:
         Raises TimeoutError past `timeout`, and RiverError if the host stays unreachable
         for UNREACHABLE_LIMIT seconds.
         """
-        by_id = {h.id: h for h in handles}
-        watch = WatchSet(by_id, logs, since)
-        for id, handle in by_id.items():
-            watch.seed(id, handle.last)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        use_stream = True
-        backoff = POLL_MIN
-        unreachable_since: float | None = None
+        watch = WatchSet(handles, logs, since)
+        pacer = WatchPacer(timeout)
         while not watch.done:
-            if use_stream:
-                watch.connected = watch.reopen = False
-                opened = time.monotonic()
+            if pacer.use_stream:
                 try:
-                    yield from self._watch_stream(watch, by_id, deadline)
-                except RiverConnectionError:
-                    pass
+                    yield from self._watch_stream(watch, pacer)
                 except RiverError as exc:
-                    # A 404 here means the events route is missing (an unknown task
-                    # shows up again when polling); a 5xx may pass. Poll instead.
-                    if exc.status is None or exc.status < 404 or exc.status in (401, 403):
+                    if not pacer.stream_failed(exc):
                         raise
-                    use_stream = exc.status != 404
                 if watch.done:
                     return
-                if watch.connected:
-                    unreachable_since, backoff = None, POLL_MIN
-                    if watch.reopen or time.monotonic() - opened > 1.0:
-                        continue  # a working stream ended, dropped or timed out: reopen
-            _check_deadline(deadline, watch.pending)
+                if pacer.reopen_now(watch):
+                    continue  # a working stream ended, dropped or timed out: reopen
+            pacer.check_deadline(watch.pending)
             try:
-                yield from self._watch_poll(watch, by_id)
-                unreachable_since = None
+                yield from self._watch_poll(watch)
+                pacer.polled()
             except RiverConnectionError:
-                now = time.monotonic()
-                unreachable_since = unreachable_since or now
-                if now - unreachable_since > UNREACHABLE_LIMIT:
+                if pacer.unreachable_too_long():
                     raise
             if watch.done:
                 return
-            pause = backoff if deadline is None else min(backoff, deadline - time.monotonic())
-            time.sleep(max(pause, 0))
-            backoff = min(backoff * 2, POLL_MAX)
+            time.sleep(pacer.next_pause())
 
     def _watch_stream(
-        self, watch: WatchSet, by_id: dict[str, TaskHandle], deadline: float | None
+        self, watch: WatchSet, pacer: WatchPacer
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        refreshing = watch.all_waiting()
-        read_timeout = QUEUE_REFRESH if refreshing else EVENTS_READ_TIMEOUT
-        if deadline is not None:
-            read_timeout = max(min(read_timeout, deadline - time.monotonic()), 0.1)
+        read_timeout, refreshing = pacer.open_stream(watch)
         events = self.events(
             watch.pending, since=watch.stream_since(), keepalive=True, read_timeout=read_timeout
         )
         try:
             with contextlib.closing(events):
                 for kind, data in events:
-                    if kind == EVENT_HELLO:
-                        watch.connected = True
-                    if kind == EVENT_TASK and watch.wants_tail(data["task"]):
-                        yield from self._tail(watch, str(data["task"]["id"]))
+                    tail_id = watch.tail_needed(kind, data)
+                    if tail_id is not None:
+                        yield from self._tail(watch, tail_id)
                     event = watch.events_for(kind, data)
                     if event is not None:
-                        if event[0] == EVENT_TASK:
-                            by_id[event[1]["id"]].last = event[1]
                         yield event
                         if watch.done:
                             return
-                    if not refreshing and kind == EVENT_TASK and watch.all_waiting():
-                        watch.reopen = True  # only queued tasks left: reopen with the short timeout
-                        return
-                    _check_deadline(deadline, watch.pending)
+                    if watch.should_reopen(kind, refreshing):
+                        return  # only queued tasks left: reopen with the short timeout
+                    pacer.check_deadline(watch.pending)
         except RiverConnectionError:
-            _check_deadline(deadline, watch.pending)
+            pacer.check_deadline(watch.pending)
             raise
 
-    def _watch_poll(
-        self, watch: WatchSet, by_id: dict[str, TaskHandle]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _watch_poll(self, watch: WatchSet) -> Iterator[tuple[str, dict[str, Any]]]:
         for id in watch.pending:
             record = self.task(id)
-            by_id[id].last = record
             if watch.logs:
                 yield from self._tail(watch, id)
             if watch.task(record) is not None:
@@ -545,7 +512,7 @@ class Client:
             since = page[-1]["seq"]
 
 
-class TaskHandle:
+class TaskHandle(HandleBase):
     """A submitted task: its state, its output, and a way to wait for or stop it."""
 
     def __init__(
@@ -555,14 +522,8 @@ class TaskHandle:
         task: dict[str, Any] | None = None,
         pull: Sequence[str] = (),
     ) -> None:
+        super().__init__(id, task, pull)
         self.client = client
-        self.id = str(id)
-        self.last: dict[str, Any] | None = task  # the most recent record seen, if any
-        self.pull = list(pull)  # names this task sends back (result())
-
-    def __repr__(self) -> str:
-        state = self.last.get("state") if self.last else None
-        return f"<TaskHandle {self.id}{' ' + state if state else ''}>"
 
     @property
     def status(self) -> str:
@@ -632,26 +593,15 @@ class TaskHandle:
         could not be sent or loaded, and RiverError when the task did not complete.
         """
         final = self.wait(timeout)
+        blob: bytes | None = None
         try:
             blob = self.client.get_blob(self.id, PULL_BLOB)
         except RiverError as exc:
-            if exc.status == 409:
-                raise PayloadError(f"task {self.id}: {exc.message}") from None
-            if exc.status != 404:
-                raise
-            blob = None
-        if final.get("state") != "completed":
-            from .display import status_text
-
-            raise RiverError(f"task {self.id} {status_text(final)}: it has no results")
-        if blob is None:
-            if self.pull:
-                raise PayloadError(f"task {self.id} completed but sent no values back")
-            return {}
-        return decode_pulled(blob)
+            missing_pull_blob(self.id, exc)
+        return pulled_values(self, final, blob)
 
 
-class TaskGroup:
+class TaskGroup(GroupBase[TaskHandle]):
     """Several tasks handled together: an array (`submit_array`) or one task per target."""
 
     def __init__(
@@ -663,46 +613,9 @@ class TaskGroup:
         array_id: str | None = None,
         limit: int | None = None,
     ) -> None:
+        super().__init__(handles, labels, array_id)
         self.client = client
-        self.handles = list(handles)
-        self.labels = list(labels) if labels is not None else [h.id for h in self.handles]
-        self.array_id = array_id
         self.limit = limit
-
-    def __repr__(self) -> str:
-        return f"<TaskGroup of {len(self.handles)}: {self.counts()}>"
-
-    def __len__(self) -> int:
-        return len(self.handles)
-
-    def __iter__(self) -> Iterator[TaskHandle]:
-        return iter(self.handles)
-
-    def __getitem__(self, label: str | int) -> TaskHandle:
-        """The handle for a label (array index or target), or by position for an int."""
-        if isinstance(label, int) and str(label) not in self.labels:
-            return self.handles[label]
-        return self.handles[self.labels.index(str(label))]
-
-    @property
-    def ids(self) -> list[str]:
-        return [h.id for h in self.handles]
-
-    def label_of(self, id: str) -> str:
-        return self.labels[self.ids.index(str(id))]
-
-    def states(self) -> dict[str, str | None]:
-        """label -> last known state (no request; `refresh()` asks the host)."""
-        return {
-            label: (h.last or {}).get("state")
-            for label, h in zip(self.labels, self.handles, strict=True)
-        }
-
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for state in self.states().values():
-            counts[state or "unknown"] = counts.get(state or "unknown", 0) + 1
-        return counts
 
     def refresh(self) -> dict[str, str | None]:
         for handle in self.handles:
@@ -722,7 +635,7 @@ class TaskGroup:
     def kill(self) -> list[dict[str, Any]]:
         """Kill every member that has not ended (queued ones end at once)."""
         out = []
-        for handle in _kill_order(self.handles):
+        for handle in self.kill_order():
             if is_terminal((handle.last or {}).get("state")):
                 continue
             try:
@@ -736,17 +649,3 @@ class TaskGroup:
         """label -> pulled variables of each member (see TaskHandle.result)."""
         self.wait(timeout)
         return {label: h.result() for label, h in zip(self.labels, self.handles, strict=True)}
-
-
-def _check_deadline(deadline: float | None, pending: Sequence[str]) -> None:
-    if deadline is not None and time.monotonic() >= deadline:
-        if len(pending) == 1:
-            raise TimeoutError(f"task {pending[0]} is not finished yet")
-        raise TimeoutError(f"{len(pending)} tasks are not finished yet")
-
-
-def _kill_order(handles: Sequence[Any]) -> list[Any]:
-    """Queued members first (newest first), then placed ones: a queued member killed after
-    a running one could be placed on the freed cores in between and start for nothing."""
-    waiting = [h for h in handles if (h.last or {}).get("state") in WAITING]
-    return waiting[::-1] + [h for h in handles if h not in waiting][::-1]

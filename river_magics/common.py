@@ -15,7 +15,7 @@ import httpx
 
 from river_runner.containers import parse_mount
 from river_runner.ids import parse_id
-from river_runner.protocol import EVENT_LOG, EVENT_TASK, TERMINAL_STATES
+from river_runner.protocol import TERMINAL_STATES
 from river_runner.spec import parse_memory, parse_target
 
 from .errors import RiverError
@@ -29,21 +29,6 @@ API_PREFIX = "/river/api"
 EVENTS_READ_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
-# While every watched task waits in the queue, the event stream is reopened this often:
-# the reopened stream starts with each task's current record, so the queue position shown
-# stays current (positions move when tasks ahead leave, which sends no event to us).
-QUEUE_REFRESH = 2.0
-
-# Polling fallback when the event stream is unavailable: bounded exponential backoff, and
-# a limit on how long the host may stay unreachable before a waiter gives up.
-POLL_MIN = 0.25
-POLL_MAX = 5.0
-UNREACHABLE_LIMIT = 120.0
-
-# `since` for a subscription that only wants state changes: larger than any real line
-# number, so the host replays no old log lines.
-NO_REPLAY = 2**53
-
 MAX_ARRAY = 10_000
 _ARRAY_SPEC = re.compile(r"\s*([0-9,\-:\s]+?)\s*(?:%\s*(\d+)\s*)?")
 
@@ -225,117 +210,3 @@ def array_field(array_id: str, index: int, size: int, limit: int | None) -> dict
 
 def new_array_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-# ---- watching --------------------------------------------------------------------------
-
-
-def summary(task: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What a watcher reports a change of (not every field, e.g. not timestamps)."""
-    return (
-        task.get("state"),
-        task.get("node"),
-        task.get("queue_position"),
-        task.get("wait_reason"),
-        task.get("exit_code"),
-    )
-
-
-class TaskWatch:
-    """Where a watch of one task is: last line seen, last summary reported, done or not."""
-
-    def __init__(self, last_seq: int) -> None:
-        self.last_seq = last_seq
-        self.summary: tuple[Any, ...] | None = None
-        self.record: dict[str, Any] | None = None
-        self.done = False
-
-
-class WatchSet:
-    """The I/O-free core of watching tasks: which events are new, when the watch ends.
-
-    Log events are passed on only with a sequence number above the last seen for their
-    task (so a reconnect that replays lines never repeats one); a task's terminal record
-    is passed on after its last lines (the caller fetches those it may have missed).
-    """
-
-    def __init__(self, ids: Iterable[str], logs: bool, since: Mapping[str, int] | int = 0) -> None:
-        self.logs = logs
-        self.tasks: dict[str, TaskWatch] = {}
-        for id in ids:
-            start = since if isinstance(since, int) else since.get(id, 0)
-            self.tasks[id] = TaskWatch(start if logs else NO_REPLAY)
-        self.connected = False  # the current stream delivered at least one event
-        self.reopen = False  # the current stream should be replaced by a fresh one now
-
-    def seed(self, id: str, record: dict[str, Any] | None) -> None:
-        """What the caller already knows of a task (e.g. the submit answer): it decides the
-        first stream's refresh timeout, and is still reported when the stream repeats it."""
-        if record is not None and id in self.tasks:
-            self.tasks[id].record = record
-
-    @property
-    def pending(self) -> list[str]:
-        return [id for id, watch in self.tasks.items() if not watch.done]
-
-    @property
-    def done(self) -> bool:
-        return all(watch.done for watch in self.tasks.values())
-
-    def stream_since(self) -> int:
-        pending = self.pending
-        if not self.logs or not pending:
-            return NO_REPLAY
-        return min(self.tasks[id].last_seq for id in pending)
-
-    def all_waiting(self) -> bool:
-        """Every pending task is known to wait in the queue (no output can come yet)."""
-        pending = self.pending
-        return bool(pending) and all(
-            (self.tasks[id].record or {}).get("state") in WAITING for id in pending
-        )
-
-    def log(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
-        """A log event from the stream: the line to pass on, or None (old or not ours)."""
-        watch = self.tasks.get(str(data.get("task_id")))
-        if not self.logs or watch is None or watch.done:
-            return None
-        seq = int(data.get("seq", 0))
-        if seq <= watch.last_seq:
-            return None
-        watch.last_seq = seq
-        return dict(data)
-
-    def lines(self, id: str, lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Lines fetched with GET .../logs: the new ones, tagged with their task ID."""
-        return [line for line in (self.log({"task_id": id, **line}) for line in lines) if line]
-
-    def wants_tail(self, task: Mapping[str, Any]) -> bool:
-        """A task record arrived: must the caller fetch its last lines before `task()`?"""
-        watch = self.tasks.get(str(task.get("id")))
-        return bool(
-            self.logs and watch is not None and not watch.done and is_terminal(task.get("state"))
-        )
-
-    def task(self, task: dict[str, Any]) -> dict[str, Any] | None:
-        """A task record arrived (after any tail): the record to pass on, or None."""
-        watch = self.tasks.get(str(task.get("id")))
-        if watch is None or watch.done:
-            return None
-        watch.record = task
-        if is_terminal(task.get("state")):
-            watch.done = True
-        if summary(task) != watch.summary:
-            watch.summary = summary(task)
-            return task
-        return None
-
-    def events_for(self, kind: str, data: Any) -> tuple[str, dict[str, Any]] | None:
-        """Classify one stream event without I/O (terminal tails are the caller's)."""
-        if kind == EVENT_LOG:
-            line = self.log(data)
-            return (EVENT_LOG, line) if line else None
-        if kind == EVENT_TASK:
-            record = self.task(data["task"])
-            return (EVENT_TASK, record) if record else None
-        return None

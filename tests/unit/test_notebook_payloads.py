@@ -18,9 +18,10 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from river_magics.arguments import HelpShown, build_parser, parse_line
-from river_magics.common import NO_REPLAY, WatchSet, parse_array, submit_body
+from river_magics.common import parse_array, submit_body
 from river_magics.errors import RiverError
 from river_magics.payload import PayloadError, decode_pulled, pickle_values, wrap_script
+from river_magics.watching import NO_REPLAY, WatchSet
 from river_runner.protocol import PULL_ERROR_MARKER, PULL_MARKER
 from river_runner.spec import SpecError
 from river_server.arrays import array_env, throttle
@@ -193,7 +194,8 @@ def test_watch_set_passes_each_line_once_and_ends_after_the_terminal_record() ->
     watch.task({"id": "2", "state": "queued"})
     assert watch.all_waiting()
     assert watch.task({"id": "1", "state": "queued"}) is None  # no change, not repeated
-    assert watch.wants_tail({"id": "1", "state": "completed"})
+    assert watch.tail_needed("task", {"task": {"id": "1", "state": "completed"}}) == "1"
+    assert watch.tail_needed("task", {"task": {"id": "1", "state": "running"}}) is None
     assert watch.task({"id": "1", "state": "completed"})
     assert watch.pending == ["2"] and not watch.done
     watch.task({"id": "2", "state": "killed"})

@@ -58,6 +58,7 @@ class RunnerAgent:
             config.overlay_ip,
             config.data_dir,
             docker=backend if backend.name == "docker" else None,  # containers join the overlay
+            backend=backend,
         )
         self.inbound_secret = secrets.token_urlsafe(32)  # what the host must present to us
         self.credential: str | None = self._load_credential()

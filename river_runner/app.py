@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import threading
@@ -19,6 +20,8 @@ from river_runner.agent import RunnerAgent
 from river_runner.api_base import RunnerHandler
 from river_runner.backends.base import TaskLaunch
 from river_runner.protocol import parse_runner_auth
+
+log = logging.getLogger("river.runner")
 
 
 class HealthHandler(RunnerHandler):
@@ -36,6 +39,7 @@ class LaunchHandler(RunnerHandler):
         try:
             handle = await self.agent.launch(launch)
         except Exception as exc:
+            log.warning("could not start task %s", launch.task_id, exc_info=True)
             raise web.HTTPError(500, f"could not start task {launch.task_id}: {exc}") from None
         self.finish({"task_id": str(launch.task_id), "handle": str(handle)})
 

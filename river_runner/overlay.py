@@ -342,6 +342,8 @@ class OverlayMember:
     containers: once the links are up the docker network `river-overlay` is made on the
     backend's daemon (its `client`), and the backend's `overlay_network` is set to that
     network's name (None again when a later setup fails), which puts task containers on it.
+    `backend` (any backend) gets `overlay_bridge` set the same way: the process backend
+    attaches tasks with reserved addresses to that bridge.
     """
 
     def __init__(
@@ -350,10 +352,12 @@ class OverlayMember:
         data_dir: Path | None,
         *,
         docker: Any = None,
+        backend: Any = None,
         links: RunnerOverlay | None = None,
     ) -> None:
         self.underlay_ip = check_ipv4(underlay_ip, "--overlay-ip") if underlay_ip else None
         self.docker = docker
+        self.backend = backend
         self.links = links or RunnerOverlay(data_dir)
         self.assignment: OverlayAssignment | None = None
         self.error: str | None = None
@@ -383,7 +387,9 @@ class OverlayMember:
             self.error = f"overlay setup failed: {exc}"
             log.error("%s", self.error)
             self._set_docker_network(None)
+            self._set_bridge(None)
             return
+        self._set_bridge(self.links.bridge)
         if assignment != self.assignment:
             log.info(
                 "overlay up: index %d, subnet %s, VXLAN %d to %s",
@@ -399,11 +405,15 @@ class OverlayMember:
         if self.docker and hasattr(self.docker, "overlay_network"):
             self.docker.overlay_network = name
 
+    def _set_bridge(self, bridge: str | None) -> None:
+        if self.backend is not None:
+            self.backend.overlay_bridge = bridge
+
 
 # ---- workloads --------------------------------------------------------------------------
 
 
-def _veth_name(netns: str) -> str:
+def workload_veth(netns: str) -> str:
     return "rvw" + hashlib.sha1(netns_path(netns).encode()).hexdigest()[: IFNAMSIZ - 3]
 
 
@@ -428,7 +438,7 @@ def attach_namespace(
     subnet, the bridge's MTU and a default route via the bridge (the runner), which routes
     the rest of the overlay through the host. Returns the bridge-side veth name. Idempotent.
     """
-    host_if = _veth_name(netns)
+    host_if = workload_veth(netns)
     path = netns_path(netns)
     if not os.path.exists(path):
         raise OverlayError(f"no network namespace at {path}")
@@ -473,7 +483,7 @@ def attach_namespace(
 def detach_namespace(netns: str) -> bool:
     """Remove the veth that attach_namespace made for `netns` (both ends go)."""
     with iproute() as ipr:
-        return delete_link(ipr, _veth_name(netns))
+        return delete_link(ipr, workload_veth(netns))
 
 
 # ---- docker --------------------------------------------------------------------------------

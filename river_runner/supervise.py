@@ -27,6 +27,7 @@ PID_FILE = "supervisor.pid"
 CHILD_PID_FILE = "child.pid"
 KILL_GRACE_SECONDS = 1.0
 MEMORY_POLL_SECONDS = 0.2
+CLONE_NEWNET = 0x40000000
 
 
 def encode_text(text: str) -> str:
@@ -133,12 +134,39 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def supervise(task_dir: str, argv: list[str], memory_limit: int, cpus: list[int]) -> int:
+def enter_netns(path: str) -> None:
+    """Move this process (and so the task it starts) into the network namespace at `path`:
+    the task's own on the overlay (river_runner.task_netns). Plain setns(2), as only the
+    standard library is importable here."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        setns = getattr(os, "setns", None)  # Python 3.12+
+        if setns is not None:
+            setns(fd, CLONE_NEWNET)
+            return
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"cannot enter the network namespace {path}")
+    finally:
+        os.close(fd)
+
+
+def supervise(
+    task_dir: str, argv: list[str], memory_limit: int, cpus: list[int], netns: str = ""
+) -> int:
     """Run argv to completion; return the exit code to leave in result.json."""
     _write(os.path.join(task_dir, PID_FILE), str(os.getpid()))
     if cpus:
         os.sched_setaffinity(0, cpus)
     writer = _OutputWriter(os.path.join(task_dir, OUTPUT_FILE))
+    if netns:
+        try:
+            enter_netns(netns)
+        except OSError as exc:
+            return _not_started(writer, task_dir, f"river: {exc}", exc)
     killed = {"by_request": False, "oom": False}
     deadline = [float("inf")]
     started: list[subprocess.Popen] = []
@@ -163,10 +191,7 @@ def supervise(task_dir: str, argv: list[str], memory_limit: int, cpus: list[int]
             cwd=os.environ.get("RIVER_TASK_WORKDIR") or None,
         )
     except OSError as exc:
-        writer._write("stderr", f"river: cannot start {argv[0]!r}: {exc}".encode())
-        writer.close()
-        _write_result(task_dir, exit_code=127, killed=False, oom=False, detail=str(exc))
-        return 127
+        return _not_started(writer, task_dir, f"river: cannot start {argv[0]!r}: {exc}", exc)
     started.append(child)
     _write(os.path.join(task_dir, CHILD_PID_FILE), str(child.pid))
 
@@ -208,6 +233,14 @@ def supervise(task_dir: str, argv: list[str], memory_limit: int, cpus: list[int]
     return exit_code
 
 
+def _not_started(writer: _OutputWriter, task_dir: str, message: str, exc: OSError) -> int:
+    """The task could not be started: say why on its stderr and in result.json."""
+    writer._write("stderr", message.encode())
+    writer.close()
+    _write_result(task_dir, exit_code=127, killed=False, oom=False, detail=str(exc))
+    return 127
+
+
 def _write(path: str, text: str) -> None:
     with open(path, "w") as handle:
         handle.write(text)
@@ -234,7 +267,7 @@ def main(args: list[str] | None = None) -> int:
     """`supervise.py --dir DIR [--memory BYTES] [--cpus 0,1] -- ARGV...` (no argparse: it
     costs more start-up time than the rest of this module)."""
     args = list(sys.argv[1:] if args is None else args)
-    options = {"--dir": "", "--memory": "0", "--cpus": ""}
+    options = {"--dir": "", "--memory": "0", "--cpus": "", "--netns": ""}
     while args and args[0] != "--":
         flag = args.pop(0)
         if flag not in options or not args:
@@ -249,7 +282,7 @@ def main(args: list[str] | None = None) -> int:
         print("usage: supervise.py --dir DIR [--memory N] [--cpus LIST] -- ARGV", file=sys.stderr)
         return 2
     cpus = [int(c) for c in options["--cpus"].split(",") if c]
-    supervise(options["--dir"], argv, int(options["--memory"]), cpus)
+    supervise(options["--dir"], argv, int(options["--memory"]), cpus, options["--netns"])
     return 0
 
 

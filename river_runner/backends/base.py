@@ -59,6 +59,9 @@ class Backend(abc.ABC):
     """Runs tasks somewhere (a process group, a container) and reports how they end."""
 
     name: str = "abstract"
+    # The runner's overlay bridge once the runner has joined the overlay (set by the agent's
+    # OverlayMember), else None: a backend puts tasks with reserved addresses on it.
+    overlay_bridge: str | None = None
 
     @abc.abstractmethod
     async def start(

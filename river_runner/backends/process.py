@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from river_runner import supervise
+from river_runner import supervise, task_netns
 from river_runner.backends.base import Backend, ExitCallback, Outcome, OutputCallback, TaskLaunch
 from river_runner.protocol import TaskState
 from river_runner.zygote_client import ZygoteClient
@@ -43,6 +43,8 @@ class _Running:
     kill_requested: bool = False
     polled: bool = False
     partial: str = field(default="")
+    netns: str | None = None  # its own network namespace (a reserved overlay address)
+    overlay_ip: str | None = None
 
 
 def outcome_from_result(result: dict) -> Outcome:
@@ -68,6 +70,7 @@ class ProcessBackend(Backend):
         self._tail_task: asyncio.Task | None = None
         self._bells: dict[int, tuple[int, subprocess.Popen | None]] = {}
         self.zygote = ZygoteClient(self.python, use=use_zygote)
+        self._cleanups: set[asyncio.Future] = set()  # namespaces being removed
 
     # ---- starting -------------------------------------------------------------------
     def _argv(self, launch: TaskLaunch, task_dir: Path) -> list[str]:
@@ -101,8 +104,14 @@ class ProcessBackend(Backend):
         if task_dir.exists():
             shutil.rmtree(task_dir)
         task_dir.mkdir(parents=True)
-        (task_dir / "launch.json").write_text(json.dumps({"task_id": str(launch.task_id)}))
         argv = self._argv(launch, task_dir)
+        netns = await self._task_network(launch)
+        netns_file = task_netns.netns_path(netns) if netns else ""
+        (task_dir / "launch.json").write_text(
+            json.dumps(
+                {"task_id": str(launch.task_id), "netns": netns, "overlay_ip": launch.overlay_ip}
+            )
+        )
         command = [
             self.python,
             "-S",
@@ -113,6 +122,8 @@ class ProcessBackend(Backend):
             str(launch.memory or 0),
             "--cpus",
             ",".join(str(c) for c in launch.cpus),
+            "--netns",
+            netns_file,
             "--",
             *argv,
         ]
@@ -131,6 +142,7 @@ class ProcessBackend(Backend):
                     "memory": launch.memory or 0,
                     "cpus": list(launch.cpus),
                     "env": env,
+                    "netns": netns_file,
                 },
                 bell_write,
             )
@@ -144,15 +156,36 @@ class ProcessBackend(Backend):
                     start_new_session=True,
                 )
                 pid = proc.pid
+        except BaseException:
+            os.close(bell_read)
+            if netns:
+                await task_netns.remove_in_helper(netns)
+            raise
         finally:
             os.close(bell_write)
         (task_dir / supervise.PID_FILE).write_text(str(pid))
         running = _Running(launch.task_id, task_dir, pid, on_output, on_exit)
+        running.netns, running.overlay_ip = netns, launch.overlay_ip
         self._tasks[launch.task_id] = running
         os.set_blocking(bell_read, False)
         self._bells[launch.task_id] = (bell_read, proc)
         asyncio.get_running_loop().add_reader(bell_read, self._on_bell, running)
         return pid
+
+    async def _task_network(self, launch: TaskLaunch) -> str | None:
+        """A namespace of the task's own when it holds a reserved overlay address (so it
+        can bind it); None: it shares the runner's network. Raises when it cannot have
+        the address it reserved."""
+        if not launch.overlay_ip:
+            return None
+        if self.overlay_bridge is None:
+            raise RuntimeError(
+                f"task {launch.task_id} reserved overlay address {launch.overlay_ip}, but "
+                "this runner has not joined the overlay (see the runner's log)"
+            )
+        name = task_netns.namespace_name(str(self.work_root), launch.task_id)
+        await task_netns.create_in_helper(name, launch.overlay_ip, self.overlay_bridge)
+        return name
 
     def _on_bell(self, running: _Running) -> None:
         """Read output when the supervisor rings; report the end when it exits."""
@@ -234,6 +267,10 @@ class ProcessBackend(Backend):
         self._tasks.pop(running.task_id, None)
         (running.task_dir / REPORTED_MARKER).write_text(outcome.state.value)
         running.on_exit(running.task_id, outcome)
+        if running.netns:  # the task's processes are gone: so goes its network
+            cleanup = asyncio.ensure_future(task_netns.remove_in_helper(running.netns))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
 
     # ---- control --------------------------------------------------------------------
     def _child_pid(self, running: _Running) -> int | None:
@@ -274,6 +311,14 @@ class ProcessBackend(Backend):
     def running(self) -> dict[int, str]:
         return {tid: ("paused" if r.paused else "running") for tid, r in self._tasks.items()}
 
+    def forward_address(self, task_id: int) -> str | None:
+        """A task in a namespace of its own listens at its overlay address, which the
+        runner reaches over its bridge; any other on the runner itself."""
+        running = self._tasks.get(task_id)
+        if running is None:
+            return None
+        return running.overlay_ip if running.netns else "127.0.0.1"
+
     async def adopt(
         self, output_for: Callable[[int], OutputCallback], on_exit: ExitCallback
     ) -> list[int]:
@@ -289,7 +334,14 @@ class ProcessBackend(Backend):
                 pid = int((task_dir / supervise.PID_FILE).read_text())
             except (ValueError, FileNotFoundError):
                 continue
-            self._poll(_Running(task_id, task_dir, pid, output_for(task_id), on_exit))
+            running = _Running(task_id, task_dir, pid, output_for(task_id), on_exit)
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                launched = json.loads((task_dir / "launch.json").read_text())
+                running.netns, running.overlay_ip = (
+                    launched.get("netns"),
+                    launched.get("overlay_ip"),
+                )
+            self._poll(running)
             adopted.append(task_id)
         return adopted
 
@@ -302,6 +354,8 @@ class ProcessBackend(Backend):
         """Stop watching; the tasks themselves run on under their supervisors."""
         if self._tail_task:
             self._tail_task.cancel()
+        if self._cleanups:
+            await asyncio.wait(self._cleanups, timeout=5)
         for task_id in list(self._bells):
             self._close_bell(task_id)
         # The fork server goes; supervisors it forked live on in their own sessions.

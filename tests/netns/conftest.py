@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from river_runner import task_netns
 from tests.cluster import JOIN_TOKEN, _kill_leftover_tasks
 from tests.netns.topology import (
     EchoServer,
@@ -24,6 +25,7 @@ from tests.netns.topology import (
     Machine,
     Topology,
     netns_problem,
+    run_ip,
     stop,
     wait_for,
 )
@@ -189,3 +191,17 @@ def overlay_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OverlayNet
                 net.cluster.stop_host(signal.SIGKILL)  # a clean Jupyter stop takes seconds
         topology.close()
         _kill_leftover_tasks(root)
+        remove_task_namespaces(root)
+
+
+def remove_task_namespaces(root: Path) -> None:
+    """Namespace files of tasks a killed runner could not remove (runner-side, they were
+    mounts in the runner's own mount namespace, gone with it; here only the name is left)."""
+    for runner in ("r1", "r2"):
+        tasks = str(root / "runners" / runner / "tasks")
+        prefix = task_netns.namespace_name(tasks, 0).rsplit("-", 1)[0] + "-"
+        for path in Path("/var/run/netns").glob(prefix + "*"):
+            if os.path.ismount(path):
+                run_ip("netns", "delete", path.name, check=False)
+            else:
+                path.unlink(missing_ok=True)

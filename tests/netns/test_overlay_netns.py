@@ -23,6 +23,7 @@ import signal
 import time
 from typing import Any
 
+from river_runner.overlay import workload_veth
 from tests.netns.conftest import OverlayNet
 from tests.netns.topology import EchoServer, Machine, echo, wait_for
 
@@ -153,7 +154,7 @@ def test_reserved_address_goes_to_the_task_and_expired_tokens_are_refused(
         return current if current["state"] in ("completed", "failed", "lost") else None
 
     done = wait_for(finished, 30, "the task presenting the token to finish")
-    assert done["state"] == "completed", done
+    assert done["state"] == "completed", (done, task_lines(api, task["id"]))
     assert done["node"] == "r2"  # pinned to the runner whose subnet holds the address
     lines = [line["text"] for line in api.get(f"/river/api/tasks/{task['id']}/logs")["lines"]]
     assert f"my overlay address {reservation['ip']}" in lines
@@ -180,6 +181,81 @@ def test_reserved_address_goes_to_the_task_and_expired_tokens_are_refused(
     for bad in (subnet[1], subnet[2], subnet.broadcast_address, net.allocations["r2"]["host_ip"]):
         refused = net.runner1.python("-m", "river_runner.overlay", "attach", spare.netns, str(bad))
         assert refused.returncode == 1 and "not a workload address" in refused.stderr, bad
+
+
+SERVE_ON_RESERVED = """
+import os, socket
+ip = os.environ["RIVER_OVERLAY_IP"]
+with socket.create_server((ip, 7100)) as server:  # fails unless the address is this task's
+    print("interfaces", sorted(name for _, name in socket.if_nameindex()))
+    print("listening on", ip, flush=True)
+    conn, peer = server.accept()
+    with conn:
+        conn.sendall(f"pong from {ip} to {peer[0]}".encode())
+"""
+
+ASK = """
+import socket
+with socket.create_connection(("{ip}", 7100), timeout=10) as conn:
+    print(conn.recv(200).decode())
+"""
+
+
+def task_lines(api: Any, task_id: str) -> list[str]:
+    return [line["text"] for line in api.get(f"/river/api/tasks/{task_id}/logs")["lines"]]
+
+
+def finished_task(api: Any, task_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        task = api.get(f"/river/api/tasks/{task_id}")["task"]
+        return task if task["state"] in ("completed", "failed", "killed", "lost") else None
+
+    return wait_for(done, 30, f"task {task_id} to end")
+
+
+def river_namespaces(machine: Machine) -> list[str]:
+    listed = machine.ip("netns", "list").stdout.split()
+    return [name for name in listed if name.startswith("river-")]
+
+
+def test_a_process_task_with_a_reserved_address_serves_on_it(overlay_net: OverlayNet) -> None:
+    net, api = overlay_net, overlay_net.cluster.api
+    held = api.request("POST", "/river/api/overlay/reservations", json={"node": "r2", "ttl": 60})
+    assert held.status_code == 201, held.text
+    ip = held.json()["reservation"]["ip"]
+    token = held.json()["reservation"]["token"]
+    served = api.request(
+        "POST",
+        "/river/api/tasks",
+        json={"kind": "python", "script": SERVE_ON_RESERVED, "ip_token": token},
+    )
+    assert served.status_code == 201, served.text
+    server_id = served.json()["task"]["id"]
+
+    deadline = time.monotonic() + 30
+    while f"listening on {ip}" not in (lines := task_lines(api, server_id)):
+        task = api.get(f"/river/api/tasks/{server_id}")["task"]
+        assert task["state"] in ("queued", "assigning", "running"), (json.dumps(task), lines)
+        assert time.monotonic() < deadline, "the server task did not listen in 30 s"
+        time.sleep(0.1)
+    # It bound the reserved address in a namespace of its own (not r2's, which has river-br):
+    assert "interfaces ['eth0', 'lo']" in lines
+    (namespace,) = river_namespaces(net.runner2)
+
+    asked = api.request(
+        "POST",
+        "/river/api/tasks",
+        json={"kind": "python", "script": ASK.format(ip=ip), "target": "r1"},
+    )
+    assert asked.status_code == 201, asked.text
+    client = finished_task(api, asked.json()["task"]["id"])
+    assert client["state"] == "completed", (client, task_lines(api, client["id"]))
+    runner1_ip = net.allocations["r1"]["runner_ip"]  # r1's tasks share r1's network
+    assert f"pong from {ip} to {runner1_ip}" in task_lines(api, client["id"])
+    assert finished_task(api, server_id)["state"] == "completed"
+    # The namespace and its veth go with the task.
+    wait_for(lambda: not river_namespaces(net.runner2), 10, "the task's namespace to go")
+    assert workload_veth(namespace) not in links_of(net.runner2)
 
 
 def run_magics(lines: list[str]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ def run(coroutine: Any) -> Any:
 
 
 class FakeLinks:
+    bridge = "river-br"
+
     def __init__(self, fail: str | None = None) -> None:
         self.applied: list[OverlayAssignment] = []
         self.fail = fail
@@ -53,13 +56,18 @@ def test_member_sends_its_underlay_address_only_when_configured(tmp_path: Path) 
 
 def test_member_applies_the_assignment_on_every_registration(tmp_path: Path) -> None:
     links = FakeLinks()
-    member = OverlayMember("10.0.0.5", tmp_path, links=links)  # type: ignore[arg-type]
+    backend = SimpleNamespace(overlay_bridge=None)
+    member = OverlayMember("10.0.0.5", tmp_path, links=links, backend=backend)  # type: ignore[arg-type]
     reply = {"overlay": assignment_json()}
     run(member.on_registered(reply))
     run(member.on_registered(reply))  # again after a host restart: repairs, no harm
     assert [a.index for a in links.applied] == [3, 3]
     assert member.assignment is not None and member.assignment.vxlan_id == 103
     assert member.error is None
+    assert backend.overlay_bridge == "river-br"  # reserved process tasks attach to it
+    links.fail = "Operation not permitted"
+    run(member.on_registered(reply))
+    assert backend.overlay_bridge is None
 
 
 def test_member_records_why_it_is_not_on_the_overlay(tmp_path: Path) -> None:

@@ -144,3 +144,20 @@ def test_a_new_backend_adopts_running_tasks(tmp_path: Path) -> None:
         await second.close()
 
     asyncio.run(scenario())
+
+
+def test_a_reserved_address_is_refused_off_the_overlay(tmp_path: Path) -> None:
+    """A runner that has not joined the overlay says so, instead of running the task
+    without the address it reserved (tests/netns has the working case)."""
+    backend = ProcessBackend(tmp_path, use_zygote=False)
+    launch = TaskLaunch(1, "command", command=["true"], overlay_ip="10.0.0.5")
+
+    async def go() -> None:
+        try:
+            with pytest.raises(RuntimeError, match="has not joined the overlay"):
+                await backend.start(launch, lambda *a, **k: None, lambda *a: None)
+            assert backend.running() == {}
+        finally:
+            await backend.close()
+
+    asyncio.run(go())

@@ -16,7 +16,8 @@ The runner calls `create_in_helper` / `remove_in_helper`, which run this module 
 single-threaded process (`python -m river_runner.task_netns create|remove ...`): pyroute2
 forks to make a namespace and to open sockets inside one, and a fork of the runner (a
 threaded asyncio process) took the runner down now and then (a fork copies one thread of
-many, with whatever locks the others held). The helper costs ~0.2 s per such task.
+many, with whatever locks the others held). The helper costs ~0.4 s per such task
+(bench/process_netns_overhead.py).
 """
 
 from __future__ import annotations

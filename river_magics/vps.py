@@ -27,6 +27,7 @@ from .vps_apps import (
     ssh_config,
     start_jupyter,
     start_tensorboard,
+    terminal_url,
 )
 
 _COLUMNS = ("id", "name", "state", "node", "image", "ssh", "snapshots")
@@ -68,6 +69,7 @@ def add_vps_commands(sub: Any, count_arg: Any, memory_arg: Any, target_arg: Any)
     for action, text in (
         ("ssh", "print the ssh command for a VPS"),
         ("ssh-config", "print a ~/.ssh/config entry for a VPS"),
+        ("terminal", "link to a JupyterLab terminal into a VPS"),
     ):
         actions.add_parser(action, help=text).add_argument("id", metavar="ID")
     jupyter = actions.add_parser("jupyter", help="start Jupyter in a VPS and link to it")
@@ -164,6 +166,10 @@ def run_vps_command(client: Client, args: argparse.Namespace) -> dict[str, Any] 
     if action in ("ssh", "ssh-config"):
         vps = client.vps(args.id)
         print(ssh_command(client, vps) if action == "ssh" else ssh_config(client, vps))
+        return None
+    if action == "terminal":
+        client.vps(args.id)  # it exists and is yours: a clear error here, not in the tab
+        show(link_bundle(terminal_url(client, args.id), f"terminal into VPS {args.id}"))
         return None
     if action == "jupyter":
         show(link_bundle(start_jupyter(client, args.id, args.port), f"Jupyter in VPS {args.id}"))

@@ -1,14 +1,16 @@
-"""Ways into a VPS from a notebook or a shell: SSH commands and config, and web apps
-(Jupyter, TensorBoard) the host starts inside it (river_server/vps_apps.py), reached
-through the host's proxy at `/river/proxy/absolute/<vps>/<port>/`.
+"""Ways into a VPS from a notebook or a shell: SSH commands and config, a JupyterLab
+terminal, and web apps (Jupyter, TensorBoard) the host starts inside it
+(river_server/vps_apps.py), reached through the host's proxy at
+`/river/proxy/absolute/<vps>/<port>/`.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .client import Client
+from .common import task_id
 from .errors import RiverError
 
 JUPYTER_PORT = 8888
@@ -77,3 +79,10 @@ def start_tensorboard(
 ) -> str:
     """TensorBoard on `logdir` (a directory in the VPS); its URL."""
     return start_app(client, vps_id, "tensorboard", port=port, logdir=logdir)
+
+
+def terminal_url(client: Client, vps_id: str) -> str:
+    """JupyterLab, opening a terminal into the VPS: River's labextension reads the
+    `river-terminal` parameter and asks the host for the terminal (a kernel cannot open a
+    tab in the browser, a link can)."""
+    return f"{client.url}/lab?river-terminal={quote(task_id(vps_id))}"

@@ -1,5 +1,6 @@
 """The dashboard's VPS cards: state, links to the apps River started in each VPS (Jupyter,
-TensorBoard, through the host's proxy) and the SSH command, one click away.
+TensorBoard, through the host's proxy) and to a JupyterLab terminal into it, and the SSH
+command, one click away.
 
 Separate from the dashboard's task rows because a VPS is reached, not just watched: its
 buttons ask the host for things (the SSH command needs the user's name, an app start waits
@@ -18,7 +19,7 @@ import ipywidgets as widgets
 from river_magics.client import Client
 from river_magics.display import _STATE_COLORS
 from river_magics.errors import RiverError
-from river_magics.vps_apps import ssh_command, start_jupyter
+from river_magics.vps_apps import ssh_command, start_jupyter, terminal_url
 
 
 def app_links(client: Client, vps: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -32,7 +33,7 @@ def app_links(client: Client, vps: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 class VpsCard:
-    """One VPS: a label, its app links, and `ssh` / `start jupyter` buttons."""
+    """One VPS: a label, its terminal and app links, and `ssh` / `start jupyter` buttons."""
 
     def __init__(self, client: Client, vps_id: str, on_change: Callable[[], None]) -> None:
         self.client = client
@@ -65,9 +66,12 @@ class VpsCard:
         running = state == "running"
         self.ssh.disabled = not running or vps.get("ssh", "disabled") == "disabled"
         self.jupyter.disabled = not running
+        links = app_links(self.client, vps)
+        if running:
+            links.insert(0, ("terminal", terminal_url(self.client, self.vps_id)))
         self.links.value = " · ".join(
             f'<a href="{html.escape(url)}" target="_blank">{html.escape(label)}</a>'
-            for label, url in app_links(self.client, vps)
+            for label, url in links
         )
 
     def show_ssh(self) -> str:

@@ -5,6 +5,7 @@
  */
 import {
   ILayoutRestorer,
+  IRouter,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
@@ -43,8 +44,12 @@ namespace CommandIDs {
   export const logs = 'river:open-logs';
   export const openPort = 'river:open-port';
   export const terminal = 'river:vps-terminal';
+  export const terminalFromUrl = 'river:vps-terminal-from-url';
   export const jupyter = 'river:vps-jupyter';
 }
+
+/** The URL parameter that opens a terminal into a VPS (see river_magics/vps_apps.py). */
+const TERMINAL_PARAMETER = 'river-terminal';
 
 /** Launcher entries are kept for VPS ports with these names. */
 const LAUNCHER_SERVICES: Record<string, string> = {
@@ -57,13 +62,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-river-labextension:plugin',
   description: 'River cluster panel, task logs, VPS terminals and status.',
   autoStart: true,
-  optional: [ILayoutRestorer, ILauncher, IStatusBar, ICommandPalette],
+  optional: [ILayoutRestorer, ILauncher, IStatusBar, ICommandPalette, IRouter],
   activate: (
     app: JupyterFrontEnd,
     restorer: ILayoutRestorer | null,
     launcher: ILauncher | null,
     statusBar: IStatusBar | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    router: IRouter | null
   ) => {
     const api = new RiverAPI();
     const model = new RiverModel(api);
@@ -188,6 +194,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         await commands.execute('terminal:open', { name });
       }
+    });
+
+    // `/lab?river-terminal=ID`: the link the dashboard widget and `%river vps terminal`
+    // show (a kernel cannot open a tab; a link opens JupyterLab, which opens the terminal).
+    commands.addCommand(CommandIDs.terminalFromUrl, {
+      execute: async args => {
+        const search = (args as IRouter.ILocation).search ?? '';
+        const id = new URLSearchParams(search).get(TERMINAL_PARAMETER);
+        if (id) {
+          await app.restored;
+          await commands.execute(CommandIDs.terminal, { id });
+        }
+      }
+    });
+    router?.register({
+      command: CommandIDs.terminalFromUrl,
+      pattern: new RegExp(`[?&]${TERMINAL_PARAMETER}=`),
+      rank: 100
     });
 
     commands.addCommand(CommandIDs.jupyter, {

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 
 from river_magics import Client
-from tests.cluster import REPO, Cluster
+from tests.cluster import REPO, Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -270,6 +270,44 @@ def test_vps_terminal_opens_a_terminal_tab_into_the_container(page: Any, lab: Cl
             lab.request("DELETE", f"/river/api/vps/{vps['id']}")
         runner.kill(signal.SIGTERM)
         remove_containers("vpsdock")
+
+
+def test_terminal_link_opens_jupyterlab_with_a_terminal_into_the_vps(
+    page: Any, lab: Cluster
+) -> None:
+    """The link `%river vps terminal` and the dashboard's VPS card show,
+    `/lab?river-terminal=ID`, opens JupyterLab with a terminal tab into that VPS."""
+    from tests.docker.conftest import BUSYBOX_IMAGE, DAEMON_PROBLEM
+
+    if DAEMON_PROBLEM:
+        pytest.skip(f"VPSes run on the docker backend: {DAEMON_PROBLEM}")
+    runner = lab.start_runner("linkdock", "--backend", "docker", "--cpus", "0")
+    created = lab.request(
+        "POST", "/river/api/vps", json={"name": "link-vps", "cores": 0, "image": BUSYBOX_IMAGE}
+    )
+    assert created.status_code in (200, 201), created.text
+    vps = created.json()["vps"]
+    try:
+        wait_for(
+            lambda: lab.get(f"/river/api/vps/{vps['id']}")["vps"]["state"] == "running",
+            120,
+            what="the VPS to run",
+        )
+        before = {t["name"] for t in lab.get("/api/terminals")}
+        page.goto(f"{lab.url}/lab?river-terminal={vps['id']}", wait_until="domcontentloaded")
+        terminal = page.locator(".jp-Terminal")
+        expect(terminal).to_be_visible(timeout=60_000)
+        assert len({t["name"] for t in lab.get("/api/terminals")} - before) == 1
+        wait_terminal_text(page, "# ")
+        terminal.click()
+        page.keyboard.type("hostname\n")
+        wait_terminal_text(page, f"\nvps-{vps['id']}")
+        shot(page, "vps-terminal-link")
+    finally:
+        with contextlib.suppress(Exception):
+            lab.request("DELETE", f"/river/api/vps/{vps['id']}")
+        runner.kill(signal.SIGTERM)
+        remove_containers("linkdock")
 
 
 def test_jupyter_button_starts_jupyter_in_a_vps_and_the_launcher_opens_it(

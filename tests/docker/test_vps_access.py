@@ -316,7 +316,10 @@ def test_dashboard_vps_card_gives_the_ssh_command_and_starts_jupyter(
         dashboard.refresh()
         (shown,) = dashboard.get_state()["vps"]  # hal's only, not gina's
         assert shown["id"] == hal["id"] and shown["state"] == "running"
-        assert not shown["ssh_disabled"] and shown["links"] == ""
+        assert not shown["ssh_disabled"]
+        # Running: a terminal link (JupyterLab opens it, see the browser test), no apps yet.
+        terminal = f"{acluster.url}/lab?river-terminal={hal['id']}"
+        assert shown["links"] == f'<a href="{terminal}" target="_blank">terminal</a>'
         card = dashboard._vps_cards[hal["id"]]
         card.ssh.click()
         assert card.note.value == (
@@ -326,7 +329,11 @@ def test_dashboard_vps_card_gives_the_ssh_command_and_starts_jupyter(
         assert "Jupyter is up" in card.note.value
         links = dashboard.get_state()["vps"][0]["links"]
         assert f"/river/proxy/absolute/{hal['id']}/8888/?token=" in links
-        url = links.split('href="')[1].split('"')[0].replace("&amp;", "&")
+        (url,) = [
+            part.split('"')[0].replace("&amp;", "&")
+            for part in links.split('href="')[1:]
+            if "/river/proxy/" in part
+        ]
         page = httpx.get(
             url.replace("/?token=", "/api/status?token="), headers=as_user(users["hal"])["headers"]
         )

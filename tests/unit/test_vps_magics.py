@@ -11,7 +11,7 @@ from IPython.core.error import UsageError
 
 from river_magics import Client, RiverError
 from river_magics.arguments import build_parser, parse_line
-from river_magics.vps_apps import ssh_command, ssh_config
+from river_magics.vps_apps import ssh_command, ssh_config, terminal_url
 
 
 def parse(text: str) -> Any:
@@ -30,6 +30,7 @@ def test_vps_access_commands_parse() -> None:
     opened = parse("open 12 8888 --absolute")
     assert (opened.command, opened.port, opened.absolute) == ("open", 8888, True)
     assert parse("vps create --ip-token rip_x --gen-key").ip_token == "rip_x"
+    assert parse("vps terminal 12").vps_command == "terminal"
 
 
 @pytest.mark.parametrize(
@@ -75,3 +76,10 @@ def test_ssh_says_why_not(client: Client) -> None:
         ssh_command(client, {"id": "1", "ssh": "disabled", "ssh_proxy_port": None})
     with pytest.raises(RiverError, match="no SSH proxy"):
         ssh_command(client, {"id": "1", "ssh": "none", "ssh_proxy_port": None})
+
+
+def test_terminal_link_opens_jupyterlab_with_the_vps(client: Client) -> None:
+    # River's labextension turns `?river-terminal=ID` into a terminal tab (browser test).
+    assert terminal_url(client, "12") == "http://river.lab:8888/lab?river-terminal=12"
+    with pytest.raises(ValueError, match="must be a number"):
+        terminal_url(client, "../tasks")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,38 +239,57 @@ def wait_terminal_text(page: Any, text: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"no {text!r} in the terminal after {timeout}s: {seen!r}")
 
 
-def test_vps_terminal_opens_a_terminal_tab_into_the_container(page: Any, lab: Cluster) -> None:
-    from tests.docker.conftest import BUSYBOX_IMAGE, DAEMON_PROBLEM
+@contextlib.contextmanager
+def docker_vps(lab: Cluster, runner_name: str, vps_name: str, image: str) -> Iterator[dict]:
+    """A VPS on a docker runner of the test's own (the panel tests count alpha and beta);
+    both are gone afterwards. Skips where no daemon or image is."""
+    from tests.docker.conftest import DAEMON_PROBLEM
 
     if DAEMON_PROBLEM:
         pytest.skip(f"VPSes run on the docker backend: {DAEMON_PROBLEM}")
-    # A docker runner for this test only (the panel tests count alpha and beta).
-    runner = lab.start_runner("vpsdock", "--backend", "docker", "--cpus", "0")
+    try:
+        import docker
+
+        docker.from_env(version="auto").images.get(image)
+    except Exception:
+        pytest.skip(f"test image {image!r} is missing; run .ci/build-images.sh")
+    runner = lab.start_runner(runner_name, "--backend", "docker", "--cpus", "0")
     created = lab.request(
-        "POST", "/river/api/vps", json={"name": "browser-vps", "cores": 0, "image": BUSYBOX_IMAGE}
+        "POST", "/river/api/vps", json={"name": vps_name, "cores": 0, "image": image}
     )
-    assert created.status_code in (200, 201), created.text
+    assert created.status_code == 201, created.text
     vps = created.json()["vps"]
     try:
+        yield vps
+    finally:
+        with contextlib.suppress(Exception):
+            lab.request("DELETE", f"/river/api/vps/{vps['id']}")
+        runner.kill(signal.SIGTERM)
+        remove_containers(runner_name)
+
+
+def run_in_terminal(page: Any, command: str, answer: str) -> None:
+    """Type `command` into the terminal tab once its shell prompts; wait for `answer`."""
+    # xterm draws on a canvas: read its buffer through the app (expose_app_in_browser).
+    wait_terminal_text(page, "# ")  # the shell's prompt
+    page.locator(".jp-Terminal").click()
+    page.keyboard.type(f"{command}\n")
+    wait_terminal_text(page, f"\n{answer}")
+
+
+def test_vps_terminal_opens_a_terminal_tab_into_the_container(page: Any, lab: Cluster) -> None:
+    from tests.docker.conftest import BUSYBOX_IMAGE
+
+    with docker_vps(lab, "vpsdock", "browser-vps", BUSYBOX_IMAGE) as vps:
         panel = open_panel(page)
         card = panel.locator(f'[data-section="vps"] [data-vps-id="{vps["id"]}"]')
         expect(card).to_have_attribute("data-state", "running", timeout=120_000)
         hostname = lab.get(f"/river/api/vps/{vps['id']}")["vps"].get("hostname")
         assert hostname == f"vps-{vps['id']}"
         card.locator('[data-action="terminal"]').click()
-        terminal = page.locator(".jp-Terminal")
-        expect(terminal).to_be_visible(timeout=30_000)
-        # xterm draws on a canvas: read its buffer through the app (expose_app_in_browser).
-        wait_terminal_text(page, "# ")  # the shell's prompt
-        terminal.click()
-        page.keyboard.type("hostname\n")
-        assert hostname in wait_terminal_text(page, f"\n{hostname}")
+        expect(page.locator(".jp-Terminal")).to_be_visible(timeout=30_000)
+        run_in_terminal(page, "hostname", hostname)
         shot(page, "vps-terminal")
-    finally:
-        with contextlib.suppress(Exception):
-            lab.request("DELETE", f"/river/api/vps/{vps['id']}")
-        runner.kill(signal.SIGTERM)
-        remove_containers("vpsdock")
 
 
 def test_terminal_link_opens_jupyterlab_with_a_terminal_into_the_vps(
@@ -277,17 +297,9 @@ def test_terminal_link_opens_jupyterlab_with_a_terminal_into_the_vps(
 ) -> None:
     """The link `%river vps terminal` and the dashboard's VPS card show,
     `/lab?river-terminal=ID`, opens JupyterLab with a terminal tab into that VPS."""
-    from tests.docker.conftest import BUSYBOX_IMAGE, DAEMON_PROBLEM
+    from tests.docker.conftest import BUSYBOX_IMAGE
 
-    if DAEMON_PROBLEM:
-        pytest.skip(f"VPSes run on the docker backend: {DAEMON_PROBLEM}")
-    runner = lab.start_runner("linkdock", "--backend", "docker", "--cpus", "0")
-    created = lab.request(
-        "POST", "/river/api/vps", json={"name": "link-vps", "cores": 0, "image": BUSYBOX_IMAGE}
-    )
-    assert created.status_code in (200, 201), created.text
-    vps = created.json()["vps"]
-    try:
+    with docker_vps(lab, "linkdock", "link-vps", BUSYBOX_IMAGE) as vps:
         wait_for(
             lambda: lab.get(f"/river/api/vps/{vps['id']}")["vps"]["state"] == "running",
             120,
@@ -295,19 +307,10 @@ def test_terminal_link_opens_jupyterlab_with_a_terminal_into_the_vps(
         )
         before = {t["name"] for t in lab.get("/api/terminals")}
         page.goto(f"{lab.url}/lab?river-terminal={vps['id']}", wait_until="domcontentloaded")
-        terminal = page.locator(".jp-Terminal")
-        expect(terminal).to_be_visible(timeout=60_000)
+        expect(page.locator(".jp-Terminal")).to_be_visible(timeout=60_000)
         assert len({t["name"] for t in lab.get("/api/terminals")} - before) == 1
-        wait_terminal_text(page, "# ")
-        terminal.click()
-        page.keyboard.type("hostname\n")
-        wait_terminal_text(page, f"\nvps-{vps['id']}")
+        run_in_terminal(page, "hostname", f"vps-{vps['id']}")
         shot(page, "vps-terminal-link")
-    finally:
-        with contextlib.suppress(Exception):
-            lab.request("DELETE", f"/river/api/vps/{vps['id']}")
-        runner.kill(signal.SIGTERM)
-        remove_containers("linkdock")
 
 
 def test_jupyter_button_starts_jupyter_in_a_vps_and_the_launcher_opens_it(
@@ -316,23 +319,7 @@ def test_jupyter_button_starts_jupyter_in_a_vps_and_the_launcher_opens_it(
     """The VPS card's "Jupyter" button starts Jupyter in the VPS (POST .../apps) and opens
     it, through the proxy, with the browser's own login; then the launcher has "Jupyter on
     <vps>", which opens the same page."""
-    from tests.docker.conftest import DAEMON_PROBLEM
-
-    if DAEMON_PROBLEM:
-        pytest.skip(f"VPSes run on the docker backend: {DAEMON_PROBLEM}")
-    try:
-        import docker
-
-        docker.from_env(version="auto").images.get("river-test-vps")
-    except Exception:
-        pytest.skip("test image 'river-test-vps' is missing; run .ci/build-images.sh")
-    runner = lab.start_runner("appdock", "--backend", "docker", "--cpus", "0")
-    created = lab.request(
-        "POST", "/river/api/vps", json={"name": "jvps", "cores": 0, "image": "river-test-vps"}
-    )
-    assert created.status_code == 201, created.text
-    vps = created.json()["vps"]
-    try:
+    with docker_vps(lab, "appdock", "jvps", "river-test-vps") as vps:
         panel = open_panel(page)
         card = panel.locator(f'[data-section="vps"] [data-vps-id="{vps["id"]}"]')
         expect(card).to_have_attribute("data-state", "running", timeout=120_000)
@@ -358,11 +345,6 @@ def test_jupyter_button_starts_jupyter_in_a_vps_and_the_launcher_opens_it(
         again.value.wait_for_url(f"{prefix}**", timeout=30_000)
         shot(page, "vps-jupyter-launcher")
         again.value.close()
-    finally:
-        with contextlib.suppress(Exception):
-            lab.request("DELETE", f"/river/api/vps/{vps['id']}")
-        runner.kill(signal.SIGTERM)
-        remove_containers("appdock")
 
 
 def test_runner_going_offline_and_back_shows_without_reload(page: Any, lab: Cluster) -> None:

@@ -55,7 +55,6 @@ NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
 ECHO_PORT = 7000
 CONTAINER_PORT = 7001
 MNT_DETACH = 2
-TERMINAL = ("completed", "failed", "killed", "killed_oom", "lost")
 
 
 def busybox_tarball() -> Path | None:
@@ -230,18 +229,6 @@ def docker_overlay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerO
         _kill_leftover_tasks(root)
 
 
-def task_lines(api: Any, task_id: Any) -> list[str]:
-    return [line["text"] for line in api.get(f"/river/api/tasks/{task_id}/logs")["lines"]]
-
-
-def finished(api: Any, task_id: Any, timeout: float = 60.0) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        task = api.get(f"/river/api/tasks/{task_id}")["task"]
-        return task if task["state"] in TERMINAL else None
-
-    return wait_for(done, timeout, f"task {task_id} to finish")
-
-
 def container_of(net: DockerOverlay, task_id: Any) -> Any:
     found = net.dockerd.client.containers.list(filters={"label": f"river.task_id={task_id}"})
     return found[0] if found else None
@@ -278,7 +265,7 @@ def run_container_task(net: DockerOverlay, **body: Any) -> tuple[dict[str, Any],
     task = submitted.json()["task"]
 
     def ready() -> bool:
-        lines = task_lines(api, task["id"])
+        lines = api.task_lines(task["id"])
         state = api.get(f"/river/api/tasks/{task['id']}")["task"]["state"]
         if state not in ("queued", "assigning", "running"):
             raise AssertionError(f"task {task['id']} is {state}: {lines}")
@@ -296,8 +283,8 @@ def run_container_task(net: DockerOverlay, **body: Any) -> tuple[dict[str, Any],
         return echo(net.w2.thread(), address, CONTAINER_PORT, payload, timeout=5) == payload
 
     assert wait_for(served, 20, f"w2 -> container {address}:{CONTAINER_PORT} echo")
-    done = finished(api, task["id"])
-    lines = task_lines(api, task["id"])
+    done = api.finished(task["id"])
+    lines = api.task_lines(task["id"])
     assert done["state"] == "completed", (done, lines)
     return done, address
 
@@ -307,16 +294,14 @@ def test_container_with_reserved_address_talks_to_a_workload_on_another_runner(
 ) -> None:
     net, api = docker_overlay, docker_overlay.cluster.api
     d1 = net.allocations["d1"]
-    held = api.request("POST", "/river/api/overlay/reservations", json={"node": "d1", "ttl": 120})
-    assert held.status_code == 201, held.text
-    reservation = held.json()["reservation"]
+    reservation = api.reserve("d1", ttl=120)
     before = net.cluster.host.ip("-s", "-j", "link", "show", f"rvh-vx{d1['index']}").stdout
 
     done, address = run_container_task(net, ip_token=reservation["token"])
 
     assert address == reservation["ip"] == done["overlay_ip"]
     assert done["node"] == "d1"
-    lines = task_lines(api, done["id"])
+    lines = api.task_lines(done["id"])
     assert f"env RIVER_OVERLAY_IP={address}" in lines
     assert any(f"inet {address}/{d1['subnet'].split('/')[1]}" in line for line in lines), lines
     # One interface besides lo, and the default route is the runner's bridge.
@@ -335,7 +320,7 @@ def test_container_without_reservation_gets_a_docker_range_address(
     net, api = docker_overlay, docker_overlay.cluster.api
     subnet = ipaddress.IPv4Network(net.allocations["d1"]["subnet"])
     done, address = run_container_task(net)
-    lines = task_lines(api, done["id"])
+    lines = api.task_lines(done["id"])
     # Picked by the backend from the lower half (reservations come from the top down).
     assert ipaddress.IPv4Address(address) in next(subnet.subnets(prefixlen_diff=1))
     assert ipaddress.IPv4Address(address) >= subnet.network_address + 3
@@ -348,9 +333,7 @@ def test_a_vps_keeps_its_reserved_address_across_stop_and_restart(
     docker_overlay: DockerOverlay,
 ) -> None:
     net, api = docker_overlay, docker_overlay.cluster.api
-    held = api.request("POST", "/river/api/overlay/reservations", json={"node": "d1", "ttl": 120})
-    assert held.status_code == 201, held.text
-    reservation = held.json()["reservation"]
+    reservation = api.reserve("d1", ttl=120)
     created = api.request(
         "POST",
         "/river/api/vps",
@@ -377,12 +360,9 @@ def test_a_vps_keeps_its_reserved_address_across_stop_and_restart(
         assert api.request("POST", f"/river/api/vps/{vps_id}/stop").status_code == 200
         vps_state("stopped")
         # Stopped, the VPS still holds its address: a new reservation gets another one.
-        other = api.request("POST", "/river/api/overlay/reservations", json={"node": "d1"})
-        assert other.status_code == 201, other.text
-        assert other.json()["reservation"]["ip"] != reservation["ip"]
-        api.request(
-            "DELETE", f"/river/api/overlay/reservations/{other.json()['reservation']['id']}"
-        )
+        other = api.reserve("d1")
+        assert other["ip"] != reservation["ip"]
+        api.request("DELETE", f"/river/api/overlay/reservations/{other['id']}")
 
         assert api.request("POST", f"/river/api/vps/{vps_id}/restart").status_code == 200
         again = vps_state("running")

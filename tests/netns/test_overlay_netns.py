@@ -21,7 +21,6 @@ import ipaddress
 import json
 import signal
 import time
-from typing import Any
 
 from river_runner.overlay import workload_veth
 from tests.netns.conftest import OverlayNet
@@ -60,11 +59,7 @@ def workloads(net: OverlayNet) -> str:
     if net.echo_server is not None:
         return net.echo_server.listener.getsockname()[0]
     a1, a2 = net.allocations["r1"], net.allocations["r2"]
-    reply = net.cluster.api.request(
-        "POST", "/river/api/overlay/reservations", json={"node": "r2", "ttl": 300}
-    )
-    assert reply.status_code == 201, reply.text
-    w2_ip = reply.json()["reservation"]["ip"]
+    w2_ip = net.cluster.api.reserve("r2", ttl=300)["ip"]
     assert ipaddress.IPv4Address(w2_ip) in ipaddress.IPv4Network(a2["subnet"])
     w1_ip = str(ipaddress.IPv4Network(a1["subnet"]).network_address + 10)
     wait_for(lambda: "river-br" in links_of(net.runner1), 10, "r1's overlay bridge")
@@ -136,9 +131,7 @@ def test_reserved_address_goes_to_the_task_and_expired_tokens_are_refused(
     overlay_net: OverlayNet,
 ) -> None:
     net, api = overlay_net, overlay_net.cluster.api
-    held = api.request("POST", "/river/api/overlay/reservations", json={"node": "r2", "ttl": 60})
-    assert held.status_code == 201, held.text
-    reservation = held.json()["reservation"]
+    reservation = api.reserve("r2", ttl=60)
     script = "import os; print('my overlay address', os.environ['RIVER_OVERLAY_IP'])"
     submitted = api.request(
         "POST",
@@ -149,14 +142,10 @@ def test_reserved_address_goes_to_the_task_and_expired_tokens_are_refused(
     task = submitted.json()["task"]
     assert task["overlay_ip"] == reservation["ip"]
 
-    def finished() -> dict[str, Any] | None:
-        current = api.get(f"/river/api/tasks/{task['id']}")["task"]
-        return current if current["state"] in ("completed", "failed", "lost") else None
-
-    done = wait_for(finished, 30, "the task presenting the token to finish")
-    assert done["state"] == "completed", (done, task_lines(api, task["id"]))
+    done = api.finished(task["id"], 30)
+    lines = api.task_lines(task["id"])
+    assert done["state"] == "completed", (done, lines)
     assert done["node"] == "r2"  # pinned to the runner whose subnet holds the address
-    lines = [line["text"] for line in api.get(f"/river/api/tasks/{task['id']}/logs")["lines"]]
     assert f"my overlay address {reservation['ip']}" in lines
     listed = {r["id"]: r for r in api.get("/river/api/overlay/reservations")["reservations"]}
     assert listed[reservation["id"]]["task_id"] == task["id"]
@@ -166,8 +155,7 @@ def test_reserved_address_goes_to_the_task_and_expired_tokens_are_refused(
     )
     assert again.status_code == 400 and "already used" in again.json()["message"]
 
-    short = api.request("POST", "/river/api/overlay/reservations", json={"node": "r1", "ttl": 1})
-    token = short.json()["reservation"]["token"]
+    token = api.reserve("r1", ttl=1)["token"]
     time.sleep(1.2)
     refused = api.request("POST", "/river/api/tasks", json={"command": ["true"], "ip_token": token})
     assert refused.status_code == 400
@@ -201,18 +189,6 @@ with socket.create_connection(("{ip}", 7100), timeout=10) as conn:
 """
 
 
-def task_lines(api: Any, task_id: str) -> list[str]:
-    return [line["text"] for line in api.get(f"/river/api/tasks/{task_id}/logs")["lines"]]
-
-
-def finished_task(api: Any, task_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        task = api.get(f"/river/api/tasks/{task_id}")["task"]
-        return task if task["state"] in ("completed", "failed", "killed", "lost") else None
-
-    return wait_for(done, 30, f"task {task_id} to end")
-
-
 def river_namespaces(machine: Machine) -> list[str]:
     listed = machine.ip("netns", "list").stdout.split()
     return [name for name in listed if name.startswith("river-")]
@@ -220,10 +196,8 @@ def river_namespaces(machine: Machine) -> list[str]:
 
 def test_a_process_task_with_a_reserved_address_serves_on_it(overlay_net: OverlayNet) -> None:
     net, api = overlay_net, overlay_net.cluster.api
-    held = api.request("POST", "/river/api/overlay/reservations", json={"node": "r2", "ttl": 60})
-    assert held.status_code == 201, held.text
-    ip = held.json()["reservation"]["ip"]
-    token = held.json()["reservation"]["token"]
+    held = api.reserve("r2", ttl=60)
+    ip, token = held["ip"], held["token"]
     served = api.request(
         "POST",
         "/river/api/tasks",
@@ -233,7 +207,7 @@ def test_a_process_task_with_a_reserved_address_serves_on_it(overlay_net: Overla
     server_id = served.json()["task"]["id"]
 
     deadline = time.monotonic() + 30
-    while f"listening on {ip}" not in (lines := task_lines(api, server_id)):
+    while f"listening on {ip}" not in (lines := api.task_lines(server_id)):
         task = api.get(f"/river/api/tasks/{server_id}")["task"]
         assert task["state"] in ("queued", "assigning", "running"), (json.dumps(task), lines)
         assert time.monotonic() < deadline, "the server task did not listen in 30 s"
@@ -248,11 +222,11 @@ def test_a_process_task_with_a_reserved_address_serves_on_it(overlay_net: Overla
         json={"kind": "python", "script": ASK.format(ip=ip), "target": "r1"},
     )
     assert asked.status_code == 201, asked.text
-    client = finished_task(api, asked.json()["task"]["id"])
-    assert client["state"] == "completed", (client, task_lines(api, client["id"]))
+    client = api.finished(asked.json()["task"]["id"], 30)
+    assert client["state"] == "completed", (client, api.task_lines(client["id"]))
     runner1_ip = net.allocations["r1"]["runner_ip"]  # r1's tasks share r1's network
-    assert f"pong from {ip} to {runner1_ip}" in task_lines(api, client["id"])
-    assert finished_task(api, server_id)["state"] == "completed"
+    assert f"pong from {ip} to {runner1_ip}" in api.task_lines(client["id"])
+    assert api.finished(server_id, 30)["state"] == "completed"
     # The namespace and its veth go with the task.
     wait_for(lambda: not river_namespaces(net.runner2), 10, "the task's namespace to go")
     assert workload_veth(namespace) not in links_of(net.runner2)
@@ -301,9 +275,9 @@ def test_magics_show_the_overlay_and_hand_out_addresses(overlay_net: OverlayNet)
     assert f"task at {address}" in ran
     after = {r["ip"]: r for r in api.get("/river/api/overlay/reservations")["reservations"]}
     assert after[address]["task_id"] is not None  # spent by the task the magic ran
-    spare = api.request("POST", "/river/api/overlay/reservations", json={"node": "r1"}).json()
-    released = where.call(run_magics, [connect, f"ip release {spare['reservation']['id']}"])[1]
-    assert f"released {spare['reservation']['ip']}" in released
+    spare = api.reserve("r1")
+    released = where.call(run_magics, [connect, f"ip release {spare['id']}"])[1]
+    assert f"released {spare['ip']}" in released
 
 
 def test_host_restart_keeps_allocations_and_traffic(overlay_net: OverlayNet) -> None:

@@ -38,6 +38,9 @@ IP = shutil.which("ip") or "/usr/sbin/ip"
 T = TypeVar("T")
 
 
+TERMINAL_STATES = ("completed", "failed", "killed", "killed_oom", "lost")
+
+
 def run_ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([IP, *args], check=check, capture_output=True, text=True, timeout=20)
 
@@ -290,3 +293,22 @@ class HostAPI:
         response = self.request("GET", path)
         response.raise_for_status()
         return response.json()
+
+    def reserve(self, node: str, ttl: float | None = None) -> dict[str, Any]:
+        """A new overlay address reservation on `node` (its token, ip, id ...)."""
+        body: dict[str, Any] = {"node": node} if ttl is None else {"node": node, "ttl": ttl}
+        held = self.request("POST", "/river/api/overlay/reservations", json=body)
+        assert held.status_code == 201, held.text
+        return held.json()["reservation"]
+
+    def task_lines(self, task_id: Any) -> list[str]:
+        return [line["text"] for line in self.get(f"/river/api/tasks/{task_id}/logs")["lines"]]
+
+    def finished(self, task_id: Any, timeout: float = 60.0) -> dict[str, Any]:
+        """The task's record once it has ended (AssertionError after `timeout`)."""
+
+        def done() -> dict[str, Any] | None:
+            task = self.get(f"/river/api/tasks/{task_id}")["task"]
+            return task if task["state"] in TERMINAL_STATES else None
+
+        return wait_for(done, timeout, f"task {task_id} to finish")

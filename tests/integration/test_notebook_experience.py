@@ -5,6 +5,7 @@ notebooks (executed with nbclient, outputs checked)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-from river_magics import AsyncClient, Client, PayloadError
+from river_magics import AsyncClient, Client, PayloadError, RiverError
 from river_widgets import Dashboard
 from tests.cluster import REPO, Cluster, wait_for
 
@@ -165,7 +166,10 @@ def test_status_line_follows_the_queue_position(solo_cluster: Cluster) -> None:
         assert waiter.status == "queued"
     finally:
         for handle in (blocker, ahead, waiter):
-            handle.kill() if handle.status not in ("killed", "completed") else None
+            # A task that ends as it is killed makes its runner answer "not running here"
+            # before the host has the end (a known race, see the issue note): cleanup only.
+            with contextlib.suppress(RiverError):
+                handle.kill() if handle.status not in ("killed", "completed") else None
         client.close()
 
 

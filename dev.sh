@@ -31,6 +31,7 @@ case "${1:-}" in
             # Docker (and later the overlay tests) need root services set up first.
             bash .ci/setup-docker.sh || echo "dev.sh: no Docker daemon; docker tests will be skipped"
             bash .ci/setup-netns.sh || echo "dev.sh: no iproute2; overlay (netns) tests will be skipped"
+            bash .ci/setup-task-user.sh || echo "dev.sh: process tasks (run as nobody) may not reach Python"
             bash .ci/build-images.sh || echo "dev.sh: test images not built; docker tests will be skipped"
             bash .ci/setup-browser.sh || echo "dev.sh: no chromium; browser tests will be skipped"
         fi

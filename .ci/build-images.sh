@@ -12,13 +12,17 @@
 # by a hash of this script, so a re-run (or a fresh daemon on the same machine) is quick.
 # An image is rebuilt only when it is missing or was built by another version of this
 # script (label river.build). RIVER_IMAGES_FORCE=1 rebuilds regardless.
+# Debian packages come from the mirror this machine's apt already uses (the main archive
+# in /etc/apt/sources.list or sources.list.d/*.list / *.sources), or RIVER_DEBIAN_MIRROR;
+# Python packages from the index the host's pip is configured with. No registry is named
+# here.
 # Needs root (debootstrap, apt-get) and a running daemon (.ci/setup-docker.sh).
 set -euo pipefail
 
 DOCKER=/usr/bin/docker
 CACHE=${RIVER_IMAGE_CACHE:-/var/cache/river-images}
-MIRROR=${RIVER_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=${RIVER_DEBIAN_SUITE:-bookworm}
+MIRROR=${RIVER_DEBIAN_MIRROR:-}
 FORCE=${RIVER_IMAGES_FORCE:-0}
 SCRIPT_PATH=$(readlink -f "${BASH_SOURCE[0]}")
 BUILD_HASH=$(sha256sum "$SCRIPT_PATH" | cut -c1-16)
@@ -93,13 +97,70 @@ build_image() {
     import_tar "$tarball" "$image" "$cmd"
 }
 
+apt_mirror() {
+    # apt_mirror SUITE: the URI of the main archive in this machine's apt sources: the
+    # first enabled `deb` entry for SUITE itself (not SUITE-security/-updates), else the
+    # first one for any plain suite. One-line format (sources.list, *.list: `deb [opts]
+    # URI suite components`) and deb822 (*.sources: Types/URIs/Suites/Enabled stanzas).
+    /usr/bin/python3 - "$1" /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+        /etc/apt/sources.list.d/*.sources <<'PY'
+import re, sys
+suite, paths = sys.argv[1], sys.argv[2:]
+entries = []  # (uri, suites) in the order apt reads them
+for path in paths:
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError:
+        continue
+    if path.endswith(".sources"):
+        for stanza in re.split(r"\n\s*\n", text):
+            fields, key = {}, None
+            for line in stanza.splitlines():
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                if line[0] in " \t" and key:
+                    fields[key] += " " + line.strip()
+                    continue
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                fields[key] = value.strip()
+            if "deb" not in fields.get("types", "").split():
+                continue
+            if fields.get("enabled", "yes").lower() == "no":
+                continue
+            for uri in fields.get("uris", "").split():
+                entries.append((uri, fields.get("suites", "").split()))
+    else:
+        for line in text.splitlines():
+            words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
+            if len(words) >= 3 and words[0] == "deb":
+                entries.append((words[1], [words[2]]))
+for wanted in (lambda s: s == suite, lambda s: "-" not in s and "/" not in s):
+    for uri, suites in entries:
+        if any(wanted(s) for s in suites):
+            print(uri.rstrip("/"))
+            sys.exit(0)
+sys.exit(1)
+PY
+}
+
 debootstrap_rootfs() {
     # debootstrap_rootfs ROOT PACKAGES: $SUITE minbase plus PACKAGES (comma-separated).
     need_pkg debootstrap
+    if [[ -z "$MIRROR" ]]; then
+        MIRROR=$(apt_mirror "$SUITE") || {
+            echo "build-images: no Debian archive in this machine's apt sources" \
+                "(/etc/apt/sources.list, /etc/apt/sources.list.d/); set RIVER_DEBIAN_MIRROR" \
+                "to the URL of a Debian mirror that has $SUITE" >&2
+            exit 1
+        }
+    fi
     log "debootstrap $SUITE minbase + $2 from $MIRROR"
     debootstrap --variant=minbase --include="$2" \
         "$SUITE" "$1" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
         tail -n 30 "$WORK/debootstrap.log" >&2
+        echo "build-images: debootstrap from $MIRROR failed; RIVER_DEBIAN_MIRROR picks" \
+            "another Debian mirror" >&2
         exit 1
     }
 }

@@ -34,6 +34,12 @@ from river_runner.protocol import (
 log = logging.getLogger("river.runner")
 
 MAX_BATCH = 500
+# A POST must stay under the host's request body bound (c.RiverHost.max_request_body,
+# 16 MiB by default) or the host refuses it and the outbox stalls: a log message grows
+# to at most MAX_MESSAGE_CHARS of text (JSON may escape a character to 6 bytes), and a
+# batch takes messages while it stays under MAX_BATCH_BYTES.
+MAX_MESSAGE_CHARS = 1024 * 1024
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -71,6 +77,7 @@ class RunnerAgent:
         # grow (lines appended after the body was built would be dropped with them on ack).
         self._in_flight = 0
         self._line_seq: dict[int, int] = {}
+        self._tail_chars = 0  # text in the outbox's last log message
         self._starting: set[int] = set()
         self._http = httpx.AsyncClient(base_url=config.host_url.rstrip("/"), timeout=10.0)
         self._tasks: list[asyncio.Task] = []
@@ -262,10 +269,13 @@ class RunnerAgent:
             and last["kind"] == MSG_LOG
             and last["task_id"] == str(task_id)
             and len(last["lines"]) < MAX_BATCH
+            and self._tail_chars + len(text) <= MAX_MESSAGE_CHARS
         ):
             last["lines"].append(line)
+            self._tail_chars += len(text)
         else:
             self._outbox.append({"kind": MSG_LOG, "task_id": str(task_id), "lines": [line]})
+            self._tail_chars = len(text)
         self._outbox_wakeup.set()
 
     def report_pause(self, task_id: int, paused: bool) -> None:
@@ -289,7 +299,7 @@ class RunnerAgent:
             await self._outbox_wakeup.wait()
             self._outbox_wakeup.clear()
             while self._outbox and self.registered.is_set():
-                batch = [self._outbox[i] for i in range(min(len(self._outbox), MAX_BATCH))]
+                batch = self._next_batch()
                 self._in_flight = len(batch)
                 try:
                     response = await self._http.post(
@@ -319,6 +329,18 @@ class RunnerAgent:
             if self._outbox and not self.registered.is_set():
                 await self.registered.wait()
                 self._outbox_wakeup.set()
+
+    def _next_batch(self) -> list[dict[str, Any]]:
+        """The head of the outbox, at most MAX_BATCH messages and about MAX_BATCH_BYTES."""
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for i in range(min(len(self._outbox), MAX_BATCH)):
+            message = self._outbox[i]
+            size += len(json.dumps(message))
+            if batch and size > MAX_BATCH_BYTES:
+                break
+            batch.append(message)
+        return batch
 
     def _after_ack(self, batch: list[dict[str, Any]]) -> None:
         """The host has everything about a finished task: its files can go."""

@@ -17,6 +17,15 @@ from pathlib import Path
 from river_runner import metrics
 from river_runner.overlay_spec import check_ipv4
 from river_runner.spec import SpecError, parse_memory
+from river_runner.task_account import (
+    DEFAULT_TASK_USER,
+    TaskAccount,
+    TaskAccountError,
+    resolve_task_account,
+)
+
+JOIN_TOKEN_ENV = "RIVER_JOIN_TOKEN"
+LEGACY_TOKEN_ENV = "RIVER_RUNNER_TOKEN"  # still read, no longer documented
 
 
 def _commands() -> dict[str, object]:
@@ -56,9 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default=os.environ.get("RIVER_HOST_URL"), help="host URL, e.g. http://head:8888"
     )
     parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="file holding the cluster's runner join token (keep it 0600); or set "
+        f"{JOIN_TOKEN_ENV}. Preferred to --token, which every local user sees in `ps`",
+    )
+    parser.add_argument(
         "--token",
-        default=os.environ.get("RIVER_RUNNER_TOKEN"),
-        help="the cluster's runner join token",
+        help=f"the join token itself (deprecated: visible in `ps`; use --token-file or {JOIN_TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--task-user",
+        metavar="USER",
+        help="process backend: the account tasks run as. A runner running as root runs them "
+        f"as {DEFAULT_TASK_USER!r} unless told otherwise (never as root); any other runner "
+        "runs them as itself",
     )
     parser.add_argument(
         "--name", default=socket.gethostname(), help="node name (default: hostname)"
@@ -90,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="docker backend: image for tasks that name no image or environment",
     )
     parser.add_argument(
+        "--pids-limit",
+        type=int,
+        default=int(os.environ.get("RIVER_PIDS_LIMIT") or 4096),
+        help="docker backend: most processes (threads included) one task or VPS container "
+        "may hold, so a fork bomb stays inside its container (0: no limit; default 4096)",
+    )
+    parser.add_argument(
         "--overlay-ip",
         default=os.environ.get("RIVER_OVERLAY_IP") or None,
         metavar="ADDRESS",
@@ -102,17 +131,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def runner_command(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if not args.host or not args.token:
+    try:
+        token = join_token(args.token, args.token_file)
+    except (OSError, ValueError) as exc:
+        print(f"river runner: {exc}", file=sys.stderr)
+        return 2
+    if not args.host or not token:
         print(
-            "river runner: --host and --token are required (or RIVER_HOST_URL/RIVER_RUNNER_TOKEN)",
+            f"river runner: --host and a join token are required (--token-file, or "
+            f"{JOIN_TOKEN_ENV}; RIVER_HOST_URL for the host)",
             file=sys.stderr,
         )
         return 2
+    if args.token:
+        print(
+            "river runner: warning: --token shows the join token to every local user (ps); "
+            f"use --token-file or {JOIN_TOKEN_ENV}",
+            file=sys.stderr,
+        )
     try:
+        task_account = resolve_task_account(args.task_user)
         memory = parse_memory(args.memory) if args.memory else 0
         cpus = metrics.parse_cpu_list(args.cpus) if args.cpus else metrics.usable_cpus()
         overlay_ip = check_ipv4(args.overlay_ip, "--overlay-ip") if args.overlay_ip else None
-    except (SpecError, ValueError) as exc:
+    except (SpecError, ValueError, TaskAccountError) as exc:
         print(f"river runner: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -123,7 +165,7 @@ def runner_command(argv: list[str]) -> int:
     return asyncio.run(
         serve(
             host_url=args.host,
-            token=args.token,
+            token=token,
             name=args.name,
             bind=args.bind,
             port=args.port,
@@ -136,8 +178,29 @@ def runner_command(argv: list[str]) -> int:
             shared_dir=args.shared_dir,
             default_image=args.default_image,
             overlay_ip=overlay_ip,
+            task_account=task_account,
+            pids_limit=args.pids_limit,
         )
     )
+
+
+def join_token(given: str | None, path: Path | None) -> str | None:
+    """The join token from --token, --token-file or the environment (in that order).
+
+    The environment variables are removed once read, so nothing this runner starts (the
+    supervisor fork server, tasks, helpers) inherits them."""
+    from_env = None
+    for name in (JOIN_TOKEN_ENV, LEGACY_TOKEN_ENV):
+        from_env = from_env or os.environ.get(name)
+        os.environ.pop(name, None)
+    if given:
+        return given
+    if path is not None:
+        token = path.read_text().strip()
+        if not token:
+            raise ValueError(f"--token-file {path} is empty")
+        return token
+    return from_env
 
 
 def make_backend(
@@ -146,6 +209,8 @@ def make_backend(
     runner_name: str,
     shared_dir: Path | None = None,
     default_image: str = "python:3.12-slim",
+    task_account: TaskAccount | None = None,
+    pids_limit: int = 4096,
 ):
     if name == "docker":
         from river_runner.backends.docker import DockerBackend
@@ -155,10 +220,11 @@ def make_backend(
             work_root=data_dir / "docker-tasks",
             shared_dir=shared_dir,
             default_image=default_image,
+            pids_limit=pids_limit,
         )
     from river_runner.backends.process import ProcessBackend
 
-    return ProcessBackend(data_dir / "tasks")
+    return ProcessBackend(data_dir / "tasks", account=task_account)
 
 
 async def serve(
@@ -177,12 +243,15 @@ async def serve(
     shared_dir: Path | None = None,
     default_image: str = "python:3.12-slim",
     overlay_ip: str | None = None,
+    task_account: TaskAccount | None = None,
+    pids_limit: int = 4096,
 ) -> int:
     from river_runner.agent import RunnerAgent, RunnerConfig
     from river_runner.app import make_app
     from river_runner.gpu import GpuInventory, load_nvml
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)  # its credential, task files: the runner's alone
     config = RunnerConfig(
         host_url=host_url,
         join_token=token,
@@ -196,7 +265,9 @@ async def serve(
     )
     agent = RunnerAgent(
         config,
-        make_backend(backend_name, data_dir, name, shared_dir, default_image),
+        make_backend(
+            backend_name, data_dir, name, shared_dir, default_image, task_account, pids_limit
+        ),
         GpuInventory(load_nvml(fake_gpus)),
     )
     server = make_app(agent).listen(port, address=bind)

@@ -32,6 +32,11 @@ _MEMORY_UNITS = {
 }
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Upper bounds no real node reaches: a request past them is a typo or an attack on the
+# arithmetic (placement, quotas), refused before it is stored.
+MAX_CORES = 4096
+MAX_GPUS = 1024
+MAX_MEMORY = 1024**5  # 1 PiB
 
 
 class SpecError(ValueError):
@@ -47,7 +52,9 @@ def parse_memory(value: str | int | None) -> int:
     if isinstance(value, int):
         if value < 0:
             raise SpecError(f"memory must not be negative (got {value})")
-        return value
+        return _check_memory(value, value)
+    if not isinstance(value, (str, float)) or len(str(value)) > 64:
+        raise SpecError(f"memory must be a size like 512M or 8G, not {str(value)[:64]!r}")
     match = _MEMORY_RE.match(str(value))
     if not match:
         raise SpecError(f"memory must be a size like 512M or 8G, not {value!r}")
@@ -55,7 +62,16 @@ def parse_memory(value: str | int | None) -> int:
     factor = _MEMORY_UNITS.get(unit.upper())
     if factor is None:
         raise SpecError(f"unknown memory unit {unit!r} in {value!r}; use K, M, G or T")
-    return int(float(number) * factor)
+    size = float(number) * factor
+    if size > MAX_MEMORY:  # also catches inf, which int() would not survive
+        return _check_memory(MAX_MEMORY + 1, value)
+    return int(size)
+
+
+def _check_memory(size: int, written: Any) -> int:
+    if size > MAX_MEMORY:
+        raise SpecError(f"memory must be at most 1024T (1 PiB), not {written!r}")
+    return size
 
 
 def format_memory(size: int) -> str:
@@ -145,31 +161,43 @@ class ResourceRequest:
         }
 
 
-def _as_int(name: str, value: Any, minimum: int) -> int:
+def _as_int(name: str, value: Any, minimum: int, maximum: int, hint: str = "") -> int:
+    allowed = f"{name} must be a whole number from {minimum} to {maximum}{hint}"
     if isinstance(value, bool) or value is None:
-        raise SpecError(f"{name} must be a whole number >= {minimum}, not {value!r}")
+        raise SpecError(f"{allowed}, not {value!r}")
+    if isinstance(value, str) and len(value) > 32:
+        raise SpecError(f"{allowed}, not {value[:32]!r}...")
     try:
         number = int(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"{name} must be a whole number >= {minimum}, not {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise SpecError(f"{allowed}, not {value!r}") from None
     if isinstance(value, float) and value != number:
-        raise SpecError(f"{name} must be a whole number >= {minimum}, not {value!r}")
-    if number < minimum:
-        raise SpecError(f"{name} must be >= {minimum} (got {number})")
+        raise SpecError(f"{allowed}, not {value!r}")
+    if not minimum <= number <= maximum:
+        raise SpecError(f"{allowed} (got {number})")
     return number
 
 
-def parse_request(body: dict[str, Any]) -> ResourceRequest:
-    """Build a ResourceRequest from a JSON body (keys cores, memory, gpus, target)."""
+def parse_request(body: dict[str, Any], *, min_cores: int = 0) -> ResourceRequest:
+    """Build a ResourceRequest from a JSON body (keys cores, memory, gpus, target).
+
+    `min_cores`: the host asks 1 of callers below operator, because a 0-core task is
+    unpinned and counts nothing against quotas (docs/security.md)."""
     target_text = body.get("target")
     target = parse_target(target_text) if target_text not in (None, "") else None
-    gpus = _as_int("gpus", body.get("gpus", 0) or 0, 0)
+    gpus = _as_int("gpus", body.get("gpus", 0) or 0, 0, MAX_GPUS)
     if target and target.gpus and gpus and gpus != len(target.gpus):
         raise SpecError(
             f"--gpus {gpus} contradicts target {target} which names {len(target.gpus)} GPU(s)"
         )
     return ResourceRequest(
-        cores=_as_int("cores", body.get("cores", 1), 0),
+        cores=_as_int(
+            "cores",
+            body.get("cores", 1),
+            min_cores,
+            MAX_CORES,
+            " (0, an unpinned task outside quotas, needs the operator role)" if min_cores else "",
+        ),
         memory=parse_memory(body.get("memory", 0)),
         gpus=gpus,
         target=target,

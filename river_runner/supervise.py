@@ -154,10 +154,29 @@ def enter_netns(path: str) -> None:
         os.close(fd)
 
 
+def parse_user(user: str) -> tuple[int, int] | None:
+    """`UID:GID` (the account the task runs as) or "" (this process's own)."""
+    if not user:
+        return None
+    uid, _, gid = user.partition(":")
+    return int(uid), int(gid or uid)
+
+
 def supervise(
-    task_dir: str, argv: list[str], memory_limit: int, cpus: list[int], netns: str = ""
+    task_dir: str,
+    argv: list[str],
+    memory_limit: int,
+    cpus: list[int],
+    netns: str = "",
+    user: str = "",
+    cwd: str = "",
 ) -> int:
-    """Run argv to completion; return the exit code to leave in result.json."""
+    """Run argv to completion; return the exit code to leave in result.json.
+
+    `user` ("UID:GID"): the task drops to that account (setgroups([]), setgid, setuid)
+    just before exec, while this supervisor keeps the rights it needs to watch and kill it
+    and to write the task's files, which the task cannot reach. `cwd`: its working
+    directory (default: this process's, or RIVER_TASK_WORKDIR)."""
     _write(os.path.join(task_dir, PID_FILE), str(os.getpid()))
     if cpus:
         os.sched_setaffinity(0, cpus)
@@ -181,6 +200,8 @@ def supervise(
 
     signal.signal(signal.SIGTERM, on_term)
 
+    account = parse_user(user)
+    drop = {"user": account[0], "group": account[1], "extra_groups": []} if account else {}
     try:
         child = subprocess.Popen(
             argv,
@@ -188,10 +209,18 @@ def supervise(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            cwd=os.environ.get("RIVER_TASK_WORKDIR") or None,
+            close_fds=True,  # the task inherits no descriptor of ours
+            cwd=cwd or os.environ.get("RIVER_TASK_WORKDIR") or None,
+            **drop,
         )
     except OSError as exc:
-        return _not_started(writer, task_dir, f"river: cannot start {argv[0]!r}: {exc}", exc)
+        hint = ""
+        if account and isinstance(exc, PermissionError):
+            hint = (
+                f" (the task runs as uid {account[0]}, which must be able to reach and run "
+                "it; see the runner's --task-user)"
+            )
+        return _not_started(writer, task_dir, f"river: cannot start {argv[0]!r}: {exc}{hint}", exc)
     started.append(child)
     _write(os.path.join(task_dir, CHILD_PID_FILE), str(child.pid))
 
@@ -267,7 +296,14 @@ def main(args: list[str] | None = None) -> int:
     """`supervise.py --dir DIR [--memory BYTES] [--cpus 0,1] -- ARGV...` (no argparse: it
     costs more start-up time than the rest of this module)."""
     args = list(sys.argv[1:] if args is None else args)
-    options = {"--dir": "", "--memory": "0", "--cpus": "", "--netns": ""}
+    options = {
+        "--dir": "",
+        "--memory": "0",
+        "--cpus": "",
+        "--netns": "",
+        "--user": "",
+        "--cwd": "",
+    }
     while args and args[0] != "--":
         flag = args.pop(0)
         if flag not in options or not args:
@@ -282,7 +318,15 @@ def main(args: list[str] | None = None) -> int:
         print("usage: supervise.py --dir DIR [--memory N] [--cpus LIST] -- ARGV", file=sys.stderr)
         return 2
     cpus = [int(c) for c in options["--cpus"].split(",") if c]
-    supervise(options["--dir"], argv, int(options["--memory"]), cpus, options["--netns"])
+    supervise(
+        options["--dir"],
+        argv,
+        int(options["--memory"]),
+        cpus,
+        options["--netns"],
+        options["--user"],
+        options["--cwd"],
+    )
     return 0
 
 

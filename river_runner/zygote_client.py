@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import json
 import logging
+import os
 import socket
 import subprocess
 import threading
@@ -40,6 +41,9 @@ class ZygoteClient:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
+                # Not the runner's environment (it may hold a join token); each
+                # supervisor it forks gets its task's environment from the request.
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             )
         finally:
             theirs.close()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from river_server import db
@@ -20,8 +21,10 @@ from river_server.auth import (
     check_user_name,
     hash_password,
     hash_secret,
+    name_was_retired,
     new_secret,
     password_matches,
+    retired_name_message,
     role_at_least,
 )
 
@@ -95,6 +98,14 @@ def token_json(row: db.ApiToken, user_name: str) -> dict[str, Any]:
     }
 
 
+def _invitation_open(row: db.Invitation) -> bool:
+    return (
+        not row.revoked
+        and row.uses < row.max_uses
+        and not (row.expires_at and row.expires_at < time.time())
+    )
+
+
 def invitation_json(row: db.Invitation) -> dict[str, Any]:
     now = time.time()
     return {
@@ -157,12 +168,20 @@ class Accounts:
         role = _check_role(role)
         hashed = hash_password(_check_password(password)) if password is not None else None
         with self.sessions.begin() as session:
-            if session.scalar(select(db.User.id).where(db.User.name == name)) is not None:
-                raise AccountError(409, f"user {name!r} already exists")
+            self._name_is_free(session, name, f"user {name!r} already exists")
             user = db.User(name=name, role=role, password_hash=hashed)
             session.add(user)
-            session.flush()
+            try:
+                session.flush()
+            except IntegrityError:  # made at the same moment by another request
+                raise AccountError(409, f"user {name!r} already exists") from None
             return self._user_json(session, user)
+
+    def _name_is_free(self, session: Session, name: str, taken: str) -> None:
+        if name_was_retired(session, name):
+            raise AccountError(409, retired_name_message(name))
+        if session.scalar(select(db.User.id).where(db.User.name == name)) is not None:
+            raise AccountError(409, taken)
 
     def set_role(self, name: str, role: Any) -> dict[str, Any]:
         role = _check_role(role)
@@ -200,11 +219,16 @@ class Accounts:
             self._user(session, name).password_hash = None
 
     def delete_user(self, name: str) -> None:
-        """Remove a user and their tokens (their tasks keep the owner name as history)."""
+        """Remove a user and their tokens (their tasks keep the owner name as history).
+        The name is retired: a later account may not take it, and with it the old one's
+        tasks, VPSes and SSH access. Their login sessions end (the user ID is gone)."""
         with self.sessions.begin() as session:
             user = self._user(session, name)
             if user.role == "admin":
                 self._keep_an_admin(session, user)
+            session.merge(
+                db.RetiredUserName(name=user.name, user_id=user.id, retired_at=time.time())
+            )
             session.execute(delete(db.ApiToken).where(db.ApiToken.user_id == user.id))
             session.execute(delete(db.GroupMember).where(db.GroupMember.user_id == user.id))
             session.execute(delete(db.UserQuota).where(db.UserQuota.user_id == user.id))
@@ -332,30 +356,51 @@ class Accounts:
             return invitation_json(row)
 
     def redeem(self, code: Any, name: Any, password: Any) -> dict[str, Any]:
-        """Create the account an invitation code allows (one use of the code)."""
+        """Create the account an invitation code allows (one use of the code).
+
+        The code is checked before the password is hashed (a wrong code costs no bcrypt),
+        and the use is taken by one conditional UPDATE as the transaction's first statement,
+        so parallel redemptions of a one-use code make one account, never two."""
         if not isinstance(code, str) or not code:
             raise AccountError(400, "'code' (the invitation code) is required")
         name = _check_name(name)
-        hashed = hash_password(_check_password(password))
-        with self.sessions.begin() as session:
+        password = _check_password(password)
+        refused = AccountError(403, "this invitation code is unknown, used up, expired or revoked")
+        if not code.isascii():
+            raise refused
+        with self.sessions() as session:
             row = session.scalar(
                 select(db.Invitation).where(db.Invitation.code_hash == hash_secret(code))
             )
-            if (
-                row is None
-                or row.revoked
-                or row.uses >= row.max_uses
-                or (row.expires_at and row.expires_at < time.time())
-            ):
-                raise AccountError(
-                    403, "this invitation code is unknown, used up, expired or revoked"
+            if row is None or not _invitation_open(row):
+                raise refused
+            self._name_is_free(session, name, f"user {name!r} already exists; choose another name")
+            invitation_id, role = row.id, row.role
+        hashed = hash_password(password)
+        with self.sessions.begin() as session:
+            taken = session.execute(
+                update(db.Invitation)
+                .where(
+                    db.Invitation.id == invitation_id,
+                    db.Invitation.revoked.is_(False),
+                    db.Invitation.uses < db.Invitation.max_uses,
+                    or_(
+                        db.Invitation.expires_at.is_(None), db.Invitation.expires_at >= time.time()
+                    ),
                 )
-            if session.scalar(select(db.User.id).where(db.User.name == name)) is not None:
-                raise AccountError(409, f"user {name!r} already exists; choose another name")
-            row.uses += 1
-            user = db.User(name=name, role=row.role, password_hash=hashed)
+                .values(uses=db.Invitation.uses + 1)
+            )
+            if taken.rowcount != 1:
+                raise refused
+            self._name_is_free(session, name, f"user {name!r} already exists; choose another name")
+            user = db.User(name=name, role=role, password_hash=hashed)
             session.add(user)
-            session.flush()
+            try:
+                session.flush()
+            except IntegrityError:  # the same name redeemed at the same moment
+                raise AccountError(
+                    409, f"user {name!r} already exists; choose another name"
+                ) from None
             return self._user_json(session, user)
 
     # ---- groups ---------------------------------------------------------------------

@@ -9,18 +9,24 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Float, Int, List, Unicode, default
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
 
-from river_server.auth import ensure_user
+from river_runner.spec import SpecError, parse_memory
+from river_server import route_policy
+from river_server.auth import LOGIN_THROTTLE, ensure_user
+from river_server.environments import EnvironmentLimits
 from river_server.handlers import accounts, api, environments, events, runner
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import vps as vps_handlers
 from river_server.overlay import OverlaySettings
+from river_server.pages import keep_token_out_of_pages
+from river_server.private import make_private, open_private
 from river_server.proxy import PROXY_ROUTE, RiverProxyHandler
 from river_server.services import HostConfig, River
 from river_server.ssh_proxy import SshProxy
@@ -32,6 +38,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# Credentials of the Jupyter server (admin) that a runner, and so its tasks, must not see.
+HOST_SECRET_ENV = ("JUPYTER_TOKEN", "JUPYTER_PASSWORD", "RIVER_TOKEN", "RIVER_RUNNER_TOKEN")
+
+
+def local_runner_env(join_token: str) -> dict[str, str]:
+    """The embedded runner's environment: the host's, less its credentials, plus the join
+    token, which goes by environment (readable only by its own account), never on the
+    command line that `ps` shows to everyone."""
+    env = {k: v for k, v in os.environ.items() if k not in HOST_SECRET_ENV}
+    env["RIVER_JOIN_TOKEN"] = join_token
+    return env
 
 
 class RiverHost(ExtensionApp):
@@ -63,6 +82,20 @@ class RiverHost(ExtensionApp):
     admin_user = Unicode("admin", help="River user that the Jupyter server token acts as.").tag(
         config=True
     )
+    session_lifetime = Float(
+        7 * 86400.0,
+        help="Seconds a browser login (password form, or a link with ?token=) lasts. "
+        "Changing the password or role, deleting the user or revoking the token it came "
+        "from ends a session sooner.",
+    ).tag(config=True)
+    login_attempts = Int(
+        5,
+        help="Password guesses checked per user name within login_window seconds (browser "
+        "form, POST /river/api/login and SSH together); more answer 429.",
+    ).tag(config=True)
+    login_window = Float(
+        300.0, help="Seconds over which login_attempts failed guesses are counted."
+    ).tag(config=True)
     local_runner = Bool(False, help="Start a runner on this machine (the embedded cluster).").tag(
         config=True
     )
@@ -97,8 +130,47 @@ class RiverHost(ExtensionApp):
         default_value=[],
         help="Host paths under which users (not only operators) may bind-mount into task "
         "containers, e.g. ['/data']. Mounts elsewhere, and privileged containers, need the "
-        "operator role.",
+        "operator role. Runners resolve symlinks before checking. On the command line repeat "
+        "the flag: --RiverHost.user_mount_prefixes=/data --RiverHost.user_mount_prefixes=/x.",
     ).tag(config=True)
+    environment_cpus = Float(
+        2.0, help="CPUs each environment container may use (head node's Docker); 0: no limit."
+    ).tag(config=True)
+    environment_memory = Unicode(
+        "4G", help="Memory (swap included) of each environment container, e.g. 4G; 0: no limit."
+    ).tag(config=True)
+    environment_pids_limit = Int(
+        1024, help="Processes (threads included) per environment container; 0: no limit."
+    ).tag(config=True)
+    environment_max_per_user = Int(
+        3, help="Environment containers one user may have at once (409 beyond); 0: no limit."
+    ).tag(config=True)
+    environment_exec_timeout = Float(
+        1800.0,
+        help="Most seconds one environment exec may run (a request may ask less; default "
+        "300 s): past it the command is killed and the request answers 504. 0: no limit.",
+    ).tag(config=True)
+    environment_execs_per_user = Int(
+        2, help="Environment execs and exports one user may run at once (429 beyond)."
+    ).tag(config=True)
+    environment_exec_workers = Int(
+        8, help="Environment execs and exports running at once, all users (429 beyond)."
+    ).tag(config=True)
+
+    @validate("user_mount_prefixes")
+    def _check_mount_prefixes(self, proposal: Any) -> list[str]:
+        """Refuse at start what would silently refuse every mount: a shell turns
+        --RiverHost.user_mount_prefixes=["/data"] into the one string '[/data]'."""
+        for prefix in proposal["value"]:
+            if not prefix.startswith("/"):
+                raise TraitError(
+                    f"c.RiverHost.user_mount_prefixes: {prefix!r} is not an absolute path. On "
+                    "the command line give one flag per path "
+                    "(--RiverHost.user_mount_prefixes=/data --RiverHost.user_mount_prefixes="
+                    "/scratch); in a config file, c.RiverHost.user_mount_prefixes = ['/data']"
+                )
+        return list(proposal["value"])
+
     overlay_enabled = Bool(
         False,
         help="Run the VXLAN overlay hub: give each runner that registers with --overlay-ip a "
@@ -124,6 +196,51 @@ class RiverHost(ExtensionApp):
         "releases them.",
     ).tag(config=True)
 
+    # ---- bounds on what one user can grow (docs/security.md, "Limits") ------------------
+    max_request_body = Int(
+        16 * 1024 * 1024,
+        help="Largest request body the Jupyter server reads, in bytes (River sets "
+        "ServerApp.max_body_size to it unless that is configured): Tornado reads a body "
+        "before any handler checks who sent it. Blob uploads authenticate first and then "
+        "may send up to blob_max_bytes.",
+    ).tag(config=True)
+    task_spec_max_bytes = Int(
+        1024 * 1024,
+        help="Largest task program (script, command and env together, as JSON) accepted, in "
+        "bytes; larger ones get 413 (push files or use shared storage instead).",
+    ).tag(config=True)
+    max_tasks_per_user = Int(
+        1000,
+        help="Unfinished (queued, pending, placed) tasks one user may have; more get 429.",
+    ).tag(config=True)
+    log_max_bytes = Int(
+        64 * 1024 * 1024,
+        help="Stored output per task, in bytes; past it lines are dropped and one note "
+        "'log truncated at N bytes' ends the log (the task runs on).",
+    ).tag(config=True)
+    blob_user_max_bytes = Int(
+        1024**3,
+        help="All blobs of one user's tasks together, in bytes; an upload past it gets 413.",
+    ).tag(config=True)
+    max_event_streams_per_user = Int(
+        32,
+        help="Concurrent event streams (GET /river/api/events) per user; more get 429.",
+    ).tag(config=True)
+    max_reservations_per_user = Int(
+        64,
+        help="Overlay IP reservations one user may hold at once; more get 429.",
+    ).tag(config=True)
+    ssh_max_connections = Int(
+        256,
+        help="Concurrent connections the SSH proxy serves in all (one thread each); more "
+        "are closed at once.",
+    ).tag(config=True)
+    ssh_max_relays_per_user = Int(
+        32,
+        help="Concurrent SSH sessions and port forwards one user may relay through the SSH "
+        "proxy (one thread each); more are refused.",
+    ).tag(config=True)
+
     @default("data_dir")
     def _default_data_dir(self) -> str:
         return os.environ.get("RIVER_DATA_DIR") or str(Path(jupyter_data_dir()) / "river")
@@ -135,13 +252,27 @@ class RiverHost(ExtensionApp):
         if path.exists():
             return path.read_text().strip()
         token = secrets.token_urlsafe(32)
-        path.write_text(token)
-        os.chmod(path, 0o600)
+        with open_private(path, "w") as handle:
+            handle.write(token)
         return token
 
+    def _environment_limits(self) -> EnvironmentLimits:
+        try:
+            memory = parse_memory(self.environment_memory or 0)
+        except SpecError as exc:
+            raise TraitError(f"c.RiverHost.environment_memory: {exc}") from None
+        return EnvironmentLimits(
+            cpus=max(0.0, self.environment_cpus),
+            memory=memory,
+            pids=self.environment_pids_limit,
+            per_user=self.environment_max_per_user,
+            exec_timeout=max(0.0, self.environment_exec_timeout),
+            execs_per_user=max(1, self.environment_execs_per_user),
+            exec_workers=max(1, self.environment_exec_workers),
+        )
+
     def initialize_settings(self) -> None:
-        data_dir = Path(self.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = make_private(Path(self.data_dir))
         config = HostConfig(
             data_dir=data_dir,
             db_url=self.db_url or f"sqlite:///{data_dir / 'river.db'}",
@@ -150,11 +281,21 @@ class RiverHost(ExtensionApp):
             heartbeat_misses=self.heartbeat_misses,
             backfill_window=self.backfill_window,
             admin_user=self.admin_user,
+            session_lifetime=self.session_lifetime,
             blob_max_bytes=self.blob_max_bytes,
             shared_dir=Path(self.shared_dir) if self.shared_dir else data_dir / "shared",
             user_mount_prefixes=tuple(self.user_mount_prefixes),
+            environment_limits=self._environment_limits(),
             require_approval=self.require_approval,
             vps_snapshots_keep=self.vps_snapshots_keep,
+            task_spec_max_bytes=self.task_spec_max_bytes,
+            max_tasks_per_user=self.max_tasks_per_user,
+            log_max_bytes=self.log_max_bytes,
+            blob_user_max_bytes=self.blob_user_max_bytes,
+            max_event_streams_per_user=self.max_event_streams_per_user,
+            max_reservations_per_user=self.max_reservations_per_user,
+            ssh_max_connections=self.ssh_max_connections,
+            ssh_max_relays_per_user=self.ssh_max_relays_per_user,
             overlay=OverlaySettings(
                 enabled=self.overlay_enabled,
                 subnet=self.overlay_subnet,
@@ -164,10 +305,27 @@ class RiverHost(ExtensionApp):
                 release_after=self.overlay_release_after,
             ),
         )
+        config.max_request_body = self._bound_request_bodies()
         self.river = River(config, log=self.log)
-        ensure_user(self.river.sessions, self.admin_user, "admin")
+        LOGIN_THROTTLE.configure(self.login_attempts, self.login_window)
+        try:
+            ensure_user(self.river.sessions, self.admin_user, "admin")
+        except ValueError as exc:  # the name belonged to a deleted account
+            self.log.error("River: %s; set c.RiverHost.admin_user to another name", exc)
         self.settings.update({"river": self.river})
         self._runner_process: subprocess.Popen | None = None
+
+    def _bound_request_bodies(self) -> int:
+        """Lower the server's 512 MiB default body size (read before authentication) to
+        max_request_body. Extensions load before the HTTP server is made, so this holds
+        from the first request; an explicit ServerApp.max_body_size wins."""
+        server = self.serverapp
+        if server is None:
+            return self.max_request_body
+        configured = server.config.get("ServerApp", {})
+        if "max_body_size" not in configured:
+            server.max_body_size = self.max_request_body
+        return int(server.max_body_size)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(
@@ -223,7 +381,14 @@ class RiverHost(ExtensionApp):
             ]
         )
 
+    def _load_jupyter_server_extension(self, serverapp) -> None:  # noqa: ANN001
+        super()._load_jupyter_server_extension(serverapp)
+        # Default-deny for every handler of the whole server, whichever extension made it
+        # (river_server/route_policy.py): the one place that sees them all.
+        route_policy.install(serverapp.web_app, serverapp.base_url, self.log)
+
     async def _start_jupyter_server_extension(self, serverapp) -> None:  # noqa: ANN001
+        keep_token_out_of_pages(serverapp.web_app.settings)
         interval_ms = max(100.0, self.heartbeat_interval * 1000 / 2)
         self._liveness = PeriodicCallback(self.river.nodes.check_liveness, interval_ms)
         self._liveness.start()
@@ -262,8 +427,6 @@ class RiverHost(ExtensionApp):
             "runner",
             "--host",
             host_url,
-            "--token",
-            self.river.config.runner_token,
             "--name",
             self.local_runner_name,
             "--port",
@@ -277,7 +440,9 @@ class RiverHost(ExtensionApp):
             *self.local_runner_args.split(),
         ]
         self.log.info("starting the embedded runner %s on port %d", self.local_runner_name, port)
-        self._runner_process = subprocess.Popen(command, start_new_session=True)
+        self._runner_process = subprocess.Popen(
+            command, start_new_session=True, env=local_runner_env(self.river.config.runner_token)
+        )
 
     async def stop_extension(self) -> None:
         if self.river.ssh_proxy is not None:

@@ -17,8 +17,10 @@ import base64
 import hashlib
 import hmac
 import html
+import json
 import re
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -91,13 +93,19 @@ def password_matches(password: str, hashed: str | None) -> bool:
 
 
 class LoginThrottle:
-    """Slows password guessing: after `limit` failures for one name within `window`
-    seconds, that name is refused until the window has passed."""
+    """Slows password guessing: at most `limit` guesses for one name are checked within
+    `window` seconds. Guesses still being checked count too, so N parallel requests cannot
+    all slip past the count before the first failure is recorded."""
 
     def __init__(self, limit: int = 5, window: float = 300.0) -> None:
         self.limit = limit
         self.window = window
         self._failures: dict[str, list[float]] = {}
+        self._in_flight: dict[str, int] = {}
+        self._lock = threading.Lock()  # the SSH proxy calls this from its threads
+
+    def configure(self, limit: int, window: float) -> None:
+        self.limit, self.window = max(1, int(limit)), max(1.0, float(window))
 
     def _recent(self, name: str) -> list[float]:
         cutoff = time.monotonic() - self.window
@@ -108,20 +116,55 @@ class LoginThrottle:
             self._failures.pop(name, None)
         return recent
 
+    def _wait(self, name: str) -> float:
+        recent = self._recent(name)
+        if len(recent) + self._in_flight.get(name, 0) < self.limit:
+            return 0.0
+        if len(recent) < self.limit:  # full of guesses still being checked
+            return 1.0
+        return max(1.0, recent[0] + self.window - time.monotonic())
+
     def blocked(self, name: str) -> float:
         """Seconds until `name` may try again (0: now)."""
-        recent = self._recent(name)
-        if len(recent) < self.limit:
-            return 0.0
-        return max(0.0, recent[0] + self.window - time.monotonic())
+        with self._lock:
+            return self._wait(name)
 
-    def failed(self, name: str) -> None:
+    def begin(self, name: str) -> float:
+        """Reserve one guess for `name`: 0 when it may be checked now (then call `end`),
+        else the seconds to wait. Reserving and counting happen under one lock."""
+        with self._lock:
+            wait = self._wait(name)
+            if not wait:
+                self._in_flight[name] = self._in_flight.get(name, 0) + 1
+                if len(self._in_flight) > 10_000:  # bounded memory under a spray of names
+                    self._in_flight.pop(next(iter(self._in_flight)))
+            return wait
+
+    def end(self, name: str, ok: bool) -> None:
+        """The guess `begin` reserved has been checked."""
+        with self._lock:
+            left = self._in_flight.get(name, 0) - 1
+            if left > 0:
+                self._in_flight[name] = left
+            else:
+                self._in_flight.pop(name, None)
+            self._record(name, ok)
+
+    def _record(self, name: str, ok: bool) -> None:
+        if ok:
+            self._failures.pop(name, None)
+            return
         self._failures.setdefault(name, []).append(time.monotonic())
         if len(self._failures) > 10_000:  # bounded memory under a spray of names
             self._failures.pop(next(iter(self._failures)))
 
+    def failed(self, name: str) -> None:
+        with self._lock:
+            self._record(name, False)
+
     def succeeded(self, name: str) -> None:
-        self._failures.pop(name, None)
+        with self._lock:
+            self._record(name, True)
 
 
 LOGIN_THROTTLE = LoginThrottle()
@@ -142,15 +185,33 @@ def verify_login(sessions: sessionmaker[Session], name: str, password: str) -> d
 
 
 class RiverUser(User):
-    """A Jupyter user that carries its River role."""
+    """A Jupyter user that carries its River role, its user ID and what identified it
+    (`binding`: "password", "token:<id>", "server", or "" for a header token), which is
+    what a login cookie made for this user is bound to."""
 
     role: str = "user"
+    user_id: int = 0
+    binding: str = ""
+
+
+def name_was_retired(session: Session, name: str) -> bool:
+    """Whether `name` belonged to an account that was deleted (never to be reused)."""
+    return session.get(db.RetiredUserName, name) is not None
+
+
+def retired_name_message(name: str) -> str:
+    return (
+        f"the user name {name!r} was used before by an account that has been deleted; "
+        "names are not reused (the old account's tasks and VPSes keep it): choose another name"
+    )
 
 
 def ensure_user(sessions: sessionmaker[Session], name: str, role: str) -> db.User:
     with sessions.begin() as session:
         user = session.scalar(select(db.User).where(db.User.name == name))
         if user is None:
+            if name_was_retired(session, name):
+                raise ValueError(retired_name_message(name))
             user = db.User(name=name, role=role)
             session.add(user)
             session.flush()
@@ -180,13 +241,73 @@ def create_token(
     return token
 
 
+def token_is_active(row: db.ApiToken | None) -> bool:
+    return not (row is None or row.revoked or (row.expires_at and row.expires_at < time.time()))
+
+
+def active_token(session: Session, token: str) -> tuple[db.ApiToken, db.User] | None:
+    """The token's row and user; None for unknown, revoked or expired tokens."""
+    if not token.isascii():  # River's secrets are ASCII; anything else is not one of them
+        return None
+    row = session.scalar(select(db.ApiToken).where(db.ApiToken.token_hash == hash_secret(token)))
+    if row is None or not token_is_active(row):
+        return None
+    user = session.get(db.User, row.user_id)
+    return (row, user) if user is not None else None
+
+
 def user_for_token(session: Session, token: str) -> db.User | None:
     """The token's user; None for unknown, revoked or expired tokens. Read from the DB on
     every request, so revoking a token takes effect at once."""
-    row = session.scalar(select(db.ApiToken).where(db.ApiToken.token_hash == hash_secret(token)))
-    if row is None or row.revoked or (row.expires_at and row.expires_at < time.time()):
-        return None
-    return session.get(db.User, row.user_id)
+    found = active_token(session, token)
+    return found[1] if found is not None else None
+
+
+def same_secret(presented: str, expected: str) -> bool:
+    """Constant-time comparison that is False (not a TypeError, i.e. not a 500) for a
+    presented value with non-ASCII characters."""
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+NON_ASCII_TOKEN = (
+    "the token has characters that are not ASCII; River tokens are ASCII letters, digits, "
+    "'-' and '_' (copy it again, without quotes or spaces)"
+)
+
+
+# ---- login sessions (the browser's cookie) ------------------------------------------------
+
+DEFAULT_SESSION_LIFETIME = 7 * 86400.0
+
+
+def session_fingerprint(user: db.User, binding_key: str) -> str:
+    """What a login cookie is bound to. It changes when the password is set or changed
+    (a new bcrypt salt), the role changes, or the account is replaced, so each of these
+    ends every session made before; `binding_key` ties it to the credential that made it."""
+    material = f"{user.id}|{user.name}|{user.role}|{user.password_hash or ''}|{binding_key}"
+    return hashlib.sha3_256(material.encode()).hexdigest()
+
+
+def binding_key(
+    session: Session, user: db.User, binding: str, server_token: str | None, admin_user: str
+) -> str | None:
+    """The current key of a session's binding, or None when the credential that made the
+    session is gone (token revoked or expired, server token changed or not the admin)."""
+    if binding == "password":
+        return "password" if user.password_hash is not None else None
+    if binding == "server":
+        if not server_token or user.name != admin_user:
+            return None
+        return f"server:{hash_secret(server_token)}"
+    if binding.startswith("token:"):
+        try:
+            row = session.get(db.ApiToken, int(binding[6:]))
+        except ValueError:
+            return None
+        if row is None or row.user_id != user.id or not token_is_active(row):
+            return None
+        return binding
+    return None
 
 
 # ---- the browser login page ---------------------------------------------------------------
@@ -245,20 +366,25 @@ class RiverLoginHandler(LoginFormHandler):
         name = self.get_argument("username", default="").strip()
         password = self.get_argument("password", default="")
         provider = self.identity_provider
-        wait = LOGIN_THROTTLE.blocked(name) if name else 0.0
+        if not name and password and not password.isascii():
+            self.set_status(401)
+            self._render({"error": f"Not logged in: {NON_ASCII_TOKEN}"})
+            return
+        wait = LOGIN_THROTTLE.begin(name) if name else 0.0
         if wait:
             self.set_status(429)
             self._render({"error": f"Too many failed logins; try again in {wait:.0f} s"})
             return
-        user = await asyncio.to_thread(provider.login_user, self, name, password)
-        if user is None:
+        user = None
+        try:
+            user = await asyncio.to_thread(provider.login_user, self, name, password)
+        finally:
             if name:
-                LOGIN_THROTTLE.failed(name)
+                LOGIN_THROTTLE.end(name, user is not None)
+        if user is None:
             self.set_status(401)
             self._render({"error": "Invalid user name or password"})
             return
-        if name:
-            LOGIN_THROTTLE.succeeded(name)
         self.current_user = user
         self.log.info("River user %s logged in", user.username)
         provider.set_login_cookie(self, user)
@@ -271,9 +397,17 @@ class RiverIdentityProvider(IdentityProvider):
     `Authorization: token T` with a River API token identifies that River user. The Jupyter
     server token (the embedded cluster's bootstrap secret) identifies the configured admin,
     so requests made with it have a stable owner instead of a random anonymous one. Browsers
-    log in with a River user name and password (RiverLoginHandler); the login cookie holds
-    the user name and the role is read from the DB on every request, so a role change or a
-    deleted account takes effect at once.
+    log in with a River user name and password (RiverLoginHandler), or open a link with
+    `?token=` (`river up` prints one for the admin).
+
+    Sessions: only a browser login (the form, or `?token=` in a URL) sets a login cookie; a
+    request with an `Authorization` header never does, so a script's token leaves nothing
+    behind. The cookie holds the user's ID, how they logged in (password, token ID, server
+    token), a fingerprint of the account (password hash, role) and when it was made; all of
+    it is checked against the DB on every request, so changing the password or the role,
+    deleting the user, revoking the token the session came from, or restarting `river up`
+    with a new server token ends the session at once. Sessions last
+    `c.RiverHost.session_lifetime` seconds.
     """
 
     login_handler_class = Type(
@@ -286,14 +420,52 @@ class RiverIdentityProvider(IdentityProvider):
     def _river(self, handler: web.RequestHandler) -> Any | None:
         return handler.settings.get("river")
 
-    def get_token(self, handler: web.RequestHandler) -> str | None:
-        """The Authorization header first, then `?token=` (Jupyter's order is the other
-        way round). Behind /river/proxy/ the query's token belongs to the app in the VPS
-        (its own Jupyter's), and River's credential travels in the header."""
+    def _server_token(self, handler: web.RequestHandler) -> str:
+        return getattr(handler, "token", None) or self.token or ""
+
+    def _lifetime(self, river: Any) -> float:
+        return float(getattr(river.config, "session_lifetime", DEFAULT_SESSION_LIFETIME))
+
+    def presented_token(self, handler: web.RequestHandler) -> tuple[str, str]:
+        """(token, "header" | "query" | ""). The Authorization header first, then `?token=`
+        (Jupyter's order is the other way round). Behind /river/proxy/ the query's token
+        belongs to the app in the VPS (its own Jupyter's), and River's credential travels in
+        the header."""
         match = self.auth_header_pat.match(handler.request.headers.get("Authorization", ""))
         if match:
-            return match.group(2)
-        return handler.get_argument("token", "")
+            return match.group(2).strip(), "header"
+        token = handler.get_argument("token", "")
+        return (token, "query") if token else ("", "")
+
+    def get_token(self, handler: web.RequestHandler) -> str | None:
+        return self.presented_token(handler)[0]
+
+    async def get_user(self, handler: web.RequestHandler) -> User | None:  # type: ignore[override]
+        river = self._river(handler)
+        if river is None:
+            return await super()._get_user(handler)
+        current = getattr(handler, "_jupyter_current_user", None)
+        if current:
+            return current
+        token, source = self.presented_token(handler)
+        if token and not token.isascii():
+            # The reason phrase too: some extensions' pages cannot render an error body.
+            raise web.HTTPError(
+                401, f"Not logged in: {NON_ASCII_TOKEN}", reason="Token Is Not ASCII"
+            )
+        if token:
+            user = self._user_for_any_token(river, handler, token)
+            if user is not None:
+                handler._token_authenticated = True  # type: ignore[attr-defined]
+                if source == "query":
+                    # A link such as `river up`'s /lab?token=...: the browser that opened
+                    # it keeps a session bound to that token (revoking it ends the session).
+                    self.set_login_cookie(handler, user)
+                return user
+        user = self._user_from_cookie(river, handler)
+        if user is None and handler.get_cookie(self.get_cookie_name(handler)) is not None:
+            self.clear_login_cookie(handler)
+        return user
 
     async def get_user_token(self, handler: web.RequestHandler) -> User | None:
         river = self._river(handler)
@@ -306,12 +478,22 @@ class RiverIdentityProvider(IdentityProvider):
         self, river: Any, handler: web.RequestHandler, token: str
     ) -> RiverUser | None:
         with river.sessions() as session:
-            user = user_for_token(session, token)
-            if user is not None:
-                return _jupyter_user(user.name, user.role)
-        server_token = getattr(handler, "token", None) or self.token
-        if server_token and hmac.compare_digest(token, server_token):
-            return _jupyter_user(river.config.admin_user, "admin")
+            found = active_token(session, token)
+            if found is not None:
+                row, user = found
+                return _jupyter_user(user.name, user.role, user.id, f"token:{row.id}")
+            server_token = self._server_token(handler)
+            if server_token and same_secret(token, server_token):
+                admin = session.scalar(
+                    select(db.User).where(db.User.name == river.config.admin_user)
+                )
+                if admin is None:
+                    self.log.error(
+                        "the server token acts as %r, which is not a River user",
+                        river.config.admin_user,
+                    )
+                    return None
+                return _jupyter_user(admin.name, admin.role, admin.id, "server")
         return None
 
     def login_user(self, handler: web.RequestHandler, name: str, password: str) -> User | None:
@@ -323,7 +505,9 @@ class RiverIdentityProvider(IdentityProvider):
         if not name:
             return self._user_for_any_token(river, handler, password) if password else None
         user = verify_login(river.sessions, name, password)
-        return _jupyter_user(user.name, user.role) if user is not None else None
+        if user is None:
+            return None
+        return _jupyter_user(user.name, user.role, user.id, "password")
 
     def process_login_form(self, handler: web.RequestHandler) -> User | None:
         return self.login_user(
@@ -332,34 +516,85 @@ class RiverIdentityProvider(IdentityProvider):
             handler.get_argument("password", default=""),
         )
 
-    def get_user_cookie(self, handler: web.RequestHandler) -> Any:
-        user = super().get_user_cookie(handler)
+    # ---- the login cookie -------------------------------------------------------------
+    def set_login_cookie(self, handler: web.RequestHandler, user: User) -> None:
+        """A session bound to the credential that identified `user`; nothing for a user
+        that has no binding (e.g. identified by an Authorization header)."""
         river = self._river(handler)
-        if river is None or user is None or isinstance(user, RiverUser):
-            return user
-        return self._with_role(river, user)
+        if river is None:
+            super().set_login_cookie(handler, user)
+            return
+        binding = getattr(user, "binding", "")
+        if not isinstance(user, RiverUser) or not binding or binding == "header":
+            return
+        with river.sessions() as session:
+            row = session.get(db.User, user.user_id)
+            key = (
+                binding_key(
+                    session, row, binding, self._server_token(handler), river.config.admin_user
+                )
+                if row is not None
+                else None
+            )
+        if row is None or key is None:
+            return
+        value = json.dumps(
+            {"uid": row.id, "b": binding, "fp": session_fingerprint(row, key), "iat": time.time()}
+        )
+        options = dict(self.cookie_options)
+        options.setdefault("httponly", True)
+        options.setdefault("samesite", "Lax")
+        secure = self.secure_cookie
+        if secure is None:
+            secure = handler.request.protocol == "https"
+        if secure:
+            options.setdefault("secure", True)
+        options.setdefault("path", handler.base_url)  # type: ignore[attr-defined]
+        options["expires_days"] = self._lifetime(river) / 86400
+        handler.set_secure_cookie(self.get_cookie_name(handler), value, **options)
 
-    def _with_role(self, river: Any, user: Any) -> Any:
-        async def lookup() -> User | None:
-            resolved = await user if hasattr(user, "__await__") else user
-            if resolved is None:
+    def _user_from_cookie(self, river: Any, handler: web.RequestHandler) -> RiverUser | None:
+        lifetime = self._lifetime(river)
+        raw = handler.get_secure_cookie(
+            self.get_cookie_name(handler),
+            **{"max_age_days": lifetime / 86400 + 1, **self.get_secure_cookie_kwargs},
+        )
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            uid, binding, fingerprint = int(data["uid"]), str(data["b"]), str(data["fp"])
+            issued = float(data["iat"])
+        except (ValueError, KeyError, TypeError):
+            return None  # e.g. a cookie of an older River (it held only the user name)
+        now = time.time()
+        if not issued <= now + 60 or issued + lifetime < now:
+            return None
+        with river.sessions() as session:
+            row = session.get(db.User, uid)
+            if row is None:
                 return None
-            with river.sessions() as session:
-                row = session.scalar(select(db.User).where(db.User.name == resolved.username))
-            return _jupyter_user(row.name, row.role) if row else None
+            key = binding_key(
+                session, row, binding, self._server_token(handler), river.config.admin_user
+            )
+            if key is None or not hmac.compare_digest(
+                fingerprint.encode(), session_fingerprint(row, key).encode()
+            ):
+                return None
+            return _jupyter_user(row.name, row.role, row.id, binding)
 
-        return lookup()
-
-    def user_to_cookie(self, user: User) -> str:
-        return user.username
-
-    def user_from_cookie(self, cookie_value: str) -> User | None:
-        return User(username=cookie_value)
+    def get_user_cookie(self, handler: web.RequestHandler) -> Any:
+        river = self._river(handler)
+        if river is None:
+            return super().get_user_cookie(handler)
+        return self._user_from_cookie(river, handler)
 
 
-def _jupyter_user(name: str, role: str) -> RiverUser:
+def _jupyter_user(name: str, role: str, user_id: int = 0, binding: str = "") -> RiverUser:
     user = RiverUser(username=name, name=name, display_name=name)
     user.role = role
+    user.user_id = user_id
+    user.binding = binding
     return user
 
 

@@ -19,10 +19,12 @@ import binascii
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from river_runner.protocol import LOG_STREAM_RIVER, PULL_BLOB, PULL_ERROR_MARKER, PULL_MARKER
+from river_server.private import make_private, open_private
 
 if TYPE_CHECKING:
     from river_server.logstore import LogStore
@@ -60,10 +62,11 @@ def check_name(name: str, *, writing: bool = False) -> None:
 
 
 class BlobStore:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, user_max_bytes: int = 1024**3) -> None:
         self.root = root
         self.max_bytes = max_bytes
-        root.mkdir(parents=True, exist_ok=True)
+        self.user_max_bytes = user_max_bytes  # all blobs of one user's tasks together
+        make_private(root)
 
     def _dir(self, task_id: int) -> Path:
         return self.root / str(int(task_id))
@@ -75,15 +78,39 @@ class BlobStore:
             f"{format_size(self.max_bytes)} per blob (c.RiverHost.blob_max_bytes)",
         )
 
+    def usage(self, task_ids: Iterable[int]) -> int:
+        """Bytes the blobs of these tasks take (a user's total, given their task IDs)."""
+        present = {entry.name for entry in os.scandir(self.root) if entry.is_dir()}
+        total = 0
+        for task_id in task_ids:
+            if str(int(task_id)) in present:
+                total += sum(
+                    entry.stat().st_size
+                    for entry in os.scandir(self._dir(task_id))
+                    if entry.is_file(follow_symlinks=False)
+                )
+        return total
+
+    def check_user_total(self, owner: str, used: int, adding: int) -> None:
+        """Raise 413 when `adding` bytes would take `owner`'s blobs past user_max_bytes."""
+        if used + adding > self.user_max_bytes:
+            raise BlobError(
+                413,
+                f"{owner}'s blobs take {format_size(used)}; {format_size(adding)} more would "
+                f"pass {format_size(self.user_max_bytes)}, the most this host keeps per user "
+                "(c.RiverHost.blob_user_max_bytes): delete old tasks' blobs or use shared "
+                "storage",
+            )
+
     # ---- plain blobs ----------------------------------------------------------------
     def put(self, task_id: int, name: str, data: bytes) -> dict[str, Any]:
         check_name(name)
         if len(data) > self.max_bytes:
             raise self.too_large(name, len(data))
-        directory = self._dir(task_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_private(self._dir(task_id))
         temp = directory / f".{name}.tmp"
-        temp.write_bytes(data)
+        with open_private(temp, "wb") as handle:
+            handle.write(data)
         os.replace(temp, directory / name)
         (directory / f".{name}.error").unlink(missing_ok=True)
         return {"name": name, "size": len(data)}
@@ -110,11 +137,11 @@ class BlobStore:
         ]
 
     def set_error(self, task_id: int, name: str, message: str) -> None:
-        directory = self._dir(task_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_private(self._dir(task_id))
         (directory / name).unlink(missing_ok=True)
         (directory / f".{name}.part").unlink(missing_ok=True)
-        (directory / f".{name}.error").write_text(message)
+        with open_private(directory / f".{name}.error", "w") as handle:
+            handle.write(message)
 
     def delete_task(self, task_id: int) -> None:
         shutil.rmtree(self._dir(task_id), ignore_errors=True)
@@ -166,8 +193,7 @@ class BlobStore:
             self.set_error(task_id, PULL_BLOB, "the task printed a malformed pull marker")
             return
         part, parts, payload = int(match[1]), int(match[2]), match[3]
-        directory = self._dir(task_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_private(self._dir(task_id))
         partial = directory / f".{PULL_BLOB}.part"
         if part == 1:
             partial.unlink(missing_ok=True)
@@ -179,7 +205,7 @@ class BlobStore:
         except (binascii.Error, ValueError):
             self.set_error(task_id, PULL_BLOB, "the task printed a corrupt pull marker")
             return
-        with open(partial, "ab") as handle:
+        with open_private(partial, "ab") as handle:
             handle.write(data)
             size = handle.tell()
         if size > self.max_bytes:

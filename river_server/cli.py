@@ -47,6 +47,8 @@ def host_command(argv: list[str]) -> int:
         # jupyter-server-proxy's generic /proxy/<port> would let any logged-in user
         # reach any port of the host; River uses its classes only (docs/security.md).
         "--ServerApp.jpserver_extensions=jupyter_server_proxy=False",
+        # No pip install/uninstall of extensions from the lab's UI (docs/security.md).
+        "--LabApp.extension_manager=readonly",
         f"--ServerApp.allow_root={os.geteuid() == 0}",
     ]
     if args.data_dir:
@@ -164,6 +166,8 @@ def up_command(argv: list[str]) -> int:
         # jupyter-server-proxy's generic /proxy/<port> would let any logged-in user
         # reach any port of the host; River uses its classes only (docs/security.md).
         "--ServerApp.jpserver_extensions=jupyter_server_proxy=False",
+        # No pip install/uninstall of extensions from the lab's UI (docs/security.md).
+        "--LabApp.extension_manager=readonly",
         f"--ServerApp.allow_root={os.geteuid() == 0}",
         f"--ServerApp.root_dir={Path.cwd()}",
         f"--RiverHost.data_dir={data_dir}",

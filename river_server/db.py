@@ -35,6 +35,16 @@ class User(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 
+class RetiredUserName(Base):
+    """The name of a deleted account. Tasks, VPSes and SSH access are recorded by owner
+    name, so a name is never given to a new account: it would inherit all of them."""
+
+    __tablename__ = "retired_user_names"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    retired_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
 class ApiToken(Base):
     """An API token; only its SHA3-512 digest is stored."""
 
@@ -141,6 +151,21 @@ class TaskTransition(Base):
     state: Mapped[str] = mapped_column(String(20))
     at: Mapped[float] = mapped_column(Float, default=time.time)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class EnvironmentExport(Base):
+    """An exported environment tarball: who owns it and its sha256. Runners load only a
+    tarball with this digest, so what lies in the shared dir is never trusted by itself."""
+
+    __tablename__ = "environment_exports"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    digest: Mapped[str] = mapped_column(String(64))  # sha256 of the tarball, hex
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    image: Mapped[str | None] = mapped_column(String(256), nullable=True)  # the base image
+    image_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    exported_at: Mapped[float] = mapped_column(Float, default=time.time)
+    exported_by: Mapped[str] = mapped_column(String(64), default="")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -225,7 +225,17 @@ class Dispatcher:
             "workdir": spec.get("workdir"),
             "image": spec.get("image"),
             "environment": spec.get("environment"),
+            # Runners load only the export the host recorded (river_runner.backends.docker_env)
+            "environment_digest": (
+                self.river.environments.digest(spec["environment"])
+                if spec.get("environment")
+                else None
+            ),
             "mounts": spec.get("mounts") or [],
+            # A user's mounts must resolve under these on the runner; None: an operator's.
+            "mount_prefixes": (
+                list(self.river.config.user_mount_prefixes) if spec.get("user_mounts") else None
+            ),
             "privileged": bool(spec.get("privileged")),
             "overlay_ip": spec.get("overlay_ip"),  # a reserved overlay address (ip_token)
             "cpus": task.cpus or [],

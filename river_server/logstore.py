@@ -3,6 +3,10 @@
 Runners push lines with sequence numbers; lines already stored are dropped, so a runner
 that re-sends after a reconnect or restart never duplicates output. Readers ask for
 `since=SEQ`, and an index of byte offsets lets them skip to it without rereading the file.
+
+Each log is bounded (`c.RiverHost.log_max_bytes`): the line that would pass the bound is
+replaced by one note on the "river" stream, and later lines are counted (so the sequence
+stays gapless and re-sends are still recognised) but not stored. The task runs on.
 """
 
 from __future__ import annotations
@@ -12,13 +16,21 @@ from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
+from river_runner.protocol import LOG_STREAM_RIVER
+from river_server.private import make_private, open_private
+
 INDEX_EVERY = 256  # remember the byte offset of every Nth line
+TRUNCATED = "[river] log truncated at "
+NOTE_TRUNCATED = "truncated"
+NOTE_ROOM = 128 * 1024  # kept under the bound for River's own notes (truncation, pulls)
 
 
 class _TaskLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.last_seq = 0
+        self.size = 0
+        self.truncated = False
         self.index_seqs: list[int] = [0]
         self.index_offsets: list[int] = [0]
         if path.exists():
@@ -30,20 +42,24 @@ class _TaskLog:
             for raw in handle:
                 if not raw.endswith(b"\n"):
                     break  # torn last line from a crash: ignored, rewritten on resend
-                seq = json.loads(raw)["seq"]
+                line = json.loads(raw)
+                seq = line["seq"]
                 self.last_seq = seq
+                self.truncated = self.truncated or line.get("note") == NOTE_TRUNCATED
                 offset += len(raw)
                 if seq % INDEX_EVERY == 0:
                     self.index_seqs.append(seq)
                     self.index_offsets.append(offset)
         with open(self.path, "r+b") as handle:
             handle.truncate(offset)
+        self.size = offset
 
 
 class LogStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max(max_bytes, NOTE_ROOM * 2)
+        make_private(root)
         self._logs: dict[int, _TaskLog] = {}
 
     def _log(self, task_id: int) -> _TaskLog:
@@ -56,22 +72,45 @@ class LogStore:
         """Store the lines not seen before (in order); return exactly those."""
         log = self._log(task_id)
         fresh = []
+        raws = []
         for line in lines:
-            if int(line["seq"]) == log.last_seq + 1:
-                fresh.append(
-                    {
-                        "seq": int(line["seq"]),
-                        "stream": str(line.get("stream", "stdout")),
-                        "text": str(line.get("text", "")),
-                        "ts": float(line.get("ts", 0.0)),
-                    }
-                )
-                log.last_seq += 1
+            if int(line["seq"]) != log.last_seq + 1:
+                continue
+            log.last_seq += 1
+            entry = {
+                "seq": int(line["seq"]),
+                "stream": str(line.get("stream", "stdout")),
+                "text": str(line.get("text", "")),
+                "ts": float(line.get("ts", 0.0)),
+            }
+            # River's own notes (e.g. "pulled values, part 2 of 3") may use the room kept
+            # under the bound, so results pulled after a flood of output still arrive.
+            note = entry["stream"] == LOG_STREAM_RIVER
+            if log.truncated and not note:
+                continue  # counted, not kept
+            raw = _encode(entry)
+            if log.size + len(raw) > self.max_bytes - (0 if note else NOTE_ROOM):
+                if log.truncated:
+                    continue
+                entry = {
+                    **entry,
+                    # stderr, so every client shows it; "note" marks it (a task cannot
+                    # set that key) for a host restarting on this log.
+                    "stream": "stderr",
+                    "note": NOTE_TRUNCATED,
+                    "text": f"{TRUNCATED}{log.size} bytes (c.RiverHost.log_max_bytes = "
+                    f"{self.max_bytes}); later output of this task is not kept: write large "
+                    "output to a file instead",
+                }
+                raw = _encode(entry)
+                log.truncated = True
+            fresh.append(entry)
+            raws.append(raw)
+            log.size += len(raw)
         if fresh:
-            with open(log.path, "ab") as handle:
+            with open_private(log.path, "ab") as handle:
                 offset = handle.tell()
-                for line in fresh:
-                    raw = (json.dumps(line, separators=(",", ":")) + "\n").encode()
+                for line, raw in zip(fresh, raws, strict=True):
                     handle.write(raw)
                     offset += len(raw)
                     if line["seq"] % INDEX_EVERY == 0:
@@ -100,6 +139,13 @@ class LogStore:
     def last_seq(self, task_id: int) -> int:
         return self._log(task_id).last_seq
 
+    def truncated(self, task_id: int) -> bool:
+        return self._log(task_id).truncated
+
     def forget(self, task_id: int) -> None:
         """Drop the in-memory index of a finished task (the file stays)."""
         self._logs.pop(task_id, None)
+
+
+def _encode(line: dict[str, Any]) -> bytes:
+    return (json.dumps(line, separators=(",", ":")) + "\n").encode()

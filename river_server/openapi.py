@@ -673,7 +673,7 @@ def _paths() -> dict[str, Any]:
                 "Export an environment to shared storage for tasks",
                 obj({"environment": ref("Environment")}),
                 params=[ENV_NAME],
-                errors=("400", "403", "404", "409", "503", "504"),
+                errors=("400", "403", "404", "409", "429", "503", "504"),
                 role="user",
             )
         },
@@ -694,7 +694,7 @@ def _paths() -> dict[str, Any]:
                     },
                     ("command",),
                 ),
-                errors=("400", "403", "404", "409", "503", "504"),
+                errors=("400", "403", "404", "409", "429", "503", "504"),
                 role="user",
             )
         },

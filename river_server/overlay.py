@@ -490,6 +490,7 @@ class OverlayService:
             raise OverlayError(400, f"ttl must be more than 0 and at most {MAX_TTL:.0f} seconds")
         now = time.time()
         with self.river.sessions.begin() as session:
+            self._check_reservation_bound(session, owner, now)
             if node:
                 allocation = session.get(OverlayAllocation, node)
                 if allocation is None:
@@ -527,6 +528,23 @@ class OverlayService:
             session.flush()
             data = self.reservation_json(row, now=now)
         return {**data, "token": token}
+
+    def _check_reservation_bound(self, session: Session, owner: str, now: float) -> None:
+        """Each held address is a row and a slot of a node's workload range: one user may
+        hold at most c.RiverHost.max_reservations_per_user at once (429 past it)."""
+        limit = self.river.config.max_reservations_per_user
+        rows = list(session.scalars(select(IpReservation).where(IpReservation.owner == owner)))
+        holding = _holding_tasks(session, [r.task_id for r in rows if r.task_id is not None])
+        held = sum(
+            1 for r in rows if (r.task_id is None and r.expires_at > now) or r.task_id in holding
+        )
+        if held >= limit:
+            raise OverlayError(
+                429,
+                f"{owner} already holds {held} overlay addresses, the most one user may "
+                f"(c.RiverHost.max_reservations_per_user = {limit}); release some first "
+                "(DELETE /river/api/overlay/reservations/ID)",
+            )
 
     def _free_ip(self, index: int, busy: set[str]) -> str:
         first, last = self.spec.workload_range(index)

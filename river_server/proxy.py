@@ -8,20 +8,28 @@ request on to the port inside the container. Two forms, as jupyter-server-proxy 
 - `/river/proxy/absolute/ID/PORT/PATH`: the app sees the whole path, for apps started with
   that prefix as their base URL (Jupyter's `base_url`, TensorBoard's `--path_prefix`).
 
-Only the owner of the VPS/task (or an operator) gets through; anyone else gets 404, as for
-the task itself. Requests without a River login get 403 (a browser opening a page is sent
-to the login page instead). River's credentials stay here: the `Authorization` header is
-replaced by the runner credential (which the runner drops), and River's login cookie is
-removed, so the app behind the proxy never sees them; an app's own token travels in the
-query (`?token=`). Responses pass through byte for byte as they arrive, whatever their
-size (`_proxy_buffered`); WebSockets go through jupyter-server-proxy's own relay.
+The app's pages run on River's own origin, with the session of whoever opens them, so only
+the owner of the VPS/task gets through: operators and admins get 403 (they can read and
+control the task through the API, but opening its app would run the owner's JavaScript as
+them); anyone else gets 404, as for the task itself. Requests without a River login get 403
+(a browser opening a page is sent to the login page instead). Cookie-authenticated requests
+other than GET/HEAD/OPTIONS need an XSRF token (header `X-XSRFToken` matching an `_xsrf`
+cookie), as Jupyter's own API does; token-authenticated ones are exempt.
+
+River's credentials stay here (river_server/proxy_credentials.py): the `Authorization`
+header is replaced by the runner credential (which the runner drops), River's login and
+XSRF cookies are removed from `Cookie`, and a `?token=` that is a River credential is
+removed from the query, so the app behind the proxy never sees them; an app's own token
+travels in the query (`?token=`) and reaches it. Responses pass through byte for byte as
+they arrive, whatever their size (`_proxy_buffered`); WebSockets go through
+jupyter-server-proxy's own relay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
-from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,7 +43,8 @@ from river_runner.port_forward import open_connection, request_head
 from river_runner.protocol import TaskState, runner_auth_header
 from river_runner.splice import relay_sockets, take_socket
 from river_server import db
-from river_server.auth import role_at_least, user_role
+from river_server.auth import RiverIdentityProvider, role_at_least, user_role
+from river_server.proxy_credentials import cookie_values, forwarded_cookies, forwarded_query
 
 PROXY_ROUTE = r"/river/proxy/(absolute/)?([^/]+)/(\d+)(.*)"
 
@@ -54,6 +63,7 @@ class RiverProxyHandler(ProxyHandler):
         super().__init__(*args, **kwargs)
         self.target_host = ""
         self.target: tuple[str, int, str] | None = None
+        self.forward_query = ""
 
     @property
     def river(self) -> Any:
@@ -74,6 +84,50 @@ class RiverProxyHandler(ProxyHandler):
             raise web.HTTPError(403, "log in to River (or send Authorization: token ...)")
         absolute, ident, port, path = self.path_args
         self.target = self._resolve(bool(absolute), ident, int(port), path or "")
+        self.forward_query = forwarded_query(self.request.query, self._is_river_token)
+
+    def _is_river_token(self, token: str) -> bool:
+        """Whether River would accept `token` (an API token or the server token)."""
+        provider = self.identity_provider
+        if not isinstance(provider, RiverIdentityProvider):
+            return True  # not River's login: keep every `?token=` away from the app
+        if not token.isascii():
+            return False  # River's tokens are ASCII (and hmac refuses to compare others)
+        return provider._user_for_any_token(self.river, self, token) is not None
+
+    def check_xsrf_cookie(self) -> None:
+        """Jupyter's rule, which jupyter-server-proxy switches off ("defer to proxied
+        apps"): apps such as TensorBoard have no login of their own and rely on River's, so
+        a page elsewhere must not make the owner's browser post to them. Cookie-authenticated
+        requests that change things need `X-XSRFToken` (or `_xsrf`) matching one of the
+        `_xsrf` cookies on this origin: River's, or the app's own at its longer path (its
+        pages send theirs)."""
+        if not hasattr(self, "_jupyter_current_user") or self.current_user is None:
+            return  # too early (prepare checks again), or no login: prepare answers 403
+        if self.token_authenticated or self.settings.get("disable_check_xsrf", False):
+            return
+        if not self.check_origin():
+            raise web.HTTPError(403, "cross-origin request to a proxied app refused")
+        fix = (
+            "send the value of the _xsrf cookie in an X-XSRFToken header, "
+            "or authenticate with Authorization: token ..."
+        )
+        sent = (
+            self.get_argument("_xsrf", None)
+            or self.request.headers.get("X-Xsrftoken")
+            or self.request.headers.get("X-Csrftoken")
+        )
+        if not sent:
+            raise web.HTTPError(
+                403, f"XSRF token missing for a cookie-authenticated request: {fix}"
+            )
+        _, token, _ = self._decode_xsrf_token(sent)
+        name = self.settings.get("xsrf_cookie_name", "_xsrf")
+        for value in cookie_values(self.request.headers.get("Cookie", ""), name):
+            _, expected, _ = self._decode_xsrf_token(value.strip('"'))
+            if token and expected and hmac.compare_digest(token, expected):
+                return
+        raise web.HTTPError(403, f"XSRF token does not match the _xsrf cookie: {fix}")
 
     def _resolve(self, absolute: bool, ident: str, port: int, path: str) -> tuple[str, int, str]:
         if not 1 <= port <= 65535:
@@ -94,7 +148,8 @@ class RiverProxyHandler(ProxyHandler):
         return self.target_host, runner.port or 80, forward
 
     def _owned_task(self, ident: str) -> db.Task:
-        """The VPS's current task, or the task, when the caller owns it (or operates)."""
+        """The VPS's current task, or the task, when the caller owns it. Others who may see
+        it (operators, admins) get 403: its pages would run as them; the rest get 404."""
         try:
             number = parse_id(ident)
         except ValueError as exc:
@@ -104,11 +159,16 @@ class RiverProxyHandler(ProxyHandler):
             with self.river.sessions() as session:
                 task = session.get(db.Task, number)
         user = self.current_user
-        if task is None or (
-            task.owner != user.username and not role_at_least(user_role(user), "operator")
-        ):
+        if task is not None and task.owner == user.username:
+            return task
+        if task is None or not role_at_least(user_role(user), "operator"):
             raise web.HTTPError(404, f"no VPS or task {ident}")
-        return task
+        raise web.HTTPError(
+            403,
+            f"only {task.owner}, the owner of {ident}, may open its apps through the proxy: "
+            "its pages would run with your River session. Use the task's API (logs, exec) "
+            "instead, or ask the owner",
+        )
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """JSON `{"message": ...}` for API clients (a page for browsers), like River's API."""
@@ -123,15 +183,23 @@ class RiverProxyHandler(ProxyHandler):
     # ---- what reaches the runner --------------------------------------------------------
     def proxy_request_headers(self) -> Any:
         headers = super().proxy_request_headers()
-        cookie_name = self.identity_provider.get_cookie_name(self)
         if "Cookie" in headers:
-            jar = SimpleCookie()
-            jar.load(headers["Cookie"])
-            kept = "; ".join(f"{k}={m.coded_value}" for k, m in jar.items() if k != cookie_name)
+            kept = forwarded_cookies(
+                "; ".join(headers.get_list("Cookie")),
+                self.identity_provider.get_cookie_name(self),
+                self.settings.get("xsrf_cookie_name", "_xsrf"),
+            )
             del headers["Cookie"]
             if kept:
                 headers["Cookie"] = kept
         return headers
+
+    def get_client_uri(self, protocol: str, host: str, port: int, proxied_path: str) -> str:
+        """jupyter-server-proxy's URI, less the River credentials taken from the query."""
+        uri = super().get_client_uri(protocol, host, port, proxied_path)
+        query = self.request.query
+        base = uri[: -len(query) - 1] if query and uri.endswith(f"?{query}") else uri
+        return f"{base}?{self.forward_query}" if self.forward_query else base
 
     def get_request_headers_override(self) -> dict[str, str]:
         return runner_auth_header(self.runner_secret)

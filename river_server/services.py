@@ -12,11 +12,13 @@ from river_runner.ids import SnowflakeGenerator
 from river_server import db
 from river_server.blobs import BlobStore
 from river_server.dispatcher import Dispatcher
-from river_server.environments import EnvironmentService
+from river_server.environments import EnvironmentLimits, EnvironmentService
 from river_server.events import EventBus
+from river_server.limits import StreamGate
 from river_server.logstore import LogStore
 from river_server.nodes import NodeRegistry
 from river_server.overlay import OverlayService, OverlaySettings
+from river_server.private import make_private, private_file, tighten_tree
 from river_server.runner_client import RunnerClient
 from river_server.tasks import TaskService
 from river_server.vps import VpsService
@@ -34,12 +36,25 @@ class HostConfig:
     heartbeat_misses: int = 6
     backfill_window: float = 300.0
     admin_user: str = "admin"
+    session_lifetime: float = 7 * 86400.0  # seconds a browser login lasts (docs/security.md)
     blob_max_bytes: int = 64 * 1024 * 1024  # per-task blobs (--pull results)
     shared_dir: Path | None = None  # shared storage (environments); None: data_dir/shared
     user_mount_prefixes: tuple[str, ...] = ()  # host paths users (not operators) may mount
     require_approval: bool = False  # tasks of `user`s wait in pending_approval
     vps_snapshots_keep: int = 3  # docker commit images kept per VPS
+    # Bounds on environment containers and execs on the head node's Docker
+    environment_limits: EnvironmentLimits = field(default_factory=EnvironmentLimits)
     overlay: OverlaySettings = field(default_factory=OverlaySettings)  # VXLAN hub (design §4)
+    # Bounds on what one user can grow (docs/security.md, "Limits").
+    max_request_body: int = 16 * 1024 * 1024  # the server's body bound (set by the app)
+    task_spec_max_bytes: int = 1024 * 1024  # script + command + env of one task
+    max_tasks_per_user: int = 1000  # unfinished tasks per user
+    log_max_bytes: int = 64 * 1024 * 1024  # stored log per task; then one truncation note
+    blob_user_max_bytes: int = 1024**3  # all blobs of one user's tasks together
+    max_event_streams_per_user: int = 32  # concurrent /river/api/events streams
+    max_reservations_per_user: int = 64  # overlay IP reservations held at once
+    ssh_max_connections: int = 256  # SSH proxy connections in all (a thread each)
+    ssh_max_relays_per_user: int = 32  # SSH sessions + forwards per user (a thread each)
 
     def __post_init__(self) -> None:
         if self.shared_dir is None:
@@ -53,7 +68,13 @@ class River:
         self.config = config
         self.log = log or logging.getLogger("river.host")
         self.boot_id = uuid.uuid4().hex
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(config.data_dir)
+        # Task specs, logs, blobs and secrets: the host's alone. The shared directory and
+        # the embedded runner's directory are others' to read and keep their modes.
+        tighten_tree(config.data_dir, skip=(config.shared_dir, config.data_dir / "runners"))
+        db_file = Path(config.db_url.removeprefix("sqlite:///"))
+        if config.db_url.startswith("sqlite:///") and db_file.is_absolute():
+            private_file(db_file)  # SQLite gives -wal and -shm the database's mode
         self.engine = db.make_engine(config.db_url)
         self.sessions = db.make_sessionmaker(self.engine)
         self.ids = SnowflakeGenerator()
@@ -62,8 +83,11 @@ class River:
         if newest:
             self.ids.bump_past(newest)
         self.bus = EventBus()
-        self.logs = LogStore(config.data_dir / "logs")
-        self.blobs = BlobStore(config.data_dir / "blobs", config.blob_max_bytes)
+        self.logs = LogStore(config.data_dir / "logs", config.log_max_bytes)
+        self.blobs = BlobStore(
+            config.data_dir / "blobs", config.blob_max_bytes, config.blob_user_max_bytes
+        )
+        self.streams = StreamGate(config.max_event_streams_per_user)
         self.runner_client = RunnerClient()
         self.tasks = TaskService(self)
         self.vps = VpsService(self)

@@ -38,6 +38,7 @@ from river_runner.ids import parse_id
 from river_runner.protocol import TaskState
 from river_server import db
 from river_server.auth import LOGIN_THROTTLE, role_at_least, user_for_token, verify_login
+from river_server.limits import LimitReached, StreamGate
 from river_server.tunnel import TunnelError, open_tunnel
 
 if TYPE_CHECKING:
@@ -109,6 +110,15 @@ class SshProxy:
         self.client_key = load_or_create_key(key_dir / "ssh_proxy_client_key")
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
+        config = river.config
+        self.max_conns = config.ssh_max_connections
+        self._connections = threading.BoundedSemaphore(self.max_conns)
+        # Sessions and port forwards relay in a thread each: bounded per user.
+        self.relays = StreamGate(
+            config.ssh_max_relays_per_user,
+            what="SSH sessions and port forwards",
+            setting="c.RiverHost.ssh_max_relays_per_user",
+        )
 
     @property
     def authorized_key(self) -> str:
@@ -136,9 +146,22 @@ class SshProxy:
                 sock, peer = self._listener.accept()
             except OSError:
                 return
+            # One thread per connection, taken before anyone has logged in: bounded in all
+            # (c.RiverHost.ssh_max_connections); one past it is closed at once.
+            if not self._connections.acquire(blocking=False):
+                log.warning("SSH proxy: %s refused, %d connections open", peer, self.max_conns)
+                with contextlib.suppress(OSError):
+                    sock.close()
+                continue
             threading.Thread(
-                target=self._serve, args=(sock, peer), name="river-ssh-conn", daemon=True
+                target=self._serve_counted, args=(sock, peer), name="river-ssh-conn", daemon=True
             ).start()
+
+    def _serve_counted(self, sock: socket.socket, peer: Any) -> None:
+        try:
+            self._serve(sock, peer)
+        finally:
+            self._connections.release()
 
     def _serve(self, sock: socket.socket, peer: Any) -> None:
         transport = paramiko.Transport(sock)
@@ -191,14 +214,15 @@ class SshProxy:
     def _password_ok(self, user: str, password: str, token_user: Any) -> bool:
         if token_user is not None:
             return token_user.name == user
-        if LOGIN_THROTTLE.blocked(user):
+        if LOGIN_THROTTLE.begin(user):  # counts this guess while it is being checked
             log.info("SSH password login for %r throttled", user)
             return False
-        if verify_login(self.river.sessions, user, password) is not None:
-            LOGIN_THROTTLE.succeeded(user)
-            return True
-        LOGIN_THROTTLE.failed(user)
-        return False
+        ok = False
+        try:
+            ok = verify_login(self.river.sessions, user, password) is not None
+        finally:
+            LOGIN_THROTTLE.end(user, ok)
+        return ok
 
     # ---- the way in -----------------------------------------------------------------------
     def connect_upstream(self, target: Target) -> paramiko.Transport:
@@ -307,17 +331,41 @@ class _ProxySession(paramiko.ServerInterface):
         return self._begin(channel, "subsystem", name)
 
     def _begin(self, channel: Any, kind: str, argument: str) -> bool:
+        if not self._take_relay(channel):
+            return False
         threading.Thread(
-            target=self._run_session, args=(channel, kind, argument), daemon=True
+            target=self._relay, args=(self._run_session, channel, kind, argument), daemon=True
         ).start()
         return True
 
     def on_accepted(self, channel: paramiko.Channel) -> None:
         forward = self._forwards.pop(channel.get_id(), None)
         if forward is not None:
+            if not self._take_relay(channel):
+                channel.close()
+                return
             threading.Thread(
-                target=self._run_forward, args=(channel, *forward), daemon=True
+                target=self._relay, args=(self._run_forward, channel, *forward), daemon=True
             ).start()
+
+    def _take_relay(self, channel: Any) -> bool:
+        """A relay slot for the logged-in user, or the refusal written to the client."""
+        assert self.target is not None
+        try:
+            self.proxy.relays.acquire(self.target.user)
+        except LimitReached as exc:
+            log.info("SSH relay refused: %s", exc)
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                channel.sendall_stderr(f"river: {exc}\r\n".encode())
+            return False
+        return True
+
+    def _relay(self, run: Any, *args: Any) -> None:
+        assert self.target is not None
+        try:
+            run(*args)
+        finally:
+            self.proxy.relays.release(self.target.user)
 
     # -- the relays
     def upstream(self) -> paramiko.Transport:

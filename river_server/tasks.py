@@ -6,15 +6,15 @@ of it (event, HTTP answer), and a task in a terminal state never leaves it.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from river_runner.containers import (
-    env_tarball,
     mount_source,
     parse_env_name,
     parse_image,
@@ -31,6 +31,7 @@ from river_runner.spec import SpecError, parse_request
 from river_server import db
 from river_server.arrays import array_env, parse_array
 from river_server.auth import role_at_least
+from river_server.images import ImageRefused, check_images
 from river_server.runner_client import RunnerUnreachable
 from river_server.serialize import task_json
 
@@ -42,6 +43,7 @@ TASK_KINDS = ("command", "python")
 CONTAINER_FIELDS = ("image", "environment", "mounts", "privileged")
 ACTIVE_STATES = tuple(s.value for s in TaskState if s.holds_resources)
 WAITING_STATES = (TaskState.QUEUED.value, TaskState.PENDING_APPROVAL.value)
+FINAL_STATES = tuple(s.value for s in TERMINAL_STATES)
 
 
 class TaskError(Exception):
@@ -151,6 +153,7 @@ class TaskService:
         `inherit_address_from`: the previous incarnation, whose reserved overlay address
         this one takes over."""
         kind, spec = _validate_spec(body)
+        self._check_bounds(owner, spec)
         if vps is not None:  # a VPS incarnation (river_server.vps): a long-lived container
             kind = "vps"
             spec["vps"] = vps
@@ -162,13 +165,15 @@ class TaskService:
         if array is not None:
             spec["array"] = array
             spec["env"] = {**spec.get("env", {}), **array_env(array)}
-        request = parse_request(body)
+        request = parse_request(body, min_cores=0 if role_at_least(role, "operator") else 1)
         name = body.get("name") or ""
         if not isinstance(name, str) or len(name) > 256:
             raise SpecError("'name' must be a string of at most 256 characters")
         self.check_privileges(spec, role)
-        if spec.get("environment"):
-            self._check_environment_exported(spec["environment"])
+        try:  # River's own images (VPS snapshots, environments) are their owners' alone
+            check_images(self.river, owner, role, spec)
+        except ImageRefused as exc:
+            raise TaskError(exc.status, str(exc)) from None
         reason = self.river.dispatcher.infeasible(request, container=needs_container(spec))
         if reason:
             raise SpecError(reason)
@@ -194,6 +199,33 @@ class TaskService:
         self.river.dispatcher.wake()
         return task
 
+    def _check_bounds(self, owner: str, spec: dict[str, Any]) -> None:
+        """Refuse what would let one user grow the host's database without limit: a huge
+        program text (stored with the task, sent to a runner and shown in the UI) and an
+        endless queue (every dispatcher pass looks at each waiting task)."""
+        config = self.river.config
+        size = len(json.dumps(spec, separators=(",", ":")).encode())
+        if size > config.task_spec_max_bytes:
+            raise TaskError(
+                413,
+                f"the task's script, command and env come to {size} bytes; this host takes at "
+                f"most {config.task_spec_max_bytes} (c.RiverHost.task_spec_max_bytes): put "
+                "large code or data in files (%%river --push, shared storage) and run those",
+            )
+        with self.river.sessions() as session:
+            open_tasks = session.scalar(
+                select(func.count())
+                .select_from(db.Task)
+                .where(db.Task.owner == owner, db.Task.state.not_in(FINAL_STATES))
+            )
+        if open_tasks >= config.max_tasks_per_user:
+            raise TaskError(
+                429,
+                f"{owner} already has {open_tasks} unfinished tasks, the most this host takes "
+                f"(c.RiverHost.max_tasks_per_user = {config.max_tasks_per_user}); wait for some "
+                "to finish or kill queued ones",
+            )
+
     def check_privileges(self, spec: dict[str, Any], role: str) -> None:
         """Raise TaskError(403) for container options beyond the caller's role: `privileged`
         and host bind mounts both give root on the node, so they are operator powers; a
@@ -203,6 +235,10 @@ class TaskService:
         if spec.get("privileged"):
             raise TaskError(403, f"privileged containers need the operator role; you are {role}")
         prefixes = self.river.config.user_mount_prefixes
+        if spec.get("mounts"):
+            # The runner checks again, on the path resolved on its node (symlinks): the
+            # path as written here says nothing about where it leads (dispatcher.launch_body).
+            spec["user_mounts"] = True
         for mount in spec.get("mounts") or []:
             source = mount_source(mount)
             if not any(
@@ -214,14 +250,6 @@ class TaskService:
                     f"mounting {source} needs the operator role; you are {role}, and users may "
                     f"mount only under c.RiverHost.user_mount_prefixes ({allowed})",
                 )
-
-    def _check_environment_exported(self, name: str) -> None:
-        shared = self.river.config.shared_dir
-        if shared is not None and not env_tarball(shared, name).is_file():
-            raise SpecError(
-                f"environment {name!r} is not exported: create it and run "
-                f"%river env export {name} (no {env_tarball(shared, name)})"
-            )
 
     # ---- transitions ----------------------------------------------------------------
     def publish(self, task: db.Task) -> None:
@@ -318,19 +346,33 @@ class TaskService:
         return task
 
     # ---- runner reports -------------------------------------------------------------
-    def apply_runner_messages(self, node_name: str, messages: list[dict[str, Any]]) -> list[str]:
-        """Apply an ordered batch from a runner; return IDs of tasks the runner should stop."""
+    def apply_runner_messages(
+        self, node_name: str, messages: list[dict[str, Any]]
+    ) -> tuple[list[str], int]:
+        """Apply an ordered batch from a runner; return the IDs of tasks the runner should
+        stop, and how many messages were dropped because they were about tasks that were
+        not placed on that runner.
+
+        A runner speaks only for the tasks placed on it (`task.node`): its credential is no
+        licence to append lines (a `--pull` marker becomes a pickle the owner's kernel
+        loads) or states to anyone else's task. Foreign messages are dropped, not refused:
+        an honest runner can hold lines of a task the host has since moved, and a refused
+        batch would stay at the head of its outbox for ever.
+        """
         stop: list[str] = []
+        dropped = 0
         changed: dict[int, db.Task] = {}
         with self.river.sessions() as session:
             for message in messages:
                 task_id = int(message["task_id"])
-                if message.get("kind") == "log":
-                    self._apply_log(task_id, message.get("lines") or [])
-                    continue
                 task = changed.get(task_id) or session.get(db.Task, task_id)
                 if task is None or task.node != node_name:
-                    stop.append(str(task_id))
+                    dropped += 1
+                    if message.get("kind") != "log":
+                        stop.append(str(task_id))
+                    continue
+                if message.get("kind") == "log":
+                    self._apply_log(task_id, message.get("lines") or [])
                     continue
                 if self._apply_status(session, task, message):
                     changed[task_id] = task
@@ -340,7 +382,13 @@ class TaskService:
                 ):
                     stop.append(str(task_id))
             self.commit_and_publish(session, changed.values())
-        return stop
+        if dropped:
+            self.river.log.warning(
+                "runner %s reported on %d message(s) about tasks not placed on it; dropped",
+                node_name,
+                dropped,
+            )
+        return stop, dropped
 
     def _apply_status(self, session: Session, task: db.Task, message: dict[str, Any]) -> bool:
         try:

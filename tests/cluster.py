@@ -121,6 +121,8 @@ class Cluster:
             # jupyter-server-proxy's generic /proxy/<port> would let any logged-in user
             # reach any port of the host; River uses its classes only (docs/security.md).
             "--ServerApp.jpserver_extensions=jupyter_server_proxy=False",
+            # No pip install/uninstall of extensions from the lab's UI (docs/security.md).
+            "--LabApp.extension_manager=readonly",
             f"--ServerApp.root_dir={self.root}",
             f"--RiverHost.data_dir={data_dir}",
             f"--RiverHost.runner_token={JOIN_TOKEN}",
@@ -159,7 +161,12 @@ class Cluster:
 
     # ---- runners --------------------------------------------------------------------
     def start_runner(
-        self, name: str, *args: str, wait_online: bool = True, port: int | None = None
+        self,
+        name: str,
+        *args: str,
+        wait_online: bool = True,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> Runner:
         runner = self.runners.get(name)
         if runner is None:
@@ -175,8 +182,6 @@ class Cluster:
             "runner",
             "--host",
             self.url,
-            "--token",
-            JOIN_TOKEN,
             "--name",
             name,
             "--port",
@@ -186,7 +191,11 @@ class Cluster:
             *runner.args,
         ]
         runner.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {}), "RIVER_JOIN_TOKEN": JOIN_TOKEN},  # not in argv
         )
         if wait_online:
             self.wait_node(name, "online")

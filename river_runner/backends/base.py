@@ -32,6 +32,12 @@ class TaskLaunch:
     workdir: str | None = None
     image: str | None = None
     environment: str | None = None  # a tarball environment from the shared dir (docker)
+    # The sha256 the host recorded when it exported `environment`: the runner loads only a
+    # tarball with this digest (the shared dir is storage, not a trusted source).
+    environment_digest: str | None = None
+    # Host paths a mount's source must lie under once resolved on this node; None: any
+    # (an operator's task). Set by the host for users' tasks with mounts.
+    mount_prefixes: list[str] | None = None
     mounts: list[str] = field(default_factory=list)
     privileged: bool = False
     name: str | None = None

@@ -16,7 +16,14 @@ Why it looks the way it does:
   removes the container (the report does not wait for the daemon's cleanup). No
   auto_remove: the exit state must be read first.
 * Tarball environments are loaded from the shared dir when a task names one (see
-  `ensure_environment` and river_runner.containers).
+  `ensure_environment` and river_runner.containers), and only a tarball with the sha256 the
+  host recorded at export, holding exactly the expected tag: tasks can write the shared dir
+  (its `environments/` area is mounted read-only into them, but the shared storage may be
+  reachable otherwise), so it is storage, not a source of trust.
+* Users' mount sources are resolved (symlinks) on this node and must stay under the
+  prefixes the host sent (`launch.mount_prefixes`); the resolved path is what is mounted.
+* Every container gets a pids limit (`pids_limit`, runner flag `--pids-limit`), so a fork
+  bomb in one task cannot exhaust the node's process table.
 * Containers carry labels (river.runner, river.task_id, river.kind=task) so a restarted runner
   finds and adopts its own containers.
 * GPUs go in as `device_requests`; that needs the NVIDIA hook on the daemon's host. Without it
@@ -44,7 +51,6 @@ import collections
 import contextlib
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -62,16 +68,15 @@ import docker.types
 import requests
 
 from river_runner.backends.base import Backend, ExitCallback, Outcome, OutputCallback, TaskLaunch
+from river_runner.backends.docker_env import EnvironmentLoader
 from river_runner.backends.docker_logs import docker_time_ns, frame_batches, parse_docker_time
 from river_runner.backends.docker_overlay import OverlayAddresses
 from river_runner.backends.docker_vps import DockerVpsOps
 from river_runner.containers import (
     CONTAINER_SHARED_DIR,
     CONTAINER_TASK_DIR,
-    ENV_REPOSITORY,
-    env_image,
-    env_loaded_tag,
-    env_tarball,
+    ENV_DIR,
+    resolve_mount_source,
 )
 from river_runner.containers import parse_mount as _parse_mount
 from river_runner.protocol import TaskState
@@ -93,6 +98,7 @@ LOG_DRAIN_S = 10.0  # how long the waiter lets the log reader drain after the ex
 CATCH_UP_MARGIN_NS = 100_000_000
 CATCH_UP_TAIL = 64  # looked at first: the follow usually misses only the last few entries
 ENDLESS_LINE = 65536  # flush a line without newline in pieces past this size
+DEFAULT_PIDS_LIMIT = 4096  # processes (threads included) per container
 
 _STREAMS = {1: "stdout", 2: "stderr"}
 
@@ -185,9 +191,11 @@ class DockerBackend(DockerVpsOps, Backend):
         work_root: str | Path | None = None,
         gpu_runtime: bool | None = None,
         base_url: str | None = None,
+        pids_limit: int = DEFAULT_PIDS_LIMIT,
     ) -> None:
         """`client` defaults to the environment's daemon (API version negotiated: the Debian
-        daemon speaks an older API than the SDK's default). `gpu_runtime` None = detect."""
+        daemon speaks an older API than the SDK's default). `gpu_runtime` None = detect.
+        `pids_limit`: processes per container (0 or less: docker's default, unlimited)."""
         self._owns_client = client is None
         if client is None:
             # Two long-lived connections per task (log, wait): a pool of 10 would churn.
@@ -200,13 +208,14 @@ class DockerBackend(DockerVpsOps, Backend):
         self.runner_name = runner_name
         self.shared_dir = str(shared_dir) if shared_dir else None
         self.default_image = default_image
+        self.pids_limit = pids_limit
         if work_root is None:
             work_root = Path(tempfile.gettempdir()) / f"river-docker-{_safe_name(runner_name)}"
         self.work_root = Path(work_root)
         self.work_root.mkdir(parents=True, exist_ok=True)
         self.gpu_runtime = self._detect_gpu_runtime() if gpu_runtime is None else gpu_runtime
         self._tasks: dict[int, _Watched] = {}
-        self._env_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+        self.environments = EnvironmentLoader(client, self.shared_dir, self.work_root)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="river-docker")
         self._closed = threading.Event()
@@ -261,7 +270,13 @@ class DockerBackend(DockerVpsOps, Backend):
         volumes = [f"{task_dir}:{CONTAINER_TASK_DIR}:ro"]
         if self.shared_dir:
             volumes.append(f"{self.shared_dir}:{CONTAINER_SHARED_DIR}:rw")
-        volumes.extend(parse_mount(m) for m in launch.mounts)
+            # What runners load is never writable by tasks (docs/docker.md).
+            env_dir = Path(self.shared_dir) / ENV_DIR
+            with contextlib.suppress(OSError):
+                env_dir.mkdir(exist_ok=True)
+            if env_dir.is_dir():
+                volumes.append(f"{env_dir}:{CONTAINER_SHARED_DIR}/{ENV_DIR}:ro")
+        volumes.extend(self._mount(m, launch.mount_prefixes) for m in launch.mounts)
         config: dict[str, Any] = {
             "image": launch.image or self.default_image,
             "command": self._command(launch, task_dir),
@@ -275,6 +290,8 @@ class DockerBackend(DockerVpsOps, Backend):
             "stdin_open": False,
             "tty": False,
         }
+        if self.pids_limit > 0:
+            config["pids_limit"] = int(self.pids_limit)
         if launch.environment:
             labels[LABEL_ENV] = launch.environment
         if launch.workdir:
@@ -303,74 +320,34 @@ class DockerBackend(DockerVpsOps, Backend):
             )
         return config
 
-    def ensure_environment(self, name: str) -> str:
-        """The local image of tarball environment `name`, loaded from the shared dir when this
-        daemon has no copy of the tarball's current version (blocking).
+    @staticmethod
+    def _mount(spec: str, prefixes: list[str] | None) -> str:
+        """Docker's bind syntax for a mount; for a user's task (`prefixes` set) the source
+        is resolved on this node and must stay under one of them (raises SpecError)."""
+        mount = parse_mount(spec)
+        if prefixes is None:
+            return mount
+        source, rest = mount.split(":", 1)
+        return f"{resolve_mount_source(source, prefixes)}:{rest}"
 
-        The loaded image is tagged `river-env/NAME:t<mtime_ns>` of the tarball it came from:
-        a newer export has another mtime, so the next task naming it loads it again; older
-        load tags are dropped (the image itself stays while a container still uses it)."""
-        if not self.shared_dir:
-            raise RuntimeError(
-                f"environment {name!r}: this runner has no shared directory "
-                "(start it with --shared-dir)"
-            )
-        tarball = env_tarball(self.shared_dir, name)
-        with self._env_locks[name]:
-            try:
-                handle = open(tarball, "rb")  # noqa: SIM115 - closed below
-            except FileNotFoundError:
-                raise RuntimeError(
-                    f"environment {name!r} is not exported: no {tarball} on this runner"
-                ) from None
-            with handle:
-                # fstat, not stat: an export replaces the file, and this is what we read.
-                tag = env_loaded_tag(os.fstat(handle.fileno()).st_mtime_ns)
-                wanted = env_image(name, tag)
-                try:
-                    self.client.images.get(wanted)
-                    return wanted
-                except docker.errors.ImageNotFound:
-                    pass
-                started = time.monotonic()
-                try:
-                    loaded = self.client.images.load(handle)
-                except docker.errors.DockerException as exc:
-                    raise RuntimeError(
-                        f"environment {name!r}: docker could not load {tarball}: {exc}"
-                    ) from exc
-            if not loaded:
-                raise RuntimeError(f"environment {name!r}: {tarball} holds no image")
-            loaded[0].tag(f"{ENV_REPOSITORY}/{name}", tag)
-            log.info(
-                "loaded environment %s from %s in %.1fs",
-                name,
-                tarball,
-                time.monotonic() - started,
-            )
-            self._drop_old_env_tags(name, wanted)
-            return wanted
-
-    def _drop_old_env_tags(self, name: str, keep: str) -> None:
-        prefix = f"{ENV_REPOSITORY}/{name}:t"
-        try:
-            images = self.client.images.list(name=f"{ENV_REPOSITORY}/{name}")
-        except docker.errors.DockerException:
-            return
-        for image in images:
-            for tag in image.tags:
-                if tag.startswith(prefix) and tag != keep:
-                    with contextlib.suppress(docker.errors.APIError):
-                        self.client.images.remove(tag)
+    def ensure_environment(self, name: str, digest: str | None) -> str:
+        """The local image of tarball environment `name` at the export the host recorded
+        (`digest`), loaded and checked when this daemon has no copy yet (blocking; see
+        river_runner.backends.docker_env)."""
+        return self.environments.ensure(name, digest)
 
     def _create_and_start(
-        self, config: dict[str, Any], task_id: int, environment: str | None = None
+        self,
+        config: dict[str, Any],
+        task_id: int,
+        environment: str | None = None,
+        digest: str | None = None,
     ) -> tuple[str, bool]:
         """Create and start the container (blocking). Returns (id, paused). A leftover
         container with the same name is taken over when it is ours and still live,
         else removed."""
         if environment:
-            config["image"] = self.ensure_environment(environment)
+            config["image"] = self.ensure_environment(environment, digest)
         if config.get("network") and "networking_config" not in config:
             return self.overlay_addresses.start(config, task_id, self._create_and_start_now)
         return self._create_and_start_now(config, task_id)
@@ -429,7 +406,11 @@ class DockerBackend(DockerVpsOps, Backend):
         try:
             config = self.container_config(launch, task_dir)
             container_id, paused = await self._call(
-                self._create_and_start, config, launch.task_id, launch.environment
+                self._create_and_start,
+                config,
+                launch.task_id,
+                launch.environment,
+                launch.environment_digest,
             )
         except Exception:
             shutil.rmtree(task_dir, ignore_errors=True)

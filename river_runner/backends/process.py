@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ import psutil
 from river_runner import supervise, task_netns
 from river_runner.backends.base import Backend, ExitCallback, Outcome, OutputCallback, TaskLaunch
 from river_runner.protocol import TaskState
+from river_runner.task_account import TaskAccount, resolve_task_account
+from river_runner.task_env import task_environment
 from river_runner.zygote_client import ZygoteClient
 
 TAIL_INTERVAL = 0.02  # seconds between looks at the files of adopted tasks
@@ -62,9 +65,21 @@ def outcome_from_result(result: dict) -> Outcome:
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, work_root: Path, python: str | None = None, use_zygote: bool = True) -> None:
+    def __init__(
+        self,
+        work_root: Path,
+        python: str | None = None,
+        use_zygote: bool = True,
+        account: TaskAccount | None = None,
+        scratch_root: Path | None = None,
+    ) -> None:
         self.work_root = Path(work_root)
         self.work_root.mkdir(parents=True, exist_ok=True)
+        # Tasks run as `account` (river_runner.task_account); when that is not the runner's
+        # own, each gets a scratch directory of its own under `scratch_root` (HOME, TMPDIR,
+        # default working directory, its script), as the task directory is the runner's.
+        self.account = account or resolve_task_account(None)
+        self.scratch_root = Path(scratch_root or tempfile.gettempdir())
         self.python = python or sys.executable
         self._tasks: dict[int, _Running] = {}
         self._tail_task: asyncio.Task | None = None
@@ -73,10 +88,11 @@ class ProcessBackend(Backend):
         self._cleanups: set[asyncio.Future] = set()  # namespaces being removed
 
     # ---- starting -------------------------------------------------------------------
-    def _argv(self, launch: TaskLaunch, task_dir: Path) -> list[str]:
+    def _argv(self, launch: TaskLaunch, script_dir: Path) -> list[str]:
         if launch.kind == "python":
-            script = task_dir / "task.py"
+            script = script_dir / "task.py"
             script.write_text(launch.script or "")
+            os.chmod(script, 0o644)  # readable by the task's account
             return [self.python, "-u", str(script)]
         if isinstance(launch.command, str):
             return ["/bin/sh", "-c", launch.command]
@@ -84,16 +100,15 @@ class ProcessBackend(Backend):
             raise ValueError("a command task needs a command")
         return [str(part) for part in launch.command]
 
-    def _env(self, launch: TaskLaunch) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("RIVER_RUNNER_TOKEN", None)
-        env.update({k: str(v) for k, v in launch.env.items()})
-        env["RIVER_TASK_ID"] = str(launch.task_id)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in launch.gpus)
-        env["PYTHONUNBUFFERED"] = "1"
-        if launch.workdir:
-            env["RIVER_TASK_WORKDIR"] = launch.workdir
-        return env
+    def _make_scratch(self, task_id: int) -> Path | None:
+        """The task's own directory, owned by its account (None: it runs as the runner's
+        account and keeps the runner's HOME and working directory, as before)."""
+        if not self.account.switches:
+            return None
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"river-task-{task_id}-", dir=self.scratch_root))
+        os.chown(scratch, self.account.uid, self.account.gid)
+        return scratch
 
     async def start(
         self, launch: TaskLaunch, on_output: OutputCallback, on_exit: ExitCallback
@@ -104,12 +119,20 @@ class ProcessBackend(Backend):
         if task_dir.exists():
             shutil.rmtree(task_dir)
         task_dir.mkdir(parents=True)
-        argv = self._argv(launch, task_dir)
+        scratch = self._make_scratch(launch.task_id)
+        argv = self._argv(launch, scratch or task_dir)
+        cwd = launch.workdir or (str(scratch) if scratch else "")
+        user = f"{self.account.uid}:{self.account.gid}" if scratch else ""
         netns = await self._task_network(launch)
         netns_file = task_netns.netns_path(netns) if netns else ""
         (task_dir / "launch.json").write_text(
             json.dumps(
-                {"task_id": str(launch.task_id), "netns": netns, "overlay_ip": launch.overlay_ip}
+                {
+                    "task_id": str(launch.task_id),
+                    "netns": netns,
+                    "overlay_ip": launch.overlay_ip,
+                    "scratch": str(scratch) if scratch else None,
+                }
             )
         )
         command = [
@@ -124,6 +147,10 @@ class ProcessBackend(Backend):
             ",".join(str(c) for c in launch.cpus),
             "--netns",
             netns_file,
+            "--user",
+            user,
+            "--cwd",
+            cwd,
             "--",
             *argv,
         ]
@@ -131,7 +158,7 @@ class ProcessBackend(Backend):
         # records. Plain Popen + add_reader (not asyncio's subprocess transport, which kills
         # the child when closed): the supervisor must outlive this runner.
         bell_read, bell_write = os.pipe()
-        env = self._env(launch)
+        env = task_environment(launch, self.account, str(scratch) if scratch else None)
         proc: subprocess.Popen | None = None
         try:
             # A fork of the zygote when it answers (no interpreter start-up), else exec.
@@ -143,6 +170,8 @@ class ProcessBackend(Backend):
                     "cpus": list(launch.cpus),
                     "env": env,
                     "netns": netns_file,
+                    "user": user,
+                    "cwd": cwd,
                 },
                 bell_write,
             )
@@ -160,6 +189,8 @@ class ProcessBackend(Backend):
             os.close(bell_read)
             if netns:
                 await task_netns.remove_in_helper(netns)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
             os.close(bell_write)
@@ -346,9 +377,15 @@ class ProcessBackend(Backend):
         return adopted
 
     def forget(self, task_id: int) -> None:
-        """Remove a finished task's directory once the host has its whole output."""
-        if task_id not in self._tasks:
-            shutil.rmtree(self.work_root / str(task_id), ignore_errors=True)
+        """Remove a finished task's directories once the host has its whole output."""
+        if task_id in self._tasks:
+            return
+        task_dir = self.work_root / str(task_id)
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+            scratch = json.loads((task_dir / "launch.json").read_text()).get("scratch")
+            if scratch and Path(scratch).parent == self.scratch_root:
+                shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(task_dir, ignore_errors=True)
 
     async def close(self) -> None:
         """Stop watching; the tasks themselves run on under their supervisors."""

@@ -228,16 +228,18 @@ class LoginHandler(AccountsHandler):
         name, password = body.get("username"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             raise web.HTTPError(400, "send 'username' and 'password' (strings)")
-        wait = LOGIN_THROTTLE.blocked(name)
+        wait = LOGIN_THROTTLE.begin(name)  # counts this guess while it is being checked
         if wait:
             raise web.HTTPError(
                 429, f"too many failed logins for {name!r}; try again in {wait:.0f} s"
             )
-        user = await asyncio.to_thread(verify_login, self.river.sessions, name, password)
+        user = None
+        try:
+            user = await asyncio.to_thread(verify_login, self.river.sessions, name, password)
+        finally:
+            LOGIN_THROTTLE.end(name, user is not None)
         if user is None:
-            LOGIN_THROTTLE.failed(name)
             raise web.HTTPError(401, "unknown user name or wrong password")
-        LOGIN_THROTTLE.succeeded(name)
         token, info = await self.call(
             self.accounts.create_token,
             user.name,

@@ -1,6 +1,8 @@
 """REST routes for container environments (see docs/api.md and river_server/environments.py).
 
-The service's docker calls block, so each runs on the service's thread pool."""
+The service's docker calls block, so each runs on one of the service's thread pools: quick
+calls on one, execs and exports (admitted per user, 429 beyond) on another, so a hanging
+exec never delays another user's request."""
 
 from __future__ import annotations
 
@@ -10,15 +12,27 @@ from typing import Any
 
 from tornado import web
 
-from river_server.environments import DEFAULT_EXEC_TIMEOUT, EnvironmentError
+from river_server.environments import EnvironmentError
 from river_server.handlers.base import RiverAPIHandler
 
 
 class _EnvironmentHandler(RiverAPIHandler):
-    async def call(self, fn: Any, *args: Any, wait: float | None = None, **kwargs: Any) -> Any:
+    async def call(
+        self, fn: Any, *args: Any, wait: float | None = None, long: bool = False, **kwargs: Any
+    ) -> Any:
         loop = asyncio.get_running_loop()
         service = self.river.environments
-        future = loop.run_in_executor(service.executor, functools.partial(fn, *args, **kwargs))
+        try:
+            if long:
+                future = asyncio.wrap_future(
+                    service.submit_long(self.username, fn, *args, **kwargs), loop=loop
+                )
+            else:
+                future = loop.run_in_executor(
+                    service.executor, functools.partial(fn, *args, **kwargs)
+                )
+        except EnvironmentError as exc:
+            raise web.HTTPError(exc.status, str(exc)) from None
         try:
             return await asyncio.wait_for(future, wait)
         except EnvironmentError as exc:
@@ -69,20 +83,25 @@ class EnvironmentActionHandler(_EnvironmentHandler):
         self.require_role("user")
         service = self.river.environments
         if action == "export":
-            environment = await self.call(service.export, self.username, self.role, name)
+            environment = await self.call(service.export, self.username, self.role, name, long=True)
             self.write_json({"environment": environment})
             return
         body = self.json_body()
-        timeout = body.get("timeout", DEFAULT_EXEC_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        timeout = body.get("timeout")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
             raise web.HTTPError(400, "'timeout' must be a positive number of seconds")
+        # The service kills the command at its limit; this only guards the wait itself.
+        limit = service.limits.exec_timeout or 3600.0
         result = await self.call(
             service.exec,
             self.username,
             self.role,
             name,
             body.get("command"),
-            float(timeout),
-            wait=float(timeout) + 10,
+            None if timeout is None else float(timeout),
+            wait=float(timeout or limit) + 30,
+            long=True,
         )
         self.write_json(result)

@@ -19,6 +19,7 @@ from river_runner.protocol import EVENT_HELLO, EVENT_LOG, EVENT_NODE, EVENT_TASK
 from river_server import db
 from river_server.auth import role_at_least
 from river_server.handlers.base import RiverAPIHandler
+from river_server.limits import LimitReached
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -64,6 +65,10 @@ class EventsHandler(RiverAPIHandler):
                 return data["task"]["id"] in watched if watched else data.get("owner") == me
             return kind == EVENT_NODE and (all_tasks or not watched)
 
+        try:  # each open stream holds a socket, a queue and a coroutine: bounded per user
+            self.river.streams.acquire(me)
+        except LimitReached as exc:
+            raise web.HTTPError(429, str(exc)) from None
         bus = self.river.bus
         self._subscription = bus.subscribe(accepts)
         try:
@@ -87,6 +92,7 @@ class EventsHandler(RiverAPIHandler):
             pass
         finally:
             bus.unsubscribe(self._subscription)
+            self.river.streams.release(me)
 
     async def _pump(self, sent: dict[str, int]) -> None:
         queue = self._subscription.queue

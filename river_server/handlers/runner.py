@@ -8,7 +8,7 @@ from typing import Any
 
 from tornado import web
 
-from river_runner.protocol import parse_runner_auth
+from river_runner.protocol import MSG_LOG, MSG_STATUS, parse_runner_auth
 from river_server.nodes import RegistrationError
 from river_server.services import River
 
@@ -25,6 +25,10 @@ class RunnerAPIHandler(web.RequestHandler):
         secret = parse_runner_auth(self.request.headers.get("Authorization"))
         if not secret:
             raise web.HTTPError(401, "runner credential required (Authorization: river-runner ...)")
+        if not secret.isascii():  # no River secret is; comparing it would raise (a 500)
+            raise web.HTTPError(
+                401, "the runner credential has characters that are not ASCII; it is not River's"
+            )
         return secret
 
     def authenticate_node(self) -> str:
@@ -79,5 +83,34 @@ class RunnerEventsHandler(RunnerAPIHandler):
         messages = self.json_body().get("messages")
         if not isinstance(messages, list):
             raise web.HTTPError(400, "body needs 'messages': a list")
-        stop = self.river.tasks.apply_runner_messages(name, messages)
-        self.finish({"ok": True, "kill": stop})
+        problem = _malformed(messages)
+        if problem:
+            raise web.HTTPError(400, problem)
+        stop, dropped = self.river.tasks.apply_runner_messages(name, messages)
+        # Reports about tasks not placed on this runner are acknowledged (so an honest
+        # runner's outbox moves on) but dropped; `dropped` says how many.
+        self.finish({"ok": True, "kill": stop, "dropped": dropped})
+
+
+def _malformed(messages: list[Any]) -> str | None:
+    """Why a batch cannot be applied, or None. Checked whole before anything is applied."""
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            return f"{where} must be an object"
+        if message.get("kind") not in (MSG_LOG, MSG_STATUS):
+            return f"{where}.kind must be {MSG_LOG!r} or {MSG_STATUS!r}"
+        task_id = message.get("task_id")
+        if not isinstance(task_id, (str, int)) or not str(task_id).isdigit():
+            return f"{where}.task_id must be a task ID (digits)"
+        lines = message.get("lines") or []
+        if message["kind"] == MSG_LOG and (
+            not isinstance(lines, list)
+            or not all(isinstance(line, dict) and _is_int(line.get("seq")) for line in lines)
+        ):
+            return f"{where}.lines must be a list of objects with an integer 'seq'"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -11,6 +11,7 @@ that must stay alive while the test looks at them wait for a file in the shared 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import signal
@@ -381,8 +382,12 @@ def test_environment_exported_and_used_on_another_runner(
             tag
             for image in docker_client.images.list(name=repository)
             for tag in image.tags
-            if tag.startswith(repository + ":t")
+            if tag.startswith(repository + ":d")
         }
+
+    def digest_tag() -> str:
+        """The runner tags what it loaded with the export's sha256 (recorded by the host)."""
+        return f"{repository}:d{hashlib.sha256(tarball.read_bytes()).hexdigest()}"
 
     def forget_host_image() -> None:
         """Runners on other machines have no copy of what the host committed: drop it."""
@@ -407,7 +412,7 @@ def test_environment_exported_and_used_on_another_runner(
         assert str(tarball) in text and tarball.is_file(), text
         forget_host_image()
         assert "marker=v1" in use_env()
-        first_tag = f"{repository}:t{tarball.stat().st_mtime_ns}"
+        first_tag = digest_tag()
         assert loaded_tags() == {first_tag}  # loaded from the tarball by the runner
 
         # A newer export is loaded again by the next task that names it.
@@ -415,7 +420,7 @@ def test_environment_exported_and_used_on_another_runner(
         kernel.run(f"%river env export {ENV_NAME}", timeout=120)
         forget_host_image()
         assert "marker=v2" in use_env()
-        assert loaded_tags() == {f"{repository}:t{tarball.stat().st_mtime_ns}"} != {first_tag}
+        assert loaded_tags() == {digest_tag()} != {first_tag}
 
         listing = kernel.run("%river env list")
         assert ENV_NAME in listing and "running" in listing, listing

@@ -165,7 +165,7 @@ def test_a_file_survives_stop_and_restart_and_retention_keeps_n(
 
 
 def test_another_user_gets_404(vcluster: Cluster, tokens: dict[str, str]) -> None:
-    vps = create(vcluster, tokens["erin"], image=BUSYBOX_IMAGE, cores=0)
+    vps = create(vcluster, tokens["erin"], image=BUSYBOX_IMAGE, cores=1)
     frank = as_user(tokens["frank"])
     for method, path in (
         ("GET", f"{API}/{vps['id']}"),
@@ -184,14 +184,14 @@ def test_another_user_gets_404(vcluster: Cluster, tokens: dict[str, str]) -> Non
 
 def test_ssh_modes_and_qemu(vcluster: Cluster, tokens: dict[str, str]) -> None:
     erin = tokens["erin"]
-    generated = create(vcluster, erin, image=BUSYBOX_IMAGE, cores=0, ssh="generate")
+    generated = create(vcluster, erin, image=BUSYBOX_IMAGE, cores=1, ssh="generate")
     assert generated["private_key"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     assert generated["public_key"].startswith("ssh-ed25519 ")
     shown = vcluster.get(f"{API}/{generated['id']}", **as_user(erin))["vps"]
     assert "private_key" not in shown and shown["ssh"] == "generate"
 
     key = generated["public_key"]
-    uploaded = create(vcluster, erin, image=BUSYBOX_IMAGE, cores=0, ssh="upload", public_key=key)
+    uploaded = create(vcluster, erin, image=BUSYBOX_IMAGE, cores=1, ssh="upload", public_key=key)
     assert uploaded["public_key"] == key and "private_key" not in uploaded
 
     for body, needle in (
@@ -246,7 +246,7 @@ def test_terminal_runs_in_the_vps_and_only_its_owner_may_use_it(
     vcluster: Cluster, tokens: dict[str, str], docker_client: Any
 ) -> None:
     erin, frank = tokens["erin"], tokens["frank"]
-    vps = create(vcluster, erin, image=BUSYBOX_IMAGE, cores=0)
+    vps = create(vcluster, erin, image=BUSYBOX_IMAGE, cores=1)
     vps = wait_state(vcluster, erin, vps["id"], "running")
     hostname = container_of(docker_client, vps["task_id"]).attrs["Config"]["Hostname"]
     assert hostname == vps["hostname"] == f"vps-{vps['id']}"

@@ -70,7 +70,7 @@ def users(acluster: Cluster) -> dict[str, str]:
 
 
 def running_vps(cluster: Cluster, token: str, **body: Any) -> dict[str, Any]:
-    response = cluster.request("POST", API, json={"cores": 0, **body}, **as_user(token))
+    response = cluster.request("POST", API, json={"cores": 1, **body}, **as_user(token))
     assert response.status_code == 201, response.text
     created = response.json()["vps"]
 

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import collections
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from tests.cluster import Cluster, wait_for
 
 TERMINAL = {"completed", "failed", "killed", "killed_oom", "lost"}
 
 
-def test_host_killed_with_50_tasks_in_flight(cluster: Cluster) -> None:
-    ledger = cluster.root / "ledger"
-    ledger.mkdir()
+@pytest.fixture
+def ledger() -> Iterator[Path]:
+    """A folder every task can write to: under a root runner tasks run as `nobody`, which
+    cannot reach the test's own (0700) temporary directory."""
+    folder = Path(tempfile.mkdtemp(prefix="river-ledger-"))
+    folder.chmod(0o1777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_host_killed_with_50_tasks_in_flight(cluster: Cluster, ledger: Path) -> None:
     cluster.start_runner("r1", "--cpus", "0-1")
     cluster.start_runner("r2", "--cpus", "0-1")
     # Each run appends its task id to a ledger file: a task that ran twice shows twice.

@@ -287,13 +287,14 @@ ROUTES: list[Row] = [
     Row("POST", rf"{A}/runner/register", f"{A}/runner/register", RUNNER, {"name": "x"}),
     Row("POST", rf"{A}/runner/heartbeat", f"{A}/runner/heartbeat", RUNNER, {}),
     Row("POST", rf"{A}/runner/events", f"{A}/runner/events", RUNNER, {"messages": []}),
-    # ---- proxied ports: a queued task has nothing to proxy to (owner 409); others 404
-    Row("GET", PROXY_ROUTE, "/river/proxy/{task}/8888/", E(NO, 404, 404, 409, 409)),
+    # ---- proxied ports: a queued task has nothing to proxy to (owner 409); an admin may not
+    # open another user's app (403: its pages would run with the admin's session); others 404
+    Row("GET", PROXY_ROUTE, "/river/proxy/{task}/8888/", E(NO, 404, 404, 409, 403)),
     *(
-        Row(method, PROXY_ROUTE, "/river/proxy/{task}/8888/x", E(NO, 404, 404, 409, 409), b"")
+        Row(method, PROXY_ROUTE, "/river/proxy/{task}/8888/x", E(NO, 404, 404, 409, 403), b"")
         for method in ("POST", "PUT", "PATCH")
     ),
-    Row("DELETE", PROXY_ROUTE, "/river/proxy/{task}/8888/x", E(NO, 404, 404, 409, 409)),
+    Row("DELETE", PROXY_ROUTE, "/river/proxy/{task}/8888/x", E(NO, 404, 404, 409, 403)),
 ]
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")

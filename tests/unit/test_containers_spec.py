@@ -63,6 +63,8 @@ def test_images_and_environment_names() -> None:
         with pytest.raises(SpecError):
             parse_env_name(bad)
     assert env_tarball("/shared", "ml") == Path("/shared/environments/ml.tar")
-    assert env_image("ml", env_loaded_tag(123)) == "river-env/ml:t123"
+    assert env_image("ml", env_loaded_tag("ab" * 32)) == "river-env/ml:d" + "ab" * 32
+    with pytest.raises(SpecError):
+        env_loaded_tag("../../etc")  # only a sha256 becomes a tag
     with pytest.raises(SpecError):
         env_tarball("/shared", "../etc/passwd")

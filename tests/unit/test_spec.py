@@ -55,12 +55,30 @@ def test_request_validation() -> None:
     request = parse_request({"cores": 2, "memory": "1G", "target": "n1::0,1"})
     assert request.gpu_count == 2 and request.gpu_indices == (0, 1)
     assert request.to_json()["target"] == "n1::0,1"
-    with pytest.raises(SpecError, match="cores must be >= 0"):
+    with pytest.raises(SpecError, match="cores must be a whole number from 0 to 4096"):
         parse_request({"cores": -1})
     with pytest.raises(SpecError, match="whole number"):
         parse_request({"cores": "two"})
     with pytest.raises(SpecError, match="contradicts"):
         parse_request({"gpus": 3, "target": "n1::0"})
+
+
+def test_request_bounds() -> None:
+    """0 cores (unpinned, outside quotas) only where the host allows it; absurd sizes never
+    (an overflowing memory size used to raise OverflowError: a 500)."""
+    assert parse_request({"cores": 0}).cores == 0
+    with pytest.raises(SpecError, match="from 1 to 4096.*operator role"):
+        parse_request({"cores": 0}, min_cores=1)
+    for body in (
+        {"cores": 10**30},
+        {"cores": float("inf")},
+        {"gpus": 10**6},
+        {"memory": "9" * 400 + "G"},
+        {"memory": 2**62},
+        {"memory": "5000T"},
+    ):
+        with pytest.raises(SpecError):
+            parse_request(body)
 
 
 def test_snowflakes_are_ordered_and_unique() -> None:

@@ -1,0 +1,1 @@
+"""Regression tests for River's trust boundaries, each written as the attack it stops."""

@@ -23,6 +23,7 @@ from river_runner.task_account import (
     TaskAccountError,
     resolve_task_account,
 )
+from river_runner.task_env import check_task_env_names
 
 JOIN_TOKEN_ENV = "RIVER_JOIN_TOKEN"
 LEGACY_TOKEN_ENV = "RIVER_RUNNER_TOKEN"  # still read, no longer documented
@@ -81,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="process backend: the account tasks run as. A runner running as root runs them "
         f"as {DEFAULT_TASK_USER!r} unless told otherwise (never as root); any other runner "
         "runs them as itself",
+    )
+    parser.add_argument(
+        "--task-env",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="process backend: a variable of the runner's environment that tasks get too "
+        "(repeat; e.g. LD_LIBRARY_PATH where CUDA libraries live off the linker's path). "
+        "Tasks otherwise start from a clean environment; credentials are never passed",
     )
     parser.add_argument(
         "--name", default=socket.gethostname(), help="node name (default: hostname)"
@@ -151,6 +161,7 @@ def runner_command(argv: list[str]) -> int:
         )
     try:
         task_account = resolve_task_account(args.task_user)
+        task_env = check_task_env_names(args.task_env)
         memory = parse_memory(args.memory) if args.memory else 0
         cpus = metrics.parse_cpu_list(args.cpus) if args.cpus else metrics.usable_cpus()
         overlay_ip = check_ipv4(args.overlay_ip, "--overlay-ip") if args.overlay_ip else None
@@ -180,6 +191,7 @@ def runner_command(argv: list[str]) -> int:
             overlay_ip=overlay_ip,
             task_account=task_account,
             pids_limit=args.pids_limit,
+            task_env=task_env,
         )
     )
 
@@ -211,6 +223,7 @@ def make_backend(
     default_image: str = "python:3.12-slim",
     task_account: TaskAccount | None = None,
     pids_limit: int = 4096,
+    task_env: tuple[str, ...] = (),
 ):
     if name == "docker":
         from river_runner.backends.docker import DockerBackend
@@ -224,7 +237,7 @@ def make_backend(
         )
     from river_runner.backends.process import ProcessBackend
 
-    return ProcessBackend(data_dir / "tasks", account=task_account)
+    return ProcessBackend(data_dir / "tasks", account=task_account, passed_env=task_env)
 
 
 async def serve(
@@ -245,6 +258,7 @@ async def serve(
     overlay_ip: str | None = None,
     task_account: TaskAccount | None = None,
     pids_limit: int = 4096,
+    task_env: tuple[str, ...] = (),
 ) -> int:
     from river_runner.agent import RunnerAgent, RunnerConfig
     from river_runner.app import make_app
@@ -266,7 +280,14 @@ async def serve(
     agent = RunnerAgent(
         config,
         make_backend(
-            backend_name, data_dir, name, shared_dir, default_image, task_account, pids_limit
+            backend_name,
+            data_dir,
+            name,
+            shared_dir,
+            default_image,
+            task_account,
+            pids_limit,
+            task_env,
         ),
         GpuInventory(load_nvml(fake_gpus)),
     )

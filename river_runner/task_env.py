@@ -22,6 +22,20 @@ if TYPE_CHECKING:
 # format text, nothing about who the runner is.
 PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Never passed, whatever `river runner --task-env` names: they are credentials.
+CREDENTIALS = frozenset(
+    {"RIVER_JOIN_TOKEN", "RIVER_RUNNER_TOKEN", "RIVER_TOKEN", "JUPYTER_TOKEN", "JUPYTER_PASSWORD"}
+)
+
+
+def check_task_env_names(names: list[str]) -> tuple[str, ...]:
+    """Names given to `--task-env`: plain variable names, and no credential."""
+    for name in names:
+        if not name.replace("_", "a").isalnum() or name[:1].isdigit():
+            raise ValueError(f"--task-env takes a variable name, not {name!r}")
+        if name in CREDENTIALS:
+            raise ValueError(f"--task-env {name}: credentials are never passed to tasks")
+    return tuple(names)
 
 
 def _home_of(account: TaskAccount) -> str:
@@ -34,12 +48,17 @@ def _home_of(account: TaskAccount) -> str:
 
 
 def task_environment(
-    launch: TaskLaunch, account: TaskAccount, scratch: str | None = None
+    launch: TaskLaunch,
+    account: TaskAccount,
+    scratch: str | None = None,
+    passed: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """Variables for `launch` run as `account`. `scratch`: the task's own
     directory when it runs as another account; it becomes HOME and TMPDIR (the account's
-    home, e.g. nobody's /nonexistent, is rarely usable)."""
-    env = {name: os.environ[name] for name in PASSED_THROUGH if os.environ.get(name)}
+    home, e.g. nobody's /nonexistent, is rarely usable). `passed`: more names to take from
+    the runner's environment (`river runner --task-env`)."""
+    names = [*PASSED_THROUGH, *(n for n in passed if n not in CREDENTIALS)]
+    env = {name: os.environ[name] for name in names if os.environ.get(name)}
     env.setdefault("PATH", DEFAULT_PATH)
     env["HOME"] = scratch or _home_of(account)
     env["USER"] = env["LOGNAME"] = account.name

@@ -175,6 +175,9 @@ def up_command(argv: list[str]) -> int:
         f"--RiverHost.local_runner_args={args.runner_args}",
     ]
     server = subprocess.Popen(command, env=env, start_new_session=True)
+    # The server runs in its own session (Ctrl+C in a terminal reaches `river up` alone):
+    # a SIGTERM to `river up` must stop it too, through the `finally` below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         _wait_for_runner(url, server_token, "local", args.timeout, server)
         print(f"River is up: {url}/lab?token={server_token}")

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,23 @@ def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float =
         process.wait(5)
 
 
+def reachable_by_task_accounts(path: Path) -> None:
+    """Let a root runner's task account (`nobody`) reach files a test puts under `path`.
+
+    pytest makes its temporary directories 0700; tasks of a root runner run as `nobody`
+    and could not see a test's gate or input files there. Search permission (o+x) on the
+    directories down to `path` lets them open a file they are told the name of, and list
+    nothing.
+    """
+    if os.geteuid() != 0:
+        return
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if directory == Path("/") or mode & 0o001:
+            continue
+        directory.chmod(mode | 0o001)
+
+
 @dataclass
 class Runner:
     name: str
@@ -90,6 +107,9 @@ class Cluster:
     # "server": a bare Jupyter server; "lab": JupyterLab (with the River labextension), and
     # kernels get RIVER_URL/RIVER_TOKEN as under `river up`, so `%river connect` just works.
     app: str = "server"
+
+    def __post_init__(self) -> None:
+        reachable_by_task_accounts(self.root)
 
     @property
     def url(self) -> str:
@@ -219,6 +239,12 @@ class Cluster:
         response.raise_for_status()
         return response.json()
 
+    def ok(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON of a request that must succeed (2xx), with the answer in the failure."""
+        response = self.request(method, path, **kwargs)
+        assert response.status_code < 300, (method, path, response.status_code, response.text)
+        return response.json()
+
     def submit(self, **body: Any) -> dict[str, Any]:
         response = self.request("POST", "/river/api/tasks", json=body)
         assert response.status_code == 201, response.text
@@ -259,6 +285,25 @@ class Cluster:
             runner.kill(signal.SIGTERM)
         self.stop_host()
         _kill_leftover_tasks(self.root)
+
+
+@contextlib.contextmanager
+def running_cluster(
+    root: Path,
+    *runners: tuple[str, ...],
+    host_timeout: float = 60.0,
+    **options: Any,
+) -> Iterator[Cluster]:
+    """A started host (Cluster options as keywords) with `runners`, each a tuple of
+    (name, *runner args); everything is stopped on exit."""
+    cluster = Cluster(Path(root), **options)
+    cluster.start_host(timeout=host_timeout)
+    try:
+        for name, *args in runners:
+            cluster.start_runner(name, *args)
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def as_user(token: str) -> dict[str, Any]:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, reachable_by_task_accounts
+
+
+@pytest.fixture(autouse=True)
+def _task_accounts_reach_tmp_path(request: pytest.FixtureRequest) -> None:
+    """Gate and input files a test puts in tmp_path must be visible to tasks, which a root
+    runner runs as `nobody` (pytest makes tmp_path 0700)."""
+    if "tmp_path" in request.fixturenames:
+        reachable_by_task_accounts(request.getfixturevalue("tmp_path"))
 
 
 @pytest.fixture

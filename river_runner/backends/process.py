@@ -72,6 +72,7 @@ class ProcessBackend(Backend):
         use_zygote: bool = True,
         account: TaskAccount | None = None,
         scratch_root: Path | None = None,
+        passed_env: tuple[str, ...] = (),
     ) -> None:
         self.work_root = Path(work_root)
         self.work_root.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,7 @@ class ProcessBackend(Backend):
         # default working directory, its script), as the task directory is the runner's.
         self.account = account or resolve_task_account(None)
         self.scratch_root = Path(scratch_root or tempfile.gettempdir())
+        self.passed_env = passed_env  # runner variables tasks get too (--task-env)
         self.python = python or sys.executable
         self._tasks: dict[int, _Running] = {}
         self._tail_task: asyncio.Task | None = None
@@ -158,7 +160,9 @@ class ProcessBackend(Backend):
         # records. Plain Popen + add_reader (not asyncio's subprocess transport, which kills
         # the child when closed): the supervisor must outlive this runner.
         bell_read, bell_write = os.pipe()
-        env = task_environment(launch, self.account, str(scratch) if scratch else None)
+        env = task_environment(
+            launch, self.account, str(scratch) if scratch else None, self.passed_env
+        )
         proc: subprocess.Popen | None = None
         try:
             # A fork of the zygote when it answers (no interpreter start-up), else exec.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, running_cluster
 from tests.gpu.cuda_probe import PROBE_SCRIPT, parse_probe, real_gpus
 
 GPUS = real_gpus()
@@ -23,13 +23,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def gpu_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A host and one process runner that reads the machine's real NVML (no --fake-gpus)."""
-    c = Cluster(tmp_path_factory.mktemp("gpu"))
-    c.start_host()
-    try:
-        c.start_runner("gpu", "--cpus", "0-1")
-        yield c
-    finally:
-        c.close()
+    with running_cluster(tmp_path_factory.mktemp("gpu"), ("gpu", "--cpus", "0-1")) as cluster:
+        yield cluster
 
 
 def _lines(cluster: Cluster, task_id: str) -> list[str]:

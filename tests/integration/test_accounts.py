@@ -20,25 +20,19 @@ import pytest
 from river_magics import Client
 from river_magics.errors import RiverError
 from river_server import admin_cli
-from tests.cluster import REPO, Cluster, wait_for
+from tests.cluster import REPO, Cluster, running_cluster, wait_for
 
 A = "/river/api"
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(Path(tmp_path_factory.mktemp("accounts")))
-    cluster.start_host()
-    try:
+    with running_cluster(tmp_path_factory.mktemp("accounts")) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def admin(cluster: Cluster, method: str, path: str, **kw: Any) -> dict[str, Any]:
-    response = cluster.request(method, f"{A}{path}", **kw)
-    assert response.status_code < 300, (method, path, response.status_code, response.text)
-    return response.json()
+    return cluster.ok(method, f"{A}{path}", **kw)
 
 
 def as_token(cluster: Cluster, token: str, method: str, path: str, **kw: Any) -> httpx.Response:

@@ -15,14 +15,13 @@ import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from river_server.auth import hash_password
-from tests.cluster import JOIN_TOKEN, Cluster
+from tests.cluster import JOIN_TOKEN, Cluster, running_cluster
 
 A = "/river/api"
 
@@ -31,18 +30,12 @@ A = "/river/api"
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """JupyterLab with River (the page that used to carry the server token); no runners:
     tasks stay queued, which is all these tests need."""
-    cluster = Cluster(Path(tmp_path_factory.mktemp("identity")), app="lab")
-    cluster.start_host(timeout=120)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    with running_cluster(tmp_path_factory.mktemp("identity"), app="lab", host_timeout=120) as c:
+        yield c
 
 
 def admin(cluster: Cluster, method: str, path: str, **kw: Any) -> dict[str, Any]:
-    response = cluster.request(method, f"{A}{path}", **kw)
-    assert response.status_code < 300, (method, path, response.status_code, response.text)
-    return response.json()
+    return cluster.ok(method, f"{A}{path}", **kw)
 
 
 def new_user(cluster: Cluster, name: str, role: str = "user", password: str = "") -> str:

@@ -38,6 +38,7 @@ def test_partitioned_runner_reconciles_without_running_twice(
     api, switch = cluster.api, cluster.topology.switch
     ledger = tmp_path / "ledger"
     ledger.mkdir()
+    ledger.chmod(0o1777)  # tasks run as the runner's task account (nobody), not as root
     script = (
         "import os, time\n"
         "open(os.path.join(os.environ['LEDGER'], os.environ['RIVER_TASK_ID']), 'a').write('ran\\n')\n"

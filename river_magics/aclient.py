@@ -128,6 +128,24 @@ class AsyncClient:
             params["state"] = state if isinstance(state, str) else ",".join(state)
         return list((await self._request("GET", "/tasks", params=params)).get("tasks", []))
 
+    async def iter_tasks(
+        self, all: bool = False, state: str | Iterable[str] | None = None, page_size: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every task, newest first, page by page: `tasks()` answers the newest page only;
+        this follows the list's `next` cursor to the oldest."""
+        params: dict[str, str] = {"limit": str(page_size)}
+        if all:
+            params["all"] = "1"
+        if state:
+            params["state"] = state if isinstance(state, str) else ",".join(state)
+        while True:
+            page = await self._request("GET", "/tasks", params=params)
+            for task in page.get("tasks", []):
+                yield task
+            if not page.get("next"):
+                return
+            params["before"] = str(page["next"])
+
     async def task(self, id: str | int) -> dict[str, Any]:
         return (await self._request("GET", f"/tasks/{task_id(id)}"))["task"]
 

@@ -156,6 +156,23 @@ class Client:
             params["state"] = state if isinstance(state, str) else ",".join(state)
         return list(self._request("GET", "/tasks", params=params).get("tasks", []))
 
+    def iter_tasks(
+        self, all: bool = False, state: str | Iterable[str] | None = None, page_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Every task, newest first, page by page: `tasks()` answers the newest page only;
+        this follows the list's `next` cursor to the oldest."""
+        params: dict[str, str] = {"limit": str(page_size)}
+        if all:
+            params["all"] = "1"
+        if state:
+            params["state"] = state if isinstance(state, str) else ",".join(state)
+        while True:
+            page = self._request("GET", "/tasks", params=params)
+            yield from page.get("tasks", [])
+            if not page.get("next"):
+                return
+            params["before"] = str(page["next"])
+
     def task(self, id: str | int) -> dict[str, Any]:
         """One task's current record."""
         return self._request("GET", f"/tasks/{task_id(id)}")["task"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from river_server.app import free_port
+from river_server.up_tasks import end_local_tasks
 
 
 def _default_data_dir() -> Path:
@@ -176,8 +177,10 @@ def up_command(argv: list[str]) -> int:
     ]
     server = subprocess.Popen(command, env=env, start_new_session=True)
     # The server runs in its own session (Ctrl+C in a terminal reaches `river up` alone):
-    # a SIGTERM to `river up` must stop it too, through the `finally` below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    # a SIGTERM or SIGHUP (terminal closed) to `river up` must stop it too, through the
+    # `finally` below, as Ctrl+C does.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     try:
         _wait_for_runner(url, server_token, "local", args.timeout, server)
         print(f"River is up: {url}/lab?token={server_token}")
@@ -204,5 +207,7 @@ def up_command(argv: list[str]) -> int:
                 server.wait(15)
             except subprocess.TimeoutExpired:
                 server.kill()
+        # The embedded runner's tasks outlive it by design (adoption); the cluster's do not.
+        end_local_tasks(data_dir / "runners" / "local")
         if args.check and args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)

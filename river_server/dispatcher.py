@@ -245,17 +245,27 @@ class Dispatcher:
             "hostname": (spec.get("vps") or {}).get("hostname"),  # a VPS's: vps-<id>
         }
 
+    def _still_assigning(self, task_id: int) -> bool:
+        with self.river.sessions() as session:
+            fresh = session.get(db.Task, task_id)
+            return fresh is not None and fresh.state == TaskState.ASSIGNING.value
+
     async def _launch(self, task: db.Task) -> None:
+        """Hand a placed task to its runner. A kill may land at any await here: it is
+        recorded in the DB first (TaskService._kill_assigning), so the state is checked
+        before the launch is sent and again after the runner answers; a launch that landed
+        after a kill is killed on the runner, so nothing runs behind a killed task."""
         connection = self.river.nodes.connection(task.node or "")
         error: str | None = None
         if connection is None:
             error = f"node {task.node} went offline before the task started"
+        elif not self._still_assigning(task.id):
+            return  # killed between placement and launch: nothing to start
         else:
             try:
                 await self.river.runner_client.call(
                     connection.url, connection.secret, "/api/tasks", self.launch_body(task)
                 )
-                return
             except RunnerNoAnswer as exc:
                 # The runner may or may not have it (a slow or partitioned runner): leave
                 # the task `assigning`. Reconciliation settles it from the runner's own
@@ -264,6 +274,12 @@ class Dispatcher:
                 return
             except Exception as exc:
                 error = str(exc)
+            else:
+                if self._ended(task.id):
+                    await self.river.tasks.kill_on_runner(
+                        connection.url, connection.secret, task.id
+                    )
+                return
         # The runner refused it: it ends as failed, with the reason, rather than
         # silently bouncing between nodes.
         with self.river.sessions() as session:
@@ -273,3 +289,8 @@ class Dispatcher:
                     session, fresh, TaskState.FAILED, f"could not start: {error}"
                 )
                 self.river.tasks.commit_and_publish(session, [fresh])
+
+    def _ended(self, task_id: int) -> bool:
+        with self.river.sessions() as session:
+            fresh = session.get(db.Task, task_id)
+            return fresh is None or TaskState(fresh.state).terminal

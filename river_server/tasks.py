@@ -6,6 +6,7 @@ of it (event, HTTP answer), and a task in a terminal state never leaves it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterable
@@ -44,6 +45,9 @@ CONTAINER_FIELDS = ("image", "environment", "mounts", "privileged")
 ACTIVE_STATES = tuple(s.value for s in TaskState if s.holds_resources)
 WAITING_STATES = (TaskState.QUEUED.value, TaskState.PENDING_APPROVAL.value)
 FINAL_STATES = tuple(s.value for s in TERMINAL_STATES)
+# How long a kill whose runner no longer runs the task waits for the runner's final report
+# (normally milliseconds behind: the runner's outbox sends it at once) before answering.
+KILL_REPORT_WAIT_S = 5.0
 
 
 class TaskError(Exception):
@@ -299,12 +303,7 @@ class TaskService:
                     409,
                     f"task {task.id} is {state.value}; only running tasks can be paused or resumed",
                 )
-            with self.river.sessions() as session:
-                fresh = session.get(db.Task, task.id)
-                assert fresh is not None
-                if self.transition(session, fresh, TaskState.KILLED, "killed before it started"):
-                    self.commit_and_publish(session, [fresh])
-                return fresh
+            return self._end_here(task.id, "killed before it started")
         if action == "pause" and state != TaskState.RUNNING:
             raise TaskError(
                 409, f"task {task.id} is {state.value}; only a running task can be paused"
@@ -313,37 +312,78 @@ class TaskService:
             raise TaskError(
                 409, f"task {task.id} is {state.value}; only a paused task can be resumed"
             )
+        if action == "kill" and state == TaskState.ASSIGNING:
+            return await self._kill_assigning(task)
         node = self.river.nodes.connection(task.node or "")
         if node is None:
             if action != "kill":
                 raise TaskError(409, f"node {task.node} is offline; try again when it is back")
-            with self.river.sessions() as session:
-                fresh = session.get(db.Task, task.id)
-                assert fresh is not None
-                if self.transition(
-                    session, fresh, TaskState.KILLED, f"killed while node {task.node} was offline"
-                ):
-                    self.commit_and_publish(session, [fresh])
-                return fresh
+            return self._end_here(task.id, f"killed while node {task.node} was offline")
         try:
             await self.river.runner_client.call(
                 node.url, node.secret, f"/api/tasks/{task.id}/{action}"
             )
         except RunnerUnreachable as exc:
-            if action == "kill" and exc.status == 404 and state == TaskState.ASSIGNING:
-                # Placed but not yet received by the runner: nothing runs, end it here.
-                # (The runner reports it as "starting" while a launch is in progress, and
-                # kills any task the host considers over, so a late launch dies too.)
-                with self.river.sessions() as session:
-                    fresh = session.get(db.Task, task.id)
-                    assert fresh is not None
-                    if self.transition(
-                        session, fresh, TaskState.KILLED, "killed before it started"
-                    ):
-                        self.commit_and_publish(session, [fresh])
-                    return fresh
+            if exc.status == 404:
+                # The runner no longer runs it: it has ended there and its final report is
+                # on the way (the runner's outbox is ordered and retried). Answer with the
+                # final state once it is in, never with the runner's 404 as a 502.
+                raise await self._ended_on_runner(task.id) from None
             raise TaskError(502, f"could not {action} task {task.id}: {exc}") from None
         return task
+
+    def _end_here(self, task_id: int, why: str) -> db.Task:
+        """Record KILLED (unless already final) before anyone hears of it."""
+        with self.river.sessions() as session:
+            fresh = session.get(db.Task, task_id)
+            assert fresh is not None
+            if self.transition(session, fresh, TaskState.KILLED, why):
+                self.commit_and_publish(session, [fresh])
+            return fresh
+
+    async def _kill_assigning(self, task: db.Task) -> db.Task:
+        """Kill a task placed on a runner that may not have it yet.
+
+        The kill is recorded first, as the task's final state: whatever the runner does
+        next, the host never goes back to `running` (a terminal state is final), and a
+        launch that lands later is killed there (Dispatcher._launch checks the state after
+        the runner answers; a report of it running is answered with a kill). Then the
+        runner is told, best effort: a 404 only means the launch has not reached it yet.
+        """
+        fresh = self._end_here(task.id, "killed before it started")
+        node = self.river.nodes.connection(task.node or "")
+        if node is not None:
+            await self.kill_on_runner(node.url, node.secret, task.id)
+        return fresh
+
+    async def kill_on_runner(self, url: str, secret: str, task_id: int) -> None:
+        """Tell a runner to stop a task the host has already ended; any failure is logged
+        (reconciliation kills what the runner still reports)."""
+        try:
+            await self.river.runner_client.call(url, secret, f"/api/tasks/{task_id}/kill")
+        except RunnerUnreachable as exc:
+            if exc.status != 404:
+                self.river.log.warning("could not kill task %s on its runner: %s", task_id, exc)
+
+    async def _ended_on_runner(self, task_id: int) -> TaskError:
+        """The 409 for a task its runner no longer runs, with its final state when the
+        runner's report arrives within KILL_REPORT_WAIT_S."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + KILL_REPORT_WAIT_S
+        while True:
+            with self.river.sessions() as session:
+                fresh = session.get(db.Task, task_id)
+                state = TaskState(fresh.state) if fresh is not None else None
+            if state is None or state.terminal:
+                final = state.value if state else "gone"
+                return TaskError(409, f"task {task_id} already ended: {final}")
+            if loop.time() >= deadline:
+                return TaskError(
+                    409,
+                    f"task {task_id} already ended on its runner; its final state is still on "
+                    "the way (see GET /river/api/tasks/ID shortly)",
+                )
+            await asyncio.sleep(0.05)
 
     # ---- runner reports -------------------------------------------------------------
     def apply_runner_messages(

@@ -161,7 +161,11 @@ export class RiverAPI {
     return (await this.request<{ nodes: INode[] }>('nodes')).nodes;
   }
 
-  /** Own tasks (newest first), or everyone's with `all`, optionally in `states`. */
+  /**
+   * Own tasks (newest first), or everyone's with `all`, optionally in `states`.
+   * The newest page only (up to 1,000, the API's default page): the panel shows what is
+   * recent and active; it does not follow the answer's `next` cursor to older tasks.
+   */
   async tasks(all: boolean, states: string[] = []): Promise<ITask[]> {
     const query: Record<string, string> = {};
     if (all) {

@@ -238,6 +238,12 @@ class ProcessBackend(Backend):
             proc.wait()  # reap it (the zygote's children are reaped by the kernel)
         if running.task_id in self._tasks:
             self._check_exit(running)
+        if running.task_id in self._tasks:
+            # No result and the supervisor still looks alive: it was killed before it could
+            # record one (a kill right after launch) and the kernel closes its files before
+            # it reaps it. Watch it by its files until it is gone, or the task would be
+            # reported running for ever with nothing behind it.
+            self._poll(running)
 
     def _close_bell(self, task_id: int) -> None:
         bell = self._bells.pop(task_id, None)

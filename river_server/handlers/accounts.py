@@ -27,6 +27,7 @@ from river_server.accounts import AccountError, Accounts
 from river_server.auth import LOGIN_THROTTLE, role_at_least, verify_login
 from river_server.handlers.base import RiverAPIHandler
 from river_server.openapi import openapi_document
+from river_server.paging import page_of, page_request
 
 
 class AccountsHandler(RiverAPIHandler):
@@ -73,7 +74,10 @@ class UsersHandler(AccountsHandler):
     @web.authenticated
     async def get(self) -> None:
         self.require_role("operator")
-        self.write_json({"users": await self.call(self.accounts.list_users)})
+        page = page_request(self, numeric=False)
+        items = await self.call(self.accounts.list_users)
+        items, following = page_of(items, page, "name")
+        self.write_json({"users": items, "next": following})
 
     @web.authenticated
     async def post(self) -> None:
@@ -145,7 +149,10 @@ class TokensHandler(AccountsHandler):
         if (who is not None and who != self.username) or every:
             self.require_role("admin")
         user = None if every else (who or self.username)
-        self.write_json({"tokens": await self.call(self.accounts.list_tokens, user)})
+        page = page_request(self)
+        items = await self.call(self.accounts.list_tokens, user)
+        items, following = page_of(items, page, "id")
+        self.write_json({"tokens": items, "next": following})
 
     @web.authenticated
     async def post(self) -> None:
@@ -174,7 +181,10 @@ class InvitationsHandler(AccountsHandler):
     @web.authenticated
     async def get(self) -> None:
         self.require_role("operator")
-        self.write_json({"invitations": await self.call(self.accounts.list_invitations)})
+        page = page_request(self)
+        items = await self.call(self.accounts.list_invitations)
+        items, following = page_of(items, page, "id")
+        self.write_json({"invitations": items, "next": following})
 
     @web.authenticated
     async def post(self) -> None:
@@ -260,7 +270,10 @@ class GroupsHandler(AccountsHandler):
     @web.authenticated
     async def get(self) -> None:
         self.require_role("operator")
-        self.write_json({"groups": await self.call(self.accounts.list_groups)})
+        page = page_request(self, numeric=False)
+        items = await self.call(self.accounts.list_groups)
+        items, following = page_of(items, page, "name")
+        self.write_json({"groups": items, "next": following})
 
     @web.authenticated
     async def post(self) -> None:

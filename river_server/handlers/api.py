@@ -9,10 +9,9 @@ from river_runner.spec import SpecError
 from river_server import db
 from river_server.auth import role_at_least
 from river_server.handlers.base import RiverAPIHandler
+from river_server.paging import page_request
 from river_server.serialize import task_detail_json
 from river_server.tasks import TaskError
-
-MAX_LIST = 1000
 
 
 class NodesHandler(RiverAPIHandler):
@@ -27,7 +26,10 @@ class TasksHandler(RiverAPIHandler):
     def get(self) -> None:
         show_all = self.get_argument("all", "0") not in ("0", "", "false")
         states = [s for s in self.get_argument("state", "").split(",") if s]
-        query = select(db.Task).order_by(db.Task.id.desc()).limit(MAX_LIST)
+        page = page_request(self)
+        query = select(db.Task).order_by(db.Task.id.desc()).limit(page.limit + 1)
+        if page.before is not None:
+            query = query.where(db.Task.id < page.before)
         if not show_all:
             query = query.where(db.Task.owner == self.username)
         if states:
@@ -36,7 +38,14 @@ class TasksHandler(RiverAPIHandler):
         with self.river.sessions() as session:
             rows = session.scalars(query).all()
             positions = tasks_service.queue_info(session)
-        self.write_json({"tasks": [tasks_service.to_json(t, positions) for t in rows]})
+        more = len(rows) > page.limit
+        rows = rows[: page.limit]
+        self.write_json(
+            {
+                "tasks": [tasks_service.to_json(t, positions) for t in rows],
+                "next": str(rows[-1].id) if more else None,
+            }
+        )
 
     @web.authenticated
     def post(self) -> None:

@@ -14,6 +14,7 @@ from tornado import web
 
 from river_server.environments import EnvironmentError
 from river_server.handlers.base import RiverAPIHandler
+from river_server.paging import page_of, page_request
 
 
 class _EnvironmentHandler(RiverAPIHandler):
@@ -47,8 +48,10 @@ class EnvironmentsHandler(_EnvironmentHandler):
     @web.authenticated
     async def get(self) -> None:
         self.require_role("viewer")
+        page = page_request(self, numeric=False)
         environments = await self.call(self.river.environments.list)
-        self.write_json({"environments": environments})
+        environments, following = page_of(environments, page, "name")
+        self.write_json({"environments": environments, "next": following})
 
     @web.authenticated
     async def post(self) -> None:

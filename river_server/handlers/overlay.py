@@ -8,6 +8,7 @@ from tornado import web
 
 from river_server.handlers.base import RiverAPIHandler
 from river_server.overlay import OverlayError
+from river_server.paging import page_of, page_request
 
 
 class OverlayAPIHandler(RiverAPIHandler):
@@ -42,8 +43,10 @@ class ReservationsHandler(OverlayAPIHandler):
         everyone = self.flag("all")
         if everyone:
             self.require_role("operator")
+        page = page_request(self)
         reservations = self.river.overlay.reservations(self.username, everyone=everyone)
-        self.write_json({"reservations": reservations})
+        reservations, following = page_of(reservations, page, "id")
+        self.write_json({"reservations": reservations, "next": following})
 
     @web.authenticated
     def post(self) -> None:

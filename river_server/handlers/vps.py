@@ -9,6 +9,7 @@ from river_runner.spec import SpecError
 from river_server import db
 from river_server.auth import role_at_least
 from river_server.handlers.base import RiverAPIHandler
+from river_server.paging import page_of, page_request
 from river_server.tasks import TaskError
 
 
@@ -36,7 +37,8 @@ class VpsListHandler(VpsBase):
         service = self.river.vps
         found = service.incarnations(owner)
         items = [service.to_json(tasks[-1]) for _, tasks in sorted(found.items(), reverse=True)]
-        self.write_json({"vps": items})
+        items, following = page_of(items, page_request(self), "id", newest_first=True)
+        self.write_json({"vps": items, "next": following})
 
     @web.authenticated
     def post(self) -> None:
@@ -104,7 +106,9 @@ class VpsTerminalHandler(VpsBase):
 class VpsSnapshotsHandler(VpsBase):
     @web.authenticated
     def get(self, vps_id: str) -> None:
-        self.write_json({"snapshots": self.river.vps.snapshots(self.load_vps(vps_id))})
+        snapshots = self.river.vps.snapshots(self.load_vps(vps_id))
+        snapshots, following = page_of(snapshots, page_request(self), "number")
+        self.write_json({"snapshots": snapshots, "next": following})
 
 
 class VpsSnapshotHandler(VpsBase):

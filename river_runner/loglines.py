@@ -80,8 +80,12 @@ class LineSplitter:
             return []
         *complete, rest = (self._pending + text).split("\n")
         lines: list[tuple[str, bool]] = []
+        short = self.max_bytes // 4  # at most 4 bytes a character: surely one chunk
         for line in complete:
-            lines.extend(self._chunks(line, ended=True))
+            if len(line) <= short:  # the common case, without a call per line
+                lines.append((line[:-1] if line.endswith("\r") else line, False))
+            else:
+                lines.extend(self._chunks(line, ended=True))
         self._pending = ""
         lines.extend(self._chunks(rest, ended=False))
         return lines

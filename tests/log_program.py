@@ -27,7 +27,7 @@ def bar(n: int, total: int = BAR_TOTAL, width: int = 10) -> str:
 
 LONG = "x" * 100_000
 
-PROGRAM = f'''
+PROGRAM = f"""
 import sys
 BLOCKS = {BLOCKS!r}
 {__import__("inspect").getsource(bar).replace("BAR_TOTAL", str(BAR_TOTAL))}
@@ -44,7 +44,7 @@ print("form\\x0cfeed and\\u2028separator", flush=True)
 print("x" * 100_000, flush=True)
 print("done", flush=True)
 print("err after", file=sys.stderr, flush=True)
-'''
+"""
 
 # The whole text of every line (chunks joined) per stream, as River must deliver it.
 FULL_BAR = "".join("\r" + bar(n) for n in range(BAR_TOTAL + 1))

@@ -12,6 +12,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
+from river_runner.loglines import LineRenderer, render
 from river_runner.protocol import EVENT_LOG, LOG_STREAM_RIVER
 
 from .client import Client, TaskGroup, TaskHandle, is_terminal
@@ -23,13 +24,27 @@ from .payload import PayloadError
 KILL_WAIT = 10.0
 
 
-def write_line(line: Mapping[str, Any], prefix: str = "") -> None:
-    """Print one remote line to the matching local stream, at once (host notes are skipped)."""
+def write_line(
+    line: Mapping[str, Any], prefix: str = "", renderer: LineRenderer | None = None
+) -> None:
+    """Print one remote line to the matching local stream, at once (host notes are skipped),
+    as a terminal shows it: a progress bar's `\r` redraws print as its last state, and the
+    chunks of a long line (`continued`) print as one line once its last chunk is in, via
+    `renderer` (one per cell, so a bar cut into chunks is joined; without one, each chunk
+    prints alone)."""
     stream = line.get("stream")
     if stream == LOG_STREAM_RIVER:
         return
+    text = str(line.get("text", ""))
+    if renderer is None:
+        shown: str | None = render(text)
+    else:
+        key = f"{line.get('task_id', '')}/{stream}"
+        shown = renderer.feed(key, text, bool(line.get("continued")))
+    if shown is None:
+        return
     out = sys.stderr if stream == "stderr" else sys.stdout
-    text = prefix + str(line.get("text", ""))
+    text = prefix + shown
     out.write(text if text.endswith("\n") else text + "\n")
     out.flush()
 
@@ -73,12 +88,13 @@ class Follower:
         self.status = status
         self.last_seq = 0
         self.task: dict[str, Any] | None = handle.last
+        self.renderer = LineRenderer()
 
     def run(self, timeout: float | None = None) -> dict[str, Any] | None:
         for kind, data in self.handle.watch(since=self.last_seq, timeout=timeout):
             if kind == EVENT_LOG:
                 self.last_seq = max(self.last_seq, int(data.get("seq", 0)))
-                write_line(data)
+                write_line(data, renderer=self.renderer)
             else:
                 self.task = data
                 if self.status is not None:
@@ -95,6 +111,7 @@ class GroupFollower:
         self.grid = StatusLine()
         self.seqs: dict[str, int] = {}
         self.labels = dict(zip(group.ids, group.labels, strict=True))
+        self.renderer = LineRenderer()
 
     def render(self) -> None:
         states = [(h.last or {}).get("state") for h in self.group.handles]
@@ -107,7 +124,11 @@ class GroupFollower:
             if kind == EVENT_LOG:
                 task_id = str(data.get("task_id"))
                 self.seqs[task_id] = max(self.seqs.get(task_id, 0), int(data.get("seq", 0)))
-                write_line(data, prefix=f"[{self.labels.get(task_id, task_id)}] ")
+                write_line(
+                    data,
+                    prefix=f"[{self.labels.get(task_id, task_id)}] ",
+                    renderer=self.renderer,
+                )
             else:
                 self.render()
         self.render()

@@ -13,6 +13,8 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from river_runner.loglines import LineRenderer
+
 from .arguments import HelpShown, build_parser, parse_line
 from .client import Client, TaskGroup, TaskHandle, is_terminal
 from .display import nodes_bundle, show, status_text, task_bundle, tasks_bundle
@@ -100,8 +102,9 @@ class RiverMagics(Magics):
     def _do_logs(self, args: argparse.Namespace, cell: str | None) -> None:
         handle = self.client.handle(args.id)
         if not args.follow:
+            renderer = LineRenderer()
             for line in handle.logs():
-                write_line(line)
+                write_line(line, renderer=renderer)
             return
         follower = Follower(handle, None)
         try:

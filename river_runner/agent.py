@@ -250,19 +250,31 @@ class RunnerAgent:
 
     def _output_callback(self, task_id: int):
         def on_output(
-            stream: str, text: str, seq: int | None = None, ts: float | None = None
+            stream: str,
+            text: str,
+            seq: int | None = None,
+            ts: float | None = None,
+            continued: bool = False,
         ) -> None:
-            self._on_output_for(task_id, stream, text, seq, ts)
+            self._on_output_for(task_id, stream, text, seq, ts, continued)
 
         return on_output
 
     def _on_output_for(
-        self, task_id: int, stream: str, text: str, seq: int | None, ts: float | None
+        self,
+        task_id: int,
+        stream: str,
+        text: str,
+        seq: int | None,
+        ts: float | None,
+        continued: bool = False,
     ) -> None:
         if seq is None:
             seq = self._line_seq.get(task_id, 0) + 1
         self._line_seq[task_id] = seq
-        line = {"seq": seq, "stream": stream, "text": text, "ts": ts or time.time()}
+        line: dict[str, Any] = {"seq": seq, "stream": stream, "text": text, "ts": ts or time.time()}
+        if continued:  # a chunk of a longer line (river_runner.loglines)
+            line["continued"] = True
         last = self._outbox[-1] if len(self._outbox) > self._in_flight else None
         if (
             last

@@ -76,11 +76,11 @@ def parse_runner_auth(header: str | None) -> str | None:
 
 # Kinds of runner -> host messages carried by /river/api/runner/events, in order.
 MSG_STATUS = "status"  # {"task_id", "state", "exit_code"?, "detail"?, "pid"?}
-MSG_LOG = "log"  # {"task_id", "lines": [{"seq", "stream", "text", "ts"}]}
+MSG_LOG = "log"  # {"task_id", "lines": [{"seq", "stream", "text", "ts"[, "continued"]}]}
 
 # Kinds of host -> client events on /river/api/events.
 EVENT_TASK = "task"  # {"task": <task json>}
-EVENT_LOG = "log"  # {"task_id", "seq", "stream", "text", "ts"}
+EVENT_LOG = "log"  # {"task_id", "seq", "stream", "text", "ts"[, "continued"]} (loglines)
 EVENT_NODE = "node"  # {"node": <node json>}
 EVENT_HELLO = "hello"  # first event of a stream
 

@@ -8,8 +8,9 @@ status in `result.json`. The runner only tails files and sends signals.
 It imports only the standard library and runs with `python -S`, so starting it costs a
 few milliseconds; memory is read from /proc for every process in the task's session.
 
-Record format in `output.log`: `SEQ<TAB>STREAM<TAB>TS<TAB>TEXT` with TEXT escaped by
-`encode_text` so a record is always one line.
+Record format in `output.log`: `SEQ<TAB>STREAM<TAB>TS<TAB>TEXT[<TAB>c]` with TEXT escaped by
+`encode_text` so a record is always one line (no raw `\n`, `\r` or tab), and a final `c` on
+a chunk of a longer line (`continued`). How bytes become lines is river_runner.loglines.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ import subprocess
 import sys
 import time
 
+if __package__:
+    from river_runner import loglines
+else:  # run as a script with -S: loglines.py sits next to this file on sys.path[0]
+    import loglines  # type: ignore[no-redef]
+
 OUTPUT_FILE = "output.log"
 RESULT_FILE = "result.json"
 PID_FILE = "supervisor.pid"
@@ -31,16 +37,21 @@ CLONE_NEWNET = 0x40000000
 
 
 def encode_text(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+
+
+_UNESCAPE = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
 def decode_text(text: str) -> str:
+    if "\\" not in text:
+        return text
     out, i = [], 0
     while i < len(text):
         ch = text[i]
         if ch == "\\" and i + 1 < len(text):
             nxt = text[i + 1]
-            out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(nxt, nxt))
+            out.append(_UNESCAPE.get(nxt, nxt))
             i += 2
         else:
             out.append(ch)
@@ -48,13 +59,19 @@ def decode_text(text: str) -> str:
     return "".join(out)
 
 
-def parse_record(line: str) -> tuple[int, str, float, str] | None:
-    """One output record, or None for a torn (partially written) line."""
-    parts = line.rstrip("\n").split("\t", 3)
-    if len(parts) != 4 or not line.endswith("\n"):
+def parse_record(line: str) -> tuple[int, str, float, str, bool] | None:
+    """One output record (seq, stream, ts, text, continued), or None for a torn
+    (partially written) line."""
+    if not line.endswith("\n"):
         return None
-    seq, stream, ts, text = parts
-    return int(seq), stream, float(ts), decode_text(text)
+    parts = line[:-1].split("\t")
+    if len(parts) == 5 and parts[4] == "c":
+        continued = True
+    elif len(parts) == 4:
+        continued = False
+    else:
+        return None
+    return int(parts[0]), parts[1], float(parts[2]), decode_text(parts[3]), continued
 
 
 class _OutputWriter:
@@ -63,28 +80,21 @@ class _OutputWriter:
     def __init__(self, path: str) -> None:
         self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         self._seq = 0
-        self._partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        self._splitters = {"stdout": loglines.LineSplitter(), "stderr": loglines.LineSplitter()}
 
     def feed(self, stream: str, data: bytes) -> None:
-        buffer = self._partial[stream] + data
-        *lines, rest = buffer.split(b"\n")
-        self._partial[stream] = rest
-        for line in lines:
-            self._write(stream, line)
-        if len(rest) > 65536:  # an endless line: flush it in pieces
-            self._write(stream, rest)
-            self._partial[stream] = b""
+        for text, continued in self._splitters[stream].feed(data):
+            self._write(stream, text, continued)
 
     def flush_partials(self) -> None:
-        for stream, rest in self._partial.items():
-            if rest:
-                self._write(stream, rest)
-                self._partial[stream] = b""
+        for stream, splitter in self._splitters.items():
+            for text, continued in splitter.flush():
+                self._write(stream, text, continued)
 
-    def _write(self, stream: str, raw: bytes) -> None:
+    def _write(self, stream: str, text: str, continued: bool = False) -> None:
         self._seq += 1
-        text = raw.decode("utf-8", errors="replace").rstrip("\r")
-        self._file.write(f"{self._seq}\t{stream}\t{time.time():.6f}\t{encode_text(text)}\n")
+        flag = "\tc" if continued else ""
+        self._file.write(f"{self._seq}\t{stream}\t{time.time():.6f}\t{encode_text(text)}{flag}\n")
 
     def close(self) -> None:
         self._file.close()
@@ -264,7 +274,7 @@ def supervise(
 
 def _not_started(writer: _OutputWriter, task_dir: str, message: str, exc: OSError) -> int:
     """The task could not be started: say why on its stderr and in result.json."""
-    writer._write("stderr", message.encode())
+    writer._write("stderr", message)
     writer.close()
     _write_result(task_dir, exit_code=127, killed=False, oom=False, detail=str(exc))
     return 127

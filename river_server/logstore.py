@@ -83,6 +83,8 @@ class LogStore:
                 "text": str(line.get("text", "")),
                 "ts": float(line.get("ts", 0.0)),
             }
+            if line.get("continued") is True:  # a chunk of a longer line (river_runner.loglines)
+                entry["continued"] = True
             # River's own notes (e.g. "pulled values, part 2 of 3") may use the room kept
             # under the bound, so results pulled after a flood of output still arrive.
             note = entry["stream"] == LOG_STREAM_RIVER
@@ -93,7 +95,7 @@ class LogStore:
                 if log.truncated:
                     continue
                 entry = {
-                    **entry,
+                    **{k: v for k, v in entry.items() if k != "continued"},
                     # stderr, so every client shows it; "note" marks it (a task cannot
                     # set that key) for a host restarting on this log.
                     "stream": "stderr",

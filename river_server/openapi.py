@@ -221,6 +221,8 @@ SCHEMAS: dict[str, Any] = {
             "stream": {"type": "string", "enum": ["stdout", "stderr"]},
             "text": {"type": "string"},
             "ts": {"type": "number"},
+            # a chunk of a line longer than 64 KiB: the stream's next line continues it
+            "continued": {"type": "boolean"},
         },
         ("seq", "stream", "text"),
     ),

@@ -27,6 +27,7 @@ import ipywidgets as widgets
 from river_magics.client import Client, is_terminal
 from river_magics.display import _STATE_COLORS, status_text
 from river_magics.errors import RiverError
+from river_runner.loglines import LineRenderer
 from river_runner.spec import format_memory
 from river_widgets.vps_cards import VpsCard
 
@@ -378,10 +379,19 @@ class Dashboard:
         except RiverError as exc:
             self._note_error(f"logs {task_id}: {exc}")
             return []
-        shown = [line for line in lines if line.get("stream") != "river"][-LOG_LINES:]
+        # As a terminal shows them: chunks of a long line joined, progress bars at their
+        # last state (river_runner.loglines).
+        renderer, whole = LineRenderer(), []
+        for line in lines:
+            stream = str(line.get("stream", ""))
+            if stream == "river":
+                continue
+            text = renderer.feed(stream, str(line.get("text", "")), bool(line.get("continued")))
+            if text is not None:
+                whole.append({**line, "text": text})
+        shown = whole[-LOG_LINES:]
         text = "\n".join(
-            ("! " if line.get("stream") == "stderr" else "") + str(line.get("text", ""))
-            for line in shown
+            ("! " if line.get("stream") == "stderr" else "") + line["text"] for line in shown
         )
         with self._lock:
             self.logs_for = task_id

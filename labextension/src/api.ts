@@ -70,6 +70,24 @@ export interface ILogLine {
   stream: 'stdout' | 'stderr';
   text: string;
   ts: number;
+  /** A chunk of a line longer than 64 KiB: the next line of this stream continues it. */
+  continued?: boolean;
+}
+
+/**
+ * What a terminal shows for one log line: each \r returns to the line's start and the text
+ * after it overwrites what was there, so a progress bar shows its last state
+ * (the rule of river_runner/loglines.py `render`).
+ */
+export function renderLine(text: string): string {
+  if (!text.includes('\r')) {
+    return text;
+  }
+  let shown = '';
+  for (const segment of text.split('\r')) {
+    shown = segment + shown.slice(segment.length);
+  }
+  return shown;
 }
 
 export const TERMINAL_STATES = new Set([

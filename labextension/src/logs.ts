@@ -5,7 +5,14 @@
  */
 import { Widget } from '@lumino/widgets';
 
-import { EventStream, ILogLine, ITask, RiverAPI, isTerminal } from './api';
+import {
+  EventStream,
+  ILogLine,
+  ITask,
+  RiverAPI,
+  isTerminal,
+  renderLine
+} from './api';
 import { h } from './panel';
 
 const MAX_LINES = 5000;
@@ -48,6 +55,14 @@ export class LogView extends Widget {
       return;
     }
     this.lastSeq = line.seq;
+    // Chunks of a long line are shown once the line is whole, as a terminal would.
+    const text = (this.open.get(line.stream) ?? '') + line.text;
+    if (line.continued) {
+      this.open.set(line.stream, text);
+      return;
+    }
+    this.open.delete(line.stream);
+    const shown = renderLine(text);
     const atBottom =
       this.node.scrollTop + this.node.clientHeight >=
       this.node.scrollHeight - 4;
@@ -55,7 +70,7 @@ export class LogView extends Widget {
       h(
         'span',
         { class: `jp-River-log-${line.stream}`, 'data-seq': String(line.seq) },
-        line.text.endsWith('\n') ? line.text : `${line.text}\n`
+        shown.endsWith('\n') ? shown : `${shown}\n`
       )
     );
     while (this.pre.childNodes.length > MAX_LINES) {
@@ -78,6 +93,7 @@ export class LogView extends Widget {
 
   private stream: EventStream | null = null;
   private lastSeq = 0;
+  private readonly open = new Map<string, string>(); // unfinished lines, by stream
   private readonly status = h('div', { class: 'jp-River-logStatus' });
   private readonly pre = h('pre', { class: 'jp-River-logText' });
 }

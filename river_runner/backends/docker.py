@@ -79,6 +79,7 @@ from river_runner.containers import (
     resolve_mount_source,
 )
 from river_runner.containers import parse_mount as _parse_mount
+from river_runner.loglines import LineSplitter
 from river_runner.protocol import TaskState
 
 log = logging.getLogger("river.runner.docker")
@@ -97,10 +98,11 @@ LOG_DRAIN_S = 10.0  # how long the waiter lets the log reader drain after the ex
 # stderr are stamped before they are written, so their order and their stamps can disagree).
 CATCH_UP_MARGIN_NS = 100_000_000
 CATCH_UP_TAIL = 64  # looked at first: the follow usually misses only the last few entries
-ENDLESS_LINE = 65536  # flush a line without newline in pieces past this size
 DEFAULT_PIDS_LIMIT = 4096  # processes (threads included) per container
 
 _STREAMS = {1: "stdout", 2: "stderr"}
+# (stream, text, seq, ts, continued): one line on its way to the loop
+_Line = tuple[str, str, int, float, bool]
 
 
 def gpu_device_requests(gpus: list[int]) -> list[docker.types.DeviceRequest]:
@@ -167,7 +169,10 @@ class _Watched:
     paused: bool = False
     kill_requested: bool = False
     seq: int = 0
-    partial: dict[str, bytes] = field(default_factory=lambda: {"stdout": b"", "stderr": b""})
+    # Bytes to lines by the rule both backends follow (river_runner.loglines).
+    splitters: dict[str, LineSplitter] = field(
+        default_factory=lambda: {"stdout": LineSplitter(), "stderr": LineSplitter()}
+    )
     frames_seen: int = 0  # log frames consumed, to resume after the follow ends early
     last_frame: tuple[int, bytes] | None = None
     pending: collections.deque = field(default_factory=collections.deque)  # lines for the loop
@@ -502,7 +507,7 @@ class DockerBackend(DockerVpsOps, Backend):
 
     def _consume(self, watched: _Watched, frames: list[tuple[int, bytes]]) -> None:
         """Split frames into lines and hand them to the loop in one call."""
-        lines: list[tuple[str, str, int, float]] = []
+        lines: list[_Line] = []
         for frame in frames:
             watched.frames_seen += 1
             watched.last_frame = frame
@@ -515,31 +520,25 @@ class DockerBackend(DockerVpsOps, Backend):
                 ts = parse_docker_time(stamp)
             except ValueError:
                 ts, body = time.time(), data
-            *complete, rest = (watched.partial[stream] + body).split(b"\n")
-            watched.partial[stream] = rest
-            for line in complete:
-                lines.append(self._line(watched, stream, line, ts))
-            if len(rest) > ENDLESS_LINE:
-                lines.append(self._line(watched, stream, rest, ts))
-                watched.partial[stream] = b""
+            for text, continued in watched.splitters[stream].feed(body):
+                lines.append(self._line(watched, stream, text, continued, ts))
         if lines:
             self._hand_over(watched, lines)
 
     def _flush_partials(self, watched: _Watched) -> None:
         lines = []
-        for stream, rest in watched.partial.items():
-            if rest:
-                lines.append(self._line(watched, stream, rest, time.time()))
-                watched.partial[stream] = b""
+        for stream, splitter in watched.splitters.items():
+            for text, continued in splitter.flush():
+                lines.append(self._line(watched, stream, text, continued, time.time()))
         if lines:
             self._hand_over(watched, lines)
 
     @staticmethod
-    def _line(watched: _Watched, stream: str, raw: bytes, ts: float) -> tuple[str, str, int, float]:
+    def _line(watched: _Watched, stream: str, text: str, continued: bool, ts: float) -> _Line:
         watched.seq += 1
-        return stream, raw.decode("utf-8", errors="replace").rstrip("\r"), watched.seq, ts
+        return stream, text, watched.seq, ts, continued
 
-    def _hand_over(self, watched: _Watched, lines: list[tuple[str, str, int, float]]) -> None:
+    def _hand_over(self, watched: _Watched, lines: list[_Line]) -> None:
         """Queue lines for the loop; one wake-up serves everything queued until it runs, so
         a burst of output does not cost a loop wake-up per line."""
         watched.pending.extend(lines)
@@ -552,8 +551,11 @@ class DockerBackend(DockerVpsOps, Backend):
         watched.drain_scheduled = False  # before popping: later lines schedule a new drain
         pending = watched.pending
         while pending:
-            stream, text, seq, ts = pending.popleft()
-            watched.on_output(stream, text, seq=seq, ts=ts)
+            stream, text, seq, ts, continued = pending.popleft()
+            if continued:
+                watched.on_output(stream, text, seq=seq, ts=ts, continued=True)
+            else:
+                watched.on_output(stream, text, seq=seq, ts=ts)
 
     def _on_loop(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         if self._closed.is_set() or self._loop is None:

@@ -277,16 +277,20 @@ class ProcessBackend(Backend):
         with open(path, "rb") as handle:
             handle.seek(running.offset)
             chunk = handle.read(size - running.offset)
-        text = chunk.decode("utf-8", errors="replace")
-        consumed = text.rfind("\n") + 1  # only whole records; a torn tail is read next time
-        running.offset += len(text[:consumed].encode("utf-8"))
-        for line in text[:consumed].splitlines(keepends=True):
-            record = supervise.parse_record(line)
+        consumed = chunk.rfind(b"\n") + 1  # only whole records; a torn tail is read next time
+        running.offset += consumed
+        # Records are split on "\n" only: str.splitlines() would also cut at \r, \f, \x1c,
+        # U+2028 ... inside a task's text, and every later line would be lost with it.
+        for line in chunk[:consumed].decode("utf-8", errors="replace").split("\n")[:-1]:
+            record = supervise.parse_record(line + "\n")
             if record is None or record[0] <= running.last_seq:
                 continue
-            seq, stream, ts, body = record
+            seq, stream, ts, body, continued = record
             running.last_seq = seq
-            running.on_output(stream, body, seq=seq, ts=ts)  # type: ignore[call-arg]
+            if continued:
+                running.on_output(stream, body, seq=seq, ts=ts, continued=True)  # type: ignore[call-arg]
+            else:
+                running.on_output(stream, body, seq=seq, ts=ts)  # type: ignore[call-arg]
 
     def _check_exit(self, running: _Running) -> None:
         result_path = running.task_dir / supervise.RESULT_FILE

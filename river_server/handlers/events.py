@@ -117,9 +117,10 @@ class EventsHandler(RiverAPIHandler):
         if line["seq"] <= sent.get(task_id, 0):
             return
         sent[task_id] = line["seq"]
-        await self._send(
-            EVENT_LOG, {"task_id": task_id, **{k: line[k] for k in ("seq", "stream", "text", "ts")}}
-        )
+        event = {"task_id": task_id, **{k: line[k] for k in ("seq", "stream", "text", "ts")}}
+        if line.get("continued"):  # a chunk of a longer line (river_runner.loglines)
+            event["continued"] = True
+        await self._send(EVENT_LOG, event)
 
     async def _send(self, kind: str, data: dict[str, Any]) -> None:
         self.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n")

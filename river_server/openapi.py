@@ -10,6 +10,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from river_runner.wire import REQUEST_MODELS, Request
+from river_runner.wire import requests as wire
+from river_server.openapi_models import request_schemas
+
 API = "/river/api"
 
 # ---- schemas -------------------------------------------------------------------------------
@@ -38,6 +42,11 @@ TASK_STATE = {
 
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def model(request: type[Request]) -> dict[str, str]:
+    """A request body: the schema generated from its river_runner.wire model."""
+    return ref(request.__name__)
 
 
 def obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict:
@@ -85,34 +94,6 @@ SCHEMAS: dict[str, Any] = {
             },
         },
         ("id", "owner", "state", "kind"),
-    ),
-    "TaskSubmit": obj(
-        {
-            "kind": {"type": "string", "enum": ["command", "python"]},
-            "command": {
-                "oneOf": [
-                    {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                    {"type": "string", "minLength": 1},
-                ]
-            },
-            "script": {"type": "string"},
-            "name": {"type": "string", "maxLength": 256},
-            "cores": {"type": "integer", "minimum": 0},
-            "memory": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]},
-            "gpus": {"type": "integer", "minimum": 0},
-            "target": {"type": "string", "description": "node[:numa][::gpu,gpu]"},
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "workdir": {"type": "string"},
-            "image": {"type": "string"},
-            "environment": {"type": "string"},
-            "mounts": {"type": "array", "items": {"type": "string"}},
-            "privileged": {"type": "boolean"},
-            "array": {"description": "task array: see docs/api.md"},
-            "ip_token": {
-                "type": "string",
-                "description": "a reserved overlay address's token (POST /overlay/reservations)",
-            },
-        }
     ),
     "Vps": obj(
         {
@@ -175,27 +156,6 @@ SCHEMAS: dict[str, Any] = {
             "node": NULLABLE_STRING,
         },
         ("image", "number"),
-    ),
-    "VpsCreate": obj(
-        {
-            "name": {"type": "string", "maxLength": 256},
-            "image": {"type": "string"},
-            "cores": {"type": "integer", "minimum": 0},
-            "memory": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]},
-            "gpus": {"type": "integer", "minimum": 0},
-            "target": {"type": "string", "description": "node[:numa][::gpu,gpu]"},
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "mounts": {"type": "array", "items": {"type": "string"}},
-            "privileged": {"type": "boolean"},
-            "ssh": {"type": "string", "enum": ["disabled", "none", "upload", "generate"]},
-            "public_key": {"type": "string", "description": "ssh=upload: an OpenSSH key line"},
-            "ip_token": {
-                "type": "string",
-                "description": "a reserved overlay address's token: the first incarnation "
-                "gets that address",
-            },
-            "backend": {"type": "string", "description": "docker (qemu: a later issue, 400)"},
-        }
     ),
     "Node": obj(
         {
@@ -305,8 +265,6 @@ SCHEMAS: dict[str, Any] = {
 }
 
 USER_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}
-PASSWORD = {"type": "string", "minLength": 8, "maxLength": 1024}
-EXPIRES_IN = {"type": "number", "minimum": 1, "maximum": 315360000, "nullable": True}
 
 # ---- operations ----------------------------------------------------------------------------
 
@@ -403,7 +361,7 @@ def _decision(decision: str) -> dict[str, Any]:
             f"{decision.capitalize()} a task waiting in pending_approval",
             obj({"task": ref("Task")}),
             params=[TASK_ID],
-            body=obj({"reason": {"type": "string", "maxLength": 1000}}),
+            body=model(wire.TaskDecision),
             errors=("400", "403", "404", "409"),
             role="operator",
         )
@@ -411,7 +369,6 @@ def _decision(decision: str) -> dict[str, Any]:
 
 
 def _paths() -> dict[str, Any]:
-    user_limits = {"max_cores": NULLABLE_COUNT, "max_gpus": NULLABLE_COUNT}
     paths: dict[str, Any] = {
         "/nodes": {
             "get": op("List nodes", obj({"nodes": {"type": "array", "items": ref("Node")}}))
@@ -429,7 +386,7 @@ def _paths() -> dict[str, Any]:
                 "Submit a task",
                 obj({"task": ref("Task")}),
                 status="201",
-                body=ref("TaskSubmit"),
+                body=model(wire.TaskSubmit),
                 errors=("400", "403"),
                 role="user",
             ),
@@ -505,7 +462,7 @@ def _paths() -> dict[str, Any]:
                 "Create a VPS: a long-lived container (docker backend)",
                 obj({"vps": ref("Vps")}),
                 status="201",
-                body=ref("VpsCreate"),
+                body=model(wire.VpsCreate),
                 errors=("400", "403", "503"),
                 role="user",
             ),
@@ -546,13 +503,7 @@ def _paths() -> dict[str, Any]:
                     }
                 ),
                 params=[TASK_ID],
-                body=obj(
-                    {
-                        "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                        "detach": {"type": "boolean"},
-                    },
-                    ("command",),
-                ),
+                body=model(wire.VpsExec),
                 errors=("400", "403", "404", "409", "502"),
             )
         },
@@ -563,14 +514,7 @@ def _paths() -> dict[str, Any]:
                 obj({"vps": ref("Vps")}),
                 status="201",
                 params=[TASK_ID],
-                body=obj(
-                    {
-                        "app": {"type": "string", "enum": ["jupyter", "tensorboard"]},
-                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                        "logdir": {"type": "string"},
-                    },
-                    ("app",),
-                ),
+                body=model(wire.VpsAppStart),
                 errors=("400", "403", "404", "409", "502"),
             )
         },
@@ -648,9 +592,7 @@ def _paths() -> dict[str, Any]:
                 "Create an environment (a long-lived container to prepare)",
                 obj({"environment": ref("Environment")}),
                 status="201",
-                body=obj(
-                    {"name": {"type": "string"}, "image": {"type": "string"}}, ("name", "image")
-                ),
+                body=model(wire.EnvironmentCreate),
                 errors=("400", "403", "409", "503", "504"),
                 role="user",
             ),
@@ -684,18 +626,7 @@ def _paths() -> dict[str, Any]:
                 "Run a command in an environment",
                 {"type": "object"},
                 params=[ENV_NAME],
-                body=obj(
-                    {
-                        "command": {
-                            "oneOf": [
-                                {"type": "array", "items": {"type": "string"}},
-                                {"type": "string"},
-                            ]
-                        },
-                        "timeout": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
-                    },
-                    ("command",),
-                ),
+                body=model(wire.EnvironmentExec),
                 errors=("400", "403", "404", "409", "429", "503", "504"),
                 role="user",
             )
@@ -732,14 +663,7 @@ def _paths() -> dict[str, Any]:
                 "Reserve an overlay IP for a task not yet launched (token shown once)",
                 obj({"reservation": ref("Reservation")}),
                 status="201",
-                body=obj(
-                    {
-                        "node": {"type": "string"},
-                        "ttl": {"type": "number"},
-                        "ip": {"type": "string"},
-                    },
-                    additionalProperties=False,
-                ),
+                body=model(wire.ReservationCreate),
                 errors=("400", "403", "404", "409"),
                 role="user",
             ),
@@ -748,7 +672,7 @@ def _paths() -> dict[str, Any]:
             "post": op(
                 "Release a reservation by its token",
                 obj({"reservation": ref("Reservation")}),
-                body=obj({"token": {"type": "string"}}, ("token",)),
+                body=model(wire.ReservationRelease),
                 errors=("400", "403", "404", "409"),
             )
         },
@@ -771,11 +695,7 @@ def _paths() -> dict[str, Any]:
                 "Create a user",
                 obj({"user": ref("User")}),
                 status="201",
-                body=obj(
-                    {"name": USER_NAME, "role": ROLE, "password": PASSWORD, **user_limits},
-                    ("name",),
-                    additionalProperties=False,
-                ),
+                body=model(wire.UserCreate),
                 errors=("400", "403", "409"),
                 role="admin",
             ),
@@ -792,15 +712,7 @@ def _paths() -> dict[str, Any]:
                 "current_password, or an admin)",
                 obj({"user": ref("User")}),
                 params=[USER],
-                body=obj(
-                    {
-                        "role": ROLE,
-                        "password": PASSWORD,
-                        "current_password": {"type": "string"},
-                        **user_limits,
-                    },
-                    additionalProperties=False,
-                ),
+                body=model(wire.UserUpdate),
                 errors=("400", "403", "404", "409"),
             ),
             "delete": op(
@@ -822,14 +734,7 @@ def _paths() -> dict[str, Any]:
                 "Make an API token; the token is in this answer only",
                 obj({"token": {"type": "string"}, "info": ref("Token")}, ("token", "info")),
                 status="201",
-                body=obj(
-                    {
-                        "label": {"type": "string", "maxLength": 128},
-                        "expires_in": EXPIRES_IN,
-                        "user": USER_NAME,
-                    },
-                    additionalProperties=False,
-                ),
+                body=model(wire.TokenCreate),
                 errors=("400", "403", "404"),
             ),
         },
@@ -852,14 +757,7 @@ def _paths() -> dict[str, Any]:
                 "may invite viewers and users",
                 obj({"code": {"type": "string"}, "invitation": ref("Invitation")}),
                 status="201",
-                body=obj(
-                    {
-                        "role": ROLE,
-                        "uses": {"type": "integer", "minimum": 1, "maximum": 10000},
-                        "expires_in": EXPIRES_IN,
-                    },
-                    additionalProperties=False,
-                ),
+                body=model(wire.InvitationCreate),
                 errors=("400", "403"),
                 role="operator",
             ),
@@ -878,11 +776,7 @@ def _paths() -> dict[str, Any]:
                 "Create an account with an invitation code",
                 obj({"user": ref("User")}),
                 status="201",
-                body=obj(
-                    {"code": {"type": "string"}, "name": USER_NAME, "password": PASSWORD},
-                    ("code", "name", "password"),
-                    additionalProperties=False,
-                ),
+                body=model(wire.InvitationRedeem),
                 errors=("400", "403", "409"),
                 public=True,
             )
@@ -895,16 +789,7 @@ def _paths() -> dict[str, Any]:
                     ("token",),
                 ),
                 status="201",
-                body=obj(
-                    {
-                        "username": {"type": "string"},
-                        "password": {"type": "string"},
-                        "label": {"type": "string", "maxLength": 128},
-                        "expires_in": EXPIRES_IN,
-                    },
-                    ("username", "password"),
-                    additionalProperties=False,
-                ),
+                body=model(wire.LoginRequest),
                 errors=("400", "401", "429"),
                 public=True,
             )
@@ -919,15 +804,7 @@ def _paths() -> dict[str, Any]:
                 "Create a group (quota shared by its members)",
                 obj({"group": ref("Group")}),
                 status="201",
-                body=obj(
-                    {
-                        "name": USER_NAME,
-                        **user_limits,
-                        "members": {"type": "array", "items": USER_NAME},
-                    },
-                    ("name",),
-                    additionalProperties=False,
-                ),
+                body=model(wire.GroupCreate),
                 errors=("400", "403", "404", "409"),
                 role="admin",
             ),
@@ -944,7 +821,7 @@ def _paths() -> dict[str, Any]:
                 "Change a group's quota",
                 obj({"group": ref("Group")}),
                 params=[GROUP],
-                body=obj(user_limits, additionalProperties=False),
+                body=model(wire.GroupUpdate),
                 errors=("400", "403", "404"),
                 role="admin",
             ),
@@ -990,7 +867,7 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
         "servers": [{"url": base_url.rstrip("/") or "/"}],
         "paths": copy.deepcopy(_paths()),
         "components": {
-            "schemas": copy.deepcopy(SCHEMAS),
+            "schemas": {**copy.deepcopy(SCHEMAS), **request_schemas(REQUEST_MODELS)},
             "securitySchemes": {
                 "token": {
                     "type": "apiKey",

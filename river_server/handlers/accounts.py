@@ -22,6 +22,18 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
 from river_runner.protocol import TaskState
+from river_runner.wire.requests import (
+    EmptyBody,
+    GroupCreate,
+    GroupUpdate,
+    InvitationCreate,
+    InvitationRedeem,
+    LoginRequest,
+    TaskDecision,
+    TokenCreate,
+    UserCreate,
+    UserUpdate,
+)
 from river_server import db
 from river_server.accounts import AccountError, Accounts
 from river_server.auth import LOGIN_THROTTLE, role_at_least, verify_login
@@ -50,14 +62,6 @@ class AccountsHandler(RiverAPIHandler):
         if name != self.username:
             self.require_role(role)
 
-    def fields(self, body: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
-        unknown = sorted(set(body) - set(allowed))
-        if unknown:
-            raise web.HTTPError(
-                400, f"unknown field(s) {', '.join(unknown)}; expected some of {', '.join(allowed)}"
-            )
-        return body
-
 
 class MeHandler(AccountsHandler):
     @web.authenticated
@@ -71,6 +75,8 @@ class MeHandler(AccountsHandler):
 
 
 class UsersHandler(AccountsHandler):
+    bodies = {"post": UserCreate}
+
     @web.authenticated
     async def get(self) -> None:
         self.require_role("operator")
@@ -82,7 +88,7 @@ class UsersHandler(AccountsHandler):
     @web.authenticated
     async def post(self) -> None:
         self.require_role("admin")
-        body = self.fields(self.json_body(), ("name", "role", "password", "max_cores", "max_gpus"))
+        body = self.body(UserCreate).fields_set()
         user = await self.call(
             self.accounts.add_user, body.get("name"), body.get("role", "user"), body.get("password")
         )
@@ -93,6 +99,8 @@ class UsersHandler(AccountsHandler):
 
 
 class UserHandler(AccountsHandler):
+    bodies = {"patch": UserUpdate}
+
     @web.authenticated
     async def get(self, name: str) -> None:
         self.is_self_or(name, "operator")
@@ -102,9 +110,7 @@ class UserHandler(AccountsHandler):
     async def patch(self, name: str) -> None:
         """role / max_cores / max_gpus: admins. password: yourself (with current_password),
         or an admin for anyone."""
-        body = self.fields(
-            self.json_body(), ("role", "password", "current_password", "max_cores", "max_gpus")
-        )
+        body = self.body(UserUpdate).fields_set()
         admin = role_at_least(self.role, "admin")
         if any(k in body for k in ("role", "max_cores", "max_gpus")) and not admin:
             raise web.HTTPError(
@@ -141,6 +147,8 @@ class UserHandler(AccountsHandler):
 
 
 class TokensHandler(AccountsHandler):
+    bodies = {"post": TokenCreate}
+
     @web.authenticated
     async def get(self) -> None:
         """Your tokens; admins: `?user=NAME` for someone's, `?all=1` for everyone's."""
@@ -157,7 +165,7 @@ class TokensHandler(AccountsHandler):
     @web.authenticated
     async def post(self) -> None:
         """A new token (shown once in the answer). Admins may make one for another user."""
-        body = self.fields(self.json_body(), ("label", "expires_in", "user"))
+        body = self.body(TokenCreate).fields_set()
         user = body.get("user") or self.username
         if user != self.username:
             self.require_role("admin")
@@ -178,6 +186,8 @@ class TokenHandler(AccountsHandler):
 
 
 class InvitationsHandler(AccountsHandler):
+    bodies = {"post": InvitationCreate}
+
     @web.authenticated
     async def get(self) -> None:
         self.require_role("operator")
@@ -189,7 +199,7 @@ class InvitationsHandler(AccountsHandler):
     @web.authenticated
     async def post(self) -> None:
         self.require_role("operator")
-        body = self.fields(self.json_body(), ("role", "uses", "expires_in"))
+        body = self.body(InvitationCreate).fields_set()
         code, info = await self.call(
             self.accounts.create_invitation,
             self.username,
@@ -214,12 +224,14 @@ class InvitationHandler(AccountsHandler):
 class RedeemHandler(AccountsHandler):
     """Create an account with an invitation code (no login needed: the code is the key)."""
 
+    bodies = {"post": InvitationRedeem}
+
     def check_xsrf_cookie(self) -> None:
         """The request carries its own secret (the code) and sets no session: no XSRF risk."""
 
     @allow_unauthenticated
     async def post(self) -> None:
-        body = self.fields(self.json_body(), ("code", "name", "password"))
+        body = self.body(InvitationRedeem).fields_set()
         user = await self.call(
             self.accounts.redeem, body.get("code"), body.get("name"), body.get("password")
         )
@@ -229,12 +241,14 @@ class RedeemHandler(AccountsHandler):
 class LoginHandler(AccountsHandler):
     """Exchange a user name and password for a new API token (e.g. `%river login`)."""
 
+    bodies = {"post": LoginRequest}
+
     def check_xsrf_cookie(self) -> None:
         """Password in, token out, no cookie set: nothing a cross-site form could abuse."""
 
     @allow_unauthenticated
     async def post(self) -> None:
-        body = self.fields(self.json_body(), ("username", "password", "label", "expires_in"))
+        body = self.body(LoginRequest).fields_set()
         name, password = body.get("username"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             raise web.HTTPError(400, "send 'username' and 'password' (strings)")
@@ -267,6 +281,8 @@ class LoginHandler(AccountsHandler):
 
 
 class GroupsHandler(AccountsHandler):
+    bodies = {"post": GroupCreate}
+
     @web.authenticated
     async def get(self) -> None:
         self.require_role("operator")
@@ -278,7 +294,7 @@ class GroupsHandler(AccountsHandler):
     @web.authenticated
     async def post(self) -> None:
         self.require_role("admin")
-        body = self.fields(self.json_body(), ("name", "max_cores", "max_gpus", "members"))
+        body = self.body(GroupCreate).fields_set()
         group = await self.call(
             self.accounts.create_group,
             body.get("name"),
@@ -291,6 +307,8 @@ class GroupsHandler(AccountsHandler):
 
 
 class GroupHandler(AccountsHandler):
+    bodies = {"patch": GroupUpdate}
+
     @web.authenticated
     async def get(self, name: str) -> None:
         self.require_role("operator")
@@ -299,7 +317,7 @@ class GroupHandler(AccountsHandler):
     @web.authenticated
     async def patch(self, name: str) -> None:
         self.require_role("admin")
-        body = self.fields(self.json_body(), ("max_cores", "max_gpus"))
+        body = self.body(GroupUpdate).fields_set()
         group = await self.call(self.accounts.update_group, name, **body)
         self.river.dispatcher.wake()  # a raised quota may let waiting tasks start
         self.write_json({"group": group})
@@ -313,9 +331,12 @@ class GroupHandler(AccountsHandler):
 
 
 class GroupMemberHandler(AccountsHandler):
+    bodies = {"put": EmptyBody}
+
     @web.authenticated
     async def put(self, name: str, user: str) -> None:
         self.require_role("admin")
+        self.body(EmptyBody)
         group = await self.call(self.accounts.set_member, name, user, True)
         self.river.dispatcher.wake()
         self.write_json({"group": group})
@@ -331,13 +352,12 @@ class GroupMemberHandler(AccountsHandler):
 class TaskApprovalHandler(RiverAPIHandler):
     """approve: pending_approval -> queued; reject: -> killed with the reason."""
 
+    bodies = {"post": TaskDecision}
+
     @web.authenticated
     def post(self, task_id: str, decision: str) -> None:
         self.require_role("operator")
-        body = self.json_body()
-        reason = body.get("reason") or ""
-        if not isinstance(reason, str) or len(reason) > 1000:
-            raise web.HTTPError(400, "'reason' must be a string of at most 1000 characters")
+        reason = self.body(TaskDecision).reason or ""
         task = self.load_task(task_id)
         tasks = self.river.tasks
         with self.river.sessions() as session:

@@ -6,9 +6,10 @@ from sqlalchemy import select
 from tornado import web
 
 from river_runner.spec import SpecError
+from river_runner.wire.requests import EmptyBody, TaskSubmit
 from river_server import db
 from river_server.auth import role_at_least
-from river_server.handlers.base import RiverAPIHandler
+from river_server.handlers.base import RiverAPIHandler, min_cores
 from river_server.paging import page_request
 from river_server.serialize import task_detail_json
 from river_server.tasks import TaskError
@@ -22,6 +23,8 @@ class NodesHandler(RiverAPIHandler):
 
 
 class TasksHandler(RiverAPIHandler):
+    bodies = {"post": TaskSubmit}
+
     @web.authenticated
     def get(self) -> None:
         show_all = self.get_argument("all", "0") not in ("0", "", "false")
@@ -50,7 +53,7 @@ class TasksHandler(RiverAPIHandler):
     @web.authenticated
     def post(self) -> None:
         self.require_role("user")
-        body = self.json_body()
+        body = self.body(TaskSubmit, context=min_cores(self.role)).fields_set()
         try:
             task = self.river.tasks.submit(self.username, body, role=self.role)
         except SpecError as exc:
@@ -75,8 +78,11 @@ class TaskHandler(RiverAPIHandler):
 
 
 class TaskActionHandler(RiverAPIHandler):
+    bodies = {"post": EmptyBody}
+
     @web.authenticated
     async def post(self, task_id: str, action: str) -> None:
+        self.body(EmptyBody)
         task = self.load_task(task_id, action="control")
         try:
             task = await self.river.tasks.control(task, action)

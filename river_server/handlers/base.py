@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, TypeVar
 
 from jupyter_server.base.handlers import APIHandler
+from pydantic import ValidationError
 from tornado import web
 
 from river_runner.ids import parse_id
+from river_runner.wire import Request, describe_errors
 from river_server import db
 from river_server.auth import role_at_least, user_role
 from river_server.services import River
 
+RequestT = TypeVar("RequestT", bound=Request)
+
+
+def min_cores(role: str) -> dict[str, int]:
+    """Validation context: 0 cores (unpinned, outside quotas) is an operator power."""
+    return {"min_cores": 0 if role_at_least(role, "operator") else 1}
+
 
 class RiverAPIHandler(APIHandler):
+    # The body model of each method that takes a JSON body ("post", "patch", "put"), from
+    # river_runner.wire: read by body(), the OpenAPI document and the contract test
+    # (tests/integration/test_request_models.py), so a route cannot take an unchecked body.
+    bodies: ClassVar[dict[str, type[Request]]] = {}
+
+    @classmethod
+    def request_model(cls, method: str, path_args: Sequence[str] = ()) -> type[Request] | None:
+        """The model of `method`'s body; handlers whose actions differ by path override."""
+        return cls.bodies.get(method.lower())
+
     @property
     def river(self) -> River:
         return self.settings["river"]
@@ -39,6 +59,17 @@ class RiverAPIHandler(APIHandler):
         if not isinstance(body, dict):
             raise web.HTTPError(400, "request body must be a JSON object")
         return body
+
+    def body(self, model: type[RequestT], context: dict[str, Any] | None = None) -> RequestT:
+        """The JSON body, validated by `model`: a 400 naming each bad field otherwise.
+        `context` carries caller-dependent bounds (e.g. min_cores) into the checks."""
+        declared = self.request_model(self.request.method or "", self.path_args)
+        if declared is not model:  # a programming error: the route declares another model
+            raise RuntimeError(f"{type(self).__name__} declares {declared}, reads {model}")
+        try:
+            return model.model_validate(self.json_body(), context=context)
+        except ValidationError as exc:
+            raise web.HTTPError(400, describe_errors(model, exc)) from None
 
     def load_task(self, task_id: str, *, action: str = "see") -> db.Task:
         """The task, if it exists and the caller may `action` it (see / control / read logs)."""

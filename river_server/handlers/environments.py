@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from tornado import web
 
+from river_runner.wire.requests import EmptyBody, EnvironmentCreate, EnvironmentExec, Request
 from river_server.environments import EnvironmentError
 from river_server.handlers.base import RiverAPIHandler
 from river_server.paging import page_of, page_request
@@ -45,6 +47,8 @@ class _EnvironmentHandler(RiverAPIHandler):
 
 
 class EnvironmentsHandler(_EnvironmentHandler):
+    bodies = {"post": EnvironmentCreate}
+
     @web.authenticated
     async def get(self) -> None:
         self.require_role("viewer")
@@ -56,11 +60,10 @@ class EnvironmentsHandler(_EnvironmentHandler):
     @web.authenticated
     async def post(self) -> None:
         self.require_role("user")
-        body = self.json_body()
-        name, image = body.get("name"), body.get("image")
-        if not isinstance(name, str) or not isinstance(image, str):
-            raise web.HTTPError(400, "creating an environment needs 'name' and 'image' (strings)")
-        environment = await self.call(self.river.environments.create, self.username, name, image)
+        body = self.body(EnvironmentCreate)
+        environment = await self.call(
+            self.river.environments.create, self.username, body.name, body.image
+        )
         self.write_json({"environment": environment}, status=201)
 
 
@@ -81,20 +84,26 @@ class EnvironmentHandler(_EnvironmentHandler):
 
 
 class EnvironmentActionHandler(_EnvironmentHandler):
+    ACTION_BODIES: dict[str, type[Request]] = {"export": EmptyBody, "exec": EnvironmentExec}
+
+    @classmethod
+    def request_model(cls, method: str, path_args: Sequence[str] = ()) -> type[Request] | None:
+        """One route, two actions: the body's model follows the action in the path."""
+        if method.lower() != "post" or len(path_args) < 2:
+            return None
+        return cls.ACTION_BODIES.get(path_args[1])
+
     @web.authenticated
     async def post(self, name: str, action: str) -> None:
         self.require_role("user")
         service = self.river.environments
         if action == "export":
+            self.body(EmptyBody)
             environment = await self.call(service.export, self.username, self.role, name, long=True)
             self.write_json({"environment": environment})
             return
-        body = self.json_body()
-        timeout = body.get("timeout")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-        ):
-            raise web.HTTPError(400, "'timeout' must be a positive number of seconds")
+        body = self.body(EnvironmentExec)
+        timeout = body.timeout
         # The service kills the command at its limit; this only guards the wait itself.
         limit = service.limits.exec_timeout or 3600.0
         result = await self.call(
@@ -102,7 +111,7 @@ class EnvironmentActionHandler(_EnvironmentHandler):
             self.username,
             self.role,
             name,
-            body.get("command"),
+            body.command,
             None if timeout is None else float(timeout),
             wait=float(timeout or limit) + 30,
             long=True,

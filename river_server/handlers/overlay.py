@@ -6,6 +6,7 @@ from typing import Any
 
 from tornado import web
 
+from river_runner.wire.requests import ReservationCreate, ReservationRelease
 from river_server.handlers.base import RiverAPIHandler
 from river_server.overlay import OverlayError
 from river_server.paging import page_of, page_request
@@ -38,6 +39,8 @@ class AllocationHandler(OverlayAPIHandler):
 
 
 class ReservationsHandler(OverlayAPIHandler):
+    bodies = {"post": ReservationCreate}
+
     @web.authenticated
     def get(self) -> None:
         everyone = self.flag("all")
@@ -51,16 +54,13 @@ class ReservationsHandler(OverlayAPIHandler):
     @web.authenticated
     def post(self) -> None:
         self.require_role("user")
-        body = self.json_body()
-        unknown = set(body) - {"node", "ttl", "ip"}
-        if unknown:
-            raise web.HTTPError(400, f"unknown field(s) {', '.join(sorted(unknown))}")
+        body = self.body(ReservationCreate)
         reservation = self.overlay_call(
             self.river.overlay.reserve,
             self.username,
-            node=body.get("node") or None,
-            ttl=body.get("ttl"),
-            ip=body.get("ip") or None,
+            node=body.node or None,
+            ttl=body.ttl,
+            ip=body.ip or None,
         )
         self.write_json({"reservation": reservation}, status=201)
 
@@ -81,11 +81,11 @@ class ReservationHandler(OverlayAPIHandler):
 class ReleaseByTokenHandler(OverlayAPIHandler):
     """POST {"token": T}: release by token (kept out of URLs, which servers log)."""
 
+    bodies = {"post": ReservationRelease}
+
     @web.authenticated
     def post(self) -> None:
-        token = self.json_body().get("token")
-        if not isinstance(token, str) or not token.startswith("rip_"):
-            raise web.HTTPError(400, "body needs 'token': the rip_... token of the reservation")
+        token = self.body(ReservationRelease).token
         released = self.overlay_call(
             self.river.overlay.release_reservation, token, self.username, self.role
         )

@@ -6,9 +6,10 @@ from tornado import web
 
 from river_runner.ids import parse_id
 from river_runner.spec import SpecError
+from river_runner.wire.requests import EmptyBody, VpsAppStart, VpsCreate, VpsExec
 from river_server import db
 from river_server.auth import role_at_least
-from river_server.handlers.base import RiverAPIHandler
+from river_server.handlers.base import RiverAPIHandler, min_cores
 from river_server.paging import page_of, page_request
 from river_server.tasks import TaskError
 
@@ -30,6 +31,8 @@ class VpsBase(RiverAPIHandler):
 
 
 class VpsListHandler(VpsBase):
+    bodies = {"post": VpsCreate}
+
     @web.authenticated
     def get(self) -> None:
         show_all = self.get_argument("all", "0") not in ("0", "", "false")
@@ -43,7 +46,7 @@ class VpsListHandler(VpsBase):
     @web.authenticated
     def post(self) -> None:
         self.require_role("user")
-        body = self.json_body()
+        body = self.body(VpsCreate, context=min_cores(self.role)).fields_set()
         try:
             task, private_key = self.river.vps.create(self.username, body, self.role)
         except SpecError as exc:
@@ -72,8 +75,11 @@ class VpsHandler(VpsBase):
 
 
 class VpsActionHandler(VpsBase):
+    bodies = {"post": EmptyBody}
+
     @web.authenticated
     async def post(self, vps_id: str, action: str) -> None:
+        self.body(EmptyBody)
         task = self.load_vps(vps_id)
         service = self.river.vps
         try:
@@ -93,8 +99,11 @@ class VpsActionHandler(VpsBase):
 
 
 class VpsTerminalHandler(VpsBase):
+    bodies = {"post": EmptyBody}
+
     @web.authenticated
     async def post(self, vps_id: str) -> None:
+        self.body(EmptyBody)
         task = self.load_vps(vps_id)
         try:
             name = await self.river.vps.open_terminal(task, self.settings.get("terminal_manager"))
@@ -125,12 +134,14 @@ class VpsSnapshotHandler(VpsBase):
 
 
 class VpsExecHandler(VpsBase):
+    bodies = {"post": VpsExec}
+
     @web.authenticated
     async def post(self, vps_id: str) -> None:
+        body = self.body(VpsExec)
         task = self.load_vps(vps_id)
-        body = self.json_body()
         try:
-            result = await self.river.vps.exec(task, body.get("command"), bool(body.get("detach")))
+            result = await self.river.vps.exec(task, body.command, body.detach)
         except SpecError as exc:
             raise web.HTTPError(400, str(exc)) from None
         except TaskError as exc:
@@ -139,11 +150,14 @@ class VpsExecHandler(VpsBase):
 
 
 class VpsAppsHandler(VpsBase):
+    bodies = {"post": VpsAppStart}
+
     @web.authenticated
     async def post(self, vps_id: str) -> None:
+        body = self.body(VpsAppStart).fields_set()
         task = self.load_vps(vps_id)
         try:
-            task = await self.river.vps.start_app(task, self.json_body(), self.base_url)
+            task = await self.river.vps.start_app(task, body, self.base_url)
         except SpecError as exc:
             raise web.HTTPError(400, str(exc)) from None
         except TaskError as exc:

@@ -1,0 +1,320 @@
+"""Request bodies of the host's user API, one model per route that takes a JSON body.
+
+Every model forbids unknown fields: a misspelled `gpu` or `cpus` used to be dropped in
+silence, giving a task without the GPU or cores its author asked for. Types are strict (no
+"true" for a boolean), except where the host has always taken a number written as text.
+Rules that depend on who calls (0 cores, privileged containers, host mounts, roles one may
+grant) stay in the host's handlers and services; rules about the value alone live here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from river_runner.spec import SpecError
+from river_runner.wire.fields import (
+    MAX_COUNT,
+    Command,
+    Cores,
+    Count,
+    Env,
+    EnvironmentName,
+    Gpus,
+    Image,
+    Label,
+    Memory,
+    Mounts,
+    Password,
+    Role,
+    Seconds,
+    Target,
+    UserName,
+)
+
+SSH_MODES = ("disabled", "none", "upload", "generate")
+APPS = ("jupyter", "tensorboard")
+MAX_TTL = 7 * 24 * 3600.0
+
+
+class Request(BaseModel):
+    """Base of every request body: unknown fields are an error, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    def fields_set(self) -> dict[str, Any]:
+        """The fields the caller sent (validated), for services that read a dict."""
+        return self.model_dump(exclude_unset=True)
+
+
+class EmptyBody(Request):
+    """Routes whose action needs no input (kill, stop, ...): any field is a mistake."""
+
+
+# ---- tasks -----------------------------------------------------------------------------
+
+
+class ArraySpec(Request):
+    """A task's place in an array (river_server/arrays.py)."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    index: Annotated[int, Field(ge=0, le=MAX_COUNT)]
+    size: Annotated[int | None, Field(ge=1, le=MAX_COUNT)] = None
+    limit: Annotated[int | None, Field(ge=1, le=MAX_COUNT)] = None
+
+
+class ContainerFields(Request):
+    """What a task and a VPS share: resources, container options, an overlay address."""
+
+    name: Annotated[str | None, Field(max_length=256)] = None
+    cores: Cores = 1
+    memory: Memory = None
+    gpus: Gpus = None
+    target: Target = None
+    env: Env = None
+    image: Image = None
+    mounts: Mounts = None
+    privileged: bool = False
+    ip_token: Annotated[
+        str | None,
+        Field(max_length=128, description="a reserved overlay address's token"),
+    ] = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, str) or len(value) > 256):
+            raise SpecError("'name' must be a string of at most 256 characters")
+        return value
+
+    @field_validator("privileged", mode="before")
+    @classmethod
+    def _privileged(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise SpecError("'privileged' must be true or false")
+        return value
+
+
+class TaskSubmit(ContainerFields):
+    """POST /tasks: a command (argv or shell string) or a Python script."""
+
+    kind: Literal["command", "python"] | None = None
+    command: Command = None
+    script: str | None = None
+    workdir: str | None = None
+    environment: EnvironmentName = None
+    array: ArraySpec | None = None
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, value: Any) -> Any:
+        if value == "":
+            return None
+        if value is not None and value not in ("command", "python"):
+            raise SpecError(f"kind must be one of command, python, not {value!r}")
+        return value
+
+
+class TaskDecision(Request):
+    """POST /tasks/{id}/approve|reject."""
+
+    reason: Annotated[str | None, Field(max_length=1000)] = None
+
+
+# ---- VPSes -----------------------------------------------------------------------------
+
+
+class VpsCreate(ContainerFields):
+    """POST /vps: a long-lived container."""
+
+    ssh: Literal["disabled", "none", "upload", "generate"] | Literal[False] | None = None
+    public_key: Annotated[str | None, Field(max_length=16384)] = None
+    backend: Annotated[str | None, Field(description="docker (qemu: a later issue)")] = None
+
+    @field_validator("ssh", mode="before")
+    @classmethod
+    def _ssh(cls, value: Any) -> Any:
+        if value not in (None, False) and value not in SSH_MODES:
+            raise SpecError(f"ssh must be one of {', '.join(SSH_MODES)}, not {value!r}")
+        return value
+
+
+class VpsExec(Request):
+    """POST /vps/{id}/exec: a command without a TTY."""
+
+    command: Annotated[list[str], Field(min_length=1)]
+    detach: bool = False
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, value: Any) -> Any:
+        if not (isinstance(value, list) and value and all(isinstance(c, str) for c in value)):
+            raise SpecError('command must be a list of strings, e.g. ["ls", "-l"]')
+        return value
+
+
+class VpsAppStart(Request):
+    """POST /vps/{id}/apps: Jupyter or TensorBoard inside the VPS."""
+
+    app: Literal["jupyter", "tensorboard"]
+    port: Annotated[int | None, Field(ge=1, le=65535)] = None
+    logdir: Annotated[str | None, Field(max_length=4096)] = None
+
+    @field_validator("app", mode="before")
+    @classmethod
+    def _app(cls, value: Any) -> Any:
+        if value not in APPS:
+            raise SpecError(f"app must be one of {', '.join(APPS)}, not {value!r}")
+        return value
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> Any:
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535
+        ):
+            raise SpecError(f"port must be a number 1-65535, not {value!r}")
+        return value
+
+
+# ---- environments ----------------------------------------------------------------------
+
+
+class EnvironmentCreate(Request):
+    """POST /environments."""
+
+    name: Annotated[str, Field(max_length=63)]
+    image: Annotated[str, Field(max_length=255)]
+
+
+class EnvironmentExec(Request):
+    """POST /environments/{name}/exec."""
+
+    command: Annotated[list[str], Field(min_length=1)] | Annotated[str, Field(min_length=1)]
+    timeout: Annotated[float | None, Field(gt=0)] = None
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and all(isinstance(c, str) for c in value):
+            return value
+        if isinstance(value, str) and value.strip():
+            return value
+        raise SpecError("'command' must be an argv list (strings) or a non-empty shell string")
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> Any:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+        ):
+            raise SpecError("'timeout' must be a positive number of seconds")
+        return value
+
+
+# ---- overlay ---------------------------------------------------------------------------
+
+
+class ReservationCreate(Request):
+    """POST /overlay/reservations: hold an overlay address for a task not yet launched."""
+
+    node: Annotated[str | None, Field(max_length=63)] = None
+    ttl: Annotated[float | None, Field(gt=0, le=MAX_TTL)] = None
+    ip: Annotated[str | None, Field(max_length=64)] = None
+
+
+class ReservationRelease(Request):
+    """POST /overlay/reservations/release: by token, kept out of URLs."""
+
+    token: Annotated[str, Field(pattern=r"^rip_", max_length=128)]
+
+
+# ---- accounts --------------------------------------------------------------------------
+
+
+class QuotaFields(Request):
+    max_cores: Count = None
+    max_gpus: Count = None
+
+
+class UserCreate(QuotaFields):
+    """POST /users (admins)."""
+
+    name: UserName
+    role: Role = "user"
+    password: Password | None = None
+
+
+class UserUpdate(QuotaFields):
+    """PATCH /users/{name}: role and quota (admins), password (yourself or an admin)."""
+
+    role: Role | None = None
+    password: Password | None = None
+    current_password: Annotated[str | None, Field(max_length=1024)] = None
+
+
+class TokenCreate(Request):
+    """POST /tokens."""
+
+    label: Label = None
+    expires_in: Seconds = None
+    user: UserName | None = None
+
+
+class InvitationCreate(Request):
+    """POST /invitations (operators)."""
+
+    role: Role = "user"
+    uses: Annotated[int, Field(ge=1, le=10_000)] = 1
+    expires_in: Seconds = 7 * 86400
+
+
+class InvitationRedeem(Request):
+    """POST /invitations/redeem: make an account with a code."""
+
+    code: Annotated[str, Field(max_length=256)]
+    name: UserName
+    password: Password
+
+
+class LoginRequest(Request):
+    """POST /login: a user name and password for a new API token."""
+
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Annotated[str, Field(max_length=1024)]
+    label: Label = None
+    expires_in: Seconds = None
+
+
+class GroupCreate(QuotaFields):
+    """POST /groups (admins)."""
+
+    name: UserName
+    members: list[UserName] | None = None
+
+
+class GroupUpdate(QuotaFields):
+    """PATCH /groups/{name} (admins)."""
+
+
+REQUEST_MODELS: tuple[type[Request], ...] = (
+    EmptyBody,
+    TaskSubmit,
+    TaskDecision,
+    VpsCreate,
+    VpsExec,
+    VpsAppStart,
+    EnvironmentCreate,
+    EnvironmentExec,
+    ReservationCreate,
+    ReservationRelease,
+    UserCreate,
+    UserUpdate,
+    TokenCreate,
+    InvitationCreate,
+    InvitationRedeem,
+    LoginRequest,
+    GroupCreate,
+    GroupUpdate,
+)

@@ -7,7 +7,7 @@
 #     python3 -m pip download --only-binary=:all: --python-version 3.12 --platform \
 #       manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl "jupyter_server<3" \
 #       "jupyter-server-proxy>=4.2" paramiko sqlalchemy bcrypt tornado pyroute2 docker httpx \
-#       psutil nbformat pytest pytest-timeout
+#       psutil nbformat pytest pytest-timeout "pydantic>=2.6"
 #   then, on the GPU machine, from the repository root:  bash bench/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -332,6 +332,31 @@ class TaskService:
             raise TaskError(502, f"could not {action} task {task.id}: {exc}") from None
         return task
 
+    async def end_all_of(self, owner: str, why: str) -> int:
+        """Kill every unfinished task (VPS incarnations included) of `owner`: a deleted
+        account's work must not run on with nobody able to see or stop it. Returns how many
+        were ended; one that ends on its own meanwhile is not an error."""
+        with self.river.sessions() as session:
+            tasks = list(
+                session.scalars(
+                    select(db.Task).where(
+                        db.Task.owner == owner, db.Task.state.not_in(FINAL_STATES)
+                    )
+                )
+            )
+        ended = 0
+        for task in tasks:
+            try:
+                await self.control(task, "kill")
+            except TaskError as exc:
+                if exc.status != 409:
+                    self.river.log.warning("could not end task %s of %s: %s", task.id, owner, exc)
+                continue
+            ended += 1
+        if ended:
+            self.river.log.info("ended %d task(s) of %s: %s", ended, owner, why)
+        return ended
+
     def _end_here(self, task_id: int, why: str) -> db.Task:
         """Record KILLED (unless already final) before anyone hears of it."""
         with self.river.sessions() as session:

@@ -107,6 +107,7 @@ class Cluster:
     # "server": a bare Jupyter server; "lab": JupyterLab (with the River labextension), and
     # kernels get RIVER_URL/RIVER_TOKEN as under `river up`, so `%river connect` just works.
     app: str = "server"
+    ssh_proxy_port: int = 0  # 0: any free port (a VPS's JSON says which)
 
     def __post_init__(self) -> None:
         reachable_by_task_accounts(self.root)
@@ -148,7 +149,7 @@ class Cluster:
             f"--RiverHost.runner_token={JOIN_TOKEN}",
             f"--RiverHost.heartbeat_interval={self.heartbeat_interval}",
             f"--RiverHost.heartbeat_misses={self.heartbeat_misses}",
-            "--RiverHost.ssh_proxy_port=0",  # any free port (VPS JSON says which)
+            f"--RiverHost.ssh_proxy_port={self.ssh_proxy_port}",  # 0: any free port
             *self.extra_host_args,
         ]
         env = {

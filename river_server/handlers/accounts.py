@@ -143,7 +143,8 @@ class UserHandler(AccountsHandler):
         if name == self.username:
             raise web.HTTPError(409, "you cannot delete your own account")
         await self.call(self.accounts.delete_user, name)
-        self.write_json({"deleted": name})
+        ended = await self.river.tasks.end_all_of(name, f"owner {name} deleted by {self.username}")
+        self.write_json({"deleted": name, "tasks_ended": ended})
 
 
 class TokensHandler(AccountsHandler):

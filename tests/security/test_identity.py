@@ -266,7 +266,9 @@ def test_a_deleted_users_name_cannot_be_taken_with_their_tasks(host: Cluster) ->
     )
     assert task.status_code == 201, task.text
     task_id = task.json()["task"]["id"]
-    admin(host, "DELETE", "/users/leaver")
+    deleted = admin(host, "DELETE", "/users/leaver")
+    # Their unfinished work does not run on with nobody able to see or stop it.
+    assert deleted["tasks_ended"] == 1 and host.task(task_id)["state"] == "killed"
 
     code = admin(host, "POST", "/invitations", json={"role": "user"})["code"]
     taken = httpx.post(

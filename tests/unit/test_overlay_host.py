@@ -33,7 +33,7 @@ class FakeLinks:
         return []
 
 
-def make_river(data_dir: Path, **overlay: Any) -> River:
+def make_river(data_dir: Path, host: dict[str, Any] | None = None, **overlay: Any) -> River:
     settings = OverlaySettings(**{"enabled": True, "underlay_ip": "192.168.251.1", **overlay})
     river = River(
         HostConfig(
@@ -41,6 +41,7 @@ def make_river(data_dir: Path, **overlay: Any) -> River:
             db_url=f"sqlite:///{data_dir / 'river.db'}",
             runner_token=JOIN,
             overlay=settings,
+            **(host or {}),
         )
     )
     river.overlay.links = FakeLinks()
@@ -260,6 +261,23 @@ def test_bad_tokens_are_refused_clearly(river: River) -> None:
 
         assert session.query(db.Task).count() == 0
     assert river.overlay.reserve("alice", node="a")["ip"] == "10.128.127.254"
+
+
+def test_one_user_holds_at_most_the_reservation_bound(tmp_path: Path) -> None:
+    """A hostile user reserving addresses in a loop is stopped at the bound (429 naming
+    it), while others still reserve; releasing one frees a slot."""
+    river = make_river(tmp_path, host={"max_reservations_per_user": 3})
+    try:
+        register(river, "a", "192.168.251.2")
+        held = [river.overlay.reserve("mallory", node="a", ttl=60) for _ in range(3)]
+        with pytest.raises(OverlayError, match="max_reservations_per_user = 3") as refused:
+            river.overlay.reserve("mallory", node="a", ttl=60)
+        assert refused.value.status == 429
+        assert river.overlay.reserve("alice", node="a", ttl=60)["state"] == "reserved"
+        river.overlay.release_reservation(held[0]["id"], "mallory", "user")
+        assert river.overlay.reserve("mallory", node="a", ttl=60)["state"] == "reserved"
+    finally:
+        river.engine.dispose()
 
 
 def test_cleanup_forgets_old_reservations(river: River) -> None:

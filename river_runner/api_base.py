@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 
 from tornado import web
 
 from river_runner.agent import RunnerAgent
-from river_runner.protocol import parse_runner_auth
+from river_runner.protocol import parse_runner_auth, same_secret
 
 
 class RunnerHandler(web.RequestHandler):
@@ -22,7 +21,7 @@ class RunnerHandler(web.RequestHandler):
 
     def prepare(self) -> None:
         secret = parse_runner_auth(self.request.headers.get("Authorization"))
-        if not secret or not hmac.compare_digest(secret, self.agent.inbound_secret):
+        if not secret or not same_secret(secret, self.agent.inbound_secret):
             raise web.HTTPError(401, reason="runner credential required")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import re
@@ -19,7 +18,7 @@ from river_runner import port_forward
 from river_runner.agent import RunnerAgent
 from river_runner.api_base import RunnerHandler
 from river_runner.backends.base import TaskLaunch
-from river_runner.protocol import parse_runner_auth
+from river_runner.protocol import parse_runner_auth, same_secret
 
 log = logging.getLogger("river.runner")
 
@@ -172,7 +171,7 @@ class ExecSocket(websocket.WebSocketHandler):
         secret = parse_runner_auth(self.request.headers.get("Authorization"))
         ticket = self.get_argument("ticket", "")
         if not (
-            (secret and hmac.compare_digest(secret, self.agent.inbound_secret))
+            (secret and same_secret(secret, self.agent.inbound_secret))
             or (ticket and self.tickets.redeem(ticket, int(task_id)))
         ):
             raise web.HTTPError(401, reason="runner credential or exec ticket required")

@@ -7,6 +7,7 @@ same names instead of repeating string literals.
 from __future__ import annotations
 
 import enum
+import hmac
 from typing import Any
 
 
@@ -62,6 +63,12 @@ RUNNER_AUTH_SCHEME = "river-runner"
 
 def runner_auth_header(secret: str) -> dict[str, str]:
     return {"Authorization": f"{RUNNER_AUTH_SCHEME} {secret}"}
+
+
+def same_secret(presented: str, expected: str) -> bool:
+    """Constant-time comparison that is False (not a TypeError, i.e. not a 500) for a
+    presented value with non-ASCII characters. Host and runner both use it."""
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def parse_runner_auth(header: str | None) -> str | None:

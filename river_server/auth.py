@@ -35,6 +35,7 @@ from tornado import web
 from tornado.escape import url_escape
 from traitlets import Type
 
+from river_runner.protocol import same_secret
 from river_server import db
 
 ROLES = ("viewer", "user", "operator", "admin")
@@ -261,12 +262,6 @@ def user_for_token(session: Session, token: str) -> db.User | None:
     every request, so revoking a token takes effect at once."""
     found = active_token(session, token)
     return found[1] if found is not None else None
-
-
-def same_secret(presented: str, expected: str) -> bool:
-    """Constant-time comparison that is False (not a TypeError, i.e. not a 500) for a
-    presented value with non-ASCII characters."""
-    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 NON_ASCII_TOKEN = (

@@ -287,3 +287,16 @@ def test_river_up_shows_no_token_in_ps_and_none_to_tasks(tmp_path: Path) -> None
             up.kill()
             up.wait(5)
         _kill_leftover_tasks(data_dir)
+
+
+def test_a_runner_answers_a_non_ascii_credential_with_401_not_500(solo_cluster: Cluster) -> None:
+    """The runner's own API compares credentials as bytes: a header with non-ASCII
+    characters is a wrong credential (401), not a crash of the comparison (500)."""
+    runner = solo_cluster.runners["solo"]
+    for value in ("river-runner s\u00e9cret".encode(), "river-runner \u2603".encode()):
+        response = httpx.post(
+            f"http://127.0.0.1:{runner.port}/api/tasks/1/kill",
+            headers={"Authorization": value},
+            timeout=10,
+        )
+        assert response.status_code == 401, response.text

@@ -78,6 +78,20 @@ def _blocks(obj: object) -> bool:
     return isinstance(obj, Blocking) and not _running_shared.get()
 
 
+def _bind(fn: Callable[..., Any], obj: object, owner: type, drive: Callable[[Any], Any]) -> Any:
+    """`fn` bound to `obj`: as is for asyncio code, or wrapped so that `drive` runs what
+    it returns (same name, docstring and signature, so the two surfaces compare equal)."""
+    bound = fn.__get__(obj, owner)
+    if not _blocks(obj):
+        return bound
+
+    @functools.wraps(bound)
+    def blocking(*args: Any, **kwargs: Any) -> Any:
+        return drive(bound(*args, **kwargs))
+
+    return blocking
+
+
 class io_method(Generic[P, R]):
     """A public call written once as a coroutine: awaited on asyncio classes, run to the
     end on blocking ones."""
@@ -93,17 +107,7 @@ class io_method(Generic[P, R]):
     @overload
     def __get__(self, obj: object, owner: type) -> Callable[P, Coroutine[Any, Any, R]]: ...
     def __get__(self, obj: object | None, owner: type) -> Any:
-        if obj is None:
-            return self
-        bound = self.fn.__get__(obj, owner)
-        if not _blocks(obj):
-            return bound
-
-        @functools.wraps(bound)
-        def blocking(*args: Any, **kwargs: Any) -> Any:
-            return run_blocking(bound(*args, **kwargs))
-
-        return blocking
+        return self if obj is None else _bind(self.fn, obj, owner, run_blocking)
 
 
 class io_iterator(Generic[P, T]):
@@ -121,17 +125,7 @@ class io_iterator(Generic[P, T]):
     @overload
     def __get__(self, obj: object, owner: type) -> Callable[P, AsyncGenerator[T, None]]: ...
     def __get__(self, obj: object | None, owner: type) -> Any:
-        if obj is None:
-            return self
-        bound = self.fn.__get__(obj, owner)
-        if not _blocks(obj):
-            return bound
-
-        @functools.wraps(bound)
-        def blocking(*args: Any, **kwargs: Any) -> Iterator[T]:
-            return iterate_blocking(bound(*args, **kwargs))
-
-        return blocking
+        return self if obj is None else _bind(self.fn, obj, owner, iterate_blocking)
 
 
 class io_property(Generic[R]):

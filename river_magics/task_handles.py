@@ -7,7 +7,7 @@ results decoding) come from river_magics/handles.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from river_runner.protocol import EVENT_LOG, LOG_STREAM_RIVER, PULL_BLOB
@@ -42,23 +42,24 @@ class HandleCore(HandleBase):
     @io_method
     async def info(self) -> dict[str, Any]:
         """The task's full current record (one request)."""
-        self.last = await self.client.task(self.id)
+        return await self._keep(self.client.task(self.id))
+
+    async def _keep(self, answer: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """The task record a request answers, kept as the last one seen."""
+        self.last = await answer
         return self.last
 
     @io_method
     async def kill(self) -> dict[str, Any]:
-        self.last = await self.client.kill(self.id)
-        return self.last
+        return await self._keep(self.client.kill(self.id))
 
     @io_method
     async def pause(self) -> dict[str, Any]:
-        self.last = await self.client.pause(self.id)
-        return self.last
+        return await self._keep(self.client.pause(self.id))
 
     @io_method
     async def resume(self) -> dict[str, Any]:
-        self.last = await self.client.resume(self.id)
-        return self.last
+        return await self._keep(self.client.resume(self.id))
 
     @io_method
     async def logs(self, since: int = 0) -> list[dict[str, Any]]:

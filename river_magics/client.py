@@ -11,7 +11,7 @@ Every method is written once in river_magics/core.py and task_handles.py (shared
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,7 +29,7 @@ _normalize_url = normalize_url
 _task_id = task_id
 
 
-async def _lines(lines: Iterator[str]) -> AsyncIterator[str]:
+async def _lines(lines: Iterator[str]) -> AsyncGenerator[str, None]:
     for line in lines:
         yield line
 
@@ -77,7 +77,11 @@ class Client(Blocking, ClientCore):
         with self._http.stream(method, url, **kwargs) as response:
             if response.status_code >= 400:
                 response.read()
-            yield response, _lines(response.iter_lines())
+            lines = _lines(response.iter_lines())
+            try:
+                yield response, lines
+            finally:
+                await lines.aclose()
 
     async def _io_sleep(self, seconds: float) -> None:
         time.sleep(seconds)

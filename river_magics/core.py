@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -496,8 +496,9 @@ class ClientCore:
             ) as (response, lines):
                 if response.status_code >= 400:
                     raise error_from_response(response, "GET", API_PREFIX + path)
-                async for event in aparse_sse(lines, keepalive=keepalive):
-                    yield event
+                async with aclosing(aparse_sse(lines, keepalive=keepalive)) as parsed:
+                    async for event in parsed:
+                        yield event
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 # Kind yielded for `: keepalive` comments when asked for: lets a waiter check its deadline
@@ -49,7 +49,7 @@ def parse_sse(lines: Iterable[str], *, keepalive: bool = False) -> Iterator[tupl
 
 async def aparse_sse(
     lines: AsyncIterator[str], *, keepalive: bool = False
-) -> AsyncIterator[tuple[str, Any]]:
+) -> AsyncGenerator[tuple[str, Any], None]:
     """`parse_sse` over an async line source: buffered per event, so the rules are the same
     and each event is passed on as soon as its blank line arrives."""
     buffer: list[str] = []

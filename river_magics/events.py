@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 # Kind yielded for `: keepalive` comments when asked for: lets a waiter check its deadline
@@ -45,3 +45,17 @@ def parse_sse(lines: Iterable[str], *, keepalive: bool = False) -> Iterator[tupl
             kind = value
         elif field == "data":
             data.append(value)
+
+
+async def aparse_sse(
+    lines: AsyncIterator[str], *, keepalive: bool = False
+) -> AsyncGenerator[tuple[str, Any], None]:
+    """`parse_sse` over an async line source: buffered per event, so the rules are the same
+    and each event is passed on as soon as its blank line arrives."""
+    buffer: list[str] = []
+    async for line in lines:
+        buffer.append(line)
+        if line.rstrip("\r\n") == "" or (line.startswith(":") and len(buffer) == 1):
+            for event in parse_sse(buffer, keepalive=keepalive):
+                yield event
+            buffer = []

@@ -1,0 +1,613 @@
+"""The River client, written once: every request, answer, stream and wait of the API.
+
+`Client` (blocking, river_magics/client.py) and `AsyncClient` (asyncio, aclient.py) are this
+class plus their I/O: an httpx client and the `_io_*` primitives below. The code here is
+asyncio code; river_magics/bridge.py explains how the blocking classes run it unchanged, so
+a method added here exists on both with the same signature by construction.
+
+Request bodies, array specs and pickling come from river_magics.common, the watch rules
+from river_magics.watching; this module only sequences them with I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, aclosing
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httpx
+
+from river_runner.protocol import EVENT_LOG, EVENT_TASK
+
+from .bridge import io_iterator, io_method
+from .common import (
+    API_PREFIX,
+    CONNECT_TIMEOUT,
+    EVENTS_READ_TIMEOUT,
+    NO_HOST_MESSAGE,
+    REQUEST_TIMEOUT,
+    array_field,
+    client_headers,
+    error_from_response,
+    new_array_id,
+    normalize_url,
+    parse_array,
+    submit_body,
+    task_id,
+    transport_message,
+)
+from .errors import RiverConnectionError, RiverError
+from .events import aparse_sse
+from .payload import PUSH_LIMIT
+from .watching import WatchPacer, WatchSet
+
+if TYPE_CHECKING:
+    from .task_handles import GroupCore, HandleCore
+
+# Environment builds (image pulls, docker commit of a whole container) take minutes.
+ENV_TIMEOUT = 1800.0
+ENV_EXEC_TIMEOUT = 300.0
+
+Event = tuple[str, dict[str, Any]]
+StreamedResponse = tuple[httpx.Response, AsyncIterator[str]]
+
+
+def _env_name(name: str) -> str:
+    from river_runner.containers import parse_env_name
+
+    try:
+        return parse_env_name(name)
+    except ValueError as exc:
+        raise RiverError(str(exc)) from None
+
+
+class ClientCore:
+    """Talks to one River host. Reads RIVER_URL and RIVER_TOKEN when not given them.
+
+    Subclasses provide the I/O (`_open_http` and the `_io_*` methods) and name their
+    handle and group classes; everything else is here.
+    """
+
+    _handle_class: ClassVar[type[HandleCore]]
+    _group_class: ClassVar[type[GroupCore[Any]]]
+
+    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+        url = url or os.environ.get("RIVER_URL")
+        if not url:
+            raise RiverError(NO_HOST_MESSAGE)
+        self.url, url_token = normalize_url(url)
+        self._token = token or url_token or os.environ.get("RIVER_TOKEN") or None
+        self._api = self.url + API_PREFIX
+        self.push_limit = PUSH_LIMIT
+        self._http = self._open_http(
+            client_headers(self._token), httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def clone(self) -> Any:
+        """A new client of the same kind for the same host and token, with its own
+        connections (e.g. for a background thread that holds an event stream open)."""
+        twin = type(self)(self.url, self._token)
+        twin.push_limit = self.push_limit
+        return twin
+
+    # -- the I/O each subclass provides ---------------------------------------------------
+
+    def _open_http(self, headers: dict[str, str], timeout: httpx.Timeout) -> Any:
+        raise NotImplementedError
+
+    async def _io_request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request (httpx errors pass through)."""
+        raise NotImplementedError
+
+    def _io_stream(
+        self, method: str, url: str, **kwargs: Any
+    ) -> AbstractAsyncContextManager[StreamedResponse]:
+        """A streamed response (its body read when the status is an error) and its lines."""
+        raise NotImplementedError
+
+    async def _io_sleep(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _transport_error(self, exc: httpx.TransportError) -> RiverConnectionError:
+        return RiverConnectionError(transport_message(self.url, exc))
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._io_request(method, self._api + path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code >= 400:
+            raise error_from_response(response, method, API_PREFIX + path)
+        return response
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self._send(method, path, **kwargs)
+        if not response.content:
+            return {}
+        try:
+            body = response.json()
+        except ValueError:
+            raise RiverError(
+                f"unexpected answer from {self.url}{API_PREFIX}{path} (HTTP "
+                f"{response.status_code}, not JSON): is this a River host?",
+                status=response.status_code,
+            ) from None
+        if not isinstance(body, dict):
+            raise RiverError(f"unexpected answer from {self.url}{API_PREFIX}{path}: {body!r}")
+        return body
+
+    async def _list(self, path: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """A list route's items (written once for every list method)."""
+        return list((await self._request("GET", path, **kwargs)).get(key, []))
+
+    # -- account ----------------------------------------------------------------------
+
+    @io_method
+    async def login(self, username: str, password: str, label: str = "notebook") -> str:
+        """Trade a user name and password for a new API token (shown once: keep it)."""
+        body = {"username": username, "password": password, "label": label}
+        return str((await self._request("POST", "/login", json=body))["token"])
+
+    @io_method
+    async def me(self) -> dict[str, Any]:
+        """The calling user: name, role, groups, quota."""
+        return dict((await self._request("GET", "/me"))["user"])
+
+    @io_method
+    async def tokens(self, all: bool = False, user: str | None = None) -> list[dict[str, Any]]:
+        """Your API tokens (no secrets), or everyone's / one user's (admins)."""
+        params = {"all": "1"} if all else {"user": user} if user else {}
+        return await self._list("/tokens", "tokens", params=params)
+
+    @io_method
+    async def create_token(
+        self, label: str | None = None, expires_in: float | None = None, user: str | None = None
+    ) -> dict[str, Any]:
+        """A new API token: {token (shown only now), info}."""
+        fields = (("label", label), ("expires_in", expires_in), ("user", user))
+        body = {key: value for key, value in fields if value is not None}
+        return await self._request("POST", "/tokens", json=body)
+
+    @io_method
+    async def revoke_token(self, id: str | int) -> dict[str, Any]:
+        """Revoke a token by its id: it fails from the next request on."""
+        return await self._request("DELETE", f"/tokens/{task_id(id)}")
+
+    # -- tasks ------------------------------------------------------------------------
+
+    @io_method
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Registered nodes with totals, free resources and metrics."""
+        return await self._list("/nodes", "nodes")
+
+    @io_method
+    async def tasks(
+        self, all: bool = False, state: str | Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Tasks, newest first: your own, or everyone's with `all=True`."""
+        params: dict[str, str] = {}
+        if all:
+            params["all"] = "1"
+        if state:
+            params["state"] = state if isinstance(state, str) else ",".join(state)
+        return await self._list("/tasks", "tasks", params=params)
+
+    @io_iterator
+    async def iter_tasks(
+        self, all: bool = False, state: str | Iterable[str] | None = None, page_size: int = 1000
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Every task, newest first, page by page: `tasks()` answers the newest page only;
+        this follows the list's `next` cursor to the oldest."""
+        params: dict[str, str] = {"limit": str(page_size)}
+        if all:
+            params["all"] = "1"
+        if state:
+            params["state"] = state if isinstance(state, str) else ",".join(state)
+        while True:
+            page = await self._request("GET", "/tasks", params=params)
+            for task in page.get("tasks", []):
+                yield task
+            if not page.get("next"):
+                return
+            params["before"] = str(page["next"])
+
+    @io_method
+    async def task(self, id: str | int) -> dict[str, Any]:
+        """One task's current record."""
+        return (await self._request("GET", f"/tasks/{task_id(id)}"))["task"]
+
+    @io_method
+    async def submit(
+        self,
+        command: str | Sequence[str] | None = None,
+        *,
+        script: str | None = None,
+        name: str | None = None,
+        cores: int = 1,
+        memory: str | int | None = None,
+        gpus: int = 0,
+        target: str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        image: str | None = None,
+        environment: str | None = None,
+        mounts: Sequence[str] | None = None,
+        privileged: bool = False,
+        push: Mapping[str, Any] | None = None,
+        pull: Iterable[str] | None = None,
+        ip_token: str | None = None,
+        _array: dict[str, Any] | None = None,
+    ) -> Any:
+        """Queue a task: a command (argv list or shell string) or a Python `script`; its
+        handle.
+
+        `push={"x": x}` makes `x` a variable of the remote script; `pull=["y"]` sends the
+        script's `y` back, read with `handle.result()`. Target, memory and pushed values
+        are checked here first, so a typo or an unpicklable value fails before any request.
+        """
+        body, pull_names = submit_body(
+            command,
+            script=script,
+            name=name,
+            cores=cores,
+            memory=memory,
+            gpus=gpus,
+            target=target,
+            env=env,
+            workdir=workdir,
+            image=image,
+            environment=environment,
+            mounts=mounts,
+            privileged=privileged,
+            push=push,
+            pull=pull,
+            push_limit=self.push_limit,
+            ip_token=ip_token,
+        )
+        if _array is not None:
+            body["array"] = _array
+        task = (await self._request("POST", "/tasks", json=body))["task"]
+        return self._handle_class(self, task["id"], task, pull=pull_names)
+
+    @io_method
+    async def submit_array(
+        self, array: str | Iterable[int], *, limit: int | None = None, **options: Any
+    ) -> Any:
+        """Queue one task per index, at most `limit` placed at once (enforced by the host);
+        their group.
+
+        `array` is `"0-31%4"` (32 tasks, 4 at a time), `"1,3,8-11"`, `"0-30:2"` or a list
+        of ints. Each task sees RIVER_ARRAY_INDEX (and RIVER_ARRAY_SIZE, RIVER_ARRAY_ID).
+        Options are those of `submit`. If a submission fails, those already made are
+        killed and the error is raised.
+        """
+        indices, spec_limit = parse_array(array)
+        limit = limit or spec_limit
+        array_id = new_array_id()
+        handles: list[HandleCore] = []
+        try:
+            for index in indices:
+                field = array_field(array_id, index, len(indices), limit)
+                handles.append(await self.submit(**options, _array=field))
+        except BaseException:
+            await self._group_class(self, handles).kill()
+            raise
+        labels = [str(i) for i in indices]
+        return self._group_class(self, handles, labels, array_id=array_id, limit=limit)
+
+    def handle(self, id: str | int) -> Any:
+        """A handle for an existing task, e.g. one submitted with --detach."""
+        return self._handle_class(self, task_id(id))
+
+    @io_method
+    async def kill(self, id: str | int) -> dict[str, Any]:
+        """Ask for a task to end: queued ones end at once, placed ones when the runner confirms."""
+        return (await self._request("POST", f"/tasks/{task_id(id)}/kill"))["task"]
+
+    @io_method
+    async def pause(self, id: str | int) -> dict[str, Any]:
+        return (await self._request("POST", f"/tasks/{task_id(id)}/pause"))["task"]
+
+    @io_method
+    async def resume(self, id: str | int) -> dict[str, Any]:
+        return (await self._request("POST", f"/tasks/{task_id(id)}/resume"))["task"]
+
+    @io_method
+    async def logs(self, id: str | int, since: int = 0) -> list[dict[str, Any]]:
+        """Log lines with `seq > since` (one page), each {seq, stream, text, ts}."""
+        return await self._list(f"/tasks/{task_id(id)}/logs", "lines", params={"since": since})
+
+    @io_method
+    async def blobs(self, id: str | int) -> list[dict[str, Any]]:
+        """The blobs kept with a task: [{name, size}]."""
+        return await self._list(f"/tasks/{task_id(id)}/blobs", "blobs")
+
+    @io_method
+    async def get_blob(self, id: str | int, name: str) -> bytes:
+        return (await self._send("GET", f"/tasks/{task_id(id)}/blobs/{name}")).content
+
+    @io_method
+    async def put_blob(self, id: str | int, name: str, data: bytes) -> dict[str, Any]:
+        """Keep `data` with a task (at most the host's blob_max_bytes; 413 beyond)."""
+        path = f"/tasks/{task_id(id)}/blobs/{name}"
+        return (await self._request("PUT", path, content=data))["blob"]
+
+    # -- container environments (river_server/environments.py) -------------------------
+
+    @io_method
+    async def environments(self) -> list[dict[str, Any]]:
+        return await self._list("/environments", "environments")
+
+    @io_method
+    async def environment(self, name: str) -> dict[str, Any]:
+        return (await self._request("GET", f"/environments/{_env_name(name)}"))["environment"]
+
+    @io_method
+    async def create_environment(self, name: str, image: str) -> dict[str, Any]:
+        body = {"name": _env_name(name), "image": image}
+        answer = await self._request("POST", "/environments", json=body, timeout=ENV_TIMEOUT)
+        return answer["environment"]
+
+    @io_method
+    async def exec_environment(
+        self, name: str, command: str, timeout: float = ENV_EXEC_TIMEOUT
+    ) -> dict[str, Any]:
+        """Run a shell command in an environment's container: {output, exit_code}."""
+        return await self._request(
+            "POST",
+            f"/environments/{_env_name(name)}/exec",
+            json={"command": command, "timeout": timeout},
+            timeout=timeout + 30,
+        )
+
+    @io_method
+    async def export_environment(self, name: str) -> dict[str, Any]:
+        path = f"/environments/{_env_name(name)}/export"
+        return (await self._request("POST", path, timeout=ENV_TIMEOUT))["environment"]
+
+    @io_method
+    async def delete_environment(self, name: str, tarball: bool = False) -> dict[str, Any]:
+        params = {"tarball": "1"} if tarball else {}
+        path = f"/environments/{_env_name(name)}"
+        return await self._request("DELETE", path, params=params, timeout=ENV_TIMEOUT)
+
+    # -- VPSes (river_server/vps.py) ------------------------------------------------------
+
+    @io_method
+    async def vps_list(self, all_users: bool = False) -> list[dict[str, Any]]:
+        return await self._list("/vps", "vps", params={"all": "1"} if all_users else {})
+
+    @io_method
+    async def vps_create(self, **body: Any) -> dict[str, Any]:
+        """Create a VPS (image, cores, memory, gpus, target, ssh, public_key, name); with
+        ssh="generate" the answer holds `private_key`, shown this once."""
+        return dict((await self._request("POST", "/vps", json=body))["vps"])
+
+    @io_method
+    async def vps(self, vps_id: str) -> dict[str, Any]:
+        return dict((await self._request("GET", f"/vps/{vps_id}"))["vps"])
+
+    @io_method
+    async def vps_action(self, vps_id: str, action: str) -> dict[str, Any]:
+        """stop | restart | pause | resume | snapshot."""
+        return dict((await self._request("POST", f"/vps/{vps_id}/{action}", timeout=120))["vps"])
+
+    @io_method
+    async def vps_delete(self, vps_id: str) -> dict[str, Any]:
+        return await self._request("DELETE", f"/vps/{vps_id}", timeout=120)
+
+    @io_method
+    async def vps_exec(
+        self, vps_id: str, command: list[str], detach: bool = False
+    ) -> dict[str, Any]:
+        """Run a command in the VPS (no TTY): `{exit_code, output}`, or `{detached: true}`."""
+        body = {"command": list(command), "detach": detach}
+        return await self._request("POST", f"/vps/{vps_id}/exec", json=body, timeout=120)
+
+    @io_method
+    async def vps_start_app(self, vps_id: str, app: str, **options: Any) -> dict[str, Any]:
+        """Start "jupyter" or "tensorboard" (port=, logdir=) in the VPS; the VPS, whose
+        `ports` now list it with the `path` to open and the `ready_path` to poll."""
+        body = {"app": app, **{k: v for k, v in options.items() if v is not None}}
+        answer = await self._request("POST", f"/vps/{vps_id}/apps", json=body, timeout=120)
+        return dict(answer["vps"])
+
+    @io_method
+    async def vps_snapshots(self, vps_id: str) -> list[dict[str, Any]]:
+        return list((await self._request("GET", f"/vps/{vps_id}/snapshots"))["snapshots"])
+
+    @io_method
+    async def vps_delete_snapshot(self, vps_id: str, number: int) -> list[dict[str, Any]]:
+        path = f"/vps/{vps_id}/snapshots/{int(number)}"
+        return list((await self._request("DELETE", path, timeout=120))["snapshots"])
+
+    def proxy_url(self, ident: str, port: int, path: str = "", absolute: bool = False) -> str:
+        """The URL of a VPS's (or task's) PORT through the host's proxy."""
+        form = "absolute/" if absolute else ""
+        return f"{self.url}/river/proxy/{form}{ident}/{int(port)}/{path.lstrip('/')}"
+
+    @io_method
+    async def wait_url(self, url: str, timeout: float = 60.0) -> int:
+        """Poll a proxied URL until it answers with something other than 502/503/409 (the
+        app is still starting); its status. Raises RiverError when the time is up."""
+        deadline = time.monotonic() + timeout
+        status = 0
+        while time.monotonic() < deadline:
+            try:
+                status = (await self._io_request("GET", url, timeout=5)).status_code
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc) from None
+            if status not in (409, 502, 503):
+                return status
+            await self._io_sleep(0.25)
+        raise RiverError(f"{url} did not answer within {timeout:.0f} s (last status {status})")
+
+    # -- overlay network (river_server/overlay.py) ---------------------------------------
+
+    @io_method
+    async def overlay(self) -> dict[str, Any]:
+        """The overlay's layout and each runner's allocation (index, VXLAN id, subnet)."""
+        return await self._request("GET", "/overlay")
+
+    @io_method
+    async def reserve_ip(
+        self, node: str | None = None, ttl: float | None = None, ip: str | None = None
+    ) -> dict[str, Any]:
+        """Hold an overlay address for `ttl` seconds (default 600). The answer has `ip` and
+        the `token` (shown only now): pass it as `submit(..., ip_token=token)`."""
+        body = {k: v for k, v in (("node", node), ("ttl", ttl), ("ip", ip)) if v is not None}
+        return (await self._request("POST", "/overlay/reservations", json=body))["reservation"]
+
+    @io_method
+    async def ip_reservations(self, all: bool = False) -> list[dict[str, Any]]:
+        params = {"all": "1"} if all else {}
+        return await self._list("/overlay/reservations", "reservations", params=params)
+
+    @io_method
+    async def release_ip(self, id_or_token: str | int) -> dict[str, Any]:
+        """Give back a reservation, by its id or its token."""
+        key = str(id_or_token).strip()
+        if key.startswith("rip_"):  # tokens travel in the body, never in a URL
+            path = "/overlay/reservations/release"
+            body = await self._request("POST", path, json={"token": key})
+        elif key.isdigit():
+            body = await self._request("DELETE", f"/overlay/reservations/{key}")
+        else:
+            raise RiverError(f"give a reservation id (a number) or its rip_... token, not {key!r}")
+        return body["reservation"]
+
+    # -- events -----------------------------------------------------------------------
+
+    @io_iterator
+    async def events(
+        self,
+        task_ids: Iterable[str | int] | None = None,
+        since: int = 0,
+        all_tasks: bool = False,
+        *,
+        keepalive: bool = False,
+        read_timeout: float = EVENTS_READ_TIMEOUT,
+    ) -> AsyncGenerator[tuple[str, Any], None]:
+        """`(kind, data)` from the host's event stream until it closes.
+
+        Kinds: hello, task, log, node (see docs/api.md); with `keepalive=True` also
+        ("keepalive", None) for each keepalive comment. Closing the iterator closes the
+        connection.
+        """
+        params: list[tuple[str, str | int]] = [("task", task_id(t)) for t in task_ids or ()]
+        if since:
+            params.append(("since", since))
+        if all_tasks:
+            params.append(("tasks", "all"))
+        timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT, read=read_timeout)
+        path = "/events"
+        headers = {"Accept": "text/event-stream"}
+        try:
+            async with self._io_stream(
+                "GET", self._api + path, params=params, headers=headers, timeout=timeout
+            ) as (response, lines):
+                if response.status_code >= 400:
+                    raise error_from_response(response, "GET", API_PREFIX + path)
+                async with aclosing(aparse_sse(lines, keepalive=keepalive)) as parsed:
+                    async for event in parsed:
+                        yield event
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+
+    @io_iterator
+    async def watch(
+        self,
+        handles: Sequence[HandleCore],
+        *,
+        logs: bool = True,
+        since: Mapping[str, int] | int = 0,
+        timeout: float | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """("task", record) on each change and ("log", line) per new line of several
+        tasks, each task's lines in order and once, until all are terminal.
+
+        A task's terminal record comes after its last line. Survives dropped streams:
+        reconnects with `since`, polling in between, so no line is lost or repeated.
+        Raises TimeoutError past `timeout`, and RiverError if the host stays unreachable
+        for UNREACHABLE_LIMIT seconds.
+        """
+        watch = WatchSet(handles, logs, since)
+        pacer = WatchPacer(timeout)
+        while not watch.done:
+            if pacer.use_stream:
+                try:
+                    async for event in self._watch_stream(watch, pacer):
+                        yield event
+                except RiverError as exc:
+                    if not pacer.stream_failed(exc):
+                        raise
+                if watch.done:
+                    return
+                if pacer.reopen_now(watch):
+                    continue  # a working stream ended, dropped or timed out: reopen
+            pacer.check_deadline(watch.pending)
+            try:
+                async for event in self._watch_poll(watch):
+                    yield event
+                pacer.polled()
+            except RiverConnectionError:
+                if pacer.unreachable_too_long():
+                    raise
+            if watch.done:
+                return
+            await self._io_sleep(pacer.next_pause())
+
+    async def _watch_stream(
+        self, watch: WatchSet, pacer: WatchPacer
+    ) -> AsyncGenerator[Event, None]:
+        read_timeout, refreshing = pacer.open_stream(watch)
+        events = self.events(
+            watch.pending, since=watch.stream_since(), keepalive=True, read_timeout=read_timeout
+        )
+        try:
+            async for kind, data in events:
+                tail_id = watch.tail_needed(kind, data)
+                if tail_id is not None:
+                    async for event in self._tail(watch, tail_id):
+                        yield event
+                event = watch.events_for(kind, data)
+                if event is not None:
+                    yield event
+                    if watch.done:
+                        return
+                if watch.should_reopen(kind, refreshing):
+                    return  # only queued tasks left: reopen with the short timeout
+                pacer.check_deadline(watch.pending)
+        except RiverConnectionError:
+            pacer.check_deadline(watch.pending)
+            raise
+        finally:
+            await events.aclose()
+
+    async def _watch_poll(self, watch: WatchSet) -> AsyncGenerator[Event, None]:
+        for id in watch.pending:
+            record = await self.task(id)
+            if watch.logs:
+                async for event in self._tail(watch, id):
+                    yield event
+            if watch.task(record) is not None:
+                yield EVENT_TASK, record
+
+    async def _tail(self, watch: WatchSet, id: str) -> AsyncGenerator[Event, None]:
+        """The lines of task `id` after the last one seen (lines written just before the
+        end may still be on their way when the terminal record arrives)."""
+        since = watch.tasks[id].last_seq
+        while True:
+            page = watch.lines(id, await self.logs(id, since=since))
+            if not page:
+                return
+            for line in page:
+                yield EVENT_LOG, line
+            since = page[-1]["seq"]

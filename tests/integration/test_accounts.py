@@ -349,7 +349,7 @@ def test_river_login_magic(
     magics.river(f"login {host.url}")
     assert "Logged in as magician (user)" in capsys.readouterr().out
     assert magics.client.me()["name"] == "magician"
-    labels = [t["label"] for t in magics.client._request("GET", "/tokens")["tokens"]]
+    labels = [t["label"] for t in magics.client.tokens()]
     assert "notebook" in labels
     # --token: no prompt at all.
     monkeypatch.setattr("getpass.getpass", lambda prompt="": pytest.fail("prompted"))

@@ -211,3 +211,33 @@ def test_ctrl_c_kills_the_running_task(solo_cluster: Cluster, home: Path) -> Non
         what="the interrupted task",
     )
     solo_cluster.wait_task(task["id"], "killed", timeout=10)
+
+
+def test_the_magics_take_a_prefix_or_a_name_too(solo_cluster: Cluster, home: Path) -> None:
+    """The resolver is shared: `%river kill NAME` and `%river status PREFIX` in a kernel."""
+    from jupyter_client.manager import start_new_kernel
+
+    task = submit_json(solo_cluster, home, "--name", "magic-target", "--", "sleep", "120")
+    solo_cluster.wait_task(task["id"], "running")
+    everyone = [t["id"] for t in solo_cluster.get("/river/api/tasks?all=1")["tasks"]]
+    prefix = shortest_unique_prefix(task["id"], everyone)
+    manager, kernel = start_new_kernel(kernel_name="python3", env=river_env(solo_cluster, home))
+    outputs: list[str] = []
+
+    def collect(message: dict) -> None:
+        content = message["content"]
+        if message["msg_type"] == "stream":
+            outputs.append(content["text"])
+        elif message["msg_type"] in ("display_data", "execute_result", "error"):
+            outputs.append(str(content.get("data", {}).get("text/plain", content)))
+
+    try:
+        kernel.execute_interactive(
+            f"%load_ext river_magics\n%river status {prefix}", timeout=30, output_hook=collect
+        )
+        assert task["id"] in "".join(outputs) and "magic-target" in "".join(outputs)
+        kernel.execute_interactive("%river kill magic-target", timeout=30, output_hook=collect)
+        solo_cluster.wait_task(task["id"], "killed")
+    finally:
+        kernel.stop_channels()
+        manager.shutdown_kernel(now=True)

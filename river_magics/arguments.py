@@ -12,8 +12,6 @@ import re
 import shlex
 from typing import Any, NoReturn
 
-from IPython.core.error import UsageError
-
 from river_runner.containers import parse_env_name, parse_mount
 from river_runner.ids import parse_id
 from river_runner.spec import SpecError, parse_memory, parse_request, parse_target
@@ -21,6 +19,7 @@ from river_runner.spec import SpecError, parse_memory, parse_request, parse_targ
 from .common import parse_array
 from .errors import RiverError
 from .overlay import add_overlay_commands
+from .usage import UsageError
 from .vps import add_vps_commands
 
 RUN_USAGE = "%river run [options] -- CMD [ARGS ...]"
@@ -222,7 +221,9 @@ def _add_env_commands(sub: Any) -> None:
 
 
 def _add_id(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("id", type=task_id_arg, metavar="ID", help="task ID")
+    parser.add_argument(
+        "id", metavar="ID", help="task ID, a unique prefix of one, or the task's name"
+    )
 
 
 def build_parser() -> MagicArgumentParser:

@@ -41,6 +41,7 @@ from .common import (
 from .errors import RiverConnectionError, RiverError
 from .events import aparse_sse
 from .payload import PUSH_LIMIT
+from .resolve import check_ref, not_found_message, pick
 from .watching import WatchPacer, WatchSet
 
 if TYPE_CHECKING:
@@ -301,6 +302,46 @@ class ClientCore:
             raise
         labels = [str(i) for i in indices]
         return self._group_class(self, handles, labels, array_id=array_id, limit=limit)
+
+    @io_method
+    async def resolve_task(self, ref: str | int) -> str:
+        """The ID of the task `ref` names: a full ID, a unique ID prefix or a name (your
+        tasks first, then everyone's); a RiverError listing the candidates when several
+        match (river_magics/resolve.py)."""
+        text = check_ref(ref)
+        if await self._exists("/tasks/", text):
+            return task_id(text)
+        for everyone in (False, True):
+            found = pick(text, [t async for t in self.iter_tasks(all=everyone)])
+            if found is not None:
+                return found
+        raise RiverError(not_found_message(text, "task"), status=404)
+
+    @io_method
+    async def resolve_vps(self, ref: str | int) -> str:
+        """The ID of the VPS `ref` names (full ID, unique prefix or name), as resolve_task."""
+        text = check_ref(ref, "VPS")
+        if await self._exists("/vps/", text):
+            return task_id(text)
+        for everyone in (False, True):
+            found = pick(text, await self.vps_list(all_users=everyone), "VPS")
+            if found is not None:
+                return found
+        raise RiverError(not_found_message(text, "VPS"), status=404)
+
+    async def _exists(self, path: str, text: str) -> bool:
+        """True when `text` is the full ID of a record at `path` (one cheap GET, no list)."""
+        try:
+            ident = task_id(text)
+        except ValueError:
+            return False
+        try:
+            await self._request("GET", f"{path}{ident}")
+        except RiverError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def handle(self, id: str | int) -> Any:
         """A handle for an existing task, e.g. one submitted with --detach."""

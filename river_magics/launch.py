@@ -10,8 +10,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from IPython.core.error import UsageError
-
 from river_runner.loglines import LineRenderer, render
 from river_runner.protocol import EVENT_LOG, LOG_STREAM_RIVER
 
@@ -19,6 +17,7 @@ from .client import Client, TaskGroup, TaskHandle, is_terminal
 from .display import StatusLine, grid_bundle
 from .errors import RiverError
 from .payload import PayloadError
+from .usage import UsageError
 
 # How long an interrupted cell waits for its killed task(s) to end before giving up.
 KILL_WAIT = 10.0

@@ -97,10 +97,10 @@ class RiverMagics(Magics):
         show(tasks_bundle(self.client.tasks(all=args.all, state=args.state)))
 
     def _do_status(self, args: argparse.Namespace, cell: str | None) -> None:
-        show(task_bundle(self.client.task(args.id)))
+        show(task_bundle(self.client.task(self.client.resolve_task(args.id))))
 
     def _do_logs(self, args: argparse.Namespace, cell: str | None) -> None:
-        handle = self.client.handle(args.id)
+        handle = self.client.handle(self.client.resolve_task(args.id))
         if not args.follow:
             renderer = LineRenderer()
             for line in handle.logs():
@@ -119,15 +119,18 @@ class RiverMagics(Magics):
             print(f"task {handle.id}: {status_text(task)}")
 
     def _do_kill(self, args: argparse.Namespace, cell: str | None) -> None:
+        args.id = self.client.resolve_task(args.id)
         task = self.client.kill(args.id)
         verb = "killed" if is_terminal(task.get("state")) else "kill requested"
         print(f"task {args.id}: {verb} ({status_text(task)})")
 
     def _do_pause(self, args: argparse.Namespace, cell: str | None) -> None:
+        args.id = self.client.resolve_task(args.id)
         task = self.client.pause(args.id)
         print(f"task {args.id}: {status_text(task)}")
 
     def _do_resume(self, args: argparse.Namespace, cell: str | None) -> None:
+        args.id = self.client.resolve_task(args.id)
         task = self.client.resume(args.id)
         print(f"task {args.id}: {status_text(task)}")
 

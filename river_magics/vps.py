@@ -137,6 +137,8 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
 def run_vps_command(client: Client, args: argparse.Namespace) -> dict[str, Any] | None:
     """Carry out one parsed `%river vps ACTION ...` line."""
     action = args.vps_command
+    if getattr(args, "id", None) is not None:  # a unique prefix or a name will do
+        args.id = client.resolve_vps(args.id)
     if action == "list":
         show(vps_bundle(client.vps_list(all_users=args.all)))
         return None

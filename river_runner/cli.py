@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -29,8 +31,35 @@ JOIN_TOKEN_ENV = "RIVER_JOIN_TOKEN"
 LEGACY_TOKEN_ENV = "RIVER_RUNNER_TOKEN"  # still read, no longer documented
 
 
+# The user commands (river_magics/shell), also declared as `river.commands` entry points in
+# pyproject.toml. Entry points are read from the installed distribution's metadata, which an
+# editable install wrote when it was made: a checkout that gains a command would not have
+# it until reinstalled. This table lets `main` find them anyway. They are loaded by name
+# only when run, so a compute node never imports the client, and the runner never imports
+# the host. An installed entry point of the same name wins.
+BUILTIN_COMMANDS = {
+    name: f"river_magics.shell:{name}_command"
+    for name in ("login", "submit", "run", "tasks", "status", "logs", "kill", "nodes", "vps", "env")
+}
+
+
+class _Builtin:
+    """A `module:attribute` loaded like an entry point."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def load(self) -> object:
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
 def _commands() -> dict[str, object]:
-    return {ep.name: ep for ep in entry_points(group="river.commands")}
+    commands: dict[str, object] = {}
+    if importlib.util.find_spec("river_magics") is not None:
+        commands.update({name: _Builtin(target) for name, target in BUILTIN_COMMANDS.items()})
+    commands.update({ep.name: ep for ep in entry_points(group="river.commands")})
+    return commands
 
 
 def main(argv: list[str] | None = None) -> int:

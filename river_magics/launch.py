@@ -12,8 +12,8 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from river_runner.loglines import LineRenderer, render
 from river_runner.interpreters import NOTE_PREFIX as INTERPRETER_NOTE
+from river_runner.loglines import LineRenderer, render
 from river_runner.protocol import EVENT_LOG, LOG_STREAM_RIVER
 
 from .client import Client, TaskGroup, TaskHandle, is_terminal

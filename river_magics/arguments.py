@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from river_runner.containers import parse_env_name, parse_mount
 from river_runner.ids import parse_id
 from river_runner.spec import SpecError, parse_memory, parse_request, parse_target
+from river_runner.wire.fields import parse_python
 
 from .common import parse_array
 from .errors import RiverError
@@ -60,6 +61,7 @@ def _spec_type(parse: Any) -> Any:
 
 memory_arg = _spec_type(parse_memory)
 target_arg = _spec_type(parse_target)
+python_arg = _spec_type(parse_python)  # a path or a name: the node resolves it
 
 
 def task_id_arg(text: str) -> str:
@@ -287,6 +289,14 @@ def build_parser() -> MagicArgumentParser:
         "Interrupting the kernel kills the task.",
     )
     _add_task_options(submit)
+    submit.add_argument(
+        "--python",
+        metavar="PATH|NAME",
+        type=python_arg,
+        help="the interpreter on the node: a path, a venv or conda directory, or a node's "
+        "--python-env name (default: this kernel's own where the node has the same path, "
+        "else the node's)",
+    )
     submit.add_argument(
         "--push",
         type=names_arg,

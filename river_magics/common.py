@@ -120,6 +120,8 @@ def submit_body(
     pull: Iterable[str] | None = None,
     push_limit: int | None = None,
     ip_token: str | None = None,
+    python: str | None = None,
+    python_fallback: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
     """The POST /tasks body, checked here first so a typo fails before any request.
 
@@ -159,6 +161,12 @@ def submit_body(
         body["privileged"] = True
     if ip_token:  # a reserved overlay address (%river ip reserve)
         body["ip_token"] = str(ip_token).strip()
+    if python:  # a script's interpreter on the node (river_runner.interpreters)
+        if script is None:
+            raise ValueError("python= picks the interpreter of a script, not of a command")
+        body["python"] = python
+        if python_fallback:
+            body["python_fallback"] = True
     return body, pull_names
 
 

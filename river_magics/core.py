@@ -244,6 +244,8 @@ class ClientCore:
         push: Mapping[str, Any] | None = None,
         pull: Iterable[str] | None = None,
         ip_token: str | None = None,
+        python: str | None = None,
+        python_fallback: bool = False,
         _array: dict[str, Any] | None = None,
     ) -> Any:
         """Queue a task: a command (argv list or shell string) or a Python `script`; its
@@ -271,6 +273,8 @@ class ClientCore:
             pull=pull,
             push_limit=self.push_limit,
             ip_token=ip_token,
+            python=python,
+            python_fallback=python_fallback,
         )
         if _array is not None:
             body["array"] = _array

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from river_runner.interpreters import NOTE_PREFIX as INTERPRETER_NOTE
 from river_runner.loglines import LineRenderer, render
 from river_runner.protocol import EVENT_LOG, LOG_STREAM_RIVER
 
@@ -33,6 +34,10 @@ def write_line(
     prints alone)."""
     stream = line.get("stream")
     if stream == LOG_STREAM_RIVER:
+        text = str(line.get("text", ""))
+        if text.startswith(INTERPRETER_NOTE):  # which python ran the cell: the user's question
+            sys.stdout.write(f"{prefix}river: {text}\n")
+            sys.stdout.flush()
         return
     text = str(line.get("text", ""))
     if renderer is None:
@@ -62,7 +67,23 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
         "mounts": getattr(args, "mount", None) or None,
         "privileged": getattr(args, "privileged", False),
         "ip_token": getattr(args, "ip_token", None),
+        **python_option(args),
     }
+
+
+def python_option(args: argparse.Namespace) -> dict[str, Any]:
+    """`%%river submit`'s interpreter: --python as given (it must exist on the node), else
+    this kernel's own, so a cell sees the packages its notebook sees where the node shares
+    the path; where it does not (or in a container) the node's own runs, and says so."""
+    if not hasattr(args, "python"):
+        return {}  # `%river run`: a command names its own interpreter
+    if args.python:
+        return {"python": args.python}
+    if getattr(args, "image", None) or getattr(args, "environment", None):
+        return {}
+    if not sys.executable.startswith("/"):
+        return {}
+    return {"python": sys.executable, "python_fallback": True}
 
 
 def push_values(namespace: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from river_runner import metrics
+from river_runner.interpreters import parse_python_envs
 from river_runner.overlay_spec import check_ipv4
 from river_runner.spec import SpecError, parse_memory
 from river_runner.task_account import (
@@ -122,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Tasks otherwise start from a clean environment; credentials are never passed",
     )
     parser.add_argument(
+        "--python-env",
+        metavar="NAME=PATH",
+        action="append",
+        default=[],
+        help="process backend: a Python environment tasks may name (`python: NAME`): a venv "
+        "or conda environment's directory, or an interpreter (repeat). Tasks that name none "
+        "run with the runner's own interpreter",
+    )
+    parser.add_argument(
         "--name", default=socket.gethostname(), help="node name (default: hostname)"
     )
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
@@ -191,6 +201,7 @@ def runner_command(argv: list[str]) -> int:
     try:
         task_account = resolve_task_account(args.task_user)
         task_env = check_task_env_names(args.task_env)
+        python_envs = parse_python_envs(args.python_env)
         memory = parse_memory(args.memory) if args.memory else 0
         cpus = metrics.parse_cpu_list(args.cpus) if args.cpus else metrics.usable_cpus()
         overlay_ip = check_ipv4(args.overlay_ip, "--overlay-ip") if args.overlay_ip else None
@@ -221,6 +232,7 @@ def runner_command(argv: list[str]) -> int:
             task_account=task_account,
             pids_limit=args.pids_limit,
             task_env=task_env,
+            python_envs=python_envs,
         )
     )
 
@@ -253,6 +265,7 @@ def make_backend(
     task_account: TaskAccount | None = None,
     pids_limit: int = 4096,
     task_env: tuple[str, ...] = (),
+    python_envs: dict[str, str] | None = None,
 ):
     if name == "docker":
         from river_runner.backends.docker import DockerBackend
@@ -266,7 +279,9 @@ def make_backend(
         )
     from river_runner.backends.process import ProcessBackend
 
-    return ProcessBackend(data_dir / "tasks", account=task_account, passed_env=task_env)
+    return ProcessBackend(
+        data_dir / "tasks", account=task_account, passed_env=task_env, python_envs=python_envs
+    )
 
 
 async def serve(
@@ -288,6 +303,7 @@ async def serve(
     task_account: TaskAccount | None = None,
     pids_limit: int = 4096,
     task_env: tuple[str, ...] = (),
+    python_envs: dict[str, str] | None = None,
 ) -> int:
     from river_runner.agent import RunnerAgent, RunnerConfig
     from river_runner.app import make_app
@@ -317,6 +333,7 @@ async def serve(
             task_account,
             pids_limit,
             task_env,
+            python_envs,
         ),
         GpuInventory(load_nvml(fake_gpus)),
     )

@@ -180,17 +180,21 @@ def supervise(
     netns: str = "",
     user: str = "",
     cwd: str = "",
+    note: str = "",
 ) -> int:
     """Run argv to completion; return the exit code to leave in result.json.
 
     `user` ("UID:GID"): the task drops to that account (setgroups([]), setgid, setuid)
     just before exec, while this supervisor keeps the rights it needs to watch and kill it
     and to write the task's files, which the task cannot reach. `cwd`: its working
-    directory (default: this process's, or RIVER_TASK_WORKDIR)."""
+    directory (default: this process's, or RIVER_TASK_WORKDIR). `note`: River's first line
+    of the task's log, on the "river" stream (which interpreter runs it)."""
     _write(os.path.join(task_dir, PID_FILE), str(os.getpid()))
     if cpus:
         os.sched_setaffinity(0, cpus)
     writer = _OutputWriter(os.path.join(task_dir, OUTPUT_FILE))
+    if note:
+        writer._write("river", note)
     if netns:
         try:
             enter_netns(netns)
@@ -313,6 +317,7 @@ def main(args: list[str] | None = None) -> int:
         "--netns": "",
         "--user": "",
         "--cwd": "",
+        "--note": "",
     }
     while args and args[0] != "--":
         flag = args.pop(0)
@@ -336,6 +341,7 @@ def main(args: list[str] | None = None) -> int:
         options["--netns"],
         options["--user"],
         options["--cwd"],
+        options["--note"],
     )
     return 0
 

@@ -7,7 +7,7 @@ supervisor's modules imported once) and asks it to fork a supervisor per task. T
 itself is multi-threaded and must not fork; the zygote is the one process that does.
 
 Protocol, over a SOCK_SEQPACKET socketpair the runner made: the runner sends one JSON
-message {"dir", "argv", "memory", "cpus", "env", "netns", "user", "cwd"} with the task's doorbell pipe (its write
+message {"dir", "argv", "memory", "cpus", "env", "netns", "user", "cwd", "note"} with the task's doorbell pipe (its write
 end) attached as SCM_RIGHTS; the zygote forks, the child becomes a supervisor in a new
 session with the doorbell as stdout (exactly as a Popen'd supervisor), and the zygote
 answers the child's pid. The zygote exits when the runner's end closes; supervisors it
@@ -73,6 +73,7 @@ def _become_supervisor(request: dict, bell: int, server: socket.socket) -> None:
             str(request.get("netns") or ""),
             str(request.get("user") or ""),
             str(request.get("cwd") or ""),
+            str(request.get("note") or ""),
         )
         code = 0
     finally:

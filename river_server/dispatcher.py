@@ -223,6 +223,8 @@ class Dispatcher:
             "script": spec.get("script"),
             "env": spec.get("env") or {},
             "workdir": spec.get("workdir"),
+            "python": spec.get("python"),  # process backend (river_runner.interpreters)
+            "python_fallback": bool(spec.get("python_fallback")),
             "image": spec.get("image"),
             "environment": spec.get("environment"),
             # Runners load only the export the host recorded (river_runner.backends.docker_env)

@@ -90,7 +90,31 @@ def _validate_spec(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if workdir:
         spec["workdir"] = workdir
     spec.update(_container_spec(body))
+    spec.update(_python_spec(body, kind, spec))
     return kind, spec
+
+
+def _python_spec(body: dict[str, Any], kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """`python` names the interpreter of a python task on the process backend (the node
+    resolves it: river_runner.interpreters). A container runs its image's python, so
+    naming one there is a mistake said at once, not an interpreter silently ignored."""
+    python = body.get("python")
+    if python in (None, ""):
+        return {}
+    fallback = body.get("python_fallback", False)
+    if kind != "python":
+        raise SpecError(
+            "'python' applies to python (script) tasks; a command task names its "
+            "interpreter in its command"
+        )
+    if (spec.get("image") or spec.get("environment")) and not fallback:
+        raise SpecError(
+            "'python' picks an interpreter on a process-backend node; a task with "
+            "'image' or 'environment' runs the container's python: leave one out"
+        )
+    if spec.get("image") or spec.get("environment"):
+        return {}  # the magic's default (kernel's interpreter): the container's wins
+    return {"python": python, "python_fallback": True} if fallback else {"python": python}
 
 
 def _container_spec(body: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,10 @@ class TaskLaunch:
     memory: int = 0
     gpus: list[int] = field(default_factory=list)
     workdir: str | None = None
+    # Process backend: the interpreter of a python task (a path or a --python-env name);
+    # `python_fallback`: when it is not on this node, the runner's own runs, and says so.
+    python: str | None = None
+    python_fallback: bool = False
     image: str | None = None
     environment: str | None = None  # a tarball environment from the shared dir (docker)
     # The sha256 the host recorded when it exported `environment`: the runner loads only a

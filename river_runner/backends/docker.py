@@ -253,6 +253,14 @@ class DockerBackend(DockerVpsOps, Backend):
 
     def _command(self, launch: TaskLaunch, task_dir: Path) -> list[str]:
         if launch.kind == "python":
+            if launch.python and not launch.python_fallback:
+                # Named explicitly, it cannot be honoured in an image: refused, not ignored.
+                # (%%river submit's default, the kernel's interpreter, falls back to python3.)
+                raise ValueError(
+                    f"python {launch.python!r} names an interpreter on a process-backend "
+                    f"node; this node runs tasks in containers ({self.default_image}), "
+                    "whose python3 runs them: leave 'python' out or target a process node"
+                )
             (task_dir / "task.py").write_text(launch.script or "")
             return ["python3", "-u", f"{CONTAINER_TASK_DIR}/task.py"]
         if launch.kind != "command":

@@ -24,6 +24,7 @@ import psutil
 
 from river_runner import supervise, task_netns
 from river_runner.backends.base import Backend, ExitCallback, Outcome, OutputCallback, TaskLaunch
+from river_runner.interpreters import Interpreter, Interpreters
 from river_runner.protocol import TaskState
 from river_runner.task_account import TaskAccount, resolve_task_account
 from river_runner.task_env import task_environment
@@ -73,6 +74,7 @@ class ProcessBackend(Backend):
         account: TaskAccount | None = None,
         scratch_root: Path | None = None,
         passed_env: tuple[str, ...] = (),
+        python_envs: dict[str, str] | None = None,
     ) -> None:
         self.work_root = Path(work_root)
         self.work_root.mkdir(parents=True, exist_ok=True)
@@ -83,6 +85,8 @@ class ProcessBackend(Backend):
         self.scratch_root = Path(scratch_root or tempfile.gettempdir())
         self.passed_env = passed_env  # runner variables tasks get too (--task-env)
         self.python = python or sys.executable
+        # A task's `python` (a path or a --python-env name): river_runner.interpreters
+        self.interpreters = Interpreters(self.python, python_envs or {}, self.account)
         self._tasks: dict[int, _Running] = {}
         self._tail_task: asyncio.Task | None = None
         self._bells: dict[int, tuple[int, subprocess.Popen | None]] = {}
@@ -90,12 +94,12 @@ class ProcessBackend(Backend):
         self._cleanups: set[asyncio.Future] = set()  # namespaces being removed
 
     # ---- starting -------------------------------------------------------------------
-    def _argv(self, launch: TaskLaunch, script_dir: Path) -> list[str]:
+    def _argv(self, launch: TaskLaunch, script_dir: Path, python: str) -> list[str]:
         if launch.kind == "python":
             script = script_dir / "task.py"
             script.write_text(launch.script or "")
             os.chmod(script, 0o644)  # readable by the task's account
-            return [self.python, "-u", str(script)]
+            return [python, "-u", str(script)]
         if isinstance(launch.command, str):
             return ["/bin/sh", "-c", launch.command]
         if not launch.command:
@@ -117,12 +121,17 @@ class ProcessBackend(Backend):
     ) -> int:
         if launch.task_id in self._tasks:
             return self._tasks[launch.task_id].supervisor_pid
+        # Before anything is made: an interpreter that is not here (or that the task's
+        # account cannot run) refuses the task now, with the reason (InterpreterError).
+        interpreter = Interpreter(self.python, "")
+        if launch.kind == "python" and launch.python:
+            interpreter = await self.interpreters.choose(launch.python, launch.python_fallback)
         task_dir = self.work_root / str(launch.task_id)
         if task_dir.exists():
             shutil.rmtree(task_dir)
         task_dir.mkdir(parents=True)
         scratch = self._make_scratch(launch.task_id)
-        argv = self._argv(launch, scratch or task_dir)
+        argv = self._argv(launch, scratch or task_dir, interpreter.path)
         cwd = launch.workdir or (str(scratch) if scratch else "")
         user = f"{self.account.uid}:{self.account.gid}" if scratch else ""
         netns = await self._task_network(launch)
@@ -153,6 +162,8 @@ class ProcessBackend(Backend):
             user,
             "--cwd",
             cwd,
+            "--note",
+            interpreter.note,
             "--",
             *argv,
         ]
@@ -176,6 +187,7 @@ class ProcessBackend(Backend):
                     "netns": netns_file,
                     "user": user,
                     "cwd": cwd,
+                    "note": interpreter.note,
                 },
                 bell_write,
             )

@@ -8,6 +8,7 @@ constraints beside it are what the OpenAPI document shows; the check rejects fir
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,9 @@ Role = Literal["viewer", "user", "operator", "admin"]
 MAX_COUNT = 1_000_000  # quotas, array indices: a bound no real cluster reaches
 MAX_TOKEN_SECONDS = 10 * 365 * 86400
 USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+# `python`: a node's named environment (river runner --python-env NAME=PATH) or a path.
+PYTHON_ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+MAX_PATH = 4096
 
 
 def checked(check: Callable[[Any], object], *, keep: bool = False) -> BeforeValidator:
@@ -87,6 +91,25 @@ def _mounts(value: Any) -> list[str]:
     return [parse_mount(m) for m in value]
 
 
+def parse_python(value: Any) -> str:
+    """A task's `python`: an absolute path (an interpreter, or a venv/conda directory) or
+    an environment's name. Whether it exists is the node's question (river_runner.interpreters):
+    the host cannot see the node's files."""
+    if isinstance(value, str) and (
+        value.startswith("/")
+        and len(value) <= MAX_PATH
+        and "\0" not in value
+        and "\n" not in value
+        or PYTHON_ENV_NAME.match(value)
+    ):
+        return value
+    raise SpecError(
+        "'python' must be an absolute path (an interpreter such as /usr/bin/python3, or a "
+        "venv or conda environment's directory) or the name of an environment the node "
+        f"offers (river runner --python-env NAME=PATH), not {value!r}"
+    )
+
+
 Cores = Annotated[
     int,
     Field(ge=0, le=MAX_CORES, description="CPU cores (0: unpinned, operators only)"),
@@ -124,4 +147,13 @@ UserName = Annotated[str, Field(pattern=USER_NAME_PATTERN)]
 Password = Annotated[str, Field(min_length=8, max_length=1024)]
 Count = Annotated[int | None, Field(ge=0, le=MAX_COUNT)]
 Seconds = Annotated[float | None, Field(gt=0, le=MAX_TOKEN_SECONDS)]
+Python = Annotated[
+    str | None,
+    Field(
+        max_length=MAX_PATH,
+        description="process backend: the interpreter of a python task; an absolute path "
+        "(interpreter, venv or conda directory) or a name from the node's --python-env",
+    ),
+    checked(parse_python),
+]
 Label = Annotated[str | None, Field(max_length=128)]

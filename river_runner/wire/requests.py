@@ -27,6 +27,7 @@ from river_runner.wire.fields import (
     Memory,
     Mounts,
     Password,
+    Python,
     Role,
     Seconds,
     Target,
@@ -105,6 +106,19 @@ class TaskSubmit(ContainerFields):
     workdir: str | None = None
     environment: EnvironmentName = None
     array: ArraySpec | None = None
+    python: Python = None
+    python_fallback: bool = Field(
+        default=False,
+        description="when `python` is not on the node, run with the runner's own "
+        "interpreter and say so (%%river submit's default: the kernel's interpreter)",
+    )
+
+    @field_validator("python_fallback", mode="before")
+    @classmethod
+    def _python_fallback(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise SpecError("'python_fallback' must be true or false")
+        return value
 
     @field_validator("kind", mode="before")
     @classmethod

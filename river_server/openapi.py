@@ -49,6 +49,18 @@ def many(shape: type[BaseModel]) -> dict[str, Any]:
     return {"type": "array", "items": model(shape)}
 
 
+NEXT = {
+    "type": "string",
+    "nullable": True,
+    "description": "cursor of the following page (pass it as `before`); null on the last",
+}
+
+
+def page(key: str, shape: type[BaseModel]) -> dict[str, Any]:
+    """A list route's answer (river_server/paging.py): one page of items and `next`."""
+    return obj({key: many(shape), "next": NEXT}, (key, "next"))
+
+
 USER_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}
 
 # ---- operations ----------------------------------------------------------------------------
@@ -159,7 +171,7 @@ def _paths() -> dict[str, Any]:
         "/tasks": {
             "get": op(
                 "List tasks (own unless all=1), newest first",
-                obj({"tasks": many(out.Task)}),
+                page("tasks", out.Task),
                 params=[
                     query("all", FLAG, "1: everyone's tasks"),
                     query("state", {"type": "string"}, "comma-separated states"),
@@ -238,7 +250,7 @@ def _paths() -> dict[str, Any]:
         "/vps": {
             "get": op(
                 "List my VPSes (everyone's with all=1, operators), newest first",
-                obj({"vps": many(out.Vps)}),
+                page("vps", out.Vps),
                 params=[query("all", FLAG, "1: everyone's VPSes (operators)")],
             ),
             "post": op(
@@ -298,7 +310,7 @@ def _paths() -> dict[str, Any]:
         "/vps/{id}/snapshots": {
             "get": op(
                 "A VPS's snapshots, oldest first (owner or operator)",
-                obj({"snapshots": many(out.Snapshot)}),
+                page("snapshots", out.Snapshot),
                 params=[TASK_ID],
                 errors=("400", "403", "404"),
             )
@@ -362,7 +374,7 @@ def _paths() -> dict[str, Any]:
         "/environments": {
             "get": op(
                 "List container environments",
-                obj({"environments": many(out.Environment)}),
+                page("environments", out.Environment),
                 errors=("403", "503"),
             ),
             "post": op(
@@ -426,7 +438,7 @@ def _paths() -> dict[str, Any]:
         "/overlay/reservations": {
             "get": op(
                 "Your IP reservations (all=1: everyone's, operators)",
-                obj({"reservations": many(out.Reservation)}),
+                page("reservations", out.Reservation),
                 params=[query("all", FLAG)],
             ),
             "post": op(
@@ -458,7 +470,7 @@ def _paths() -> dict[str, Any]:
         "/users": {
             "get": op(
                 "List users",
-                obj({"users": many(out.User)}),
+                page("users", out.User),
                 role="operator",
             ),
             "post": op(
@@ -496,7 +508,7 @@ def _paths() -> dict[str, Any]:
         "/tokens": {
             "get": op(
                 "Your API tokens (admins: ?user=NAME or ?all=1)",
-                obj({"tokens": many(out.Token)}),
+                page("tokens", out.Token),
                 params=[query("user", USER_NAME), query("all", FLAG)],
                 errors=("403", "404"),
             ),
@@ -519,7 +531,7 @@ def _paths() -> dict[str, Any]:
         "/invitations": {
             "get": op(
                 "List invitations",
-                obj({"invitations": many(out.Invitation)}),
+                page("invitations", out.Invitation),
                 role="operator",
             ),
             "post": op(
@@ -571,7 +583,7 @@ def _paths() -> dict[str, Any]:
         "/groups": {
             "get": op(
                 "List groups and their quotas",
-                obj({"groups": many(out.Group)}),
+                page("groups", out.Group),
                 role="operator",
             ),
             "post": op(

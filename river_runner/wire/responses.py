@@ -33,6 +33,19 @@ SshMode = Literal["disabled", "none", "upload", "generate"]
 Id = Annotated[str, Field(pattern=r"^[0-9]{1,19}$")]
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """The published schema of a field left out of some answers: its type, never null."""
+    options = schema.pop("anyOf", None)
+    if options is not None:
+        schema.update(next(o for o in options if o != {"type": "null"}))
+    schema.pop("default", None)
+
+
+def sometimes(description: str) -> Any:
+    """A field only some answers carry: absent otherwise (None in Python), never null."""
+    return Field(default=None, description=description, json_schema_extra=_not_null)
+
+
 class Response(BaseModel):
     """Base of every answer shape: a field the model does not know is an error."""
 
@@ -43,6 +56,9 @@ class Error(Response):
     """Every 4xx/5xx answer: one sentence saying what went wrong and what to do."""
 
     message: str
+    reason: str | None = Field(
+        default=None, description="the HTTP reason phrase, when the server set one"
+    )
 
 
 # ---- tasks -----------------------------------------------------------------------------
@@ -89,9 +105,8 @@ class Task(Response):
     submitted_at: float
     started_at: float | None
     finished_at: float | None
-    spec: dict[str, Any] = Field(
-        default=None,
-        description="command/script/env/workdir/...: only for the owner and operators",
+    spec: dict[str, Any] | None = sometimes(
+        "command/script/env/workdir/...: only for the owner and operators"
     )
 
 
@@ -102,9 +117,8 @@ class LogLine(Response):
     stream: Literal["stdout", "stderr"]
     text: str
     ts: float
-    continued: bool = Field(
-        default=None,
-        description="a chunk of a line longer than 64 KiB: the stream's next line continues it",
+    continued: bool | None = sometimes(
+        "true on a chunk of a line longer than 64 KiB: the stream's next line continues it"
     )
 
 
@@ -185,9 +199,8 @@ class Vps(Response):
     gpus: list[int]
     memory: int | None
     reason: str | None
-    private_key: str = Field(
-        default=None,
-        description="ssh=generate only, in the create answer, once; never stored",
+    private_key: str | None = sometimes(
+        "ssh=generate only, in the create answer, once; never stored"
     )
 
 
@@ -201,8 +214,8 @@ class ExecResult(Response):
     """POST /vps/{id}/exec: detached, or the command's end."""
 
     exit_code: int | None = Field(default=None, description="absent when detached")
-    output: str = Field(default=None, description="absent when detached")
-    detached: bool = Field(default=None, description="true when detached; else absent")
+    output: str | None = sometimes("absent when detached")
+    detached: bool | None = sometimes("true when detached; else absent")
 
 
 # ---- environments ----------------------------------------------------------------------
@@ -282,7 +295,7 @@ class Reservation(Response):
     created_at: float
     expires_at: float
     used_at: float | None
-    token: str = Field(default=None, description="only in the answer that made it")
+    token: str | None = sometimes("only in the answer that made it")
 
 
 # ---- accounts --------------------------------------------------------------------------

@@ -498,8 +498,8 @@ def _paths() -> dict[str, Any]:
                 errors=("400", "403", "404", "409"),
             ),
             "delete": op(
-                "Delete a user and their tokens",
-                obj({"deleted": {"type": "string"}}),
+                "Delete a user and their tokens; their unfinished tasks are killed",
+                obj({"deleted": {"type": "string"}, "tasks_ended": {"type": "integer"}}),
                 params=[USER],
                 errors=("403", "404", "409"),
                 role="admin",

@@ -114,11 +114,16 @@ class LogLine(Response):
     """One line of a task's output (river_server/logstore.py)."""
 
     seq: int
-    stream: Literal["stdout", "stderr"]
+    stream: Literal["stdout", "stderr", "river"] = Field(
+        description="`river`: a note of the host (where a pulled result went), not output"
+    )
     text: str
     ts: float
     continued: bool | None = sometimes(
         "true on a chunk of a line longer than 64 KiB: the stream's next line continues it"
+    )
+    note: Literal["truncated"] | None = sometimes(
+        "`truncated` on the line that says the log reached c.RiverHost.log_max_bytes"
     )
 
 

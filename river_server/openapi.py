@@ -1,7 +1,10 @@
 """The OpenAPI 3.0 document of River's user API, served at /river/api/openapi.json.
 
-Hand-written so that it says what the API promises (shapes, codes, who may call), not what
-a generator guesses. tests/integration/test_openapi.py fails when a user route of the
+The shapes are generated from river_runner.wire's models (request bodies from
+requests.py, answers from responses.py), so the document, the host's validation and the
+answers' test (tests/integration/test_response_models.py) share one description; what is
+written here is the route table: which shape each route takes and answers, its codes and
+who may call it. tests/integration/test_openapi.py fails when a user route of the
 extension has no operation here, and schemathesis fuzzes the API against it.
 """
 
@@ -10,259 +13,53 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from river_runner.wire import REQUEST_MODELS, Request
+from pydantic import BaseModel
+
+from river_runner.wire import REQUEST_MODELS, RESPONSE_MODELS
 from river_runner.wire import requests as wire
-from river_server.openapi_models import request_schemas
+from river_runner.wire import responses as out
+from river_server.openapi_models import request_schemas, response_schemas
 
 API = "/river/api"
 
 # ---- schemas -------------------------------------------------------------------------------
 
-NULLABLE_NUMBER = {"type": "number", "nullable": True}
-NULLABLE_STRING = {"type": "string", "nullable": True}
-NULLABLE_COUNT = {"type": "integer", "minimum": 0, "maximum": 1000000, "nullable": True}
 ID = {"type": "string", "pattern": "^[0-9]{1,19}$", "example": "7312345678901234567"}
-ROLE = {"type": "string", "enum": ["viewer", "user", "operator", "admin"]}
-TASK_STATE = {
-    "type": "string",
-    "enum": [
-        "pending_approval",
-        "queued",
-        "assigning",
-        "running",
-        "paused",
-        "completed",
-        "failed",
-        "killed",
-        "killed_oom",
-        "lost",
-    ],
-}
 
 
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def model(request: type[Request]) -> dict[str, str]:
-    """A request body: the schema generated from its river_runner.wire model."""
-    return ref(request.__name__)
+def model(shape: type[BaseModel]) -> dict[str, str]:
+    """A request body or an answer: the schema generated from its river_runner.wire model
+    (components/schemas holds every model of REQUEST_MODELS and RESPONSE_MODELS)."""
+    return ref(shape.__name__)
 
 
 def obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict:
+    """An answer's envelope (`{"task": Task}`, `{"tasks": [...], "next": ...}`)."""
     schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
     if required:
         schema["required"] = list(required)
     return schema
 
 
-SCHEMAS: dict[str, Any] = {
-    "Error": obj({"message": {"type": "string"}}, ("message",)),
-    "ResourceRequest": obj(
-        {
-            "cores": {"type": "integer"},
-            "memory": {"type": "integer"},
-            "gpus": {"type": "integer"},
-            "gpu_indices": {"type": "array", "items": {"type": "integer"}},
-            "target": NULLABLE_STRING,
-        }
-    ),
-    "Task": obj(
-        {
-            "id": ID,
-            "name": {"type": "string"},
-            "owner": {"type": "string"},
-            "kind": {"type": "string", "enum": ["command", "python", "vps"]},
-            "state": TASK_STATE,
-            "request": ref("ResourceRequest"),
-            "node": NULLABLE_STRING,
-            "cpus": {"type": "array", "items": {"type": "integer"}},
-            "gpus": {"type": "array", "items": {"type": "integer"}},
-            "memory": {"type": "integer", "nullable": True},
-            "array": {"type": "object", "nullable": True},
-            "overlay_ip": NULLABLE_STRING,
-            "exit_code": {"type": "integer", "nullable": True},
-            "reason": NULLABLE_STRING,
-            "queue_position": {"type": "integer", "nullable": True},
-            "wait_reason": NULLABLE_STRING,
-            "submitted_at": {"type": "number"},
-            "started_at": NULLABLE_NUMBER,
-            "finished_at": NULLABLE_NUMBER,
-            "spec": {
-                "type": "object",
-                "description": "command/script/env/workdir/...: only for the owner and operators",
-            },
-        },
-        ("id", "owner", "state", "kind"),
-    ),
-    "Vps": obj(
-        {
-            "id": ID,
-            "name": {"type": "string"},
-            "owner": {"type": "string"},
-            "state": {
-                "type": "string",
-                "description": "the current incarnation's task state, or `stopped`",
-            },
-            "task_state": TASK_STATE,
-            "task_id": ID,
-            "hostname": NULLABLE_STRING,
-            "node": NULLABLE_STRING,
-            "image": NULLABLE_STRING,
-            "running_image": NULLABLE_STRING,
-            "ssh": {"type": "string", "enum": ["disabled", "none", "upload", "generate"]},
-            "public_key": NULLABLE_STRING,
-            "private_key": {
-                "type": "string",
-                "description": "ssh=generate only, in the create answer, once; never stored",
-            },
-            "snapshots": {"type": "array", "items": {"type": "string"}},
-            "snapshot_node": NULLABLE_STRING,
-            "ports": {
-                "type": "array",
-                "items": obj(
-                    {
-                        "port": {"type": "integer"},
-                        "name": {"type": "string"},
-                        "path": {
-                            "type": "string",
-                            "description": "what to open, relative to the server's base URL",
-                        },
-                        "ready_path": {"type": "string"},
-                    },
-                    ("port",),
-                ),
-                "description": "apps started in the VPS (POST /vps/{id}/apps)",
-            },
-            "ssh_proxy_port": {
-                "type": "integer",
-                "nullable": True,
-                "description": "port of the host's SSH proxy (`ssh -p PORT user+ID@host`); "
-                "null when SSH is disabled or the host runs no proxy",
-            },
-            "created_at": NULLABLE_NUMBER,
-            "request": ref("ResourceRequest"),
-            "cpus": {"type": "array", "items": {"type": "integer"}},
-            "gpus": {"type": "array", "items": {"type": "integer"}},
-            "memory": {"type": "integer", "nullable": True},
-            "reason": NULLABLE_STRING,
-        },
-        ("id", "owner", "state", "task_id"),
-    ),
-    "Snapshot": obj(
-        {
-            "image": {"type": "string"},
-            "number": {"type": "integer"},
-            "node": NULLABLE_STRING,
-        },
-        ("image", "number"),
-    ),
-    "Node": obj(
-        {
-            "name": {"type": "string"},
-            "url": {"type": "string"},
-            "state": {"type": "string", "enum": ["online", "offline"]},
-            "backend": {"type": "string"},
-            "cores": {"type": "integer"},
-            "cpus": {"type": "array", "items": {"type": "integer"}},
-            "memory": {"type": "integer"},
-            "numa": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
-            "gpus": {"type": "array", "items": {"type": "object"}},
-            "free": {"type": "object"},
-            "metrics": {"type": "object"},
-            "last_seen": {"type": "number"},
-            "registered_at": {"type": "number"},
-        },
-        ("name", "state"),
-    ),
-    "LogLine": obj(
-        {
-            "seq": {"type": "integer"},
-            "stream": {"type": "string", "enum": ["stdout", "stderr"]},
-            "text": {"type": "string"},
-            "ts": {"type": "number"},
-            # a chunk of a line longer than 64 KiB: the stream's next line continues it
-            "continued": {"type": "boolean"},
-        },
-        ("seq", "stream", "text"),
-    ),
-    "Blob": obj({"name": {"type": "string"}, "size": {"type": "integer"}}, ("name", "size")),
-    "Environment": obj(
-        {
-            "name": {"type": "string"},
-            "owner": NULLABLE_STRING,
-            "image": NULLABLE_STRING,
-            "state": NULLABLE_STRING,
-            "container": NULLABLE_STRING,
-            "created_at": NULLABLE_STRING,
-            "exported": {"type": "object", "nullable": True},
-        },
-        ("name",),
-    ),
-    "Reservation": obj(
-        {
-            "id": {"type": "string"},
-            "ip": {"type": "string"},
-            "node": {"type": "string"},
-            "owner": {"type": "string"},
-            "state": {"type": "string", "enum": ["reserved", "expired", "in_use", "released"]},
-            "task_id": NULLABLE_STRING,
-            "created_at": {"type": "number"},
-            "expires_at": {"type": "number"},
-            "used_at": NULLABLE_NUMBER,
-            "token": {"type": "string", "description": "only in the answer that made it"},
-        },
-        ("id", "ip", "node", "state"),
-    ),
-    "Quota": obj({"max_cores": NULLABLE_COUNT, "max_gpus": NULLABLE_COUNT}),
-    "User": obj(
-        {
-            "name": {"type": "string"},
-            "role": ROLE,
-            "has_password": {"type": "boolean"},
-            "created_at": {"type": "number"},
-            "groups": {"type": "array", "items": {"type": "string"}},
-            "quota": ref("Quota"),
-        },
-        ("name", "role"),
-    ),
-    "Token": obj(
-        {
-            "id": {"type": "string"},
-            "user": {"type": "string"},
-            "label": {"type": "string"},
-            "created_at": {"type": "number"},
-            "expires_at": NULLABLE_NUMBER,
-            "revoked": {"type": "boolean"},
-            "active": {"type": "boolean"},
-        },
-        ("id", "user", "revoked", "active"),
-    ),
-    "Invitation": obj(
-        {
-            "id": {"type": "string"},
-            "role": ROLE,
-            "max_uses": {"type": "integer"},
-            "uses": {"type": "integer"},
-            "expires_at": NULLABLE_NUMBER,
-            "created_by": {"type": "string"},
-            "created_at": {"type": "number"},
-            "revoked": {"type": "boolean"},
-            "active": {"type": "boolean"},
-        },
-        ("id", "role", "max_uses", "uses", "active"),
-    ),
-    "Group": obj(
-        {
-            "name": {"type": "string"},
-            "max_cores": NULLABLE_COUNT,
-            "max_gpus": NULLABLE_COUNT,
-            "members": {"type": "array", "items": {"type": "string"}},
-            "created_at": {"type": "number"},
-        },
-        ("name", "members"),
-    ),
+def many(shape: type[BaseModel]) -> dict[str, Any]:
+    return {"type": "array", "items": model(shape)}
+
+
+NEXT = {
+    "type": "string",
+    "nullable": True,
+    "description": "cursor of the following page (pass it as `before`); null on the last",
 }
+
+
+def page(key: str, shape: type[BaseModel]) -> dict[str, Any]:
+    """A list route's answer (river_server/paging.py): one page of items and `next`."""
+    return obj({key: many(shape), "next": NEXT}, (key, "next"))
+
 
 USER_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"}
 
@@ -307,7 +104,7 @@ def op(
             "content": {content: {"schema": {"type": "string"}}},
         }
     for code in errors:
-        responses[code] = {"description": ERRORS[code], **_json(ref("Error"))}
+        responses[code] = {"description": ERRORS[code], **_json(model(out.Error))}
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if description:
         operation["description"] = description
@@ -348,7 +145,7 @@ def _task_action(action: str, text: str) -> dict[str, Any]:
     return {
         "post": op(
             text,
-            obj({"task": ref("Task")}),
+            obj({"task": model(out.Task)}),
             params=[TASK_ID],
             errors=("400", "403", "404", "409", "502"),
         )
@@ -359,7 +156,7 @@ def _decision(decision: str) -> dict[str, Any]:
     return {
         "post": op(
             f"{decision.capitalize()} a task waiting in pending_approval",
-            obj({"task": ref("Task")}),
+            obj({"task": model(out.Task)}),
             params=[TASK_ID],
             body=model(wire.TaskDecision),
             errors=("400", "403", "404", "409"),
@@ -370,13 +167,11 @@ def _decision(decision: str) -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     paths: dict[str, Any] = {
-        "/nodes": {
-            "get": op("List nodes", obj({"nodes": {"type": "array", "items": ref("Node")}}))
-        },
+        "/nodes": {"get": op("List nodes", obj({"nodes": many(out.Node)}))},
         "/tasks": {
             "get": op(
                 "List tasks (own unless all=1), newest first",
-                obj({"tasks": {"type": "array", "items": ref("Task")}}),
+                page("tasks", out.Task),
                 params=[
                     query("all", FLAG, "1: everyone's tasks"),
                     query("state", {"type": "string"}, "comma-separated states"),
@@ -384,7 +179,7 @@ def _paths() -> dict[str, Any]:
             ),
             "post": op(
                 "Submit a task",
-                obj({"task": ref("Task")}),
+                obj({"task": model(out.Task)}),
                 status="201",
                 body=model(wire.TaskSubmit),
                 errors=("400", "403"),
@@ -394,7 +189,7 @@ def _paths() -> dict[str, Any]:
         "/tasks/{id}": {
             "get": op(
                 "One task (with its spec for the owner and operators)",
-                obj({"task": ref("Task")}),
+                obj({"task": model(out.Task)}),
                 params=[TASK_ID],
                 errors=("400", "403", "404"),
             )
@@ -409,7 +204,7 @@ def _paths() -> dict[str, Any]:
                 "A task's output lines after `since` (owner or operator)",
                 obj(
                     {
-                        "lines": {"type": "array", "items": ref("LogLine")},
+                        "lines": many(out.LogLine),
                         "next": {"type": "integer"},
                     }
                 ),
@@ -420,7 +215,7 @@ def _paths() -> dict[str, Any]:
         "/tasks/{id}/blobs": {
             "get": op(
                 "A task's blobs (owner or operator)",
-                obj({"blobs": {"type": "array", "items": ref("Blob")}}),
+                obj({"blobs": many(out.Blob)}),
                 params=[TASK_ID],
                 errors=("400", "403", "404"),
             )
@@ -436,7 +231,7 @@ def _paths() -> dict[str, Any]:
             "put": {
                 **op(
                     "Write a blob (owner or operator)",
-                    obj({"blob": ref("Blob")}),
+                    obj({"blob": model(out.Blob)}),
                     status="201",
                     params=[TASK_ID, BLOB_NAME],
                     errors=("400", "403", "404", "409"),
@@ -455,12 +250,12 @@ def _paths() -> dict[str, Any]:
         "/vps": {
             "get": op(
                 "List my VPSes (everyone's with all=1, operators), newest first",
-                obj({"vps": {"type": "array", "items": ref("Vps")}}),
+                page("vps", out.Vps),
                 params=[query("all", FLAG, "1: everyone's VPSes (operators)")],
             ),
             "post": op(
                 "Create a VPS: a long-lived container (docker backend)",
-                obj({"vps": ref("Vps")}),
+                obj({"vps": model(out.Vps)}),
                 status="201",
                 body=model(wire.VpsCreate),
                 errors=("400", "403", "503"),
@@ -470,7 +265,7 @@ def _paths() -> dict[str, Any]:
         "/vps/{id}": {
             "get": op(
                 "One VPS (owner or operator)",
-                obj({"vps": ref("Vps")}),
+                obj({"vps": model(out.Vps)}),
                 params=[TASK_ID],
                 errors=("400", "403", "404"),
             ),
@@ -495,13 +290,7 @@ def _paths() -> dict[str, Any]:
             "post": op(
                 "Run a command in a running VPS, no TTY (owner or operator): detached, or "
                 "to its end with exit code and output",
-                obj(
-                    {
-                        "exit_code": {"type": "integer", "nullable": True},
-                        "output": {"type": "string"},
-                        "detached": {"type": "boolean"},
-                    }
-                ),
+                model(out.ExecResult),
                 params=[TASK_ID],
                 body=model(wire.VpsExec),
                 errors=("400", "403", "404", "409", "502"),
@@ -511,7 +300,7 @@ def _paths() -> dict[str, Any]:
             "post": op(
                 "Start Jupyter or TensorBoard in a running VPS (owner or operator); it is "
                 "recorded in the VPS's ports with the path to open (poll ready_path for 200)",
-                obj({"vps": ref("Vps")}),
+                obj({"vps": model(out.Vps)}),
                 status="201",
                 params=[TASK_ID],
                 body=model(wire.VpsAppStart),
@@ -521,7 +310,7 @@ def _paths() -> dict[str, Any]:
         "/vps/{id}/snapshots": {
             "get": op(
                 "A VPS's snapshots, oldest first (owner or operator)",
-                obj({"snapshots": {"type": "array", "items": ref("Snapshot")}}),
+                page("snapshots", out.Snapshot),
                 params=[TASK_ID],
                 errors=("400", "403", "404"),
             )
@@ -529,7 +318,7 @@ def _paths() -> dict[str, Any]:
         "/vps/{id}/snapshots/{number}": {
             "delete": op(
                 "Remove one snapshot from its node (owner or operator)",
-                obj({"snapshots": {"type": "array", "items": ref("Snapshot")}}),
+                obj({"snapshots": many(out.Snapshot)}),
                 params=[
                     TASK_ID,
                     {
@@ -546,7 +335,7 @@ def _paths() -> dict[str, Any]:
             f"/vps/{{id}}/{action}": {
                 "post": op(
                     text,
-                    obj({"vps": ref("Vps")}),
+                    obj({"vps": model(out.Vps)}),
                     params=[TASK_ID],
                     errors=("400", "403", "404", "409", "502"),
                 )
@@ -585,12 +374,12 @@ def _paths() -> dict[str, Any]:
         "/environments": {
             "get": op(
                 "List container environments",
-                obj({"environments": {"type": "array", "items": ref("Environment")}}),
+                page("environments", out.Environment),
                 errors=("403", "503"),
             ),
             "post": op(
                 "Create an environment (a long-lived container to prepare)",
-                obj({"environment": ref("Environment")}),
+                obj({"environment": model(out.Environment)}),
                 status="201",
                 body=model(wire.EnvironmentCreate),
                 errors=("400", "403", "409", "503", "504"),
@@ -600,7 +389,7 @@ def _paths() -> dict[str, Any]:
         "/environments/{name}": {
             "get": op(
                 "One environment",
-                obj({"environment": ref("Environment")}),
+                obj({"environment": model(out.Environment)}),
                 params=[ENV_NAME],
                 errors=("400", "403", "404", "503"),
             ),
@@ -615,7 +404,7 @@ def _paths() -> dict[str, Any]:
         "/environments/{name}/export": {
             "post": op(
                 "Export an environment to shared storage for tasks",
-                obj({"environment": ref("Environment")}),
+                obj({"environment": model(out.Environment)}),
                 params=[ENV_NAME],
                 errors=("400", "403", "404", "409", "429", "503", "504"),
                 role="user",
@@ -624,7 +413,7 @@ def _paths() -> dict[str, Any]:
         "/environments/{name}/exec": {
             "post": op(
                 "Run a command in an environment",
-                {"type": "object"},
+                model(out.EnvironmentExecResult),
                 params=[ENV_NAME],
                 body=model(wire.EnvironmentExec),
                 errors=("400", "403", "404", "409", "429", "503", "504"),
@@ -634,20 +423,13 @@ def _paths() -> dict[str, Any]:
         "/overlay": {
             "get": op(
                 "The overlay network: layout and each runner's allocation",
-                obj(
-                    {
-                        "enabled": {"type": "boolean"},
-                        "subnet": {"type": "string"},
-                        "allocations": {"type": "array", "items": {"type": "object"}},
-                    },
-                    ("enabled", "allocations"),
-                ),
+                model(out.Overlay),
             )
         },
         "/overlay/allocations/{node}": {
             "delete": op(
                 "Release an offline runner's overlay allocation (force=1: even if online)",
-                obj({"released": {"type": "object"}}),
+                obj({"released": model(out.OverlayAllocation)}),
                 params=[path_param("node"), query("force", FLAG)],
                 errors=("400", "403", "404", "409"),
                 role="operator",
@@ -656,12 +438,12 @@ def _paths() -> dict[str, Any]:
         "/overlay/reservations": {
             "get": op(
                 "Your IP reservations (all=1: everyone's, operators)",
-                obj({"reservations": {"type": "array", "items": ref("Reservation")}}),
+                page("reservations", out.Reservation),
                 params=[query("all", FLAG)],
             ),
             "post": op(
                 "Reserve an overlay IP for a task not yet launched (token shown once)",
-                obj({"reservation": ref("Reservation")}),
+                obj({"reservation": model(out.Reservation)}),
                 status="201",
                 body=model(wire.ReservationCreate),
                 errors=("400", "403", "404", "409"),
@@ -671,7 +453,7 @@ def _paths() -> dict[str, Any]:
         "/overlay/reservations/release": {
             "post": op(
                 "Release a reservation by its token",
-                obj({"reservation": ref("Reservation")}),
+                obj({"reservation": model(out.Reservation)}),
                 body=model(wire.ReservationRelease),
                 errors=("400", "403", "404", "409"),
             )
@@ -679,21 +461,21 @@ def _paths() -> dict[str, Any]:
         "/overlay/reservations/{id}": {
             "delete": op(
                 "Release a reservation by ID (owner or operator)",
-                obj({"reservation": ref("Reservation")}),
+                obj({"reservation": model(out.Reservation)}),
                 params=[NUMBER_ID],
                 errors=("400", "403", "404", "409"),
             )
         },
-        "/me": {"get": op("Who the caller is", obj({"user": ref("User")}))},
+        "/me": {"get": op("Who the caller is", obj({"user": model(out.User)}))},
         "/users": {
             "get": op(
                 "List users",
-                obj({"users": {"type": "array", "items": ref("User")}}),
+                page("users", out.User),
                 role="operator",
             ),
             "post": op(
                 "Create a user",
-                obj({"user": ref("User")}),
+                obj({"user": model(out.User)}),
                 status="201",
                 body=model(wire.UserCreate),
                 errors=("400", "403", "409"),
@@ -703,21 +485,21 @@ def _paths() -> dict[str, Any]:
         "/users/{name}": {
             "get": op(
                 "One user (yourself, or any as an operator)",
-                obj({"user": ref("User")}),
+                obj({"user": model(out.User)}),
                 params=[USER],
                 errors=("403", "404"),
             ),
             "patch": op(
                 "Change a user: role and quota (admins); password (yourself with "
                 "current_password, or an admin)",
-                obj({"user": ref("User")}),
+                obj({"user": model(out.User)}),
                 params=[USER],
                 body=model(wire.UserUpdate),
                 errors=("400", "403", "404", "409"),
             ),
             "delete": op(
-                "Delete a user and their tokens",
-                obj({"deleted": {"type": "string"}}),
+                "Delete a user and their tokens; their unfinished tasks are killed",
+                obj({"deleted": {"type": "string"}, "tasks_ended": {"type": "integer"}}),
                 params=[USER],
                 errors=("403", "404", "409"),
                 role="admin",
@@ -726,13 +508,13 @@ def _paths() -> dict[str, Any]:
         "/tokens": {
             "get": op(
                 "Your API tokens (admins: ?user=NAME or ?all=1)",
-                obj({"tokens": {"type": "array", "items": ref("Token")}}),
+                page("tokens", out.Token),
                 params=[query("user", USER_NAME), query("all", FLAG)],
                 errors=("403", "404"),
             ),
             "post": op(
                 "Make an API token; the token is in this answer only",
-                obj({"token": {"type": "string"}, "info": ref("Token")}, ("token", "info")),
+                obj({"token": {"type": "string"}, "info": model(out.Token)}, ("token", "info")),
                 status="201",
                 body=model(wire.TokenCreate),
                 errors=("400", "403", "404"),
@@ -741,7 +523,7 @@ def _paths() -> dict[str, Any]:
         "/tokens/{id}": {
             "delete": op(
                 "Revoke a token (yours; admins: any); it fails at once",
-                obj({"token": ref("Token")}),
+                obj({"token": model(out.Token)}),
                 params=[NUMBER_ID],
                 errors=("400", "403", "404"),
             )
@@ -749,13 +531,13 @@ def _paths() -> dict[str, Any]:
         "/invitations": {
             "get": op(
                 "List invitations",
-                obj({"invitations": {"type": "array", "items": ref("Invitation")}}),
+                page("invitations", out.Invitation),
                 role="operator",
             ),
             "post": op(
                 "Invite: a code (shown once) that creates an account with `role`; operators "
                 "may invite viewers and users",
-                obj({"code": {"type": "string"}, "invitation": ref("Invitation")}),
+                obj({"code": {"type": "string"}, "invitation": model(out.Invitation)}),
                 status="201",
                 body=model(wire.InvitationCreate),
                 errors=("400", "403"),
@@ -765,7 +547,7 @@ def _paths() -> dict[str, Any]:
         "/invitations/{id}": {
             "delete": op(
                 "Revoke an invitation (operators: their own)",
-                obj({"invitation": ref("Invitation")}),
+                obj({"invitation": model(out.Invitation)}),
                 params=[NUMBER_ID],
                 errors=("400", "403", "404"),
                 role="operator",
@@ -774,7 +556,7 @@ def _paths() -> dict[str, Any]:
         "/invitations/redeem": {
             "post": op(
                 "Create an account with an invitation code",
-                obj({"user": ref("User")}),
+                obj({"user": model(out.User)}),
                 status="201",
                 body=model(wire.InvitationRedeem),
                 errors=("400", "403", "409"),
@@ -785,7 +567,11 @@ def _paths() -> dict[str, Any]:
             "post": op(
                 "Exchange a user name and password for a new API token",
                 obj(
-                    {"token": {"type": "string"}, "info": ref("Token"), "user": ref("User")},
+                    {
+                        "token": {"type": "string"},
+                        "info": model(out.Token),
+                        "user": model(out.User),
+                    },
                     ("token",),
                 ),
                 status="201",
@@ -797,12 +583,12 @@ def _paths() -> dict[str, Any]:
         "/groups": {
             "get": op(
                 "List groups and their quotas",
-                obj({"groups": {"type": "array", "items": ref("Group")}}),
+                page("groups", out.Group),
                 role="operator",
             ),
             "post": op(
                 "Create a group (quota shared by its members)",
-                obj({"group": ref("Group")}),
+                obj({"group": model(out.Group)}),
                 status="201",
                 body=model(wire.GroupCreate),
                 errors=("400", "403", "404", "409"),
@@ -812,14 +598,14 @@ def _paths() -> dict[str, Any]:
         "/groups/{name}": {
             "get": op(
                 "One group",
-                obj({"group": ref("Group")}),
+                obj({"group": model(out.Group)}),
                 params=[GROUP],
                 errors=("403", "404"),
                 role="operator",
             ),
             "patch": op(
                 "Change a group's quota",
-                obj({"group": ref("Group")}),
+                obj({"group": model(out.Group)}),
                 params=[GROUP],
                 body=model(wire.GroupUpdate),
                 errors=("400", "403", "404"),
@@ -836,14 +622,14 @@ def _paths() -> dict[str, Any]:
         "/groups/{name}/members/{user}": {
             "put": op(
                 "Add a user to a group",
-                obj({"group": ref("Group")}),
+                obj({"group": model(out.Group)}),
                 params=[GROUP, MEMBER],
                 errors=("403", "404"),
                 role="admin",
             ),
             "delete": op(
                 "Remove a user from a group",
-                obj({"group": ref("Group")}),
+                obj({"group": model(out.Group)}),
                 params=[GROUP, MEMBER],
                 errors=("403", "404"),
                 role="admin",
@@ -867,7 +653,10 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
         "servers": [{"url": base_url.rstrip("/") or "/"}],
         "paths": copy.deepcopy(_paths()),
         "components": {
-            "schemas": {**copy.deepcopy(SCHEMAS), **request_schemas(REQUEST_MODELS)},
+            "schemas": {
+                **response_schemas(RESPONSE_MODELS),
+                **request_schemas(REQUEST_MODELS),
+            },
             "securitySchemes": {
                 "token": {
                     "type": "apiKey",

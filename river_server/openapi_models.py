@@ -9,7 +9,7 @@ the shapes it publishes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -48,12 +48,41 @@ def to_openapi30(schema: Any) -> Any:
     return out
 
 
-def request_schemas(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
-    """components/schemas entries for `models` and every model they nest."""
+def _schemas(
+    models: tuple[type[BaseModel], ...], mode: Literal["validation", "serialization"]
+) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for model in models:
-        schema = model.model_json_schema(ref_template=REF_TEMPLATE, mode="validation")
+        schema = model.model_json_schema(ref_template=REF_TEMPLATE, mode=mode)
         for name, nested in schema.pop("$defs", {}).items():
             found[name] = to_openapi30(nested)
         found[model.__name__] = to_openapi30(schema)
     return found
+
+
+def request_schemas(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
+    """components/schemas entries for `models` and every model they nest."""
+    return _schemas(models, "validation")
+
+
+def _without_null_defaults(schema: Any) -> Any:
+    """An answer's optional field is absent, never null: `default: None` (how a response
+    model spells "may be left out") is not part of what the document promises."""
+    if isinstance(schema, list):
+        return [_without_null_defaults(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: _without_null_defaults(value)
+        for key, value in schema.items()
+        if not (key == "default" and value is None)
+    }
+
+
+def response_schemas(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
+    """components/schemas entries for the answer shapes (river_runner.wire.responses):
+    fields with a default (those some answers leave out) are not required."""
+    return {
+        name: _without_null_defaults(schema)
+        for name, schema in _schemas(models, "serialization").items()
+    }

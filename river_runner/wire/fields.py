@@ -66,8 +66,10 @@ def _gpus(value: Any) -> int | None:
 
 
 def _memory(value: Any) -> int | str | None:
-    if value is None or value == "":
-        return value
+    if value is None:
+        return None
+    if value == "":
+        return ""
     return parse_memory(value)
 
 

@@ -45,6 +45,9 @@ def test_a_cell_shows_the_final_state_of_a_progress_bar(solo_cluster: Cluster) -
     cell = next(c for c in notebook.cells if c.id == "bar")
     stderr = "".join(o.text for o in cell.outputs if o.get("name") == "stderr")
     stdout = "".join(o.text for o in cell.outputs if o.get("name") == "stdout")
+    # River's note of which Python ran the cell comes first; the task's own output follows.
+    note, stdout = stdout.split("\n", 1)
+    assert note.startswith("river: ran with "), note
     # The bar's ~100 KB of redraws (two chunks on the wire) show as its last state, once.
     assert stderr.split("\n") == [bar(BAR_TOTAL), "err after", ""], stderr[:500]
     assert "\r" not in stderr

@@ -307,6 +307,38 @@ def running_cluster(
         cluster.close()
 
 
+def start_river_up(tmp_path: Path) -> tuple[subprocess.Popen, Cluster, Path]:
+    """The real `river up` (one local runner on core 0) in `tmp_path`, in its own session;
+    returns its process, a Cluster bound to it (with the token it printed) and its data dir.
+    The caller stops it."""
+    data_dir, port = tmp_path / "up", free_port()
+    river = Path(sys.executable).parent / "river"
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [str(river), "up", "--port", str(port), "--data-dir", str(data_dir)]
+            + ["--runner-args", "--cpus 0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=tmp_path,
+        )
+
+    def server_token() -> str | None:
+        if up.poll() is not None:
+            raise RuntimeError(f"river up exited: {log.read_text()}")
+        text = log.read_text()
+        up_line = text.split("River is up: ", 1)[1] if "River is up: " in text else ""
+        return up_line.split("?token=", 1)[1].split()[0] if "\n" in up_line else None
+
+    try:
+        token = wait_for(server_token, 120, what="river up to be up")
+    except BaseException:
+        _stop(up)
+        raise
+    return up, Cluster(tmp_path, port=port, token=token), data_dir
+
+
 def as_user(token: str) -> dict[str, Any]:
     """Request keyword arguments that authenticate as the token's user."""
     return {"headers": {"Authorization": f"token {token}"}}

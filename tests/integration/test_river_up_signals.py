@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.cluster import Cluster, _kill_leftover_tasks, free_port, wait_for
+from tests.cluster import _kill_leftover_tasks, start_river_up, wait_for
 
 
 def _alive(pid: int) -> bool:
@@ -22,34 +20,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start_up(tmp_path: Path) -> tuple[subprocess.Popen, Cluster, Path]:
-    data_dir, port = tmp_path / "up", free_port()
-    river = Path(sys.executable).parent / "river"
-    log = tmp_path / "up.log"
-    with open(log, "wb") as out:
-        up = subprocess.Popen(
-            [str(river), "up", "--port", str(port), "--data-dir", str(data_dir)]
-            + ["--runner-args", "--cpus 0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=tmp_path,
-        )
-
-    def server_token() -> str | None:
-        if up.poll() is not None:
-            raise RuntimeError(f"river up exited: {log.read_text()}")
-        text = log.read_text()
-        up_line = text.split("River is up: ", 1)[1] if "River is up: " in text else ""
-        return up_line.split("?token=", 1)[1].split()[0] if "\n" in up_line else None
-
-    token = wait_for(server_token, 120, what="river up to be up")
-    return up, Cluster(tmp_path, port=port, token=token), data_dir
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_river_up_leaves_no_process_of_its_cluster(tmp_path: Path, sig: int) -> None:
-    up, cluster, data_dir = _start_up(tmp_path)
+    up, cluster, data_dir = start_river_up(tmp_path)
     cluster_pids: set[int] = set()
     try:
         task = cluster.submit(command=["sleep", "300"], cores=1)

@@ -32,7 +32,14 @@ import pytest
 from river_magics.payload import decode_pulled, wrap_script
 from river_runner.protocol import PULL_MARKER, runner_auth_header
 from river_runner.task_env import PASSED_THROUGH
-from tests.cluster import JOIN_TOKEN, Cluster, _kill_leftover_tasks, as_user, free_port, wait_for
+from tests.cluster import (
+    JOIN_TOKEN,
+    Cluster,
+    _kill_leftover_tasks,
+    as_user,
+    start_river_up,
+    wait_for,
+)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="tasks change accounts only as root")
 
@@ -240,29 +247,9 @@ def _all_cmdlines() -> dict[int, str]:
 
 
 def test_river_up_shows_no_token_in_ps_and_none_to_tasks(tmp_path: Path) -> None:
-    data_dir, port = tmp_path / "up", free_port()
-    river = Path(sys.executable).parent / "river"
-    log = tmp_path / "up.log"
-    with open(log, "wb") as out:
-        up = subprocess.Popen(
-            [str(river), "up", "--port", str(port), "--data-dir", str(data_dir)]
-            + ["--runner-args", "--cpus 0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=tmp_path,
-        )
+    up, cluster, data_dir = start_river_up(tmp_path)
     try:
-
-        def server_token() -> str | None:
-            if up.poll() is not None:
-                raise RuntimeError(f"river up exited: {log.read_text()}")
-            text = log.read_text()  # Jupyter's own log masks the token as "?token=..."
-            up_line = text.split("River is up: ", 1)[1] if "River is up: " in text else ""
-            return up_line.split("?token=", 1)[1].split()[0] if "\n" in up_line else None
-
-        token = wait_for(server_token, 120, what="river up to be up")
-        cluster = Cluster(tmp_path, port=port, token=token)
+        token = cluster.token
         join = (data_dir / "runner_token").read_text().strip()
         credential = (data_dir / "runners" / "local" / "credential").read_text().strip()
 

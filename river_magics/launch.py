@@ -10,9 +10,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from river_runner.interpreters import NOTE_PREFIX as INTERPRETER_NOTE
 from river_runner.loglines import LineRenderer, render
 from river_runner.protocol import EVENT_LOG, LOG_STREAM_RIVER
+from river_runner.protocol import INTERPRETER_NOTE_PREFIX as INTERPRETER_NOTE
 
 from .client import Client, TaskGroup, TaskHandle, is_terminal
 from .display import StatusLine, grid_bundle

@@ -18,10 +18,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from river_runner.protocol import INTERPRETER_NOTE_PREFIX as NOTE_PREFIX
 from river_runner.task_account import TaskAccount
 from river_runner.wire.fields import PYTHON_ENV_NAME
 
-NOTE_PREFIX = "ran with "  # the log note clients print in a cell (river_magics.launch)
 PROBE_TIMEOUT_S = 15.0
 # Prints the version; -I -S: nothing of the environment or site-packages can break it.
 PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3])"

@@ -1,4 +1,4 @@
-"""VXLAN overlay links with pyroute2: the runner's spoke, and helpers the host's hub reuses.
+"""VXLAN overlay links with pyroute2: the runner's spoke (runner side only).
 
 Everything here converges the kernel to a wanted state and may be re-run at any time
 (idempotent): a link that exists with the wanted settings is left alone, one with other
@@ -18,8 +18,11 @@ docker backend puts task containers on it instead of the default bridge once the
 made it), or, for the process backend and tests, a network namespace attached to river-br
 by a veth (`attach_namespace`).
 
+The link plumbing both ends use (bridges, VXLANs, addresses, forwarding) is in
+river_runner/netlinks.py, which the host's hub imports instead of this module.
+
 pyroute2's synchronous API cannot run inside a running asyncio loop: call these functions
-from a worker thread (`asyncio.to_thread`), as the agent and the host do.
+from a worker thread (`asyncio.to_thread`), as the agent does.
 """
 
 from __future__ import annotations
@@ -33,10 +36,23 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from river_runner.netlinks import (
+    OverlayError,
+    delete_link,
+    ensure_bridge,
+    ensure_only_address,
+    ensure_route,
+    ensure_vxlan,
+    iproute,
+    ipv4_addresses,
+    link_facts,
+    link_index,
+    netns_path,
+    set_forwarding,
+)
 from river_runner.overlay_spec import (
     FIRST_WORKLOAD_OFFSET,
     OverlayAssignment,
@@ -52,211 +68,6 @@ VXLAN = "river-vx"
 DOCKER_NETWORK = "river-overlay"
 STATE_FILE = "overlay.json"
 IFNAMSIZ = 15
-
-
-class OverlayError(RuntimeError):
-    """The overlay could not be configured; the message says why."""
-
-
-# ---- pyroute2 plumbing ----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def iproute(netns: str | None = None) -> Iterator[Any]:
-    """An IPRoute in this process's network namespace (or in `netns`, never creating it)."""
-    try:
-        from pyroute2 import IPRoute
-    except ImportError as exc:  # pragma: no cover - a base dependency
-        raise OverlayError(f"pyroute2 is needed for the overlay network ({exc})") from None
-    kwargs: dict[str, Any] = {}
-    if netns is not None:
-        kwargs.update(netns=netns_path(netns), flags=0)
-    ipr = IPRoute(**kwargs)
-    try:
-        yield ipr
-    finally:
-        ipr.close()
-
-
-def netns_path(netns: str) -> str:
-    return netns if "/" in netns else f"/var/run/netns/{netns}"
-
-
-def netlink_error_code(exc: BaseException) -> int | None:
-    return getattr(exc, "code", None)
-
-
-def link_index(ipr: Any, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return found[0] if found else None
-
-
-def link_facts(ipr: Any, index: int) -> dict[str, Any]:
-    """kind, master, mtu, state and (for VXLAN) id/local/remote/port of one link."""
-    link = ipr.get_links(index)[0]
-    info = link.get("IFLA_LINKINFO")
-    kind = info.get("IFLA_INFO_KIND") if info is not None else None
-    facts: dict[str, Any] = {
-        "name": link.get("IFLA_IFNAME"),
-        "kind": kind,
-        "master": link.get("IFLA_MASTER"),
-        "mtu": link.get("IFLA_MTU"),
-        "mac": link.get("IFLA_ADDRESS"),
-        "up": bool(link["flags"] & 1),
-    }
-    data = info.get("IFLA_INFO_DATA") if info is not None else None
-    if kind == "vxlan" and data is not None:
-        facts.update(
-            vxlan_id=data.get("IFLA_VXLAN_ID"),
-            local=data.get("IFLA_VXLAN_LOCAL"),
-            remote=data.get("IFLA_VXLAN_GROUP"),
-            port=data.get("IFLA_VXLAN_PORT"),
-        )
-    return facts
-
-
-def ipv4_addresses(ipr: Any, index: int) -> list[tuple[str, int]]:
-    return [
-        (a.get("IFA_ADDRESS"), a["prefixlen"])
-        for a in ipr.get_addr(index=index, family=2)  # AF_INET
-    ]
-
-
-def ensure_bridge(ipr: Any, name: str, mtu: int, mac: str | None = None) -> int:
-    """A bridge named `name`, up, with this MTU (and MAC). Refuses to adopt a non-bridge."""
-    index = link_index(ipr, name)
-    if index is not None:
-        facts = link_facts(ipr, index)
-        if facts["kind"] != "bridge":
-            raise OverlayError(
-                f"a {facts['kind'] or 'plain'} link named {name} exists; expected a bridge"
-            )
-        if mac and facts["mac"] != mac:
-            ipr.link("set", index=index, address=mac)
-    else:
-        log.info("creating bridge %s", name)
-        ipr.link("add", ifname=name, kind="bridge", **({"address": mac} if mac else {}))
-        index = link_index(ipr, name)
-        if index is None:  # pragma: no cover - the kernel just said yes
-            raise OverlayError(f"bridge {name} vanished right after it was created")
-    ipr.link("set", index=index, mtu=mtu, state="up")
-    return index
-
-
-def ensure_vxlan(
-    ipr: Any,
-    name: str,
-    *,
-    vxlan_id: int,
-    local: str,
-    remote: str,
-    port: int,
-    mtu: int,
-    master: int,
-) -> int:
-    """A unicast VXLAN to `remote`, enslaved to `master`; recreated if its settings differ."""
-    index = link_index(ipr, name)
-    wanted = {"vxlan_id": vxlan_id, "local": local, "remote": remote, "port": port}
-    if index is not None:
-        facts = link_facts(ipr, index)
-        if facts["kind"] != "vxlan":
-            raise OverlayError(
-                f"a {facts['kind'] or 'plain'} link named {name} exists; expected a VXLAN"
-            )
-        if any(facts.get(key) != value for key, value in wanted.items()):
-            log.info("VXLAN %s has %s; recreating it with %s", name, facts, wanted)
-            ipr.link("del", index=index)
-            index = None
-    if index is None:
-        log.info("creating VXLAN %s %s", name, wanted)
-        ipr.link(
-            "add",
-            ifname=name,
-            kind="vxlan",
-            vxlan_id=vxlan_id,
-            vxlan_local=local,
-            vxlan_group=remote,  # a unicast group is the single remote end
-            vxlan_port=port,
-            vxlan_learning=0,
-        )
-        index = link_index(ipr, name)
-        if index is None:  # pragma: no cover
-            raise OverlayError(f"VXLAN {name} vanished right after it was created")
-    ipr.link("set", index=index, master=master, mtu=mtu, state="up")
-    return index
-
-
-def ensure_only_address(ipr: Any, index: int, address: str, prefixlen: int) -> None:
-    """`address/prefixlen` is the link's one IPv4 address (others are River's stale ones)."""
-    present = ipv4_addresses(ipr, index)
-    for other, other_len in present:
-        if (other, other_len) != (address, prefixlen):
-            log.info("removing stale address %s/%s", other, other_len)
-            ipr.addr("del", index=index, address=other, prefixlen=other_len)
-    if (address, prefixlen) not in present:
-        ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
-
-
-def ensure_route(ipr: Any, network: str, gateway: str, oif: int) -> None:
-    net = ipaddress.IPv4Network(network)
-    ipr.route(
-        "replace",
-        dst=str(net.network_address),
-        dst_len=net.prefixlen,
-        gateway=gateway,
-        oif=oif,
-    )
-
-
-def set_forwarding(ifname: str, on: bool = True) -> None:
-    """IPv4 forwarding for one interface only (the machine-wide setting is left alone).
-
-    Linux decides whether to forward a packet by the flag of the interface it came in on,
-    so the host's overlay bridges and the runner's bridge are enough."""
-    path = Path("/proc/sys/net/ipv4/conf") / ifname / "forwarding"
-    try:
-        path.write_text("1\n" if on else "0\n")
-    except OSError as exc:
-        raise OverlayError(f"cannot enable forwarding on {ifname} ({path}): {exc}") from None
-
-
-def delete_link(ipr: Any, name: str) -> bool:
-    index = link_index(ipr, name)
-    if index is None:
-        return False
-    try:
-        ipr.link("del", index=index)
-    except Exception as exc:
-        if netlink_error_code(exc) != 19:  # ENODEV: gone meanwhile
-            raise
-    return True
-
-
-CAP_NET_ADMIN = 12
-
-
-def has_net_admin() -> bool:
-    """Whether this process may change links (CAP_NET_ADMIN in its effective set)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
-    except (OSError, ValueError):
-        pass
-    return os.geteuid() == 0
-
-
-def check_permission() -> None:
-    """Fail early, with a clear message, where links cannot be changed."""
-    if not has_net_admin():
-        raise OverlayError("the overlay needs root (CAP_NET_ADMIN) to configure links")
-    try:
-        with iproute() as ipr:
-            ipr.get_links()
-    except OverlayError:
-        raise
-    except Exception as exc:
-        raise OverlayError(f"netlink is unavailable here: {exc}") from None
 
 
 # ---- runner side ---------------------------------------------------------------------------

@@ -11,36 +11,28 @@ container lives (and may be the only machine that can reach it):
 
 Both take the connection over from Tornado (`detach`) and relay the two sockets in the
 kernel (river_runner/splice.py): after the request's head, no byte is parsed or copied in
-Python. The host's `Authorization` (the runner credential) is never passed on.
+Python. The host's `Authorization` (the runner credential) is never passed on. The framing
+of the heads is shared with the host's proxy and lives in the contract package
+(river_runner/wire/forwarding.py), so the host never imports this agent module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterable
 from typing import Any
 
 from tornado import web
 
 from river_runner.api_base import RunnerHandler
 from river_runner.splice import relay_sockets, take_socket
-
-TUNNEL_PROTOCOL = "river-tcp"
-MAX_HEAD = 64 * 1024
-CONNECT_TIMEOUT_S = 10.0
-# Headers that belong to the hop from the host, not to the request for the task's app.
-# Tornado has already read (and de-chunked) the body, so its framing is set again here.
-_DROPPED = {
-    "authorization",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "content-length",
-}
+from river_runner.wire.forwarding import (
+    TUNNEL_PROTOCOL,
+    closing_head,
+    open_connection,
+    read_head,
+    request_head,
+)
 
 
 def parse_port(text: str) -> int:
@@ -48,89 +40,6 @@ def parse_port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise web.HTTPError(400, f"port must be 1-65535, not {port}")
     return port
-
-
-async def open_connection(host: str, port: int) -> socket.socket:
-    """A connected non-blocking socket (OSError or TimeoutError when nothing answers)."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setblocking(False)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        await asyncio.wait_for(loop.sock_connect(sock, address), CONNECT_TIMEOUT_S)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def request_head(
-    method: str,
-    target: str,
-    headers: Iterable[tuple[str, str]],
-    body: bytes,
-    upgrade: bool,
-    keep_authorization: bool = False,
-) -> bytes:
-    """The head of a request passed on: the hop's own headers dropped (Authorization too,
-    unless kept: the host sends the runner credential in it), the body framed by
-    Content-Length, and one request per connection (or an upgrade)."""
-    dropped = _DROPPED - {"authorization"} if keep_authorization else _DROPPED
-    lines = [f"{method} {target} HTTP/1.1"]
-    lines += [f"{name}: {value}" for name, value in headers if name.lower() not in dropped]
-    lines.append("Connection: Upgrade" if upgrade else "Connection: close")
-    if body or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-async def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    """(response head, the bytes after it that came with it)."""
-    loop = asyncio.get_running_loop()
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await loop.sock_recv(sock, MAX_HEAD)
-        if not chunk or len(data) > MAX_HEAD:
-            raise ConnectionError("no complete response head")
-        data += chunk
-    end = data.index(b"\r\n\r\n") + 4
-    return data[:end], data[end:]
-
-
-def closing_head(head: bytes, prefix: str = "") -> bytes:
-    """The response head saying `Connection: close` unless it switches protocols: the
-    connection ends with this response, so the client must not reuse it. With the proxy's
-    `prefix` (X-Forwarded-Prefix), a redirect to an absolute path outside it (an app that
-    does not know it is proxied: `Location: /login`) is moved under it."""
-    lines = head.decode("latin-1").split("\r\n")
-    status = lines[0].split()
-    if len(status) > 1 and status[1] == "101":
-        return head
-    kept = []
-    for line in lines[1:]:
-        if not line or _header_name(line) in ("connection", "keep-alive"):
-            continue
-        if prefix and _header_name(line) == "location":
-            line = f"Location: {prefixed_location(line.split(':', 1)[1].strip(), prefix)}"
-        kept.append(line)
-    return ("\r\n".join([lines[0], *kept, "Connection: close"]) + "\r\n\r\n").encode("latin-1")
-
-
-def prefixed_location(location: str, prefix: str) -> str:
-    """`/login` -> `PREFIX/login`; full URLs, relative paths and paths already under the
-    prefix are left alone."""
-    prefix = prefix.rstrip("/")
-    if not location.startswith("/") or location.startswith("//"):
-        return location
-    if location == prefix or location.startswith(prefix + "/"):
-        return location
-    return prefix + location
-
-
-def _header_name(line: str) -> str:
-    return line.split(":", 1)[0].strip().lower()
 
 
 class _ForwardBase(RunnerHandler):

@@ -105,3 +105,6 @@ PULL_MARKER = "\x00river-pull:"
 PULL_ERROR_MARKER = "\x00river-pull-error:"
 PULL_BLOB = "river-pull"
 LOG_STREAM_RIVER = "river"  # host notes in a task's log; clients do not print them
+# ... except the runner's note of which Python ran a task (river_runner.interpreters), which
+# starts with this and which the magics print in the cell (river_magics.launch).
+INTERPRETER_NOTE_PREFIX = "ran with "

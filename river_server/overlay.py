@@ -40,7 +40,7 @@ from sqlalchemy import BigInteger, Float, Integer, String, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from tornado.ioloop import PeriodicCallback
 
-from river_runner import overlay as links
+from river_runner import netlinks as links
 from river_runner.overlay_spec import (
     DEFAULT_MTU,
     DEFAULT_SPEC,

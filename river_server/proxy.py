@@ -39,9 +39,9 @@ from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import web
 
 from river_runner.ids import parse_id
-from river_runner.port_forward import open_connection, request_head
 from river_runner.protocol import TaskState, runner_auth_header
 from river_runner.splice import relay_sockets, take_socket
+from river_runner.wire.forwarding import open_connection, request_head
 from river_server import db
 from river_server.auth import RiverIdentityProvider, role_at_least, user_role
 from river_server.proxy_credentials import cookie_values, forwarded_cookies, forwarded_query

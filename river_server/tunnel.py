@@ -12,6 +12,7 @@ import socket
 from urllib.parse import urlsplit
 
 from river_runner.protocol import runner_auth_header
+from river_runner.wire.forwarding import TUNNEL_PROTOCOL
 
 MAX_HEAD = 64 * 1024
 
@@ -52,7 +53,7 @@ def open_tunnel(
         auth = runner_auth_header(secret)["Authorization"]
         request = (
             f"GET /api/tasks/{task_id}/tunnel/{port} HTTP/1.1\r\n"
-            f"Host: {host}:{runner_port}\r\nConnection: Upgrade\r\nUpgrade: river-tcp\r\n"
+            f"Host: {host}:{runner_port}\r\nConnection: Upgrade\r\nUpgrade: {TUNNEL_PROTOCOL}\r\n"
             f"Authorization: {auth}\r\n\r\n"
         )
         sock.sendall(request.encode())

@@ -1,9 +1,9 @@
-"""Tunnel framing of the port forwards (river_runner/port_forward.py): the request head
+"""Tunnel framing of the port forwards (river_runner/wire/forwarding.py): the request head
 passed on, the response head handed back, redirects kept under the proxy prefix."""
 
 from __future__ import annotations
 
-from river_runner.port_forward import closing_head, prefixed_location, request_head
+from river_runner.wire.forwarding import closing_head, prefixed_location, request_head
 
 
 def test_request_head_drops_the_hop_headers_and_frames_the_body() -> None:

@@ -40,7 +40,10 @@ LEGACY_TOKEN_ENV = "RIVER_RUNNER_TOKEN"  # still read, no longer documented
 # the host. An installed entry point of the same name wins.
 BUILTIN_COMMANDS = {
     name: f"river_magics.shell:{name}_command"
-    for name in ("login", "submit", "run", "tasks", "status", "logs", "kill", "nodes", "vps", "env")
+    for name in (
+        *("login", "submit", "run", "tasks", "status", "logs", "kill", "nodes", "vps", "env"),
+        *("forward", "attach"),
+    )
 }
 
 

@@ -20,7 +20,7 @@ from river_runner.spec import SpecError, parse_memory
 from river_server import route_policy
 from river_server.auth import LOGIN_THROTTLE, ensure_user
 from river_server.environments import EnvironmentLimits
-from river_server.handlers import accounts, api, environments, events, runner
+from river_server.handlers import accounts, api, environments, events, runner, streams
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import vps as vps_handlers
@@ -226,6 +226,11 @@ class RiverHost(ExtensionApp):
         32,
         help="Concurrent event streams (GET /river/api/events) per user; more get 429.",
     ).tag(config=True)
+    max_tunnels_per_user = Int(
+        32,
+        help="Open WebSocket streams into containers per user (each `river forward` "
+        "connection, each `river attach` terminal); more get 429.",
+    ).tag(config=True)
     max_reservations_per_user = Int(
         64,
         help="Overlay IP reservations one user may hold at once; more get 429.",
@@ -293,6 +298,7 @@ class RiverHost(ExtensionApp):
             log_max_bytes=self.log_max_bytes,
             blob_user_max_bytes=self.blob_user_max_bytes,
             max_event_streams_per_user=self.max_event_streams_per_user,
+            max_tunnels_per_user=self.max_tunnels_per_user,
             max_reservations_per_user=self.max_reservations_per_user,
             ssh_max_connections=self.ssh_max_connections,
             ssh_max_relays_per_user=self.ssh_max_relays_per_user,
@@ -336,6 +342,7 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/tasks/([^/]+)/(kill|pause|resume)", api.TaskActionHandler),
                 (rf"{API}/tasks/([^/]+)/(approve|reject)", accounts.TaskApprovalHandler),
                 (rf"{API}/tasks/([^/]+)/logs", api.TaskLogsHandler),
+                (rf"{API}/tasks/([^/]+)/attach", streams.AttachSocket),
                 (rf"{API}/tasks/([^/]+)/blobs", blob_handlers.TaskBlobsHandler),
                 (rf"{API}/tasks/([^/]+)/blobs/([^/]+)", blob_handlers.TaskBlobHandler),
                 (rf"{API}/events", events.EventsHandler),
@@ -343,6 +350,7 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/vps/([^/]+)", vps_handlers.VpsHandler),
                 (rf"{API}/vps/([^/]+)/terminal", vps_handlers.VpsTerminalHandler),
                 (rf"{API}/vps/([^/]+)/exec", vps_handlers.VpsExecHandler),
+                (rf"{API}/vps/([^/]+)/forward/([^/]+)", streams.ForwardSocket),
                 (rf"{API}/vps/([^/]+)/apps", vps_handlers.VpsAppsHandler),
                 (rf"{API}/vps/([^/]+)/snapshots", vps_handlers.VpsSnapshotsHandler),
                 (rf"{API}/vps/([^/]+)/snapshots/([^/]+)", vps_handlers.VpsSnapshotHandler),

@@ -199,6 +199,18 @@ def _paths() -> dict[str, Any]:
         "/tasks/{id}/resume": _task_action("resume", "Resume a paused task (owner or operator)"),
         "/tasks/{id}/approve": _decision("approve"),
         "/tasks/{id}/reject": _decision("reject"),
+        "/tasks/{id}/attach": {
+            "get": op(
+                "WebSocket (`river attach`): a shell with a TTY in the caller's running "
+                "container task. Binary frames carry the terminal's bytes both ways; a text "
+                'frame {"resize": [rows, cols]} resizes it. Owner only (operators: 403); a '
+                "plain GET is 400; a task without terminals (process backend) is 409",
+                None,
+                status="101",
+                params=[TASK_ID],
+                errors=("400", "403", "404", "409", "429", "502", "503"),
+            )
+        },
         "/tasks/{id}/logs": {
             "get": op(
                 "A task's output lines after `since` (owner or operator)",
@@ -284,6 +296,17 @@ def _paths() -> dict[str, Any]:
                 status="201",
                 params=[TASK_ID],
                 errors=("400", "403", "404", "409", "502", "503"),
+            )
+        },
+        "/vps/{id}/forward/{port}": {
+            "get": op(
+                "WebSocket (`river forward`): raw TCP to PORT in the caller's running VPS. "
+                'Binary frames carry the bytes both ways; a text frame {"eof": true} ends '
+                "the client's sending side. Owner only (operators: 403); a plain GET is 400",
+                None,
+                status="101",
+                params=[TASK_ID, path_param("port", {"type": "string", "pattern": "^[0-9]{1,5}$"})],
+                errors=("400", "403", "404", "409", "429", "502", "503"),
             )
         },
         "/vps/{id}/exec": {

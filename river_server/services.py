@@ -55,6 +55,7 @@ class HostConfig:
     max_reservations_per_user: int = 64  # overlay IP reservations held at once
     ssh_max_connections: int = 256  # SSH proxy connections in all (a thread each)
     ssh_max_relays_per_user: int = 32  # SSH sessions + forwards per user (a thread each)
+    max_tunnels_per_user: int = 32  # open `river forward` connections + `river attach` terminals
 
     def __post_init__(self) -> None:
         if self.shared_dir is None:
@@ -88,6 +89,11 @@ class River:
             config.data_dir / "blobs", config.blob_max_bytes, config.blob_user_max_bytes
         )
         self.streams = StreamGate(config.max_event_streams_per_user)
+        self.tunnels = StreamGate(
+            config.max_tunnels_per_user,
+            what="forwarded connections and attached terminals",
+            setting="c.RiverHost.max_tunnels_per_user",
+        )
         self.runner_client = RunnerClient()
         self.tasks = TaskService(self)
         self.vps = VpsService(self)

@@ -19,5 +19,7 @@ kill_command = COMMANDS["kill"]
 nodes_command = COMMANDS["nodes"]
 vps_command = COMMANDS["vps"]
 env_command = COMMANDS["env"]
+forward_command = COMMANDS["forward"]
+attach_command = COMMANDS["attach"]
 
 __all__ = [f"{name}_command" for name in COMMANDS]

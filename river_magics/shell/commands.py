@@ -1,5 +1,5 @@
 """The user commands of `river` (login, submit, run, tasks, status, logs, kill, nodes, vps,
-env): each parses its arguments, talks to the host through the one `Client`, and prints a
+env; forward and attach from streams.py): each parses its arguments, talks to the host through the one `Client`, and prints a
 table for people or JSON for scripts (`--json`).
 
 Task options are the magics' own (river_magics/arguments.py `_add_task_options`, the
@@ -34,6 +34,7 @@ from ..vps_apps import ssh_command, ssh_config, start_jupyter, start_tensorboard
 from . import config
 from .follow import INTERRUPTED, exit_code, follow, note
 from .parsing import ShellParser, connection_options, split_command
+from .streams import COMMANDS as STREAM_COMMANDS
 
 Command = Callable[[list[str]], int]
 
@@ -434,5 +435,6 @@ COMMANDS: dict[str, Command] = {
         ("nodes", _nodes),
         ("vps", _vps),
         ("env", _env),
+        *STREAM_COMMANDS.items(),
     )
 }

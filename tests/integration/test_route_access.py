@@ -104,6 +104,14 @@ ROUTES: list[Row] = [
         E(NO, 403, 403, 403, 409),
         {},
     ),
+    # WebSockets (tests/docker/test_forward_attach.py opens them): a plain GET from the
+    # owner is 400 "this route is a WebSocket"; admins are not the owner: 403.
+    Row(
+        "GET",
+        rf"{A}/tasks/([^/]+)/attach",
+        f"{A}/tasks/{{task}}/attach",
+        E(NO, 404, 404, 409, 403),
+    ),
     Row("GET", rf"{A}/tasks/([^/]+)/logs", f"{A}/tasks/{{task}}/logs", E(NO, 404, 404, 200, 200)),
     Row("GET", rf"{A}/tasks/([^/]+)/blobs", f"{A}/tasks/{{task}}/blobs", E(NO, 404, 404, 200, 200)),
     Row(
@@ -133,6 +141,12 @@ ROUTES: list[Row] = [
         f"{A}/vps/1/exec",
         E(NO, 404, 404, 404, 404),
         {"command": ["true"]},
+    ),
+    Row(
+        "GET",
+        rf"{A}/vps/([^/]+)/forward/([^/]+)",
+        f"{A}/vps/1/forward/22",
+        E(NO, 404, 404, 404, 404),
     ),
     Row(
         "POST",

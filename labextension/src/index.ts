@@ -23,7 +23,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { IDisposable } from '@lumino/disposable';
 
-import { ITask, IVps, RiverAPI, RiverAPIError } from './api';
+import { ITaskRef, IVps, RiverAPI, RiverAPIError } from './api';
 import { LogView } from './logs';
 import { RiverModel } from './model';
 import { RiverPanel } from './panel';
@@ -132,12 +132,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           shell.activateById(open.id);
           return;
         }
-        const task: ITask = model.tasks.get(id) ?? {
-          id,
-          owner: model.me,
-          kind: 'task',
-          state: 'unknown'
-        };
+        const task: ITaskRef = model.tasks.get(id) ?? { id, owner: model.me };
         const widget = new MainAreaWidget({ content: new LogView(api, task) });
         widget.id = `river-logs-${id}`;
         widget.title.label = `Logs: ${task.name || id}`;

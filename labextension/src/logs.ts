@@ -8,7 +8,7 @@ import { Widget } from '@lumino/widgets';
 import {
   EventStream,
   ILogLine,
-  ITask,
+  ITaskRef,
   RiverAPI,
   isTerminal,
   renderLine
@@ -20,7 +20,7 @@ const MAX_LINES = 5000;
 export class LogView extends Widget {
   constructor(
     private readonly api: RiverAPI,
-    readonly task: ITask
+    readonly task: ITaskRef
   ) {
     super();
     this.addClass('jp-River-logs');
@@ -81,12 +81,13 @@ export class LogView extends Widget {
     }
   }
 
-  private setState(task: ITask): void {
-    this.status.textContent = `${task.name || task.kind} · ${task.id} · ${task.state}${
+  private setState(task: ITaskRef): void {
+    const state = task.state ?? 'unknown';
+    this.status.textContent = `${task.name || task.kind || 'task'} · ${task.id} · ${state}${
       task.exit_code != null ? ` (exit ${task.exit_code})` : ''
     }${task.reason ? ` · ${task.reason}` : ''}`;
-    this.status.dataset.state = task.state;
-    if (isTerminal(task.state)) {
+    this.status.dataset.state = state;
+    if (isTerminal(state)) {
       this.status.classList.add('jp-River-ended');
     }
   }

@@ -21,7 +21,7 @@ import tty
 from tornado import httpclient, websocket
 
 
-def _window_size(fd: int) -> tuple[int, int] | None:
+def window_size(fd: int) -> tuple[int, int] | None:
     try:
         rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
     except OSError:
@@ -41,7 +41,7 @@ async def run(url: str) -> int:
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
 
     def send_size() -> None:
-        size = _window_size(stdin)
+        size = window_size(stdin)
         if size:
             conn.write_message(json.dumps({"resize": list(size)}))
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from tornado import httpclient, websocket
 
-from river_runner.vps_shell import _window_size
+from river_runner.vps_shell import window_size
 
 from ..client import Client
 from ..common import client_headers
@@ -227,7 +227,7 @@ async def _attach_session(client: Client, path: str) -> int:
             conn.write_message(data, binary=isinstance(data, bytes))
 
     def send_size() -> None:
-        size = _window_size(sys.stdin.fileno())
+        size = window_size(sys.stdin.fileno())
         if size:
             send(json.dumps({"resize": list(size)}))
 

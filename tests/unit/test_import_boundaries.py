@@ -41,6 +41,7 @@ SHARED = frozenset(
         "river_runner.loglines",  # how bytes become log lines, and how clients show them
         "river_runner.splice",  # the socket relay the host's proxy and the runner share
         "river_runner.netlinks",  # pyroute2 link plumbing of the overlay's hub and spokes
+        "river_runner.vps_shell",  # the terminal client (a local TTY to an exec WebSocket)
     }
 )
 WIRE = "river_runner.wire"

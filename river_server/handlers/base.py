@@ -54,8 +54,8 @@ class RiverAPIHandler(APIHandler):
     def json_body(self) -> dict[str, Any]:
         try:
             body = json.loads(self.request.body or b"{}")
-        except json.JSONDecodeError as exc:
-            raise web.HTTPError(400, f"request body is not valid JSON: {exc}") from None
+        except ValueError as exc:  # not JSON, or not UTF-8 (UnicodeDecodeError)
+            raise web.HTTPError(400, f"request body is not valid UTF-8 JSON: {exc}") from None
         if not isinstance(body, dict):
             raise web.HTTPError(400, "request body must be a JSON object")
         return body

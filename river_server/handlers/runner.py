@@ -41,7 +41,7 @@ class RunnerAPIHandler(web.RequestHandler):
     def json_body(self) -> dict[str, Any]:
         try:
             body = json.loads(self.request.body or b"{}")
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # not JSON, or not UTF-8
             raise web.HTTPError(400, f"body is not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise web.HTTPError(400, "body must be a JSON object")

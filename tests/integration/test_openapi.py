@@ -19,12 +19,14 @@ from tests.integration.test_route_access import app_routes
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis.errors import Unsatisfiable  # noqa: E402
+from schemathesis import GenerationMode  # noqa: E402
 from schemathesis import checks as st_checks  # noqa: E402
 
 # Runner routes take runner credentials only; the proxy's answers are whatever the app
 # behind it says (its access rules are in test_route_access and test_proxy).
 NOT_USER_API = re.compile(r"^/river/api/runner/|^/river/proxy/")
-MIN_CASES = 1000
+MIN_CASES = {"positive": 1000, "negative": 500}
 EXAMPLES_PER_OPERATION = 18
 # Not fuzzed: the event stream never ends by design (its access rules are in
 # test_route_access), and environment changes drive the host's real Docker daemon.
@@ -79,22 +81,34 @@ def fuzz_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.close()
 
 
-def test_schemathesis_finds_no_server_errors(fuzz_host: Cluster) -> None:
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_schemathesis_finds_no_server_errors(fuzz_host: Cluster, mode: str) -> None:
+    """Positive cases follow the document (answers must match it too); negative cases break
+    it on purpose (wrong types, missing or unknown fields, out-of-range values): none may
+    get a 5xx."""
     served = httpx.get(f"{fuzz_host.url}/river/api/openapi.json", timeout=30)
     assert served.status_code == 200  # public: no credentials needed
     schema = schemathesis.openapi.from_dict(served.json())
     # Fuzz as a plain user (a real token), so role checks, not admin powers, are exercised,
     # plus the server token (the admin) for the admin-only routes.
-    user = fuzz_host.request("POST", "/river/api/users", json={"name": "fuzzer"})
+    name = f"fuzzer-{mode}"
+    user = fuzz_host.request("POST", "/river/api/users", json={"name": name})
     assert user.status_code == 201
-    token = fuzz_host.request("POST", "/river/api/tokens", json={"user": "fuzzer"}).json()["token"]
+    token = fuzz_host.request("POST", "/river/api/tokens", json={"user": name}).json()["token"]
     identities = [token, fuzz_host.token]
-    checks = [
-        st_checks.not_a_server_error,
-        st_checks.status_code_conformance,
-        st_checks.content_type_conformance,
-        st_checks.response_schema_conformance,
-    ]
+    if mode == "positive":
+        generation = GenerationMode.POSITIVE
+        checks = [
+            st_checks.not_a_server_error,
+            st_checks.status_code_conformance,
+            st_checks.content_type_conformance,
+            st_checks.response_schema_conformance,
+        ]
+    else:
+        generation = GenerationMode.NEGATIVE
+        # No 5xx for any of them. (That each is refused, schemathesis' negative_data_rejection,
+        # does not hold yet for query parameters: `?all=x` is read as false, not refused.)
+        checks = [st_checks.not_a_server_error]
     session = requests.Session()
     cases = 0
     failures: list[str] = []
@@ -104,7 +118,7 @@ def test_schemathesis_finds_no_server_errors(fuzz_host: Cluster) -> None:
         if (operation.method.upper(), operation.path) in NOT_FUZZED:
             continue
 
-        @given(case=operation.as_strategy())
+        @given(case=operation.as_strategy(generation))
         @settings(
             max_examples=EXAMPLES_PER_OPERATION,
             deadline=None,
@@ -132,8 +146,13 @@ def test_schemathesis_finds_no_server_errors(fuzz_host: Cluster) -> None:
             except st_checks.FailureGroup as exc:  # record it, keep fuzzing
                 failures.append(f"{case.method} {case.formatted_path}: {exc.exceptions[0]}"[:600])
 
-        run()
+        try:
+            run()
+        except Unsatisfiable:
+            if mode == "positive":
+                raise
+            # An operation with nothing to break (no parameters, no body) has no negative case.
     session.close()
     assert not failures, f"{len(failures)} failing case(s):\n" + "\n".join(failures[:20])
-    print(f"schemathesis: {cases} cases")
-    assert cases >= MIN_CASES, f"only {cases} cases ran"
+    print(f"schemathesis ({mode}): {cases} cases")
+    assert cases >= MIN_CASES[mode], f"only {cases} {mode} cases ran"

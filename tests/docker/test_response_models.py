@@ -41,7 +41,14 @@ MODELS: dict[str, type[Response]] = {
     if isinstance(getattr(responses, name, None), type)
 }
 # Answers that are not JSON, or never end.
-NOT_JSON = {f"{API}/events", f"{API}/tasks/{{id}}/blobs/{{name}}", f"{API}/openapi.json"}
+NOT_JSON = {
+    f"{API}/events",
+    f"{API}/tasks/{{id}}/blobs/{{name}}",
+    f"{API}/openapi.json",
+    # WebSocket upgrades (river forward / river attach): tested in test_forward_attach.
+    f"{API}/vps/{{id}}/forward/{{port}}",
+    f"{API}/tasks/{{id}}/attach",
+}
 
 
 @pytest.fixture(scope="module")

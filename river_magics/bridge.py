@@ -98,7 +98,7 @@ class io_method(Generic[P, R]):
 
     def __init__(self, fn: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]) -> None:
         self.fn = fn
-        functools.update_wrapper(self, fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]  # a descriptor, not a callable
 
     @overload
     def __get__(self, obj: None, owner: type) -> io_method[P, R]: ...
@@ -116,7 +116,7 @@ class io_iterator(Generic[P, T]):
 
     def __init__(self, fn: Callable[Concatenate[Any, P], AsyncGenerator[T, None]]) -> None:
         self.fn = fn
-        functools.update_wrapper(self, fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]  # a descriptor, not a callable
 
     @overload
     def __get__(self, obj: None, owner: type) -> io_iterator[P, T]: ...
@@ -134,7 +134,7 @@ class io_property(Generic[R]):
 
     def __init__(self, fn: Callable[[Any], Coroutine[Any, Any, R]]) -> None:
         self.fn = fn
-        functools.update_wrapper(self, fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]  # a descriptor, not a callable
 
     @overload
     def __get__(self, obj: None, owner: type) -> io_property[R]: ...

@@ -222,7 +222,7 @@ class ClientCore:
     @io_method
     async def task(self, id: str | int) -> dict[str, Any]:
         """One task's current record."""
-        return (await self._request("GET", f"/tasks/{task_id(id)}"))["task"]
+        return dict((await self._request("GET", f"/tasks/{task_id(id)}"))["task"])
 
     @io_method
     async def submit(
@@ -283,7 +283,7 @@ class ClientCore:
 
     @io_method
     async def submit_array(
-        self, array: str | Iterable[int], *, limit: int | None = None, **options: Any
+        self, /, array: str | Iterable[int], *, limit: int | None = None, **options: Any
     ) -> Any:
         """Queue one task per index, at most `limit` placed at once (enforced by the host);
         their group.
@@ -354,15 +354,15 @@ class ClientCore:
     @io_method
     async def kill(self, id: str | int) -> dict[str, Any]:
         """Ask for a task to end: queued ones end at once, placed ones when the runner confirms."""
-        return (await self._request("POST", f"/tasks/{task_id(id)}/kill"))["task"]
+        return dict((await self._request("POST", f"/tasks/{task_id(id)}/kill"))["task"])
 
     @io_method
     async def pause(self, id: str | int) -> dict[str, Any]:
-        return (await self._request("POST", f"/tasks/{task_id(id)}/pause"))["task"]
+        return dict((await self._request("POST", f"/tasks/{task_id(id)}/pause"))["task"])
 
     @io_method
     async def resume(self, id: str | int) -> dict[str, Any]:
-        return (await self._request("POST", f"/tasks/{task_id(id)}/resume"))["task"]
+        return dict((await self._request("POST", f"/tasks/{task_id(id)}/resume"))["task"])
 
     @io_method
     async def logs(self, id: str | int, since: int = 0) -> list[dict[str, Any]]:
@@ -382,7 +382,7 @@ class ClientCore:
     async def put_blob(self, id: str | int, name: str, data: bytes) -> dict[str, Any]:
         """Keep `data` with a task (at most the host's blob_max_bytes; 413 beyond)."""
         path = f"/tasks/{task_id(id)}/blobs/{name}"
-        return (await self._request("PUT", path, content=data))["blob"]
+        return dict((await self._request("PUT", path, content=data))["blob"])
 
     # -- container environments (river_server/environments.py) -------------------------
 
@@ -392,13 +392,13 @@ class ClientCore:
 
     @io_method
     async def environment(self, name: str) -> dict[str, Any]:
-        return (await self._request("GET", f"/environments/{_env_name(name)}"))["environment"]
+        return dict((await self._request("GET", f"/environments/{_env_name(name)}"))["environment"])
 
     @io_method
     async def create_environment(self, name: str, image: str) -> dict[str, Any]:
         body = {"name": _env_name(name), "image": image}
         answer = await self._request("POST", "/environments", json=body, timeout=ENV_TIMEOUT)
-        return answer["environment"]
+        return dict(answer["environment"])
 
     @io_method
     async def exec_environment(
@@ -415,7 +415,7 @@ class ClientCore:
     @io_method
     async def export_environment(self, name: str) -> dict[str, Any]:
         path = f"/environments/{_env_name(name)}/export"
-        return (await self._request("POST", path, timeout=ENV_TIMEOUT))["environment"]
+        return dict((await self._request("POST", path, timeout=ENV_TIMEOUT))["environment"])
 
     @io_method
     async def delete_environment(self, name: str, tarball: bool = False) -> dict[str, Any]:
@@ -430,7 +430,7 @@ class ClientCore:
         return await self._list("/vps", "vps", params={"all": "1"} if all_users else {})
 
     @io_method
-    async def vps_create(self, **body: Any) -> dict[str, Any]:
+    async def vps_create(self, /, **body: Any) -> dict[str, Any]:
         """Create a VPS (image, cores, memory, gpus, target, ssh, public_key, name); with
         ssh="generate" the answer holds `private_key`, shown this once."""
         return dict((await self._request("POST", "/vps", json=body))["vps"])
@@ -457,7 +457,9 @@ class ClientCore:
         return await self._request("POST", f"/vps/{vps_id}/exec", json=body, timeout=120)
 
     @io_method
-    async def vps_start_app(self, vps_id: str, app: str, **options: Any) -> dict[str, Any]:
+    async def vps_start_app(
+        self, /, vps_id: str, app: str, **options: Any
+    ) -> dict[str, Any]:
         """Start "jupyter" or "tensorboard" (port=, logdir=) in the VPS; the VPS, whose
         `ports` now list it with the `path` to open and the `ready_path` to poll."""
         body = {"app": app, **{k: v for k, v in options.items() if v is not None}}
@@ -508,7 +510,7 @@ class ClientCore:
         """Hold an overlay address for `ttl` seconds (default 600). The answer has `ip` and
         the `token` (shown only now): pass it as `submit(..., ip_token=token)`."""
         body = {k: v for k, v in (("node", node), ("ttl", ttl), ("ip", ip)) if v is not None}
-        return (await self._request("POST", "/overlay/reservations", json=body))["reservation"]
+        return dict((await self._request("POST", "/overlay/reservations", json=body))["reservation"])
 
     @io_method
     async def ip_reservations(self, all: bool = False) -> list[dict[str, Any]]:
@@ -526,7 +528,7 @@ class ClientCore:
             body = await self._request("DELETE", f"/overlay/reservations/{key}")
         else:
             raise RiverError(f"give a reservation id (a number) or its rip_... token, not {key!r}")
-        return body["reservation"]
+        return dict(body["reservation"])
 
     # -- events -----------------------------------------------------------------------
 
@@ -622,9 +624,9 @@ class ClientCore:
                 if tail_id is not None:
                     async for event in self._tail(watch, tail_id):
                         yield event
-                event = watch.events_for(kind, data)
-                if event is not None:
-                    yield event
+                classified = watch.events_for(kind, data)
+                if classified is not None:
+                    yield classified
                     if watch.done:
                         return
                 if watch.should_reopen(kind, refreshing):

@@ -32,7 +32,8 @@ def _pid(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (tests of `river up` use it too)."""
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -45,17 +46,17 @@ def end_local_tasks(runner_dir: Path, grace: float = 10.0) -> list[int]:
     signalled: list[tuple[int, int | None]] = []
     for task_dir in sorted((runner_dir / "tasks").glob("*")):
         supervisor = _pid(task_dir / SUPERVISOR_PID)
-        if supervisor is None or (task_dir / RESULT).exists() or not _alive(supervisor):
+        if supervisor is None or (task_dir / RESULT).exists() or not alive(supervisor):
             continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(supervisor, signal.SIGTERM)
         signalled.append((supervisor, _pid(task_dir / CHILD_PID)))
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(pid) for pid, _ in signalled):
+    while time.monotonic() < deadline and any(alive(pid) for pid, _ in signalled):
         time.sleep(0.05)
     for supervisor, child in signalled:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            if _alive(supervisor):
+            if alive(supervisor):
                 os.kill(supervisor, signal.SIGKILL)
             if child is not None:
                 os.killpg(child, signal.SIGKILL)  # leftovers of the task's own group

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.cluster import Cluster
+
 try:
     import docker
     import docker.errors
@@ -24,6 +26,7 @@ except ImportError:  # pragma: no cover - docker is a base dependency
 HERE = Path(__file__).parent
 PYTHON_IMAGE = "river-test-python"
 BUSYBOX_IMAGE = "river-test-busybox"
+VPS_IMAGE = "river-test-vps"  # sshd and python: VPS tests
 
 
 def _daemon_problem() -> str | None:
@@ -78,6 +81,26 @@ def remove_containers(client: Any, runner_name: str) -> None:
         # removes a container just after reporting its end).
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True, v=True)
+
+
+@contextlib.contextmanager
+def vps_cluster(root: Path, client: Any, node: str) -> Iterator[Cluster]:
+    """A host and one docker runner `node` on cores 0-1 whose default image is the VPS
+    test image (skips where it is not built); the runner's containers go afterwards."""
+    try:
+        client.images.get(VPS_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"test image {VPS_IMAGE!r} is missing; run .ci/build-images.sh")
+    cluster = Cluster(root, heartbeat_interval=1.0)
+    cluster.start_host()
+    try:
+        cluster.start_runner(
+            node, "--backend", "docker", "--default-image", VPS_IMAGE, "--cpus", "0-1"
+        )
+        yield cluster
+    finally:
+        cluster.close()
+        remove_containers(client, node)
 
 
 @pytest.fixture

@@ -31,14 +31,13 @@ from tornado import httpclient, websocket
 from river_magics.client import Client
 from river_magics.vps_apps import start_jupyter
 from tests.cluster import Cluster, as_user, wait_for
-from tests.docker.conftest import containers_of, remove_containers
+from tests.docker.conftest import containers_of, vps_cluster
 
 try:
     import docker.errors
 except ImportError:  # pragma: no cover - the conftest skips the module then
     docker = None  # type: ignore[assignment]
 
-VPS_IMAGE = "river-test-vps"
 RUN = uuid.uuid4().hex[:6]
 NODE = f"vpsa-{RUN}"
 API = "/river/api/vps"
@@ -46,22 +45,10 @@ API = "/river/api/vps"
 
 @pytest.fixture(scope="module")
 def acluster(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[Cluster]:
-    try:
-        docker_client.images.get(VPS_IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"test image {VPS_IMAGE!r} is missing; run .ci/build-images.sh")
     if shutil.which("ssh") is None:
         pytest.skip("no OpenSSH client (apt-get install openssh-client)")
-    cluster = Cluster(tmp_path_factory.mktemp("vpsa"), heartbeat_interval=1.0)
-    cluster.start_host()
-    try:
-        cluster.start_runner(
-            NODE, "--backend", "docker", "--default-image", VPS_IMAGE, "--cpus", "0-1"
-        )
+    with vps_cluster(tmp_path_factory.mktemp("vpsa"), docker_client, NODE) as cluster:
         yield cluster
-    finally:
-        cluster.close()
-        remove_containers(docker_client, NODE)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psutil
-
+from river_server.up_tasks import alive
 from tests.cluster import Cluster, running_cluster, wait_for
 
 TERMINAL = {"completed", "failed", "killed", "killed_oom", "lost"}
@@ -35,12 +34,6 @@ def _task_pids(cluster: Cluster) -> list[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
 
 def _assert_all_over(cluster: Cluster, ids: list[str]) -> None:
     def all_terminal() -> bool:
@@ -48,7 +41,7 @@ def _assert_all_over(cluster: Cluster, ids: list[str]) -> None:
 
     wait_for(all_terminal, 30, what="every task to reach a terminal state")
     wait_for(
-        lambda: not [pid for pid in _task_pids(cluster) if _alive(pid)],
+        lambda: not [pid for pid in _task_pids(cluster) if alive(pid)],
         15,
         what="no task process left on the runner",
     )

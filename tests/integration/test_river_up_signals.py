@@ -10,14 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from river_server.up_tasks import alive
 from tests.cluster import _kill_leftover_tasks, start_river_up, wait_for
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
@@ -41,13 +35,13 @@ def test_river_up_leaves_no_process_of_its_cluster(tmp_path: Path, sig: int) -> 
         task_pids = [int((task_dir / name).read_text()) for name in ("supervisor.pid", "child.pid")]
         cluster_pids.update(p.pid for p in psutil.Process(up.pid).children(recursive=True))
         cluster_pids.update(task_pids)
-        names = {pid: psutil.Process(pid).name() for pid in cluster_pids if _alive(pid)}
+        names = {pid: psutil.Process(pid).name() for pid in cluster_pids if alive(pid)}
         assert len(names) >= 5, names  # server, runner, zygote, kernel, supervisor, task
 
         up.send_signal(sig)
         wait_for(lambda: up.poll() is not None, 60, what="river up to exit")
         wait_for(
-            lambda: not [pid for pid in cluster_pids if _alive(pid)],
+            lambda: not [pid for pid in cluster_pids if alive(pid)],
             30,
             what=f"no process of the cluster left (were {names})",
         )

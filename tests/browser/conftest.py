@@ -118,6 +118,10 @@ def page(browser: Any, lab: Cluster, request: pytest.FixtureRequest) -> Iterator
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on(
+        "requestfailed",
+        lambda req: errors.append(f"request failed: {req.method} {req.url}: {req.failure}"),
+    )
     try:
         page.goto(f"{lab.url}/login?next=%2Flab%3Freset", wait_until="domcontentloaded")
         page.fill("#username_input", "admin")

@@ -227,6 +227,12 @@ TERMINAL_TEXT_JS = """() => {
 }"""
 
 
+TERMINAL_SEND_JS = """(text) => {
+  const widget = window.jupyterapp.shell.currentWidget;
+  widget.content.session.send({ type: 'stdin', content: [text] });
+}"""
+
+
 def wait_terminal_text(page: Any, text: str, timeout: float = 30.0) -> str:
     """The current terminal tab's text once it holds `text` (AssertionError after timeout)."""
     deadline = time.monotonic() + timeout
@@ -272,8 +278,10 @@ def run_in_terminal(page: Any, command: str, answer: str) -> None:
     """Type `command` into the terminal tab once its shell prompts; wait for `answer`."""
     # xterm draws on a canvas: read its buffer through the app (expose_app_in_browser).
     wait_terminal_text(page, "# ")  # the shell's prompt
-    page.locator(".jp-Terminal").click()
-    page.keyboard.type(f"{command}\n")
+    # What a keystroke sends: stdin on the tab's own terminal session. Sent through the
+    # session, not a click on the canvas, so that a transient JupyterLab dialog (e.g. its
+    # "Server Connection Error" on one failed poll) cannot swallow the keys.
+    page.evaluate(TERMINAL_SEND_JS, f"{command}\r")
     wait_terminal_text(page, f"\n{answer}")
 
 

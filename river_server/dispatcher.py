@@ -16,7 +16,6 @@ from sqlalchemy import select
 from river_runner.protocol import TaskState
 from river_runner.spec import ResourceRequest, Target, parse_target
 from river_server import arrays, db, quotas
-from river_server.capacity import free_resources
 from river_server.runner_client import RunnerClient, RunnerNoAnswer
 from river_server.scheduler import (
     Held,
@@ -129,9 +128,6 @@ class Dispatcher:
                 )
             views = [v for v in views if v.name in docker_nodes]
         return infeasible_reason(request, views)
-
-    def free_resources(self, node_name: str) -> dict[str, Any]:
-        return free_resources(self.sessions, node_name)
 
     # ---- passes ---------------------------------------------------------------------
     def wake(self) -> None:

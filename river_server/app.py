@@ -29,7 +29,6 @@ from river_server.pages import keep_token_out_of_pages
 from river_server.private import make_private, open_private
 from river_server.proxy import PROXY_ROUTE, RiverProxyHandler
 from river_server.services import HostConfig, River
-from river_server.ssh_proxy import SshProxy
 
 API = r"/river/api"
 
@@ -412,7 +411,7 @@ class RiverHost(ExtensionApp):
         if self.ssh_proxy_port < 0:
             return
         address = self.ssh_proxy_address or serverapp.ip or "0.0.0.0"
-        proxy = SshProxy(self.river, address, self.ssh_proxy_port, Path(self.data_dir))
+        proxy = self.river.make_ssh_proxy(address, self.ssh_proxy_port, Path(self.data_dir))
         try:
             proxy.start()
         except OSError as exc:
@@ -423,7 +422,7 @@ class RiverHost(ExtensionApp):
                 exc,
             )
             return
-        self.river.ssh_proxy = proxy
+        self.river.attach_ssh_proxy(proxy)
 
     def _start_local_runner(self, serverapp) -> None:  # noqa: ANN001
         port = free_port()

@@ -192,3 +192,14 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 def newest_task_id(session: Session) -> int | None:
     return session.scalar(select(Task.id).order_by(Task.id.desc()).limit(1))
+
+
+def newest_vps_task(session: Session, vps_id: int) -> Task | None:
+    """A VPS's newest incarnation, deleted or not. Here, not in the VPS service, because the
+    image check of every submission asks it too (and the VPS service submits tasks)."""
+    return session.scalars(
+        select(Task)
+        .where(Task.kind == "vps", Task.spec[("vps", "id")].as_string() == str(vps_id))
+        .order_by(Task.id.desc())
+        .limit(1)
+    ).first()

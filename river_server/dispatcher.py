@@ -7,6 +7,7 @@ burst of submissions or completions costs a handful of passes, not one each.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from river_runner.protocol import TaskState
 from river_runner.spec import ResourceRequest, Target, parse_target
 from river_server import arrays, db, quotas
-from river_server.runner_client import RunnerNoAnswer
+from river_server.runner_client import RunnerClient, RunnerNoAnswer
 from river_server.scheduler import (
     Held,
     NodeView,
@@ -27,7 +28,11 @@ from river_server.scheduler import (
 from river_server.tasks import ACTIVE_STATES, needs_container
 
 if TYPE_CHECKING:
-    from river_server.services import River
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from river_server.environments import EnvironmentService
+    from river_server.nodes import NodeConnections
+    from river_server.tasks import TaskService
 
 
 def request_from_json(data: dict[str, Any]) -> ResourceRequest:
@@ -53,9 +58,28 @@ def _node_view(node: db.Node, online: bool) -> NodeView:
 
 
 class Dispatcher:
-    def __init__(self, river: River) -> None:
-        self.river = river
-        self.scheduler = Scheduler(backfill_window=river.config.backfill_window)
+    """Built after the task service (it moves tasks through their states); the task service
+    reaches back only through its `Queue` protocol, bound by the composition root."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        connections: NodeConnections,
+        tasks: TaskService,
+        environments: EnvironmentService,
+        runner_client: RunnerClient,
+        log: logging.Logger,
+        backfill_window: float,
+        user_mount_prefixes: tuple[str, ...],
+    ) -> None:
+        self.sessions = sessions
+        self.connections = connections
+        self.tasks = tasks
+        self.environments = environments
+        self.runner_client = runner_client
+        self.log = log
+        self.user_mount_prefixes = user_mount_prefixes
+        self.scheduler = Scheduler(backfill_window=backfill_window)
         self.wait_reasons: dict[int, str] = {}
         self._held_by_node: dict[str, list[Held]] = {}
         self._wanted = False
@@ -65,7 +89,7 @@ class Dispatcher:
     # ---- views ----------------------------------------------------------------------
     def _node_views(self, session: Any) -> list[NodeView]:
         nodes = session.scalars(select(db.Node)).all()
-        return [_node_view(n, self.river.nodes.is_online(n.name)) for n in nodes]
+        return [_node_view(n, self.connections.is_online(n.name)) for n in nodes]
 
     def _views(self, session: Any) -> tuple[list[NodeView], list[Held]]:
         views = self._node_views(session)
@@ -87,7 +111,7 @@ class Dispatcher:
     def infeasible(self, request: ResourceRequest, container: bool = False) -> str | None:
         """Why the request can never run (None: it can, now or later). A `container` task
         (image, environment, mounts, privileged) can only run on docker-backend nodes."""
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             views = self._node_views(session)  # capacities only: what is held is irrelevant
             docker_nodes = self._docker_nodes(session) if container and views else set()
         if container and views:
@@ -105,22 +129,6 @@ class Dispatcher:
             views = [v for v in views if v.name in docker_nodes]
         return infeasible_reason(request, views)
 
-    def free_resources(self, node_name: str) -> dict[str, Any]:
-        with self.river.sessions() as session:
-            node = session.get(db.Node, node_name)
-            if node is None:
-                return {}
-            tasks = session.scalars(
-                select(db.Task).where(db.Task.node == node_name, db.Task.state.in_(ACTIVE_STATES))
-            ).all()
-        used_cpus = {c for t in tasks for c in (t.cpus or [])}
-        used_gpus = {g for t in tasks for g in (t.gpus or [])}
-        return {
-            "cores": len([c for c in node.cpus or [] if c not in used_cpus]),
-            "memory": max(0, int(node.memory or 0) - sum(int(t.memory or 0) for t in tasks)),
-            "gpus": [g["index"] for g in node.gpus or [] if g["index"] not in used_gpus],
-        }
-
     # ---- passes ---------------------------------------------------------------------
     def wake(self) -> None:
         self._wanted = True
@@ -133,13 +141,13 @@ class Dispatcher:
             try:
                 self.schedule_pass()
             except Exception:
-                self.river.log.exception("scheduling pass failed")
+                self.log.exception("scheduling pass failed")
             await asyncio.sleep(0)
 
     def schedule_pass(self) -> int:
         """Place what fits now; return how many tasks were placed."""
-        tasks = self.river.tasks
-        with self.river.sessions() as session:
+        tasks = self.tasks
+        with self.sessions() as session:
             queued = session.scalars(
                 select(db.Task).where(db.Task.state == TaskState.QUEUED.value).order_by(db.Task.id)
             ).all()
@@ -229,15 +237,11 @@ class Dispatcher:
             "environment": spec.get("environment"),
             # Runners load only the export the host recorded (river_runner.backends.docker_env)
             "environment_digest": (
-                self.river.environments.digest(spec["environment"])
-                if spec.get("environment")
-                else None
+                self.environments.digest(spec["environment"]) if spec.get("environment") else None
             ),
             "mounts": spec.get("mounts") or [],
             # A user's mounts must resolve under these on the runner; None: an operator's.
-            "mount_prefixes": (
-                list(self.river.config.user_mount_prefixes) if spec.get("user_mounts") else None
-            ),
+            "mount_prefixes": (list(self.user_mount_prefixes) if spec.get("user_mounts") else None),
             "privileged": bool(spec.get("privileged")),
             "overlay_ip": spec.get("overlay_ip"),  # a reserved overlay address (ip_token)
             "cpus": task.cpus or [],
@@ -248,7 +252,7 @@ class Dispatcher:
         }
 
     def _still_assigning(self, task_id: int) -> bool:
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             fresh = session.get(db.Task, task_id)
             return fresh is not None and fresh.state == TaskState.ASSIGNING.value
 
@@ -257,7 +261,7 @@ class Dispatcher:
         recorded in the DB first (TaskService._kill_assigning), so the state is checked
         before the launch is sent and again after the runner answers; a launch that landed
         after a kill is killed on the runner, so nothing runs behind a killed task."""
-        connection = self.river.nodes.connection(task.node or "")
+        connection = self.connections.get(task.node or "")
         error: str | None = None
         if connection is None:
             error = f"node {task.node} went offline before the task started"
@@ -265,34 +269,30 @@ class Dispatcher:
             return  # killed between placement and launch: nothing to start
         else:
             try:
-                await self.river.runner_client.call(
+                await self.runner_client.call(
                     connection.url, connection.secret, "/api/tasks", self.launch_body(task)
                 )
             except RunnerNoAnswer as exc:
                 # The runner may or may not have it (a slow or partitioned runner): leave
                 # the task `assigning`. Reconciliation settles it from the runner's own
                 # report: running there, or requeued if the runner never got it.
-                self.river.log.warning("launch of task %s unanswered: %s", task.id, exc)
+                self.log.warning("launch of task %s unanswered: %s", task.id, exc)
                 return
             except Exception as exc:
                 error = str(exc)
             else:
                 if self._ended(task.id):
-                    await self.river.tasks.kill_on_runner(
-                        connection.url, connection.secret, task.id
-                    )
+                    await self.tasks.kill_on_runner(connection.url, connection.secret, task.id)
                 return
         # The runner refused it: it ends as failed, with the reason, rather than
         # silently bouncing between nodes.
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             fresh = session.get(db.Task, task.id)
             if fresh is not None and fresh.state == TaskState.ASSIGNING.value:
-                self.river.tasks.transition(
-                    session, fresh, TaskState.FAILED, f"could not start: {error}"
-                )
-                self.river.tasks.commit_and_publish(session, [fresh])
+                self.tasks.transition(session, fresh, TaskState.FAILED, f"could not start: {error}")
+                self.tasks.commit_and_publish(session, [fresh])
 
     def _ended(self, task_id: int) -> bool:
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             fresh = session.get(db.Task, task_id)
             return fresh is None or TaskState(fresh.state).terminal

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -48,7 +49,7 @@ from river_server.auth import role_at_least
 from river_server.environment_exec import run_bounded
 
 if TYPE_CHECKING:
-    from river_server.services import River
+    from sqlalchemy.orm import Session, sessionmaker
 
 LABEL_KIND = "river.kind"
 LABEL_ENV = "river.environment"
@@ -86,13 +87,21 @@ class EnvironmentError(Exception):  # noqa: A001 - scoped to this module, like T
 
 
 class EnvironmentService:
-    def __init__(self, river: River) -> None:
-        self.river = river
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        log: logging.Logger,
+        limits: EnvironmentLimits,
+        shared_dir: Path,
+    ) -> None:
+        self.sessions = sessions
+        self.log = log
+        self._shared_dir = shared_dir
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._owner_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
-        self.limits: EnvironmentLimits = river.config.environment_limits
+        self.limits: EnvironmentLimits = limits
         # Quick calls (list, get, create, delete) never wait behind a long exec or export.
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="river-env")
         self.long_executor = ThreadPoolExecutor(
@@ -103,9 +112,7 @@ class EnvironmentService:
 
     @property
     def shared_dir(self) -> Path:
-        shared = self.river.config.shared_dir
-        assert shared is not None  # HostConfig fills it in
-        return Path(shared)
+        return Path(self._shared_dir)
 
     @property
     def env_dir(self) -> Path:
@@ -200,7 +207,7 @@ class EnvironmentService:
 
     # ---- reading --------------------------------------------------------------------
     def _record(self, name: str) -> db.EnvironmentExport | None:
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             return session.get(db.EnvironmentExport, name)
 
     def _meta(self, name: str, record: db.EnvironmentExport | None = None) -> dict | None:
@@ -257,7 +264,7 @@ class EnvironmentService:
                 all=True, filters={"label": f"{LABEL_KIND}={KIND_ENV}"}, ignore_removed=True
             )
         }
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             records = {r.name: r for r in session.query(db.EnvironmentExport).all()}
         names = {n for n in containers if n} | set(records)
         return [self._describe(n, containers.get(n), records.get(n)) for n in sorted(names)]
@@ -387,7 +394,7 @@ class EnvironmentService:
                     container.remove(force=True, v=True)
                 removed.append("container")
             if tarball and meta is not None:
-                with self.river.sessions.begin() as session:
+                with self.sessions.begin() as session:
                     record = session.get(db.EnvironmentExport, name)
                     if record is not None:
                         session.delete(record)
@@ -437,7 +444,7 @@ class EnvironmentService:
             except (OSError, docker.errors.DockerException) as exc:
                 tmp.unlink(missing_ok=True)
                 raise EnvironmentError(500, f"cannot export {name!r}: {exc}") from None
-            with self.river.sessions.begin() as session:
+            with self.sessions.begin() as session:
                 record = session.get(db.EnvironmentExport, name)
                 if record is None:
                     record = db.EnvironmentExport(name=name)
@@ -453,7 +460,7 @@ class EnvironmentService:
             if previous and previous != image.id:
                 with contextlib.suppress(docker.errors.APIError):
                     client.images.remove(previous)  # fails (kept) while something uses it
-            self.river.log.info(
+            self.log.info(
                 "exported environment %s to %s (%d bytes) in %.1fs",
                 name,
                 target,

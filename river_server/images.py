@@ -16,10 +16,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from river_runner.containers import ENV_REPOSITORY, VPS_REPOSITORY, river_image
+from river_server import db
 from river_server.environments import EnvironmentError
 
 if TYPE_CHECKING:
-    from river_server.services import River
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from river_server.environments import EnvironmentService
 
 
 class ImageRefused(Exception):
@@ -30,19 +33,25 @@ class ImageRefused(Exception):
         self.status = status
 
 
-def check_images(river: River, owner: str, role: str, spec: dict[str, Any]) -> None:
+def check_images(
+    sessions: sessionmaker[Session],
+    environments: EnvironmentService,
+    owner: str,
+    role: str,
+    spec: dict[str, Any],
+) -> None:
     """Raise ImageRefused when `owner` may not run `spec`'s image or environment."""
     image = spec.get("image")
     if image:
-        _check_image(river, owner, image)
+        _check_image(sessions, owner, image)
     if spec.get("environment"):
         try:
-            river.environments.check_usable(spec["environment"], owner, role)
+            environments.check_usable(spec["environment"], owner, role)
         except EnvironmentError as exc:
             raise ImageRefused(exc.status, str(exc)) from None
 
 
-def _check_image(river: River, owner: str, image: str) -> None:
+def _check_image(sessions: sessionmaker[Session], owner: str, image: str) -> None:
     found = river_image(image)
     if found is None:
         return
@@ -54,8 +63,11 @@ def _check_image(river: River, owner: str, image: str) -> None:
             "(environment: NAME, %%river submit --environment NAME)",
         )
     assert repository == VPS_REPOSITORY
-    task = river.vps.current(int(name)) if name.isdigit() else None
-    if task is None or task.owner != owner:
+    task = None
+    if name.isdigit():
+        with sessions() as session:
+            task = db.newest_vps_task(session, int(name))
+    if task is None or task.spec["vps"].get("deleted") or task.owner != owner:
         raise ImageRefused(
             404,
             f"image {image!r}: you have no VPS {name} (VPS snapshots, river-vps/<id>:<n>, are "

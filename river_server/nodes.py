@@ -9,6 +9,7 @@ offline and the tasks it held are `lost`.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,10 +19,16 @@ from sqlalchemy import select, update
 from river_runner.protocol import EVENT_NODE, TaskState
 from river_server import db
 from river_server.auth import hash_secret, new_secret, secrets_match
+from river_server.capacity import free_resources
+from river_server.events import EventBus
 from river_server.serialize import node_json
 
 if TYPE_CHECKING:
-    from river_server.services import River
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from river_server.dispatcher import Dispatcher
+    from river_server.overlay import OverlayService
+    from river_server.tasks import TaskService
 
 
 class RegistrationError(Exception):
@@ -50,10 +57,48 @@ class Connection:
     dirty: bool = False
 
 
+class NodeConnections:
+    """The live runners of this host process, by node name. The registry writes it; the
+    task service, dispatcher, overlay hub, VPS service and proxies read it. A table of its
+    own so that those readers need not hold the registry (which needs them: a cycle)."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, Connection] = {}
+
+    def get(self, name: str) -> Connection | None:
+        return self.live.get(name)
+
+    def is_online(self, name: str) -> bool:
+        return name in self.live
+
+
 class NodeRegistry:
-    def __init__(self, river: River) -> None:
-        self.river = river
-        self._connections: dict[str, Connection] = {}
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        bus: EventBus,
+        connections: NodeConnections,
+        tasks: TaskService,
+        dispatcher: Dispatcher,
+        overlay: OverlayService,
+        log: logging.Logger,
+        runner_token: str,
+        heartbeat_interval: float,
+        heartbeat_misses: int,
+        boot_id: str,
+    ) -> None:
+        self.sessions = sessions
+        self.bus = bus
+        self.connections = connections
+        self.tasks = tasks
+        self.dispatcher = dispatcher
+        self.overlay = overlay
+        self.log = log
+        self.runner_token = runner_token
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_misses = heartbeat_misses
+        self.boot_id = boot_id
+        self._connections = connections.live
         self._credentials: dict[str, str] = {}  # credential digest -> node name
         self._last_flush = time.monotonic()
         self._last_check = time.monotonic()
@@ -71,14 +116,14 @@ class NodeRegistry:
         digest = hash_secret(secret)
         name = self._credentials.get(digest)
         if name is None:
-            with self.river.sessions() as session:
+            with self.sessions() as session:
                 name = session.scalar(select(db.Node.name).where(db.Node.credential_hash == digest))
             if name is not None:
                 self._credentials[digest] = name
         return name
 
     def to_json(self, node: db.Node) -> dict[str, Any]:
-        free = self.river.dispatcher.free_resources(node.name)
+        free = free_resources(self.sessions, node.name)
         data = node_json(node, free, self.is_online(node.name))
         connection = self._connections.get(node.name)
         if connection is not None and connection.metrics:
@@ -87,7 +132,7 @@ class NodeRegistry:
         return data
 
     def publish(self, node: db.Node) -> None:
-        self.river.bus.publish(EVENT_NODE, {"node": self.to_json(node)})
+        self.bus.publish(EVENT_NODE, {"node": self.to_json(node)})
 
     # ---- registration ---------------------------------------------------------------
     def register(self, presented: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -101,10 +146,10 @@ class NodeRegistry:
             or not isinstance(inbound, str)
         ):
             raise RegistrationError(400, "registration needs name, url and inbound_secret")
-        join_ok = hmac.compare_digest(presented, self.river.config.runner_token)
+        join_ok = hmac.compare_digest(presented, self.runner_token)
         issued: str | None = None
         now = time.time()
-        with self.river.sessions.begin() as session:
+        with self.sessions.begin() as session:
             node = session.get(db.Node, name)
             if node is not None and not secrets_match(presented, node.credential_hash):
                 raise RegistrationError(
@@ -129,14 +174,14 @@ class NodeRegistry:
         self._connections[name] = Connection(name, url, inbound, time.monotonic())
         kill = self.reconcile(name, body.get("running") or {})
         self.publish(node)
-        self.river.dispatcher.wake()
+        self.dispatcher.wake()
         return {
             "credential": issued,
-            "heartbeat_interval": self.river.config.heartbeat_interval,
-            "boot_id": self.river.boot_id,
+            "heartbeat_interval": self.heartbeat_interval,
+            "boot_id": self.boot_id,
             "kill": kill,
             # `overlay` (+ `overlay_error`) when the host runs the overlay hub
-            **self.river.overlay.on_register(name, body),
+            **self.overlay.on_register(name, body),
         }
 
     def heartbeat(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -161,8 +206,8 @@ class NodeRegistry:
         ):
             kill = self.reconcile(name, running)
         return {
-            "boot_id": self.river.boot_id,
-            "heartbeat_interval": self.river.config.heartbeat_interval,
+            "boot_id": self.boot_id,
+            "heartbeat_interval": self.heartbeat_interval,
             "kill": kill,
         }
 
@@ -185,7 +230,7 @@ class NodeRegistry:
             connection.dirty = False
         with_gpus = [r for r in rows if "gpus" in r]
         without_gpus = [r for r in rows if "gpus" not in r]
-        with self.river.sessions.begin() as session:
+        with self.sessions.begin() as session:
             # ORM bulk UPDATE by primary key: one executemany, not one query per node.
             for batch in (with_gpus, without_gpus):
                 if batch:
@@ -203,11 +248,11 @@ class NodeRegistry:
             connection.last_report = frozenset(running)
             connection.last_reconcile = time.monotonic()
         reported = {int(task_id) for task_id in running}
-        grace = 2 * self.river.config.heartbeat_interval + 2.0
+        grace = 2 * self.heartbeat_interval + 2.0
         cutoff = time.time() - grace
         kill: list[str] = []
-        tasks = self.river.tasks
-        with self.river.sessions() as session:
+        tasks = self.tasks
+        with self.sessions() as session:
             expected = tasks.active_on(session, name)
             overdue = [
                 t
@@ -246,12 +291,11 @@ class NodeRegistry:
     # ---- liveness -------------------------------------------------------------------
     def check_liveness(self) -> None:
         """Take nodes offline after missed heartbeats and mark their tasks lost."""
-        config = self.river.config
-        timeout = config.heartbeat_interval * config.heartbeat_misses
+        timeout = self.heartbeat_interval * self.heartbeat_misses
         now = time.monotonic()
         # If this check itself ran late, the host was stalled, not the runners silent:
         # forgive the stall instead of taking healthy nodes offline.
-        period = config.heartbeat_interval / 2
+        period = self.heartbeat_interval / 2
         stall = now - self._last_check - period
         self._last_check = now
         if stall > period:
@@ -266,7 +310,7 @@ class NodeRegistry:
                 self._take_offline(name, f"no heartbeat for {timeout:.0f}s")
         # Nodes the DB thinks online but that never registered with this host process.
         if time.time() - self.started_at > timeout:
-            with self.river.sessions() as session:
+            with self.sessions() as session:
                 stale = session.scalars(select(db.Node.name).where(db.Node.state == "online")).all()
             for name in stale:
                 if name not in self._connections:
@@ -275,8 +319,8 @@ class NodeRegistry:
                     )
 
     def _take_offline(self, name: str, why: str) -> None:
-        tasks = self.river.tasks
-        with self.river.sessions() as session:
+        tasks = self.tasks
+        with self.sessions() as session:
             node = session.get(db.Node, name)
             if node is None:
                 return
@@ -285,9 +329,9 @@ class NodeRegistry:
                 session, tasks.active_on(session, name), f"node {name} offline: {why}"
             )
             tasks.commit_and_publish(session, lost)
-            self.river.log.warning("node %s offline (%s); %d task(s) lost", name, why, len(lost))
+            self.log.warning("node %s offline (%s); %d task(s) lost", name, why, len(lost))
             self.publish(node)
 
     def all_nodes(self) -> list[db.Node]:
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             return list(session.scalars(select(db.Node).order_by(db.Node.name)))

@@ -57,10 +57,14 @@ from river_runner.protocol import TERMINAL_STATES
 from river_runner.spec import SpecError, parse_target
 from river_server import db
 from river_server.auth import hash_secret, new_secret, role_at_least
+from river_server.capacity import free_resources
 from river_server.tasks import TaskError
 
 if TYPE_CHECKING:
-    from river_server.services import River
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import sessionmaker
+
+    from river_server.nodes import NodeConnections
 
 log = logging.getLogger("river.overlay")
 
@@ -213,9 +217,17 @@ class OverlayService:
     """Allocations, host links and reservations; one per host process."""
 
     def __init__(
-        self, river: River, settings: OverlaySettings, host_links: HostLinks | None = None
+        self,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+        connections: NodeConnections,
+        settings: OverlaySettings,
+        max_reservations_per_user: int,
+        host_links: HostLinks | None = None,
     ) -> None:
-        self.river = river
+        self.sessions = sessions
+        self.connections = connections
+        self.max_reservations_per_user = max_reservations_per_user
         self.settings = settings
         self.spec = settings.validate()
         self.links = host_links or HostLinks()
@@ -225,7 +237,7 @@ class OverlayService:
         self._executor: ThreadPoolExecutor | None = None
         self._maintenance: PeriodicCallback | None = None
         db.Base.metadata.create_all(
-            river.engine, tables=[OverlayAllocation.__table__, IpReservation.__table__]
+            engine, tables=[OverlayAllocation.__table__, IpReservation.__table__]
         )
 
     @property
@@ -239,7 +251,7 @@ class OverlayService:
         if not self.enabled:
             return
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="river-overlay")
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             allocations = [
                 self.assignment_for(a) for a in session.scalars(select(OverlayAllocation))
             ]
@@ -334,7 +346,7 @@ class OverlayService:
         except OverlaySpecError as exc:
             return {"overlay": None, "overlay_error": str(exc)}
         now = time.time()
-        with self.river.sessions.begin() as session:
+        with self.sessions.begin() as session:
             allocation = session.get(OverlayAllocation, name)
             if allocation is None:
                 used = set(session.scalars(select(OverlayAllocation.runner_index)))
@@ -376,7 +388,7 @@ class OverlayService:
             "runner_ip": assignment.runner_ip,
             "workload_range": [assignment.workload_first, assignment.workload_last],
             "underlay_ip": allocation.underlay_ip,
-            "online": self.river.nodes.is_online(allocation.node),
+            "online": self.connections.is_online(allocation.node),
             "host_links": self.link_state.get(allocation.runner_index, "pending"),
             "allocated_at": allocation.allocated_at,
             "registered_at": allocation.registered_at,
@@ -384,7 +396,7 @@ class OverlayService:
 
     def overview(self) -> dict[str, Any]:
         """GET /river/api/overlay."""
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             rows = list(
                 session.scalars(select(OverlayAllocation).order_by(OverlayAllocation.runner_index))
             )
@@ -402,9 +414,9 @@ class OverlayService:
 
     def release(self, node: str, *, force: bool = False) -> dict[str, Any]:
         """Release a runner's allocation: its host links and reservations go too."""
-        if not force and self.river.nodes.is_online(node):
+        if not force and self.connections.is_online(node):
             raise OverlayError(409, f"node {node} is online; stop its runner first (or force=1)")
-        with self.river.sessions.begin() as session:
+        with self.sessions.begin() as session:
             allocation = session.get(OverlayAllocation, node)
             if allocation is None:
                 raise OverlayError(404, f"node {node} has no overlay allocation")
@@ -421,12 +433,12 @@ class OverlayService:
         if not self.enabled or after <= 0:
             return []
         now = time.time() if now is None else now
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             rows = list(session.scalars(select(OverlayAllocation)))
             seen = {n: t for n, t in session.execute(select(db.Node.name, db.Node.last_seen))}
         released = []
         for allocation in rows:
-            if self.river.nodes.is_online(allocation.node):
+            if self.connections.is_online(allocation.node):
                 continue
             last = max(allocation.registered_at, seen.get(allocation.node) or 0.0)
             if now - last > after:
@@ -461,14 +473,14 @@ class OverlayService:
 
     def _pick_node(self, session: Session) -> OverlayAllocation:
         rows = list(session.scalars(select(OverlayAllocation)))
-        online = [a for a in rows if self.river.nodes.is_online(a.node)]
+        online = [a for a in rows if self.connections.is_online(a.node)]
         if not online:
             raise OverlayError(
                 409, "no online runner has joined the overlay; name a node with node=..."
             )
 
         def free_cores(a: OverlayAllocation) -> int:
-            return int(self.river.dispatcher.free_resources(a.node).get("cores") or 0)
+            return int(free_resources(self.sessions, a.node).get("cores") or 0)
 
         return sorted(online, key=lambda a: (-free_cores(a), a.node))[0]
 
@@ -489,7 +501,7 @@ class OverlayService:
         if not 0 < ttl <= MAX_TTL:
             raise OverlayError(400, f"ttl must be more than 0 and at most {MAX_TTL:.0f} seconds")
         now = time.time()
-        with self.river.sessions.begin() as session:
+        with self.sessions.begin() as session:
             self._check_reservation_bound(session, owner, now)
             if node:
                 allocation = session.get(OverlayAllocation, node)
@@ -532,7 +544,7 @@ class OverlayService:
     def _check_reservation_bound(self, session: Session, owner: str, now: float) -> None:
         """Each held address is a row and a slot of a node's workload range: one user may
         hold at most c.RiverHost.max_reservations_per_user at once (429 past it)."""
-        limit = self.river.config.max_reservations_per_user
+        limit = self.max_reservations_per_user
         rows = list(session.scalars(select(IpReservation).where(IpReservation.owner == owner)))
         holding = _holding_tasks(session, [r.task_id for r in rows if r.task_id is not None])
         held = sum(
@@ -581,7 +593,7 @@ class OverlayService:
         query = select(IpReservation).order_by(IpReservation.id)
         if not everyone:
             query = query.where(IpReservation.owner == owner)
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             rows = list(session.scalars(query))
             holding = _holding_tasks(session, [r.task_id for r in rows if r.task_id is not None])
         return [self.reservation_json(r, now=now, held=r.task_id in holding) for r in rows]
@@ -600,7 +612,7 @@ class OverlayService:
     def release_reservation(self, key: str, user: str, role: str) -> dict[str, Any]:
         """Give back a reservation by id or token (owner or operator)."""
         self._require_enabled()
-        with self.river.sessions.begin() as session:
+        with self.sessions.begin() as session:
             row = self._find(session, key)
             if row is None or (row.owner != user and not role_at_least(role, "operator")):
                 raise OverlayError(404, f"no IP reservation {key}")
@@ -619,7 +631,7 @@ class OverlayService:
         """Forget reservations that expired unused, or whose task ended, RETAIN_SECONDS ago."""
         now = time.time() if now is None else now
         cutoff = now - RETAIN_SECONDS
-        with self.river.sessions.begin() as session:
+        with self.sessions.begin() as session:
             expired = session.execute(
                 delete(IpReservation).where(
                     IpReservation.task_id.is_(None), IpReservation.expires_at < cutoff
@@ -658,7 +670,7 @@ class OverlayService:
                 "(c.RiverHost.overlay_enabled)"
             )
         now = time.time()
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             row = session.scalar(
                 select(IpReservation).where(IpReservation.token_hash == hash_secret(token.strip()))
             )
@@ -700,7 +712,7 @@ class OverlayService:
         """A VPS restart: the new incarnation takes over the reserved address the previous
         one held (claim() moves the reservation in the same transaction); the body comes
         back pinned to the address's node. Nothing happens when it held none."""
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             row = session.scalar(
                 select(IpReservation).where(IpReservation.task_id == previous_task)
             )

@@ -1,4 +1,10 @@
-"""The host's services in one place, created by the extension and shared by handlers."""
+"""The host's composition root: builds its services in dependency order and hands them out.
+
+Each service receives exactly the collaborators it uses (session factory, event bus, stores,
+runner client, config values, other services) and never this object, so the dependency
+graph is what the constructors say (docs/design-decisions.md). Only the app and the request
+handlers get services from `River`; tests/unit/test_service_wiring.py keeps it so.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from river_runner.ids import SnowflakeGenerator
 from river_server import db
@@ -16,15 +21,13 @@ from river_server.environments import EnvironmentLimits, EnvironmentService
 from river_server.events import EventBus
 from river_server.limits import StreamGate
 from river_server.logstore import LogStore
-from river_server.nodes import NodeRegistry
+from river_server.nodes import NodeConnections, NodeRegistry
 from river_server.overlay import OverlayService, OverlaySettings
 from river_server.private import make_private, private_file, tighten_tree
 from river_server.runner_client import RunnerClient
+from river_server.ssh_proxy import SshProxy
 from river_server.tasks import TaskService
 from river_server.vps import VpsService
-
-if TYPE_CHECKING:
-    from river_server.ssh_proxy import SshProxy
 
 
 @dataclass
@@ -95,13 +98,86 @@ class River:
             setting="c.RiverHost.max_tunnels_per_user",
         )
         self.runner_client = RunnerClient()
-        self.tasks = TaskService(self)
-        self.vps = VpsService(self)
-        self.ssh_proxy: SshProxy | None = None  # set by the app once it listens
-        self.nodes = NodeRegistry(self)
-        self.dispatcher = Dispatcher(self)
-        self.environments = EnvironmentService(self)
-        self.overlay = OverlayService(self, config.overlay)
+        self.connections = NodeConnections()
+        assert config.shared_dir is not None  # HostConfig fills it in
+        self.environments = EnvironmentService(
+            self.sessions, self.log, config.environment_limits, config.shared_dir
+        )
+        self.overlay = OverlayService(
+            self.engine,
+            self.sessions,
+            self.connections,
+            config.overlay,
+            config.max_reservations_per_user,
+        )
+        self.tasks = TaskService(
+            self.sessions,
+            self.bus,
+            self.logs,
+            self.blobs,
+            self.ids,
+            self.runner_client,
+            self.connections,
+            self.overlay,
+            self.environments,
+            self.log,
+            require_approval=config.require_approval,
+            task_spec_max_bytes=config.task_spec_max_bytes,
+            max_tasks_per_user=config.max_tasks_per_user,
+            user_mount_prefixes=config.user_mount_prefixes,
+        )
+        self.dispatcher = Dispatcher(
+            self.sessions,
+            self.connections,
+            self.tasks,
+            self.environments,
+            self.runner_client,
+            self.log,
+            config.backfill_window,
+            config.user_mount_prefixes,
+        )
+        self.tasks.bind_queue(self.dispatcher)  # the one cycle: tasks <-> dispatcher
+        self.vps = VpsService(
+            self.sessions,
+            self.tasks,
+            self.ids,
+            self.connections,
+            self.runner_client,
+            self.log,
+            config.vps_snapshots_keep,
+        )
+        self.nodes = NodeRegistry(
+            self.sessions,
+            self.bus,
+            self.connections,
+            self.tasks,
+            self.dispatcher,
+            self.overlay,
+            self.log,
+            config.runner_token,
+            config.heartbeat_interval,
+            config.heartbeat_misses,
+            self.boot_id,
+        )
+        self.ssh_proxy: SshProxy | None = None  # set by attach_ssh_proxy once it listens
+
+    def make_ssh_proxy(self, address: str, port: int, key_dir: Path) -> SshProxy:
+        """The SSH proxy, wired to its collaborators (the app starts it and may fail to)."""
+        return SshProxy(
+            self.sessions,
+            self.vps,
+            self.connections,
+            address,
+            port,
+            key_dir,
+            max_connections=self.config.ssh_max_connections,
+            max_relays_per_user=self.config.ssh_max_relays_per_user,
+        )
+
+    def attach_ssh_proxy(self, proxy: SshProxy) -> None:
+        """A listening proxy: VPSes get its key and its port in their SSH commands."""
+        self.ssh_proxy = proxy
+        self.vps.ssh_proxy = proxy
 
     async def close(self) -> None:
         self.environments.close()

@@ -42,7 +42,10 @@ from river_server.limits import LimitReached, StreamGate
 from river_server.tunnel import TunnelError, open_tunnel
 
 if TYPE_CHECKING:
-    from river_server.services import River
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from river_server.nodes import NodeConnections
+    from river_server.vps import VpsService
 
 log = logging.getLogger("river.ssh")
 BUFFER = 64 * 1024
@@ -102,20 +105,32 @@ class _Pty:
 class SshProxy:
     """Listens on `address:port`; `start()` and `stop()` from the host's lifecycle."""
 
-    def __init__(self, river: River, address: str, port: int, key_dir: Path) -> None:
-        self.river = river
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        vps: VpsService,
+        connections: NodeConnections,
+        address: str,
+        port: int,
+        key_dir: Path,
+        *,
+        max_connections: int,
+        max_relays_per_user: int,
+    ) -> None:
+        self.sessions = sessions
+        self.vps = vps
+        self.connections = connections
         self.address = address
         self.port = port
         self.host_key = load_or_create_key(key_dir / "ssh_proxy_host_key")
         self.client_key = load_or_create_key(key_dir / "ssh_proxy_client_key")
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
-        config = river.config
-        self.max_conns = config.ssh_max_connections
+        self.max_conns = max_connections
         self._connections = threading.BoundedSemaphore(self.max_conns)
         # Sessions and port forwards relay in a thread each: bounded per user.
         self.relays = StreamGate(
-            config.ssh_max_relays_per_user,
+            max_relays_per_user,
             what="SSH sessions and port forwards",
             setting="c.RiverHost.ssh_max_relays_per_user",
         )
@@ -192,11 +207,11 @@ class SshProxy:
         if vps_id is None:
             log.info("SSH login %r refused: the user name is not <user>+<vps_id>", username)
             return None
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             row = session.scalar(sql_select(db.User).where(db.User.name == user))
             role = row.role if row is not None else None
             token_user = user_for_token(session, password) if password is not None else None
-        task = self.river.vps.current(vps_id)
+        task = self.vps.current(vps_id)
         # The credential is checked first, whatever the name and VPS: a refusal costs the
         # same (bcrypt included) and so tells nothing about which users or VPSes exist.
         if key is not None:
@@ -219,7 +234,7 @@ class SshProxy:
             return False
         ok = False
         try:
-            ok = verify_login(self.river.sessions, user, password) is not None
+            ok = verify_login(self.sessions, user, password) is not None
         finally:
             LOGIN_THROTTLE.end(user, ok)
         return ok
@@ -228,14 +243,14 @@ class SshProxy:
     def connect_upstream(self, target: Target) -> paramiko.Transport:
         """An authenticated SSH transport to the VPS's sshd; raises `UpstreamError` with a
         message for the user when it cannot be had."""
-        task = self.river.vps.current(target.vps_id)
+        task = self.vps.current(target.vps_id)
         record = task.spec["vps"] if task is not None else {}
         if task is None or task.state != TaskState.RUNNING.value:
             state = "gone" if task is None else task.state
             raise UpstreamError(f"VPS {target.vps_id} is {state}, not running")
         if record.get("ssh", "disabled") == "disabled":
             raise UpstreamError(f"VPS {target.vps_id} was created with SSH disabled")
-        node = self.river.nodes.connection(task.node or "")
+        node = self.connections.get(task.node or "")
         if node is None:
             raise UpstreamError(f"node {task.node} of VPS {target.vps_id} is offline")
         try:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from river_runner.containers import (
     parse_image,
     parse_mount,
 )
+from river_runner.ids import SnowflakeGenerator
 from river_runner.protocol import (
     EVENT_LOG,
     EVENT_TASK,
@@ -28,16 +30,23 @@ from river_runner.protocol import (
     TERMINAL_STATES,
     TaskState,
 )
-from river_runner.spec import SpecError, parse_request
+from river_runner.spec import ResourceRequest, SpecError, parse_request
 from river_server import db
 from river_server.arrays import array_env, parse_array
 from river_server.auth import role_at_least
+from river_server.blobs import BlobStore
+from river_server.events import EventBus
 from river_server.images import ImageRefused, check_images
-from river_server.runner_client import RunnerUnreachable
+from river_server.logstore import LogStore
+from river_server.runner_client import RunnerClient, RunnerUnreachable
 from river_server.serialize import task_json
 
 if TYPE_CHECKING:
-    from river_server.services import River
+    from sqlalchemy.orm import sessionmaker
+
+    from river_server.environments import EnvironmentService
+    from river_server.nodes import NodeConnections
+    from river_server.overlay import OverlayService
 
 TASK_KINDS = ("command", "python")
 # Spec fields only a container can honour: a task with any of them runs on docker nodes only.
@@ -145,9 +154,61 @@ def needs_container(spec: dict[str, Any] | None) -> bool:
     return bool(spec.get("vps")) or any(spec.get(key) for key in CONTAINER_FIELDS)
 
 
+class Queue(Protocol):
+    """What the task service needs of the dispatcher. The dispatcher moves tasks through
+    their states with this service, so it is built after it and bound with `bind_queue`
+    (the one cycle between services; docs/design-decisions.md)."""
+
+    wait_reasons: dict[int, str]
+
+    def wake(self) -> None: ...
+
+    def infeasible(self, request: ResourceRequest, container: bool = False) -> str | None: ...
+
+
 class TaskService:
-    def __init__(self, river: River) -> None:
-        self.river = river
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        bus: EventBus,
+        logs: LogStore,
+        blobs: BlobStore,
+        ids: SnowflakeGenerator,
+        runner_client: RunnerClient,
+        connections: NodeConnections,
+        overlay: OverlayService,
+        environments: EnvironmentService,
+        log: logging.Logger,
+        *,
+        require_approval: bool,
+        task_spec_max_bytes: int,
+        max_tasks_per_user: int,
+        user_mount_prefixes: tuple[str, ...],
+    ) -> None:
+        self.sessions = sessions
+        self.bus = bus
+        self.logs = logs
+        self.blobs = blobs
+        self.ids = ids
+        self.runner_client = runner_client
+        self.connections = connections
+        self.overlay = overlay
+        self.environments = environments
+        self.log = log
+        self.require_approval = require_approval
+        self.task_spec_max_bytes = task_spec_max_bytes
+        self.max_tasks_per_user = max_tasks_per_user
+        self.user_mount_prefixes = user_mount_prefixes
+        self._queue: Queue | None = None
+
+    def bind_queue(self, queue: Queue) -> None:
+        self._queue = queue
+
+    @property
+    def queue(self) -> Queue:
+        if self._queue is None:
+            raise RuntimeError("TaskService has no queue yet: bind_queue(dispatcher) first")
+        return self._queue
 
     # ---- reading --------------------------------------------------------------------
     def queue_info(self, session: Session) -> dict[int, int]:
@@ -161,10 +222,10 @@ class TaskService:
         position = wait = None
         if task.state == TaskState.QUEUED.value:
             if positions is None:
-                with self.river.sessions() as session:
+                with self.sessions() as session:
                     positions = self.queue_info(session)
             position = positions.get(task.id)
-            wait = self.river.dispatcher.wait_reasons.get(task.id, "waiting for the scheduler")
+            wait = self.queue.wait_reasons.get(task.id, "waiting for the scheduler")
         return task_json(task, queue_position=position, wait_reason=wait)
 
     # ---- submitting -----------------------------------------------------------------
@@ -186,9 +247,9 @@ class TaskService:
             kind = "vps"
             spec["vps"] = vps
         # A reserved overlay address (ip_token): recorded in spec, pins the reservation's node.
-        body = self.river.overlay.apply_ip_token(body, owner, role, spec)
+        body = self.overlay.apply_ip_token(body, owner, role, spec)
         if inherit_address_from is not None:
-            body = self.river.overlay.inherit(body, spec, inherit_address_from)
+            body = self.overlay.inherit(body, spec, inherit_address_from)
         array = parse_array(body)
         if array is not None:
             spec["array"] = array
@@ -199,14 +260,14 @@ class TaskService:
             raise SpecError("'name' must be a string of at most 256 characters")
         self.check_privileges(spec, role)
         try:  # River's own images (VPS snapshots, environments) are their owners' alone
-            check_images(self.river, owner, role, spec)
+            check_images(self.sessions, self.environments, owner, role, spec)
         except ImageRefused as exc:
             raise TaskError(exc.status, str(exc)) from None
-        reason = self.river.dispatcher.infeasible(request, container=needs_container(spec))
+        reason = self.queue.infeasible(request, container=needs_container(spec))
         if reason:
             raise SpecError(reason)
         task = db.Task(
-            id=self.river.ids.next_id(),
+            id=self.ids.next_id(),
             name=name,
             owner=owner,
             kind=kind,
@@ -214,43 +275,42 @@ class TaskService:
             request=request.to_json(),
             state=(
                 TaskState.PENDING_APPROVAL.value
-                if self.river.config.require_approval and not role_at_least(role, "operator")
+                if self.require_approval and not role_at_least(role, "operator")
                 else TaskState.QUEUED.value
             ),
             submitted_at=time.time(),
         )
-        with self.river.sessions.begin() as session:
+        with self.sessions.begin() as session:
             session.add(task)
             session.add(db.TaskTransition(task_id=task.id, state=task.state, detail="submitted"))
-            self.river.overlay.claim(session, task)  # spends the ip_token with the task
+            self.overlay.claim(session, task)  # spends the ip_token with the task
         self.publish(task)
-        self.river.dispatcher.wake()
+        self.queue.wake()
         return task
 
     def _check_bounds(self, owner: str, spec: dict[str, Any]) -> None:
         """Refuse what would let one user grow the host's database without limit: a huge
         program text (stored with the task, sent to a runner and shown in the UI) and an
         endless queue (every dispatcher pass looks at each waiting task)."""
-        config = self.river.config
         size = len(json.dumps(spec, separators=(",", ":")).encode())
-        if size > config.task_spec_max_bytes:
+        if size > self.task_spec_max_bytes:
             raise TaskError(
                 413,
                 f"the task's script, command and env come to {size} bytes; this host takes at "
-                f"most {config.task_spec_max_bytes} (c.RiverHost.task_spec_max_bytes): put "
+                f"most {self.task_spec_max_bytes} (c.RiverHost.task_spec_max_bytes): put "
                 "large code or data in files (%%river --push, shared storage) and run those",
             )
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             open_tasks = session.scalar(
                 select(func.count())
                 .select_from(db.Task)
                 .where(db.Task.owner == owner, db.Task.state.not_in(FINAL_STATES))
             )
-        if open_tasks >= config.max_tasks_per_user:
+        if open_tasks >= self.max_tasks_per_user:
             raise TaskError(
                 429,
                 f"{owner} already has {open_tasks} unfinished tasks, the most this host takes "
-                f"(c.RiverHost.max_tasks_per_user = {config.max_tasks_per_user}); wait for some "
+                f"(c.RiverHost.max_tasks_per_user = {self.max_tasks_per_user}); wait for some "
                 "to finish or kill queued ones",
             )
 
@@ -262,7 +322,7 @@ class TaskService:
             return
         if spec.get("privileged"):
             raise TaskError(403, f"privileged containers need the operator role; you are {role}")
-        prefixes = self.river.config.user_mount_prefixes
+        prefixes = self.user_mount_prefixes
         if spec.get("mounts"):
             # The runner checks again, on the path resolved on its node (symlinks): the
             # path as written here says nothing about where it leads (dispatcher.launch_body).
@@ -281,7 +341,7 @@ class TaskService:
 
     # ---- transitions ----------------------------------------------------------------
     def publish(self, task: db.Task) -> None:
-        self.river.bus.publish(EVENT_TASK, {"task": self.to_json(task), "owner": task.owner})
+        self.bus.publish(EVENT_TASK, {"task": self.to_json(task), "owner": task.owner})
 
     def transition(
         self,
@@ -313,7 +373,7 @@ class TaskService:
         for task in tasks:
             self.publish(task)
         if any(TaskState(t.state).terminal or t.state == TaskState.QUEUED.value for t in tasks):
-            self.river.dispatcher.wake()
+            self.queue.wake()
 
     # ---- user actions ---------------------------------------------------------------
     async def control(self, task: db.Task, action: str) -> db.Task:
@@ -338,15 +398,13 @@ class TaskService:
             )
         if action == "kill" and state == TaskState.ASSIGNING:
             return await self._kill_assigning(task)
-        node = self.river.nodes.connection(task.node or "")
+        node = self.connections.get(task.node or "")
         if node is None:
             if action != "kill":
                 raise TaskError(409, f"node {task.node} is offline; try again when it is back")
             return self._end_here(task.id, f"killed while node {task.node} was offline")
         try:
-            await self.river.runner_client.call(
-                node.url, node.secret, f"/api/tasks/{task.id}/{action}"
-            )
+            await self.runner_client.call(node.url, node.secret, f"/api/tasks/{task.id}/{action}")
         except RunnerUnreachable as exc:
             if exc.status == 404:
                 # The runner no longer runs it: it has ended there and its final report is
@@ -360,7 +418,7 @@ class TaskService:
         """Kill every unfinished task (VPS incarnations included) of `owner`: a deleted
         account's work must not run on with nobody able to see or stop it. Returns how many
         were ended; one that ends on its own meanwhile is not an error."""
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             tasks = list(
                 session.scalars(
                     select(db.Task).where(
@@ -374,16 +432,16 @@ class TaskService:
                 await self.control(task, "kill")
             except TaskError as exc:
                 if exc.status != 409:
-                    self.river.log.warning("could not end task %s of %s: %s", task.id, owner, exc)
+                    self.log.warning("could not end task %s of %s: %s", task.id, owner, exc)
                 continue
             ended += 1
         if ended:
-            self.river.log.info("ended %d task(s) of %s: %s", ended, owner, why)
+            self.log.info("ended %d task(s) of %s: %s", ended, owner, why)
         return ended
 
     def _end_here(self, task_id: int, why: str) -> db.Task:
         """Record KILLED (unless already final) before anyone hears of it."""
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             fresh = session.get(db.Task, task_id)
             assert fresh is not None
             if self.transition(session, fresh, TaskState.KILLED, why):
@@ -400,7 +458,7 @@ class TaskService:
         runner is told, best effort: a 404 only means the launch has not reached it yet.
         """
         fresh = self._end_here(task.id, "killed before it started")
-        node = self.river.nodes.connection(task.node or "")
+        node = self.connections.get(task.node or "")
         if node is not None:
             await self.kill_on_runner(node.url, node.secret, task.id)
         return fresh
@@ -409,10 +467,10 @@ class TaskService:
         """Tell a runner to stop a task the host has already ended; any failure is logged
         (reconciliation kills what the runner still reports)."""
         try:
-            await self.river.runner_client.call(url, secret, f"/api/tasks/{task_id}/kill")
+            await self.runner_client.call(url, secret, f"/api/tasks/{task_id}/kill")
         except RunnerUnreachable as exc:
             if exc.status != 404:
-                self.river.log.warning("could not kill task %s on its runner: %s", task_id, exc)
+                self.log.warning("could not kill task %s on its runner: %s", task_id, exc)
 
     async def _ended_on_runner(self, task_id: int) -> TaskError:
         """The 409 for a task its runner no longer runs, with its final state when the
@@ -420,7 +478,7 @@ class TaskService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + KILL_REPORT_WAIT_S
         while True:
-            with self.river.sessions() as session:
+            with self.sessions() as session:
                 fresh = session.get(db.Task, task_id)
                 state = TaskState(fresh.state) if fresh is not None else None
             if state is None or state.terminal:
@@ -451,7 +509,7 @@ class TaskService:
         stop: list[str] = []
         dropped = 0
         changed: dict[int, db.Task] = {}
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             for message in messages:
                 task_id = int(message["task_id"])
                 task = changed.get(task_id) or session.get(db.Task, task_id)
@@ -472,7 +530,7 @@ class TaskService:
                     stop.append(str(task_id))
             self.commit_and_publish(session, changed.values())
         if dropped:
-            self.river.log.warning(
+            self.log.warning(
                 "runner %s reported on %d message(s) about tasks not placed on it; dropped",
                 node_name,
                 dropped,
@@ -492,8 +550,8 @@ class TaskService:
         return self.transition(session, task, state, message.get("detail") or None, **fields)
 
     def _apply_log(self, task_id: int, lines: list[dict[str, Any]]) -> None:
-        for line in self.river.blobs.append_log(self.river.logs, task_id, lines):
-            self.river.bus.publish(EVENT_LOG, {"task_id": str(task_id), **line})
+        for line in self.blobs.append_log(self.logs, task_id, lines):
+            self.bus.publish(EVENT_LOG, {"task_id": str(task_id), **line})
 
     def mark_lost(self, session: Session, tasks: Iterable[db.Task], why: str) -> list[db.Task]:
         return [t for t in tasks if self.transition(session, t, TaskState.LOST, why)]

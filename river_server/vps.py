@@ -11,6 +11,7 @@ holds it. The newest incarnation's record is the VPS's current one.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import subprocess
 import sys
@@ -26,11 +27,15 @@ from river_runner.protocol import TaskState
 from river_runner.spec import SpecError
 from river_server import db, vps_apps
 from river_server.auth import role_at_least
-from river_server.runner_client import RunnerUnreachable
-from river_server.tasks import TaskError
+from river_server.runner_client import RunnerClient, RunnerUnreachable
+from river_server.tasks import TaskError, TaskService
 
 if TYPE_CHECKING:
-    from river_server.services import River
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from river_runner.ids import SnowflakeGenerator
+    from river_server.nodes import NodeConnections
+    from river_server.ssh_proxy import SshProxy
 
 SSH_MODES = ("disabled", "none", "upload", "generate")
 # Runs in any image with a POSIX shell; ends at once on SIGTERM (docker stop / kill). With
@@ -94,8 +99,25 @@ def _ssh_settings(body: dict[str, Any], vps_id: int) -> tuple[dict[str, Any], st
 
 
 class VpsService:
-    def __init__(self, river: River) -> None:
-        self.river = river
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        tasks: TaskService,
+        ids: SnowflakeGenerator,
+        connections: NodeConnections,
+        runner_client: RunnerClient,
+        log: logging.Logger,
+        snapshots_keep: int,
+    ) -> None:
+        self.sessions = sessions
+        self.tasks = tasks
+        self.ids = ids
+        self.connections = connections
+        self.runner_client = runner_client
+        self.log = log
+        self.snapshots_keep = snapshots_keep
+        # The SSH proxy, once the app has it listening (None: no SSH access to VPSes).
+        self.ssh_proxy: SshProxy | None = None
         self.terminals: dict[str, str] = {}  # terminal name → VPS owner
 
     # ---- reading --------------------------------------------------------------------
@@ -104,7 +126,7 @@ class VpsService:
         query = select(db.Task).where(db.Task.kind == "vps").order_by(db.Task.id)
         if owner is not None:
             query = query.where(db.Task.owner == owner)
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             rows = session.scalars(query).all()
         found: dict[int, list[db.Task]] = {}
         for task in rows:
@@ -117,15 +139,8 @@ class VpsService:
         """The VPS's newest incarnation (None when deleted or unknown). The database picks
         it (one row back, not every incarnation of every VPS): the proxy and the SSH proxy
         ask on every request and login."""
-        with self.river.sessions() as session:
-            task = session.scalars(
-                select(db.Task)
-                .where(
-                    db.Task.kind == "vps", db.Task.spec[("vps", "id")].as_string() == str(vps_id)
-                )
-                .order_by(db.Task.id.desc())
-                .limit(1)
-            ).first()
+        with self.sessions() as session:
+            task = db.newest_vps_task(session, vps_id)
         if task is None or task.spec["vps"].get("deleted"):
             return None
         return task
@@ -135,7 +150,7 @@ class VpsService:
         state = task.state
         if TaskState(state).terminal:
             state = "stopped" if record.get("stopped") else state
-        data = self.river.tasks.to_json(task)
+        data = self.tasks.to_json(task)
         return {
             "id": str(record["id"]),
             "name": task.name,
@@ -162,7 +177,7 @@ class VpsService:
         }
 
     def _ssh_port(self, record: dict[str, Any]) -> int | None:
-        proxy = self.river.ssh_proxy
+        proxy = self.ssh_proxy
         if proxy is None or record.get("ssh", "disabled") == "disabled":
             return None
         return proxy.port
@@ -173,8 +188,8 @@ class VpsService:
         if record.get("ssh", "disabled") == "disabled":
             return ""
         lines = []
-        if self.river.ssh_proxy is not None:
-            lines.append(self.river.ssh_proxy.authorized_key)
+        if self.ssh_proxy is not None:
+            lines.append(self.ssh_proxy.authorized_key)
         if record.get("public_key"):
             lines.append(record["public_key"])
         return "\n".join(lines)
@@ -189,7 +204,7 @@ class VpsService:
             )
         if backend != "docker":
             raise SpecError(f"backend must be 'docker' (QEMU is a later issue), not {backend!r}")
-        vps_id = self.river.ids.next_id()
+        vps_id = self.ids.next_id()
         settings, private = _ssh_settings(body, vps_id)
         image = body.get("image") or None  # None: the runner's default image
         record = {
@@ -201,7 +216,7 @@ class VpsService:
             **settings,
         }
         task_body = self._task_body(body, image, self.authorized_keys(record))
-        task = self.river.tasks.submit(owner, task_body, role=role, vps=record)
+        task = self.tasks.submit(owner, task_body, role=role, vps=record)
         return task, private
 
     @staticmethod
@@ -224,7 +239,7 @@ class VpsService:
         return task_body
 
     def _save_record(self, task: db.Task, **changes: Any) -> db.Task:
-        with self.river.sessions() as session:
+        with self.sessions() as session:
             fresh = session.get(db.Task, task.id)
             assert fresh is not None
             spec = dict(fresh.spec)
@@ -237,11 +252,11 @@ class VpsService:
         return fresh
 
     async def _runner_call(self, task: db.Task, action: str, body: dict[str, Any]) -> dict:
-        node = self.river.nodes.connection(task.node or "")
+        node = self.connections.get(task.node or "")
         if node is None:
             raise TaskError(409, f"node {task.node} is offline; try again when it is back")
         try:
-            return await self.river.runner_client.call(
+            return await self.runner_client.call(
                 node.url, node.secret, f"/api/tasks/{task.id}/{action}", body
             )
         except RunnerUnreachable as exc:
@@ -254,7 +269,7 @@ class VpsService:
         result = await self._runner_call(
             task,
             "snapshot",
-            {"repository": repository(record["id"]), "keep": self.river.config.vps_snapshots_keep},
+            {"repository": repository(record["id"]), "keep": self.snapshots_keep},
         )
         snapshots = [f"{repository(record['id'])}:{n}" for n in result.get("snapshots", [])]
         return self._save_record(task, snapshots=snapshots, snapshot_node=task.node)
@@ -277,13 +292,13 @@ class VpsService:
         image = f"{repository(record['id'])}:{number}"
         if image not in (record.get("snapshots") or []):
             raise TaskError(404, f"VPS {record['id']} has no snapshot {number}")
-        node = self.river.nodes.connection(record.get("snapshot_node") or "")
+        node = self.connections.get(record.get("snapshot_node") or "")
         if node is None:
             raise TaskError(
                 409, f"node {record.get('snapshot_node')} holds that snapshot and is offline"
             )
         try:
-            await self.river.runner_client.call(
+            await self.runner_client.call(
                 node.url,
                 node.secret,
                 f"/api/tasks/{task.id}/forget",
@@ -302,7 +317,7 @@ class VpsService:
         # (A VPS that never started has nothing to keep: it just ends.)
         task = self._save_record(task, stopped=True)
         try:
-            await self.river.tasks.control(task, "kill")
+            await self.tasks.control(task, "kill")
         except TaskError:
             self._save_record(task, stopped=False)
             raise
@@ -325,13 +340,13 @@ class VpsService:
         record["apps"] = []  # started apps end with the container
         record["incarnation"] = int(record.get("incarnation", 0)) + 1
         task_body = self._task_body(body, image, self.authorized_keys(record))
-        return self.river.tasks.submit(
+        return self.tasks.submit(
             task.owner, task_body, role=role, vps=record, inherit_address_from=task.id
         )
 
     async def control(self, task: db.Task, action: str) -> db.Task:
         if action in ("pause", "resume"):
-            return await self.river.tasks.control(task, action)
+            return await self.tasks.control(task, action)
         raise TaskError(400, f"unknown action {action}")
 
     async def open_terminal(self, task: db.Task, terminal_manager: Any) -> str:
@@ -344,7 +359,7 @@ class VpsService:
         if task.state != TaskState.RUNNING.value:
             raise TaskError(409, f"the VPS is {self.to_json(task)['state']}, not running")
         answer = await self._runner_call(task, "exec-ticket", {})
-        node = self.river.nodes.connection(task.node or "")
+        node = self.connections.get(task.node or "")
         assert node is not None  # _runner_call just reached it
         base = "ws" + node.url.rstrip("/")[len("http") :]
         url = f"{base}/api/tasks/{task.id}/exec?ticket={answer['ticket']}"
@@ -388,21 +403,21 @@ class VpsService:
     async def delete(self, task: db.Task) -> None:
         state = TaskState(task.state)
         if not state.terminal:
-            await self.river.tasks.control(task, "kill")
+            await self.tasks.control(task, "kill")
         record = task.spec["vps"]
         node_name = record.get("snapshot_node") or task.node
         if record.get("snapshots") and node_name:
-            node = self.river.nodes.connection(node_name)
+            node = self.connections.get(node_name)
             if node is not None:
                 try:
-                    await self.river.runner_client.call(
+                    await self.runner_client.call(
                         node.url,
                         node.secret,
                         f"/api/tasks/{task.id}/forget",
                         {"repository": repository(record["id"])},
                     )
                 except RunnerUnreachable as exc:
-                    self.river.log.warning("VPS %s: snapshots not removed: %s", record["id"], exc)
+                    self.log.warning("VPS %s: snapshots not removed: %s", record["id"], exc)
         self._save_record(task, deleted=True)
 
 

@@ -173,3 +173,40 @@ def test_bad_job_submissions_say_what_to_fix(cluster: OverlayCluster) -> None:
         )
         assert answer.status_code == 400, (extra, answer.text)
         assert message in answer.text, (extra, answer.text)
+
+
+def test_magic_streams_every_rank_and_ends_with_the_job(
+    cluster: OverlayCluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`%%river submit --nodes 3`: the members' lines reach the cell prefixed by rank and
+    the cell returns once the job has ended (the magic runs in the host's namespace)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from river_magics import load_ipython_extension
+    from tests.netns.conftest import ADMIN_TOKEN, HOST_PORT
+
+    monkeypatch.setenv("RIVER_URL", f"http://{cluster.host.address}:{HOST_PORT}")
+    monkeypatch.setenv("RIVER_TOKEN", ADMIN_TOKEN)
+    shell = InteractiveShell.instance()
+    load_ipython_extension(shell)
+    cluster.host.thread().call(
+        shell.run_cell_magic, "river", "submit --nodes 3 -c 1", ALLREDUCE, timeout=120
+    )
+    out = capsys.readouterr().out
+    for rank in range(3):
+        assert f"[rank {rank}] rank {rank} allreduce sum=60" in out, out
+
+
+def test_client_submit_nodes_returns_the_members(cluster: OverlayCluster) -> None:
+    from river_magics import Client
+    from tests.netns.conftest import ADMIN_TOKEN, HOST_PORT
+
+    def run() -> tuple[list[str], list[dict[str, Any]]]:
+        client = Client(f"http://{cluster.host.address}:{HOST_PORT}", token=ADMIN_TOKEN)
+        group = client.submit(script=ALLREDUCE, nodes=3, cores=1)
+        return list(group.labels), group.wait(timeout=90)
+
+    labels, ended = cluster.host.thread().call(run, timeout=120)
+    assert labels == ["rank 0", "rank 1", "rank 2"]
+    assert [t["state"] for t in ended] == ["completed"] * 3
+    assert len({t["job"]["id"] for t in ended}) == 1

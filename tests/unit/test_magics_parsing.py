@@ -358,3 +358,15 @@ def test_tables_have_text_fallbacks() -> None:
     assert "#1: waiting for 2 free cores" in tasks["text/plain"]
     assert "&lt;b&gt;x&lt;/b&gt;" in tasks["text/html"]
     assert "No tasks" in tasks_bundle([])["text/plain"]
+
+
+def test_nodes_options_parse_and_refuse_what_a_job_cannot_take() -> None:
+    args = parse_line(build_parser(), "submit --nodes 3 --gpus-per-node 2 -c 4 -m 8G")
+    assert (args.nodes, args.gpus_per_node, args.cores) == (3, 2, 4)
+    for bad, message in (
+        ("submit --nodes 2 -t a", "leave out -t and --array"),
+        ("submit --gpus-per-node 2", "add --nodes N"),
+        ("submit --nodes 2 --gpus 1 --gpus-per-node 2", "not both"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            parse_line(build_parser(), bad)

@@ -10,6 +10,7 @@ hub), with nothing but the rendezvous variables River sets.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -210,3 +211,21 @@ def test_client_submit_nodes_returns_the_members(cluster: OverlayCluster) -> Non
     assert labels == ["rank 0", "rank 1", "rank 2"]
     assert [t["state"] for t in ended] == ["completed"] * 3
     assert len({t["job"]["id"] for t in ended}) == 1
+
+
+def test_shell_river_submit_nodes(
+    cluster: OverlayCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.netns.conftest import ADMIN_TOKEN, HOST_PORT
+
+    monkeypatch.setenv("RIVER_URL", f"http://{cluster.host.address}:{HOST_PORT}")
+    monkeypatch.setenv("RIVER_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    done = cluster.host.python(
+        "-m", "river_runner.cli", "submit", "--json", "--nodes", "3", "-c", "1", "--", "true"
+    )
+    assert done.returncode == 0, done.stderr
+    records = json.loads(done.stdout)
+    assert [r["job"]["rank"] for r in records] == [0, 1, 2]
+    ended = [cluster.api.finished(r["id"], timeout=60)["state"] for r in records]
+    assert ended == ["completed"] * 3

@@ -71,6 +71,13 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Client.submit keywords of a --nodes job (nothing for a single task)."""
+    if getattr(args, "nodes", None) is None:
+        return {}
+    return {"nodes": args.nodes, "gpus_per_node": args.gpus_per_node}
+
+
 def python_option(args: argparse.Namespace) -> dict[str, Any]:
     """`%%river submit`'s interpreter: --python as given (it must exist on the node), else
     this kernel's own, so a cell sees the packages its notebook sees where the node shares
@@ -169,7 +176,11 @@ def launch(
         options.update(push=push_values(user_ns, push_names), pull=pull)
     what: dict[str, Any] = {"command": command} if script is None else {"script": script}
     targets = list(args.targets or [])
-    if args.array:
+    if getattr(args, "nodes", None) is not None:
+        group = client.submit(**what, **options, **job_options(args))
+        job = (group.handles[0].last or {}).get("job") or {}
+        title = f"job {job.get('id', '?')} on {args.nodes} nodes"
+    elif args.array:
         group = client.submit_array(args.array, target=args.target, **what, **options)
         title = f"array {args.array} ({len(group)} tasks)"
     elif len(targets) > 1:

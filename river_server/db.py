@@ -140,6 +140,10 @@ class Task(Base):
     assigned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # A member of a multi-node job (river_server/jobs.py): the job's id and this member's
+    # rank; both None for a single task.
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    job_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class TaskTransition(Base):

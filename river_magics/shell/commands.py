@@ -21,13 +21,20 @@ from typing import Any
 
 from river_runner.loglines import LineRenderer
 
-from ..arguments import _add_task_options, check_request, count_arg, memory_arg, target_arg
+from ..arguments import (
+    _add_task_options,
+    check_job,
+    check_request,
+    count_arg,
+    memory_arg,
+    target_arg,
+)
 from ..client import Client, TaskHandle, is_terminal
 from ..common import normalize_url
 from ..display import nodes_bundle, status_text, task_bundle, tasks_bundle
 from ..environments import environments_bundle
 from ..errors import RiverError
-from ..launch import Follower, task_options, write_line
+from ..launch import Follower, job_options, task_options, write_line
 from ..usage import UsageError
 from ..vps import _create_body, add_vps_commands, vps_bundle
 from ..vps_apps import ssh_command, ssh_config, start_jupyter, start_tensorboard, terminal_url
@@ -173,6 +180,9 @@ def _submit_handles(
 ) -> tuple[list[TaskHandle], list[str] | None]:
     """Submit one task, an --array, or one per -t target; the handles and their labels."""
     options = task_options(args)
+    if getattr(args, "nodes", None) is not None:
+        group = client.submit(**what, **options, **job_options(args))
+        return list(group.handles), list(group.labels)
     if args.array:
         group = client.submit_array(args.array, target=args.target, **what, **options)
         return list(group.handles), list(group.labels)
@@ -195,6 +205,7 @@ def _parse_task_args(parser: ShellParser, argv: list[str]) -> tuple[argparse.Nam
     args.target = args.targets[0] if len(args.targets) == 1 else None
     if args.array and len(args.targets) > 1:
         raise UsageError("give either --array or several -t targets, not both")
+    check_job(args)
     check_request(args)
     return args, _what(args, command)
 

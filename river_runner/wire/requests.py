@@ -37,6 +37,7 @@ from river_runner.wire.fields import (
 SSH_MODES = ("disabled", "none", "upload", "generate")
 APPS = ("jupyter", "tensorboard")
 MAX_TTL = 7 * 24 * 3600.0
+MAX_JOB_NODES = 64  # members of one multi-node job (one per node)
 
 
 class Request(BaseModel):
@@ -106,6 +107,20 @@ class TaskSubmit(ContainerFields):
     workdir: str | None = None
     environment: EnvironmentName = None
     array: ArraySpec | None = None
+    nodes: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_JOB_NODES,
+        description="a multi-node job: this many members, one per node, placed together; "
+        "each asks for cores/memory/gpus (river_server/jobs.py)",
+    )
+    gpus_per_node: int | None = Field(
+        default=None, ge=0, description="a job member's GPU count (the same as `gpus`)"
+    )
+    network: Literal["overlay"] | None = Field(
+        default=None,
+        description="a job's network: `overlay` (each member at its own overlay address)",
+    )
     python: Python = None
     python_fallback: bool = Field(
         default=False,
@@ -119,6 +134,17 @@ class TaskSubmit(ContainerFields):
         if not isinstance(value, bool):
             raise SpecError("'python_fallback' must be true or false")
         return value
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _network(cls, value: Any) -> Any:
+        if value == "host":
+            raise SpecError(
+                "network 'host' is not yet available; use 'overlay' (the default) for now"
+            )
+        if value not in (None, "", "overlay"):
+            raise SpecError(f"network must be 'overlay', not {value!r}")
+        return value or None
 
     @field_validator("kind", mode="before")
     @classmethod

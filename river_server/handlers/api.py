@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from tornado import web
 
 from river_runner.spec import SpecError
 from river_runner.wire.requests import EmptyBody, TaskSubmit
-from river_server import db
+from river_server import db, jobs
 from river_server.auth import role_at_least
 from river_server.handlers.base import RiverAPIHandler, min_cores
 from river_server.paging import page_request
@@ -60,7 +62,12 @@ class TasksHandler(RiverAPIHandler):
             raise web.HTTPError(400, str(exc)) from None
         except TaskError as exc:  # e.g. 403: privileged or a mount beyond the caller's role
             raise web.HTTPError(exc.status, str(exc)) from None
-        self.write_json({"task": self.river.tasks.to_json(task)}, status=201)
+        answer: dict[str, Any] = {"task": self.river.tasks.to_json(task)}
+        if task.job_id is not None:  # a multi-node job: every member, in rank order
+            with self.river.sessions() as session:
+                members = jobs.members_of(session, task.job_id)
+            answer["members"] = [self.river.tasks.to_json(m) for m in members]
+        self.write_json(answer, status=201)
 
 
 class TaskHandler(RiverAPIHandler):

@@ -4439,6 +4439,18 @@ export interface components {
             size?: number | null;
             limit?: number | null;
         };
+        /** @description A member's place in a multi-node job (river_server/jobs.py). */
+        TaskJob: {
+            id: string;
+            rank: number;
+            size: number;
+            /** @enum {string} */
+            network: "overlay";
+            /** @description rank 0's address, once the job is placed */
+            master_addr?: string;
+            /** @description the rendezvous port, once the job is placed */
+            master_port?: number;
+        };
         /** @description river_server/serialize.py task_json (+ `spec` for the owner and operators). */
         Task: {
             id: string;
@@ -4454,6 +4466,8 @@ export interface components {
             gpus: number[];
             memory: number | null;
             array: components["schemas"]["TaskArray"] | null;
+            /** @description a member of a multi-node job (nodes=N) */
+            job?: components["schemas"]["TaskJob"];
             overlay_ip: string | null;
             exit_code: number | null;
             reason: string | null;
@@ -4752,6 +4766,22 @@ export interface components {
             environment?: string | null;
             /** @default null */
             array?: components["schemas"]["ArraySpec"] | null;
+            /**
+             * @description a multi-node job: this many members, one per node, placed together; each asks for cores/memory/gpus (river_server/jobs.py)
+             * @default null
+             */
+            nodes?: number | null;
+            /**
+             * @description a job member's GPU count (the same as `gpus`)
+             * @default null
+             */
+            gpus_per_node?: number | null;
+            /**
+             * @description a job's network: `overlay` (each member at its own overlay address)
+             * @default null
+             * @enum {string|null}
+             */
+            network?: "overlay" | null;
             /**
              * @description process backend: the interpreter of a python task; an absolute path (interpreter, venv or conda directory) or a name from the node's --python-env
              * @default null

@@ -141,9 +141,7 @@ class EventsQuery(Query):
     since: Annotated[
         int, Field(ge=0, le=2**63 - 1, description="replay log lines after this number")
     ] = 0
-    tasks: Annotated[
-        Literal["all"] | None, Field(description="all: every task you may see")
-    ] = None
+    tasks: Annotated[Literal["all"] | None, Field(description="all: every task you may see")] = None
 
 
 class EnvironmentDelete(Query):

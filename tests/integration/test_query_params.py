@@ -69,7 +69,9 @@ def test_the_document_shows_each_routes_query_model() -> None:
         with_params += bool(shown)
     assert with_params >= 13, with_params
     for list_route in ("tasks", "vps", "environments", "users", "tokens", "invitations", "groups"):
-        names = [p["name"] for p in document["paths"][f"/river/api/{list_route}"]["get"]["parameters"]]
+        names = [
+            p["name"] for p in document["paths"][f"/river/api/{list_route}"]["get"]["parameters"]
+        ]
         assert {"before", "limit"} <= set(names), (list_route, names)
 
 

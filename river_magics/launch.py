@@ -6,6 +6,7 @@ grid of states current, cancel on kernel interrupt, and bring `--pull`ed variabl
 from __future__ import annotations
 
 import argparse
+import html
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,8 +37,7 @@ def write_line(
     if stream == LOG_STREAM_RIVER:
         text = str(line.get("text", ""))
         if text.startswith(INTERPRETER_NOTE):  # which python ran the cell: the user's question
-            sys.stdout.write(f"{prefix}river: {text}\n")
-            sys.stdout.flush()
+            show_note(f"{prefix}river: {text}")
         return
     text = str(line.get("text", ""))
     if renderer is None:
@@ -51,6 +51,34 @@ def write_line(
     text = prefix + shown
     out.write(text if text.endswith("\n") else text + "\n")
     out.flush()
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show_note(text: str) -> None:
+    """River's own note beside a task's output (which interpreter ran it), never inside
+    the task's stdout, which a cell or `river run > out.txt` must keep as the task wrote it:
+    in a notebook a display output of its own (metadata `river.note`, so a reader can tell
+    it from the task's output), in a shell a line on stderr as River's other notes."""
+    if _in_kernel():
+        from IPython.display import display
+
+        bundle = {
+            "text/plain": text,
+            "text/html": f'<pre class="river-note" style="opacity:0.7;margin:0">'
+            f"{html.escape(text)}</pre>",
+        }
+        display(bundle, raw=True, metadata={"river": {"note": "interpreter"}})
+        return
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:

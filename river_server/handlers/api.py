@@ -8,6 +8,7 @@ from sqlalchemy import select
 from tornado import web
 
 from river_runner.spec import SpecError
+from river_runner.wire.queries import LogsQuery, TaskList
 from river_runner.wire.requests import EmptyBody, TaskSubmit
 from river_server import db, jobs
 from river_server.auth import role_at_least
@@ -26,12 +27,14 @@ class NodesHandler(RiverAPIHandler):
 
 class TasksHandler(RiverAPIHandler):
     bodies = {"post": TaskSubmit}
+    queries = {"get": TaskList}
 
     @web.authenticated
     def get(self) -> None:
-        show_all = self.get_argument("all", "0") not in ("0", "", "false")
-        states = [s for s in self.get_argument("state", "").split(",") if s]
-        page = page_request(self)
+        params = self.query(TaskList)
+        show_all = params.all
+        states = params.state.split(",") if params.state else []
+        page = page_request(params)
         query = select(db.Task).order_by(db.Task.id.desc()).limit(page.limit + 1)
         if page.before is not None:
             query = query.where(db.Task.id < page.before)
@@ -101,12 +104,11 @@ class TaskActionHandler(RiverAPIHandler):
 
 
 class TaskLogsHandler(RiverAPIHandler):
+    queries = {"get": LogsQuery}
+
     @web.authenticated
     def get(self, task_id: str) -> None:
         task = self.load_task(task_id, action="logs")
-        try:
-            since = int(self.get_argument("since", "0"))
-        except ValueError:
-            raise web.HTTPError(400, "since must be a line number") from None
+        since = self.query(LogsQuery).since
         lines = self.river.logs.read(task.id, since)
         self.write_json({"lines": lines, "next": lines[-1]["seq"] if lines else since})

@@ -62,9 +62,13 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
+                    /** @description the `next` of the previous page (an ID): the page starts after it */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
                     /** @description 1: everyone's tasks */
-                    all?: "0" | "1";
-                    /** @description comma-separated states */
+                    all?: "0" | "1" | "true" | "false";
+                    /** @description comma-separated states, e.g. queued,running */
                     state?: string;
                 };
                 header?: never;
@@ -84,6 +88,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -750,6 +763,7 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
+                    /** @description the lines after this sequence number */
                     since?: number;
                 };
                 header?: never;
@@ -1030,8 +1044,12 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
+                    /** @description the `next` of the previous page (an ID): the page starts after it */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
                     /** @description 1: everyone's VPSes (operators) */
-                    all?: "0" | "1";
+                    all?: "0" | "1" | "true" | "false";
                 };
                 header?: never;
                 path?: never;
@@ -1050,6 +1068,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -1644,7 +1671,12 @@ export interface paths {
         /** A VPS's snapshots, oldest first (owner or operator) */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description the `next` of the previous page */
+                    before?: number;
+                    /** @description at most this many items */
+                    limit?: number;
+                };
                 header?: never;
                 path: {
                     id: string;
@@ -2225,8 +2257,11 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
+                    /** @description a task to watch (repeatable) */
                     task?: string[];
+                    /** @description replay log lines after this number */
                     since?: number;
+                    /** @description all: every task you may see */
                     tasks?: "all";
                 };
                 header?: never;
@@ -2291,7 +2326,12 @@ export interface paths {
         /** List container environments */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description the `next` of the previous page */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                };
                 header?: never;
                 path?: never;
                 cookie?: never;
@@ -2309,6 +2349,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -2490,7 +2539,8 @@ export interface paths {
         delete: {
             parameters: {
                 query?: {
-                    tarball?: "0" | "1";
+                    /** @description 1: also remove the exported tarball */
+                    tarball?: "0" | "1" | "true" | "false";
                 };
                 header?: never;
                 path: {
@@ -2831,7 +2881,8 @@ export interface paths {
         delete: {
             parameters: {
                 query?: {
-                    force?: "0" | "1";
+                    /** @description 1: even if the runner is online */
+                    force?: "0" | "1" | "true" | "false";
                 };
                 header?: never;
                 path: {
@@ -2906,7 +2957,12 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    all?: "0" | "1";
+                    /** @description the `next` of the previous page (an ID): the page starts after it */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                    /** @description 1: everyone's (operators) */
+                    all?: "0" | "1" | "true" | "false";
                 };
                 header?: never;
                 path?: never;
@@ -2925,6 +2981,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -3225,7 +3290,12 @@ export interface paths {
          */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description the `next` of the previous page */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                };
                 header?: never;
                 path?: never;
                 cookie?: never;
@@ -3243,6 +3313,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -3508,8 +3587,14 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
+                    /** @description the `next` of the previous page (an ID): the page starts after it */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                    /** @description one user's (admins) */
                     user?: string;
-                    all?: "0" | "1";
+                    /** @description 1: everyone's (admins) */
+                    all?: "0" | "1" | "true" | "false";
                 };
                 header?: never;
                 path?: never;
@@ -3528,6 +3613,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -3692,7 +3786,12 @@ export interface paths {
          */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description the `next` of the previous page (an ID): the page starts after it */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                };
                 header?: never;
                 path?: never;
                 cookie?: never;
@@ -3710,6 +3809,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -4002,7 +4110,12 @@ export interface paths {
          */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description the `next` of the previous page */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                };
                 header?: never;
                 path?: never;
                 cookie?: never;
@@ -4020,6 +4133,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */

@@ -224,9 +224,6 @@ class OverlayService:
         self.problem: str | None = None  # why the host cannot configure links at all
         self._executor: ThreadPoolExecutor | None = None
         self._maintenance: PeriodicCallback | None = None
-        db.Base.metadata.create_all(
-            river.engine, tables=[OverlayAllocation.__table__, IpReservation.__table__]
-        )
 
     @property
     def enabled(self) -> bool:

@@ -47,6 +47,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class GaveUp(RuntimeError):
+    """Raised by a wait_for predicate when waiting longer cannot help (the process died)."""
+
+
 def wait_for(
     predicate: Callable[[], Any],
     timeout: float = 20.0,
@@ -61,6 +65,8 @@ def wait_for(
             value = predicate()
             if value:
                 return value
+        except GaveUp:
+            raise
         except Exception as exc:  # the thing polled may not be up yet
             last_error = exc
         time.sleep(interval)
@@ -189,7 +195,7 @@ class Cluster:
 
     def _host_up(self) -> bool:
         if self.host_process and self.host_process.poll() is not None:
-            raise RuntimeError(
+            raise GaveUp(
                 f"host exited with {self.host_process.returncode}; see {self.root / 'host.log'}"
             )
         return (

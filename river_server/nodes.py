@@ -50,6 +50,17 @@ class Connection:
     dirty: bool = False
 
 
+def _check_lengths(**values: str) -> None:
+    """Refuse what the nodes table cannot hold: PostgreSQL rejects a string longer than its
+    column (a 500 from deep in the commit), where SQLite would silently store it."""
+    for field, value in values.items():
+        limit = db.Node.__table__.c[field].type.length
+        if limit is not None and len(value) > limit:
+            raise RegistrationError(
+                400, f"registration {field} is {len(value)} characters; at most {limit}"
+            )
+
+
 class NodeRegistry:
     def __init__(self, river: River) -> None:
         self.river = river
@@ -101,6 +112,7 @@ class NodeRegistry:
             or not isinstance(inbound, str)
         ):
             raise RegistrationError(400, "registration needs name, url and inbound_secret")
+        _check_lengths(name=name, url=url, backend=str(body.get("backend") or "process"))
         join_ok = hmac.compare_digest(presented, self.river.config.runner_token)
         issued: str | None = None
         now = time.time()

@@ -221,3 +221,18 @@ def test_the_host_refuses_a_database_newer_than_its_code(tmp_path: Path) -> None
     log = (tmp_path / "host.log").read_text()
     assert "schema revision 0099, which this River does not know" in log, log[-2000:]
     assert "Run that newer River" in log
+
+
+def test_the_host_keeps_its_data_in_the_chosen_database(cluster: Cluster) -> None:
+    """`--db postgresql` really moves the host: what the API writes is in that database,
+    and no SQLite file appears beside it."""
+    cluster.ok("POST", "/river/api/users", json={"name": "witness", "role": "viewer"})
+    engine = _engine(cluster.db_url)
+    try:
+        with engine.connect() as connection:
+            names = connection.exec_driver_sql("select name from users").scalars().all()
+    finally:
+        engine.dispose()
+    assert "witness" in names
+    sqlite_file = cluster.root / "host" / "river.db"
+    assert sqlite_file.exists() == cluster.db_url.startswith("sqlite")

@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 
 VENV=${RIVER_VENV:-.venv}
 # What `./dev.sh test` runs a second time with --db postgresql (about 5 minutes on 2 cores).
-POSTGRES_MODULES="tests/integration/test_migrations.py tests/integration/test_cluster_basics.py
+POSTGRES_MODULES="tests/integration/test_migrations.py tests/integration/test_db_bounds.py
+ tests/integration/test_cluster_basics.py
  tests/integration/test_failures.py tests/integration/test_resilience.py
  tests/integration/test_kill_races.py tests/integration/test_paging.py
  tests/integration/test_accounts.py tests/integration/test_policy.py"

@@ -53,11 +53,11 @@ class Connection:
 def _check_lengths(**values: str) -> None:
     """Refuse what the nodes table cannot hold: PostgreSQL rejects a string longer than its
     column (a 500 from deep in the commit), where SQLite would silently store it."""
-    for field, value in values.items():
-        limit = db.Node.__table__.c[field].type.length
+    for column, value in values.items():
+        limit = db.Node.__table__.c[column].type.length
         if limit is not None and len(value) > limit:
             raise RegistrationError(
-                400, f"registration {field} is {len(value)} characters; at most {limit}"
+                400, f"registration {column} is {len(value)} characters; at most {limit}"
             )
 
 

@@ -42,3 +42,22 @@ def test_a_registration_with_a_value_too_long_is_a_400_and_registers_nothing(
     # The host is unharmed: a proper registration still works.
     assert _register(cluster).status_code == 200
     assert [n["name"] for n in cluster.get(f"{A}/nodes")["nodes"]] == ["n1"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/tasks", {"command": ["true"], "name": "a\x00b"}, "name"),
+        ("/tokens", {"user": "admin", "label": "laptop\x00"}, "label"),
+    ],
+)
+def test_text_with_a_nul_is_a_400_that_says_so(
+    cluster: Cluster, path: str, body: dict, field: str
+) -> None:
+    """PostgreSQL's text types cannot hold NUL; the host answered 500 at the commit."""
+    response = cluster.request("POST", f"{A}{path}", json=body)
+    assert response.status_code in (400, 422), response.text
+    message = response.json()["message"]
+    assert field in message and "NUL" in message, message
+    assert cluster.request("GET", f"{A}/tasks").status_code == 200
+    assert all("\x00" not in t["name"] for t in cluster.get(f"{A}/tasks")["tasks"])

@@ -236,9 +236,6 @@ class OverlayService:
         self.problem: str | None = None  # why the host cannot configure links at all
         self._executor: ThreadPoolExecutor | None = None
         self._maintenance: PeriodicCallback | None = None
-        db.Base.metadata.create_all(
-            engine, tables=[OverlayAllocation.__table__, IpReservation.__table__]
-        )
 
     @property
     def enabled(self) -> bool:

@@ -30,6 +30,7 @@ from river_runner.wire.fields import (
     Python,
     Role,
     Seconds,
+    StoredText,
     Target,
     UserName,
 )
@@ -69,7 +70,7 @@ class ArraySpec(Request):
 class ContainerFields(Request):
     """What a task and a VPS share: resources, container options, an overlay address."""
 
-    name: Annotated[str | None, Field(max_length=256)] = None
+    name: Annotated[str | None, Field(max_length=256), StoredText] = None
     cores: Cores = 1
     memory: Memory = None
     gpus: Gpus = None
@@ -159,7 +160,7 @@ class TaskSubmit(ContainerFields):
 class TaskDecision(Request):
     """POST /tasks/{id}/approve|reject."""
 
-    reason: Annotated[str | None, Field(max_length=1000)] = None
+    reason: Annotated[str | None, Field(max_length=1000), StoredText] = None
 
 
 # ---- VPSes -----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ silence. A URL carries text, so the models are not strict (a number is written a
 but a flag is exactly 0/1 (or true/false), nothing that merely looks false.
 
 `token` and `_xsrf` are not parameters of any route: they are Jupyter's credentials
-(an EventSource cannot send a header), read before a route runs (TRANSPORT).
+(an EventSource cannot send a header), read before a route runs (TRANSPORT); nor is the
+bare `?<milliseconds>` that JupyterLab adds to its GETs to defeat caches.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from river_runner.protocol import TaskState
 from river_runner.wire.fields import USER_NAME_PATTERN
 
 TRANSPORT = frozenset({"token", "_xsrf"})
+
+
+def is_cache_buster(name: str, values: list[bytes]) -> bool:
+    """JupyterLab's `ServerConnection` appends `?<milliseconds>` (a bare number, no value)
+    to every GET it sends with `cache: 'no-store'`, the lab panel's included: not a
+    parameter of any route, so it is let through rather than refused."""
+    return name.isdigit() and len(name) <= 20 and all(value == b"" for value in values)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 1000  # what `GET /river/api/tasks` always answered with
 FLAG_VALUES = ("0", "1", "true", "false")

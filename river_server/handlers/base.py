@@ -12,7 +12,7 @@ from tornado import web
 
 from river_runner.ids import parse_id
 from river_runner.wire import Request, describe_errors
-from river_runner.wire.queries import TRANSPORT, NoQuery, Query
+from river_runner.wire.queries import TRANSPORT, NoQuery, Query, is_cache_buster
 from river_server import db
 from river_server.auth import role_at_least, user_role
 from river_server.services import River
@@ -55,6 +55,8 @@ class RiverAPIHandler(APIHandler):
         values: dict[str, Any] = {}
         for name, raw in self.request.query_arguments.items():
             if name in TRANSPORT:  # Jupyter's credentials, not a parameter of the route
+                continue
+            if is_cache_buster(name, raw):
                 continue
             try:
                 texts = [item.decode("utf-8") for item in raw]

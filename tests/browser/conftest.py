@@ -119,6 +119,10 @@ def page(browser: Any, lab: Cluster, request: pytest.FixtureRequest) -> Iterator
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on(
+        "response",
+        lambda r: errors.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
+    )
+    page.on(
         "requestfailed",
         lambda req: errors.append(f"request failed: {req.method} {req.url}: {req.failure}"),
     )

@@ -134,3 +134,15 @@ def test_good_parameters_and_the_token_parameter_still_work(host: Cluster) -> No
     response = httpx.get(f"{host.url}/river/api/tasks", params={"token": host.token}, timeout=30)
     assert response.status_code == 200, response.text
     assert NoQuery.model_fields == {}
+
+
+def test_jupyterlabs_cache_buster_is_let_through_and_nothing_else_like_it(host: Cluster) -> None:
+    """JupyterLab's ServerConnection appends `?<milliseconds>` to the lab panel's GETs
+    (`cache: 'no-store'`): refusing it broke every request of the panel."""
+    for path in ("/river/api/tasks?1796421630866", "/river/api/vps?1796421630866",
+                 "/river/api/tasks?all=1&state=queued&1796421630866"):  # fmt: skip
+        response = host.request("GET", path)
+        assert response.status_code == 200, (path, response.text)
+    for query in ("1796421630866=1", "12x=", "1796421630866&1796421630866=2"):
+        response = host.request("GET", f"/river/api/tasks?{query}")
+        assert response.status_code == 400, (query, response.text)

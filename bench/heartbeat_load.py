@@ -2,7 +2,7 @@
 measures API latency. Prints the host process's CPU share and API latency percentiles,
 against the same API latency measured on an idle host in the same run (the floor).
 
-    .venv/bin/python bench/heartbeat_load.py [--runners 500] [--seconds 20]
+    .venv/bin/python bench/heartbeat_load.py [--runners 500] [--seconds 20] [--db postgresql]
 
 The simulated runners speak the real runner protocol over HTTP (register, then heartbeat
 with metrics); they run no tasks, so the host never calls back into them.
@@ -23,6 +23,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.databases import CHOICES, database  # noqa: E402
 from bench.measure import percentile  # noqa: E402
 from tests.cluster import JOIN_TOKEN, Cluster  # noqa: E402
 
@@ -168,10 +169,15 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runners", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--db", choices=CHOICES, default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="river-bench-") as root:
+    with (
+        tempfile.TemporaryDirectory(prefix="river-bench-") as root,
+        database(args.db, Path(root)) as url,
+    ):
+        print(f"database: {args.db}")
         # Offline detection at its default (6 x 5 s) would never fire during the run.
-        cluster = Cluster(Path(root), heartbeat_interval=1.0)
+        cluster = Cluster(Path(root), heartbeat_interval=1.0, db_url=url)
         cluster.start_host()
         try:
             asyncio.run(run(cluster, args.runners, args.seconds))

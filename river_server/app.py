@@ -71,6 +71,11 @@ class RiverHost(ExtensionApp):
         "host --upgrade-db`); without it the host refuses to start on one. SQLite databases "
         "are upgraded always, after a copy of the file is kept beside it (docs/database.md).",
     ).tag(config=True)
+    db_loop_guard = Bool(
+        False,
+        help="Debug: log every database query run on the event loop, with the handler or "
+        "function that ran it (river_server/loop_guard.py). Costs a stack walk per such query.",
+    ).tag(config=True)
     runner_token = Unicode(
         help="Join token runners present to register. Empty: read or make data_dir/runner_token."
     ).tag(config=True)
@@ -319,6 +324,7 @@ class RiverHost(ExtensionApp):
         )
         config.max_request_body = self._bound_request_bodies()
         config.upgrade_db = self.upgrade_db
+        config.db_loop_guard = self.db_loop_guard
         try:
             self.river = River(config, log=self.log)
         except SchemaError as exc:
@@ -411,7 +417,8 @@ class RiverHost(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp) -> None:  # noqa: ANN001
         keep_token_out_of_pages(serverapp.web_app.settings)
         interval_ms = max(100.0, self.heartbeat_interval * 1000 / 2)
-        self._liveness = PeriodicCallback(self.river.nodes.check_liveness, interval_ms)
+        self.river.db.bind()  # worker threads hand events and wake-ups back to this loop
+        self._liveness = PeriodicCallback(self.river.nodes.check_liveness_off_loop, interval_ms)
         self._liveness.start()
         self.river.dispatcher.wake()
         self.river.overlay.start()

@@ -449,7 +449,8 @@ class RiverIdentityProvider(IdentityProvider):
                 401, f"Not logged in: {NON_ASCII_TOKEN}", reason="Token Is Not ASCII"
             )
         if token:
-            user = self._user_for_any_token(river, handler, token)
+            # On a DB reader: every API request passes here (river_server/dbwork.py).
+            user = await river.db.read(self._user_for_any_token, river, handler, token)
             if user is not None:
                 handler._token_authenticated = True  # type: ignore[attr-defined]
                 if source == "query":

@@ -1,7 +1,8 @@
 """Turns the queue into placements: runs the scheduler and hands tasks to runners.
 
 Passes are coalesced: any number of wake-ups while a pass runs cause one more pass, so a
-burst of submissions or completions costs a handful of passes, not one each.
+burst of submissions or completions costs a handful of passes, not one each. A pass runs on
+the DB writer thread (river_server/dbwork.py); wake-ups and launches live on the loop.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from river_runner.protocol import TaskState
 from river_runner.spec import ResourceRequest, Target, parse_target
 from river_server import arrays, db, jobs, quotas
+from river_server.dbwork import DbWork
 from river_server.runner_client import RunnerClient, RunnerNoAnswer
 from river_server.scheduler import (
     Held,
@@ -102,8 +104,11 @@ class Dispatcher:
         log: logging.Logger,
         backfill_window: float,
         user_mount_prefixes: tuple[str, ...],
+        *,
+        work: DbWork | None = None,
     ) -> None:
         self.sessions = sessions
+        self.work = work or DbWork(readers=1)
         self.connections = connections
         self.tasks = tasks
         self.environments = environments
@@ -167,6 +172,9 @@ class Dispatcher:
 
     # ---- passes ---------------------------------------------------------------------
     def wake(self) -> None:
+        if not self.work.on_loop():  # from a DB worker: the pass task lives on the loop
+            self.work.call_on_loop(self.wake)
+            return
         self._wanted = True
         if self._running is None or self._running.done():
             self._running = asyncio.ensure_future(self._run_passes())
@@ -175,7 +183,7 @@ class Dispatcher:
         while self._wanted:
             self._wanted = False
             try:
-                self.schedule_pass()
+                await self.work.write(self.schedule_pass)
             except Exception:
                 self.log.exception("scheduling pass failed")
             await asyncio.sleep(0)
@@ -223,10 +231,13 @@ class Dispatcher:
         for task in placed:
             if task.id in failed:
                 continue
-            launch = asyncio.ensure_future(self._launch(task))
-            self._launches.add(launch)
-            launch.add_done_callback(self._launches.discard)
+            self.work.call_on_loop(self._start_launch, task)
         return len(placed)
+
+    def _start_launch(self, task: db.Task) -> None:
+        launch = asyncio.ensure_future(self._launch(task))
+        self._launches.add(launch)
+        launch.add_done_callback(self._launches.discard)
 
     def _address_jobs(self, session: Any, placed_jobs: dict[int, list[db.Task]]) -> set[int]:
         """Rendezvous for each placed job (overlay addresses, master); a job that cannot
@@ -322,7 +333,7 @@ class Dispatcher:
         error: str | None = None
         if connection is None:
             error = f"node {task.node} went offline before the task started"
-        elif not self._still_assigning(task.id):
+        elif not await self.work.read(self._still_assigning, task.id):
             return  # killed between placement and launch: nothing to start
         else:
             try:
@@ -338,13 +349,16 @@ class Dispatcher:
             except Exception as exc:
                 error = str(exc)
             else:
-                if self._ended(task.id):
+                if await self.work.read(self._ended, task.id):
                     await self.tasks.kill_on_runner(connection.url, connection.secret, task.id)
                 return
         # The runner refused it: it ends as failed, with the reason, rather than
         # silently bouncing between nodes.
+        await self.work.write(self._fail_launch, task.id, error)
+
+    def _fail_launch(self, task_id: int, error: str | None) -> None:
         with self.sessions() as session:
-            fresh = session.get(db.Task, task.id)
+            fresh = session.get(db.Task, task_id)
             if fresh is not None and fresh.state == TaskState.ASSIGNING.value:
                 self.tasks.transition(session, fresh, TaskState.FAILED, f"could not start: {error}")
                 self.tasks.commit_and_publish(session, [fresh])

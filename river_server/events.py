@@ -2,6 +2,8 @@
 
 Each subscriber gets its own bounded queue; a subscriber too slow to keep up is dropped
 (its stream ends and the client reconnects with `since=`) rather than slowing the host.
+Subscriber queues belong to the event loop: a publish from a DB worker thread is handed to
+the loop (river_server/dbwork.py), in order.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from river_server.dbwork import DbWork
 
 Event = tuple[str, dict[str, Any]]
 QUEUE_LIMIT = 10_000
@@ -23,8 +28,9 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self) -> None:
+    def __init__(self, work: DbWork | None = None) -> None:
         self._subscribers: set[Subscription] = set()
+        self._work = work
 
     def subscribe(self, accepts: Callable[[str, dict[str, Any]], bool]) -> Subscription:
         subscription = Subscription(accepts)
@@ -35,6 +41,12 @@ class EventBus:
         self._subscribers.discard(subscription)
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
+        if self._work is not None and not self._work.on_loop():
+            self._work.call_on_loop(self._deliver, kind, data)
+            return
+        self._deliver(kind, data)
+
+    def _deliver(self, kind: str, data: dict[str, Any]) -> None:
         for subscription in list(self._subscribers):
             if not subscription.accepts(kind, data):
                 continue

@@ -65,7 +65,9 @@ class LogStore:
     def _log(self, task_id: int) -> _TaskLog:
         log = self._logs.get(task_id)
         if log is None:
-            log = self._logs[task_id] = _TaskLog(self.root / f"{task_id}.jsonl")
+            # The DB writer thread appends while the loop reads: setdefault keeps one
+            # index per task even when both open it at once.
+            log = self._logs.setdefault(task_id, _TaskLog(self.root / f"{task_id}.jsonl"))
         return log
 
     def append(self, task_id: int, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,8 +118,10 @@ class LogStore:
                     handle.write(raw)
                     offset += len(raw)
                     if line["seq"] % INDEX_EVERY == 0:
-                        log.index_seqs.append(line["seq"])
+                        # offset first: a reader on the loop bisects the seqs, then
+                        # looks up the offset at that position
                         log.index_offsets.append(offset)
+                        log.index_seqs.append(line["seq"])
         return fresh
 
     def read(self, task_id: int, since: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:

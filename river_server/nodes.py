@@ -4,6 +4,11 @@ A node is online only while this host process holds a live connection record for
 URL and the secret to call it with, learned at registration). After a host restart every
 node must register again; until it does, and after `heartbeat_misses` missed beats, it is
 offline and the tasks it held are `lost`.
+
+Database work runs on the DB writer thread (river_server/dbwork.py): the handlers and the
+liveness timer await it. The in-memory connection table is read and written from both the
+loop and that one writer thread: writers replace whole entries or set single attributes,
+and readers iterate over copies (`list(...)`), so neither sees a dict change under it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from river_runner.protocol import EVENT_NODE, TaskState
 from river_server import db
 from river_server.auth import hash_secret, new_secret, secrets_match
 from river_server.capacity import free_resources
+from river_server.dbwork import DbWork
 from river_server.events import EventBus
 from river_server.serialize import node_json
 
@@ -97,8 +103,11 @@ class NodeRegistry:
         heartbeat_interval: float,
         heartbeat_misses: int,
         boot_id: str,
+        *,
+        work: DbWork | None = None,
     ) -> None:
         self.sessions = sessions
+        self.work = work or DbWork(readers=1)
         self.bus = bus
         self.connections = connections
         self.tasks = tasks
@@ -127,10 +136,22 @@ class NodeRegistry:
         digest = hash_secret(secret)
         name = self._credentials.get(digest)
         if name is None:
-            with self.sessions() as session:
-                name = session.scalar(select(db.Node.name).where(db.Node.credential_hash == digest))
-            if name is not None:
-                self._credentials[digest] = name
+            name = self._lookup_credential(digest)
+        return name
+
+    async def credential_owner(self, secret: str) -> str | None:
+        """name_for_credential for the loop: a cache miss is looked up on a DB reader."""
+        digest = hash_secret(secret)
+        name = self._credentials.get(digest)
+        if name is None:
+            name = await self.work.read(self._lookup_credential, digest)
+        return name
+
+    def _lookup_credential(self, digest: str) -> str | None:
+        with self.sessions() as session:
+            name = session.scalar(select(db.Node.name).where(db.Node.credential_hash == digest))
+        if name is not None:
+            self._credentials[digest] = name
         return name
 
     def to_json(self, node: db.Node) -> dict[str, Any]:
@@ -200,6 +221,22 @@ class NodeRegistry:
         """Record a beat; None when this host does not know the runner's address (it must
         register again). Compares the runner's task list with the DB only when it changed
         or every FULL_RECONCILE_SECONDS, so steady beats cost no DB work."""
+        due = self._record_beat(name, body)
+        if due is None:
+            return None
+        return self._beat_reply(self.reconcile(name, due) if due is not False else [])
+
+    async def beat(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """heartbeat() for the loop: the reconciliation, when due, runs on the DB writer."""
+        due = self._record_beat(name, body)
+        if due is None:
+            return None
+        kill = await self.work.write(self.reconcile, name, due) if due is not False else []
+        return self._beat_reply(kill)
+
+    def _record_beat(self, name: str, body: dict[str, Any]) -> dict[str, str] | bool | None:
+        """Update the connection in memory. None: unknown runner; False: nothing to
+        reconcile; else the runner's task list, to reconcile with the DB."""
         connection = self._connections.get(name)
         if connection is None:
             return None
@@ -210,13 +247,14 @@ class NodeRegistry:
             connection.gpus = body["gpus"]
         connection.dirty = True
         running = body.get("running") or {}
-        report = frozenset(running)
-        kill: list[str] = []
         if (
-            report != connection.last_report
+            frozenset(running) != connection.last_report
             or now - connection.last_reconcile > FULL_RECONCILE_SECONDS
         ):
-            kill = self.reconcile(name, running)
+            return running
+        return False
+
+    def _beat_reply(self, kill: list[str]) -> dict[str, Any]:
         return {
             "boot_id": self.boot_id,
             "heartbeat_interval": self.heartbeat_interval,
@@ -225,7 +263,7 @@ class NodeRegistry:
 
     def flush_metrics(self) -> None:
         """Write live metrics to the DB in one transaction (for restarts and other readers)."""
-        dirty = [c for c in self._connections.values() if c.dirty]
+        dirty = [c for c in list(self._connections.values()) if c.dirty]
         if not dirty:
             return
         now_wall, now_mono = time.time(), time.monotonic()
@@ -301,6 +339,14 @@ class NodeRegistry:
         return kill
 
     # ---- liveness -------------------------------------------------------------------
+    async def check_liveness_off_loop(self) -> None:
+        """The liveness timer's callback: the whole check on the DB writer (the timer
+        awaits it, so checks never overlap)."""
+        try:
+            await self.work.write(self.check_liveness)
+        except Exception:
+            self.log.exception("liveness check failed")
+
     def check_liveness(self) -> None:
         """Take nodes offline after missed heartbeats and mark their tasks lost."""
         timeout = self.heartbeat_interval * self.heartbeat_misses
@@ -311,7 +357,7 @@ class NodeRegistry:
         stall = now - self._last_check - period
         self._last_check = now
         if stall > period:
-            for connection in self._connections.values():
+            for connection in list(self._connections.values()):
                 connection.last_seen += stall
         if now - self._last_flush > METRICS_FLUSH_SECONDS:
             self._last_flush = now

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from river_runner.ids import SnowflakeGenerator
-from river_server import db
+from river_server import db, loop_guard
 from river_server.blobs import BlobStore
+from river_server.dbwork import DbWork, pool_readers
 from river_server.dispatcher import Dispatcher
 from river_server.environments import EnvironmentLimits, EnvironmentService
 from river_server.events import EventBus
 from river_server.limits import StreamGate
 from river_server.logstore import LogStore
+from river_server.loop_guard import LoopGuard
 from river_server.nodes import NodeConnections, NodeRegistry
 from river_server.overlay import OverlayService, OverlaySettings
 from river_server.private import make_private, private_file, tighten_tree
@@ -60,6 +62,9 @@ class HostConfig:
     ssh_max_relays_per_user: int = 32  # SSH sessions + forwards per user (a thread each)
     max_tunnels_per_user: int = 32  # open `river forward` connections + `river attach` terminals
     upgrade_db: bool = False  # upgrade an older PostgreSQL schema (SQLite: always, with a backup)
+    db_loop_guard: bool = (
+        False  # log every query run on the event loop (river_server/loop_guard.py)
+    )
 
     def __post_init__(self) -> None:
         if self.shared_dir is None:
@@ -82,12 +87,17 @@ class River:
             private_file(db_file)  # SQLite gives -wal and -shm the database's mode
         self.engine = db.make_engine(config.db_url, upgrade=config.upgrade_db, log=self.log)
         self.sessions = db.make_sessionmaker(self.engine)
+        # Database work runs on these threads, never on the loop (river_server/dbwork.py).
+        self.db = DbWork(readers=pool_readers(self.engine))
+        self.loop_guard: LoopGuard | None = (
+            loop_guard.install(self.engine, self.log) if config.db_loop_guard else None
+        )
         self.ids = SnowflakeGenerator()
         with self.sessions() as session:
             newest = db.newest_task_id(session)
         if newest:
             self.ids.bump_past(newest)
-        self.bus = EventBus()
+        self.bus = EventBus(self.db)
         self.logs = LogStore(config.data_dir / "logs", config.log_max_bytes)
         self.blobs = BlobStore(
             config.data_dir / "blobs", config.blob_max_bytes, config.blob_user_max_bytes
@@ -126,6 +136,7 @@ class River:
             task_spec_max_bytes=config.task_spec_max_bytes,
             max_tasks_per_user=config.max_tasks_per_user,
             user_mount_prefixes=config.user_mount_prefixes,
+            work=self.db,
         )
         self.dispatcher = Dispatcher(
             self.sessions,
@@ -136,6 +147,7 @@ class River:
             self.log,
             config.backfill_window,
             config.user_mount_prefixes,
+            work=self.db,
         )
         self.tasks.bind_queue(self.dispatcher)  # the one cycle: tasks <-> dispatcher
         self.vps = VpsService(
@@ -159,6 +171,7 @@ class River:
             config.heartbeat_interval,
             config.heartbeat_misses,
             self.boot_id,
+            work=self.db,
         )
         self.ssh_proxy: SshProxy | None = None  # set by attach_ssh_proxy once it listens
 
@@ -184,4 +197,5 @@ class River:
         self.environments.close()
         self.overlay.close()
         await self.runner_client.close()
+        self.db.close()
         self.engine.dispose()

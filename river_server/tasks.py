@@ -35,6 +35,7 @@ from river_server import db, jobs
 from river_server.arrays import array_env, parse_array
 from river_server.auth import role_at_least
 from river_server.blobs import BlobStore
+from river_server.dbwork import DbWork
 from river_server.events import EventBus
 from river_server.images import ImageRefused, check_images
 from river_server.logstore import LogStore
@@ -186,8 +187,11 @@ class TaskService:
         task_spec_max_bytes: int,
         max_tasks_per_user: int,
         user_mount_prefixes: tuple[str, ...],
+        work: DbWork | None = None,
     ) -> None:
         self.sessions = sessions
+        # Sync methods here run on the DB threads; the async ones hand them there.
+        self.work = work or DbWork(readers=1)
         self.bus = bus
         self.logs = logs
         self.blobs = blobs
@@ -410,9 +414,12 @@ class TaskService:
         if not ended:
             return
         for url, secret, task_id in jobs.end_siblings(self, self.connections, ended):
-            stop = asyncio.ensure_future(self.kill_on_runner(url, secret, task_id))
-            self._stops.add(stop)
-            stop.add_done_callback(self._stops.discard)
+            self.work.call_on_loop(self._start_stop, url, secret, task_id)
+
+    def _start_stop(self, url: str, secret: str, task_id: int) -> None:
+        stop = asyncio.ensure_future(self.kill_on_runner(url, secret, task_id))
+        self._stops.add(stop)
+        stop.add_done_callback(self._stops.discard)
 
     # ---- user actions ---------------------------------------------------------------
     async def control(self, task: db.Task, action: str) -> db.Task:
@@ -426,7 +433,7 @@ class TaskService:
                     409,
                     f"task {task.id} is {state.value}; only running tasks can be paused or resumed",
                 )
-            return self._end_here(task.id, "killed before it started")
+            return await self.work.write(self._end_here, task.id, "killed before it started")
         if action == "pause" and state != TaskState.RUNNING:
             raise TaskError(
                 409, f"task {task.id} is {state.value}; only a running task can be paused"
@@ -441,7 +448,9 @@ class TaskService:
         if node is None:
             if action != "kill":
                 raise TaskError(409, f"node {task.node} is offline; try again when it is back")
-            return self._end_here(task.id, f"killed while node {task.node} was offline")
+            return await self.work.write(
+                self._end_here, task.id, f"killed while node {task.node} was offline"
+            )
         try:
             await self.runner_client.call(node.url, node.secret, f"/api/tasks/{task.id}/{action}")
         except RunnerUnreachable as exc:
@@ -457,14 +466,7 @@ class TaskService:
         """Kill every unfinished task (VPS incarnations included) of `owner`: a deleted
         account's work must not run on with nobody able to see or stop it. Returns how many
         were ended; one that ends on its own meanwhile is not an error."""
-        with self.sessions() as session:
-            tasks = list(
-                session.scalars(
-                    select(db.Task).where(
-                        db.Task.owner == owner, db.Task.state.not_in(FINAL_STATES)
-                    )
-                )
-            )
+        tasks = await self.work.read(self._unfinished_of, owner)
         ended = 0
         for task in tasks:
             try:
@@ -477,6 +479,16 @@ class TaskService:
         if ended:
             self.log.info("ended %d task(s) of %s: %s", ended, owner, why)
         return ended
+
+    def _unfinished_of(self, owner: str) -> list[db.Task]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(db.Task).where(
+                        db.Task.owner == owner, db.Task.state.not_in(FINAL_STATES)
+                    )
+                )
+            )
 
     def _end_here(self, task_id: int, why: str) -> db.Task:
         """Record KILLED (unless already final) before anyone hears of it."""
@@ -496,7 +508,7 @@ class TaskService:
         the runner answers; a report of it running is answered with a kill). Then the
         runner is told, best effort: a 404 only means the launch has not reached it yet.
         """
-        fresh = self._end_here(task.id, "killed before it started")
+        fresh = await self.work.write(self._end_here, task.id, "killed before it started")
         node = self.connections.get(task.node or "")
         if node is not None:
             await self.kill_on_runner(node.url, node.secret, task.id)
@@ -517,9 +529,7 @@ class TaskService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + KILL_REPORT_WAIT_S
         while True:
-            with self.sessions() as session:
-                fresh = session.get(db.Task, task_id)
-                state = TaskState(fresh.state) if fresh is not None else None
+            state = await self.work.read(self.state_of, task_id)
             if state is None or state.terminal:
                 final = state.value if state else "gone"
                 return TaskError(409, f"task {task_id} already ended: {final}")
@@ -530,6 +540,11 @@ class TaskService:
                     "the way (see GET /river/api/tasks/ID shortly)",
                 )
             await asyncio.sleep(0.05)
+
+    def state_of(self, task_id: int) -> TaskState | None:
+        with self.sessions() as session:
+            fresh = session.get(db.Task, task_id)
+            return TaskState(fresh.state) if fresh is not None else None
 
     # ---- runner reports -------------------------------------------------------------
     def apply_runner_messages(

@@ -1,4 +1,7 @@
-"""REST routes for users: nodes, tasks, task control and logs (see docs/api.md)."""
+"""REST routes for users: nodes, tasks, task control and logs (see docs/api.md).
+
+Their database work runs on the host's DB threads (river_server/dbwork.py): a reader for
+lists and lookups, the writer for submissions and control, never the event loop."""
 
 from __future__ import annotations
 
@@ -20,9 +23,13 @@ from river_server.tasks import TaskError
 
 class NodesHandler(RiverAPIHandler):
     @web.authenticated
-    def get(self) -> None:
+    async def get(self) -> None:
         nodes = self.river.nodes
-        self.write_json({"nodes": [nodes.to_json(n) for n in nodes.all_nodes()]})
+
+        def listing() -> list[dict[str, Any]]:
+            return [nodes.to_json(n) for n in nodes.all_nodes()]
+
+        self.write_json({"nodes": await self.river.db.read(listing)})
 
 
 class TasksHandler(RiverAPIHandler):
@@ -30,7 +37,7 @@ class TasksHandler(RiverAPIHandler):
     queries = {"get": TaskList}
 
     @web.authenticated
-    def get(self) -> None:
+    async def get(self) -> None:
         params = self.query(TaskList)
         show_all = params.all
         states = params.state.split(",") if params.state else []
@@ -43,48 +50,53 @@ class TasksHandler(RiverAPIHandler):
         if states:
             query = query.where(db.Task.state.in_(states))
         tasks_service = self.river.tasks
-        with self.river.sessions() as session:
-            rows = session.scalars(query).all()
-            positions = tasks_service.queue_info(session)
-        more = len(rows) > page.limit
-        rows = rows[: page.limit]
-        self.write_json(
-            {
+
+        def listing() -> dict[str, Any]:
+            with self.river.sessions() as session:
+                rows = session.scalars(query).all()
+                positions = tasks_service.queue_info(session)
+            more = len(rows) > page.limit
+            rows = rows[: page.limit]
+            return {
                 "tasks": [tasks_service.to_json(t, positions) for t in rows],
                 "next": str(rows[-1].id) if more else None,
             }
-        )
+
+        self.write_json(await self.river.db.read(listing))
 
     @web.authenticated
-    def post(self) -> None:
+    async def post(self) -> None:
         self.require_role("user")
         body = self.body(TaskSubmit, context=min_cores(self.role)).fields_set()
         try:
-            task = self.river.tasks.submit(self.username, body, role=self.role)
+            answer = await self.river.db.write(self._submit, self.username, self.role, body)
         except SpecError as exc:
             raise web.HTTPError(400, str(exc)) from None
         except TaskError as exc:  # e.g. 403: privileged or a mount beyond the caller's role
             raise web.HTTPError(exc.status, str(exc)) from None
-        answer: dict[str, Any] = {"task": self.river.tasks.to_json(task)}
+        self.write_json(answer, status=201)
+
+    def _submit(self, owner: str, role: str, body: dict[str, Any]) -> dict[str, Any]:
+        """On the DB writer: store the task and build the answer from the same state."""
+        tasks = self.river.tasks
+        task = tasks.submit(owner, body, role=role)
+        answer: dict[str, Any] = {"task": tasks.to_json(task)}
         if task.job_id is not None:  # a multi-node job: every member, in rank order
             with self.river.sessions() as session:
                 members = jobs.members_of(session, task.job_id)
-            answer["members"] = [self.river.tasks.to_json(m) for m in members]
-        self.write_json(answer, status=201)
+            answer["members"] = [tasks.to_json(m) for m in members]
+        return answer
 
 
 class TaskHandler(RiverAPIHandler):
     @web.authenticated
-    def get(self, task_id: str) -> None:
-        task = self.load_task(task_id)
+    async def get(self, task_id: str) -> None:
+        task = await self.fetch_task(task_id)
+        tasks_service = self.river.tasks
+        data = await self.river.db.read(tasks_service.to_json, task)
         if task.owner == self.username or role_at_least(self.role, "operator"):
-            tasks_service = self.river.tasks
-            with self.river.sessions() as session:
-                positions = tasks_service.queue_info(session)
-            data = tasks_service.to_json(task, positions)
-            self.write_json({"task": {**data, "spec": task_detail_json(task)["spec"]}})
-        else:
-            self.write_json({"task": self.river.tasks.to_json(task)})
+            data = {**data, "spec": task_detail_json(task)["spec"]}
+        self.write_json({"task": data})
 
 
 class TaskActionHandler(RiverAPIHandler):
@@ -93,22 +105,21 @@ class TaskActionHandler(RiverAPIHandler):
     @web.authenticated
     async def post(self, task_id: str, action: str) -> None:
         self.body(EmptyBody)
-        task = self.load_task(task_id, action="control")
+        task = await self.fetch_task(task_id, action="control")
         try:
             task = await self.river.tasks.control(task, action)
         except TaskError as exc:
             raise web.HTTPError(exc.status, str(exc)) from None
-        with self.river.sessions() as session:
-            fresh = session.get(db.Task, task.id)
-        self.write_json({"task": self.river.tasks.to_json(fresh or task)})
+        fresh = await self.river.db.read(self._get_task, task.id)
+        self.write_json({"task": await self.river.db.read(self.river.tasks.to_json, fresh or task)})
 
 
 class TaskLogsHandler(RiverAPIHandler):
     queries = {"get": LogsQuery}
 
     @web.authenticated
-    def get(self, task_id: str) -> None:
-        task = self.load_task(task_id, action="logs")
+    async def get(self, task_id: str) -> None:
+        task = await self.fetch_task(task_id, action="logs")
         since = self.query(LogsQuery).since
         lines = self.river.logs.read(task.id, since)
         self.write_json({"lines": lines, "next": lines[-1]["seq"] if lines else since})

@@ -125,12 +125,29 @@ class RiverAPIHandler(APIHandler):
 
     def load_task(self, task_id: str, *, action: str = "see") -> db.Task:
         """The task, if it exists and the caller may `action` it (see / control / read logs)."""
-        try:
-            number = parse_id(task_id)
-        except ValueError as exc:
-            raise web.HTTPError(400, str(exc)) from None
+        number = self._task_number(task_id)
         with self.river.sessions() as session:
             task = session.get(db.Task, number)
+        return self._may(task, task_id, action)
+
+    async def fetch_task(self, task_id: str, *, action: str = "see") -> db.Task:
+        """load_task with the lookup on a DB reader, off the loop (river_server/dbwork.py)."""
+        number = self._task_number(task_id)
+        task = await self.river.db.read(self._get_task, number)
+        return self._may(task, task_id, action)
+
+    def _get_task(self, number: int) -> db.Task | None:
+        with self.river.sessions() as session:
+            return session.get(db.Task, number)
+
+    @staticmethod
+    def _task_number(task_id: str) -> int:
+        try:
+            return parse_id(task_id)
+        except ValueError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+
+    def _may(self, task: db.Task | None, task_id: str, action: str) -> db.Task:
         if task is None:
             raise web.HTTPError(404, f"no task {task_id}")
         if task.owner != self.username and not role_at_least(self.role, "operator"):

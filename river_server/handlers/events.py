@@ -47,7 +47,7 @@ class EventsHandler(RiverAPIHandler):
         since = self.query(EventsQuery).since
         privileged = role_at_least(self.role, "operator")
         all_tasks = self.query(EventsQuery).tasks == "all"
-        tasks = [self.load_task(str(tid), action="see") for tid in task_ids]
+        tasks = [await self.fetch_task(str(tid), action="see") for tid in task_ids]
         log_ids = {str(t.id) for t in tasks if t.owner == self.username or privileged}
         watched = {str(t.id) for t in tasks}
         me = self.username
@@ -79,9 +79,7 @@ class EventsHandler(RiverAPIHandler):
             for task in tasks:
                 # State first, then lines, but sent lines-then-state: a task's final status
                 # is stored after its last line, so a client may stop at a terminal state.
-                with self.river.sessions() as session:
-                    fresh = session.get(db.Task, task.id) or task
-                state = self.river.tasks.to_json(fresh)
+                state = await self.river.db.read(self._state_json, task)
                 if str(task.id) in log_ids:
                     for line in self.river.logs.read(task.id, since):
                         await self._send_log(str(task.id), line, sent)
@@ -92,6 +90,12 @@ class EventsHandler(RiverAPIHandler):
         finally:
             bus.unsubscribe(self._subscription)
             self.river.streams.release(me)
+
+    def _state_json(self, task: db.Task) -> dict[str, Any]:
+        """A task's current state (on a DB reader)."""
+        with self.river.sessions() as session:
+            fresh = session.get(db.Task, task.id) or task
+        return self.river.tasks.to_json(fresh)
 
     async def _pump(self, sent: dict[str, int]) -> None:
         queue = self._subscription.queue

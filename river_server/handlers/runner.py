@@ -1,5 +1,6 @@
 """Routes only runners call. They use the runner credential scheme and never Jupyter's
-login (no cookies, so no XSRF), and they refuse user tokens."""
+login (no cookies, so no XSRF), and they refuse user tokens. Their database work runs on
+the host's DB threads (river_server/dbwork.py), never on the loop."""
 
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ class RunnerAPIHandler(web.RequestHandler):
             )
         return secret
 
-    def authenticate_node(self) -> str:
+    async def authenticate_node(self) -> str:
         """The name of the node whose credential this request carries."""
-        name = self.river.nodes.name_for_credential(self.presented_secret())
+        name = await self.river.nodes.credential_owner(self.presented_secret())
         if name is None:
             raise web.HTTPError(401, "unknown runner credential")
         return name
@@ -57,27 +58,28 @@ class RunnerAPIHandler(web.RequestHandler):
 
 
 class RegisterHandler(RunnerAPIHandler):
-    def post(self) -> None:
+    async def post(self) -> None:
         secret = self.presented_secret()
+        body = self.json_body()
         try:
-            reply = self.river.nodes.register(secret, self.json_body())
+            reply = await self.river.db.write(self.river.nodes.register, secret, body)
         except RegistrationError as exc:
             raise web.HTTPError(exc.status, str(exc)) from None
         self.finish(reply)
 
 
 class HeartbeatHandler(RunnerAPIHandler):
-    def post(self) -> None:
-        name = self.authenticate_node()
-        reply = self.river.nodes.heartbeat(name, self.json_body())
+    async def post(self) -> None:
+        name = await self.authenticate_node()
+        reply = await self.river.nodes.beat(name, self.json_body())
         if reply is None:
             raise web.HTTPError(404, "this host does not know your address: register again")
         self.finish(reply)
 
 
 class RunnerEventsHandler(RunnerAPIHandler):
-    def post(self) -> None:
-        name = self.authenticate_node()
+    async def post(self) -> None:
+        name = await self.authenticate_node()
         if not self.river.nodes.is_online(name):
             raise web.HTTPError(404, "register before sending events")
         messages = self.json_body().get("messages")
@@ -86,7 +88,9 @@ class RunnerEventsHandler(RunnerAPIHandler):
         problem = _malformed(messages)
         if problem:
             raise web.HTTPError(400, problem)
-        stop, dropped = self.river.tasks.apply_runner_messages(name, messages)
+        stop, dropped = await self.river.db.write(
+            self.river.tasks.apply_runner_messages, name, messages
+        )
         # Reports about tasks not placed on this runner are acknowledged (so an honest
         # runner's outbox moves on) but dropped; `dropped` says how many.
         self.finish({"ok": True, "kill": stop, "dropped": dropped})

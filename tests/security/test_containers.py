@@ -360,9 +360,9 @@ def test_environment_is_bounded_and_a_hanging_exec_blocks_nobody(
         thread = threading.Thread(target=hang)
         thread.start()
         try:
-            wait_for(
+            wait_for(  # `sleep 3600`: the container's own `sleep infinity` is there already
                 lambda: any(
-                    "sleep" in " ".join(p)
+                    "sleep 3600" in " ".join(p)
                     for p in client.containers.get(f"river-env-{name}").top()["Processes"]
                 ),
                 10,
@@ -372,7 +372,7 @@ def test_environment_is_bounded_and_a_hanging_exec_blocks_nobody(
             again = cluster.request(
                 "POST", f"{base}/{name}/exec", json={"command": "true"}, **alice(cluster)
             )
-            assert again.status_code == 429 and "environment_execs_per_user" in again.text
+            assert again.status_code == 429 and "environment_execs_per_user" in again.text, (again.text, hanging)
             started = time.monotonic()
             with environment(cluster, client, other, bob(cluster)):
                 ran = cluster.request(

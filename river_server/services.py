@@ -9,6 +9,7 @@ handlers get services from `River`; tests/unit/test_service_wiring.py keeps it s
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from river_server.blobs import BlobStore
 from river_server.dispatcher import Dispatcher
 from river_server.environments import EnvironmentLimits, EnvironmentService
 from river_server.events import EventBus
+from river_server.leadership import Leadership
 from river_server.limits import StreamGate
 from river_server.logstore import LogStore
 from river_server.nodes import NodeConnections, NodeRegistry
@@ -82,6 +84,14 @@ class River:
             private_file(db_file)  # SQLite gives -wal and -shm the database's mode
         self.engine = db.make_engine(config.db_url, upgrade=config.upgrade_db, log=self.log)
         self.sessions = db.make_sessionmaker(self.engine)
+        # Leads or stands by (PostgreSQL); on SQLite the only host, which claim_file ensures.
+        self.leadership = Leadership(self.engine, self.log)
+        if not self.leadership.shared and db_file.is_absolute():
+            try:
+                self.leadership.claim_file(db_file)
+            except BaseException:
+                self.engine.dispose()
+                raise
         self.ids = SnowflakeGenerator()
         with self.sessions() as session:
             newest = db.newest_task_id(session)
@@ -136,6 +146,7 @@ class River:
             self.log,
             config.backfill_window,
             config.user_mount_prefixes,
+            fence=self.leadership.fence,
         )
         self.tasks.bind_queue(self.dispatcher)  # the one cycle: tasks <-> dispatcher
         self.vps = VpsService(
@@ -159,6 +170,7 @@ class River:
             config.heartbeat_interval,
             config.heartbeat_misses,
             self.boot_id,
+            leading=lambda: self.leadership.is_leader,
         )
         self.ssh_proxy: SshProxy | None = None  # set by attach_ssh_proxy once it listens
 
@@ -180,7 +192,29 @@ class River:
         self.ssh_proxy = proxy
         self.vps.ssh_proxy = proxy
 
+    def take_over(self) -> None:
+        """This host has just become the leader: rebuild what a restarted host rebuilds.
+
+        Tasks, queue and nodes are the database's; what this process cached as a standby
+        (log indexes) may be stale and is dropped; IDs continue past the newest task; node
+        deadlines run from now, not from `last_seen`, so runners still switching over are
+        not declared lost (they re-register on their next beat)."""
+        self.logs.reset(cache=True)
+        with self.sessions() as session:
+            newest = db.newest_task_id(session)
+        if newest:
+            self.ids.bump_past(newest)
+        self.connections.live.clear()
+        self.nodes.rearm(time.time())
+
+    def step_down(self) -> None:
+        """The lock is lost: forget the runners (they find the new leader) and read logs
+        afresh from now on."""
+        self.connections.live.clear()
+        self.logs.reset(cache=False)
+
     async def close(self) -> None:
+        self.leadership.close()
         self.environments.close()
         self.overlay.close()
         await self.runner_client.close()

@@ -333,6 +333,10 @@ class RiverHost(ExtensionApp):
         config.upgrade_db = self.upgrade_db
         try:
             self.river = River(config, log=self.log)
+            if config.db_url.startswith("sqlite:///"):  # one host per SQLite file
+                db_file = Path(config.db_url.removeprefix("sqlite:///"))
+                if db_file.is_absolute():
+                    self.river.leadership.claim_file(db_file)
         except (SchemaError, SecondHostError) as exc:
             # Jupyter logs an extension's exception and serves on without it; a host with
             # no usable database must not look up, so stop the whole server.

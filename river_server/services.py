@@ -84,14 +84,9 @@ class River:
             private_file(db_file)  # SQLite gives -wal and -shm the database's mode
         self.engine = db.make_engine(config.db_url, upgrade=config.upgrade_db, log=self.log)
         self.sessions = db.make_sessionmaker(self.engine)
-        # Leads or stands by (PostgreSQL); on SQLite the only host, which claim_file ensures.
+        # Leads or stands by (PostgreSQL); on SQLite the only host, which the app ensures
+        # with claim_file (a host process, not every River object a test builds).
         self.leadership = Leadership(self.engine, self.log)
-        if not self.leadership.shared and db_file.is_absolute():
-            try:
-                self.leadership.claim_file(db_file)
-            except BaseException:
-                self.engine.dispose()
-                raise
         self.ids = SnowflakeGenerator()
         with self.sessions() as session:
             newest = db.newest_task_id(session)

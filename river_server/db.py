@@ -162,6 +162,19 @@ class TaskTransition(Base):
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class HostLeader(Base):
+    """Which host leads (river_server/leadership.py): one row, id 1, rewritten by each new
+    leader. `epoch` is the fencing token (a pass that writes checks it is still its own);
+    `url` is what standbys name in X-River-Leader."""
+
+    __tablename__ = "host_leader"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    host_id: Mapped[str] = mapped_column(String(64), default="")
+    url: Mapped[str] = mapped_column(String(256), default="")
+    since: Mapped[float] = mapped_column(Float, default=time.time)
+
+
 class EnvironmentExport(Base):
     """An exported environment tarball: who owns it and its sha256. Runners load only a
     tarball with this digest, so what lies in the shared dir is never trusted by itself."""

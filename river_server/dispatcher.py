@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -106,6 +107,7 @@ class Dispatcher:
         user_mount_prefixes: tuple[str, ...],
         *,
         work: DbWork | None = None,
+        fence: Callable[[Session], bool] | None = None,
     ) -> None:
         self.sessions = sessions
         self.work = work or DbWork(readers=1)
@@ -115,6 +117,9 @@ class Dispatcher:
         self.runner_client = runner_client
         self.log = log
         self.user_mount_prefixes = user_mount_prefixes
+        # Leadership's fencing check, run inside each pass's transaction: a host that is no
+        # longer the leader of its epoch places nothing (river_server/leadership.py).
+        self.fence = fence
         self.scheduler = Scheduler(backfill_window=backfill_window)
         self.wait_reasons: dict[int, str] = {}
         self._held_by_node: dict[str, list[Held]] = {}
@@ -192,8 +197,16 @@ class Dispatcher:
         """Place what fits now; return how many tasks were placed."""
         tasks = self.tasks
         with self.sessions() as session:
+            if self.fence is not None and not self.fence(session):
+                return 0
+            # FOR UPDATE (PostgreSQL; SQLite has one writer anyway): another host's pass on
+            # the same rows waits for this commit, then finds them no longer queued, so an
+            # assignment is never applied twice.
             queued = session.scalars(
-                select(db.Task).where(db.Task.state == TaskState.QUEUED.value).order_by(db.Task.id)
+                select(db.Task)
+                .where(db.Task.state == TaskState.QUEUED.value)
+                .order_by(db.Task.id)
+                .with_for_update(of=db.Task)
             ).all()
             if not queued:
                 self.wait_reasons = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,7 @@ class NodeRegistry:
         boot_id: str,
         *,
         work: DbWork | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.sessions = sessions
         self.work = work or DbWork(readers=1)
@@ -118,6 +120,8 @@ class NodeRegistry:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_misses = heartbeat_misses
         self.boot_id = boot_id
+        # A standby has no runner connections: it shows what the leader recorded instead.
+        self.leading = leading
         self._connections = connections.live
         self._credentials: dict[str, str] = {}  # credential digest -> node name
         self._last_flush = time.monotonic()
@@ -130,6 +134,13 @@ class NodeRegistry:
 
     def is_online(self, name: str) -> bool:
         return name in self._connections
+
+    def rearm(self, now: float) -> None:
+        """Start every deadline afresh from `now` (a takeover): nodes the database shows
+        online get heartbeat_misses beats from now to register with this host."""
+        self.started_at = now
+        self._last_check = time.monotonic()
+        self._last_flush = time.monotonic()
 
     def name_for_credential(self, secret: str) -> str | None:
         """The node a runner credential belongs to (digests cached: beats are frequent)."""
@@ -156,7 +167,8 @@ class NodeRegistry:
 
     def to_json(self, node: db.Node) -> dict[str, Any]:
         free = free_resources(self.sessions, node.name)
-        data = node_json(node, free, self.is_online(node.name))
+        online = self.is_online(node.name) if self.leading() else node.state == "online"
+        data = node_json(node, free, online)
         connection = self._connections.get(node.name)
         if connection is not None and connection.metrics:
             data["metrics"] = connection.metrics

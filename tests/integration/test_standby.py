@@ -94,7 +94,13 @@ def test_a_runner_given_both_urls_registers_with_the_leader(
     leader.runner_hosts = [f"{standby.url},{leader.url}"]
     runner = leader.start_runner("r1", "--cpus", "0")
     assert runner.log_path is not None
-    assert f"registered with {leader.url}" in runner.log_path.read_text()
+    # The runner logs it after the host has recorded the node online: wait for the line.
+    log_path = runner.log_path
+    wait_for(
+        lambda: f"registered with {leader.url}" in log_path.read_text(),
+        30,
+        what="the runner to log its registration with the leader",
+    )
     task = leader.submit(command="echo ok", cores=1)
     assert leader.wait_task(task["id"], "completed")["node"] == "r1"
 

@@ -24,6 +24,7 @@ from river_server.handlers import accounts, api, environments, events, runner, s
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import vps as vps_handlers
+from river_server.job_ports import parse_range
 from river_server.overlay import OverlaySettings
 from river_server.pages import keep_token_out_of_pages
 from river_server.private import make_private, open_private
@@ -177,6 +178,35 @@ class RiverHost(ExtensionApp):
                 )
         return list(proposal["value"])
 
+    job_port_range = Unicode(
+        "29500-29999",
+        help="Ports (FIRST-LAST) River hands to host-network jobs (--network host): each "
+        "job gets one free on all its members' nodes, released when they end. Reserve the "
+        "range for River on the nodes.",
+    ).tag(config=True)
+    host_network_role = Unicode(
+        "operator",
+        help="The least role (user, operator, admin) that may submit a host-network job: "
+        "its members share their nodes' network stacks (docs/security.md).",
+    ).tag(config=True)
+
+    @validate("job_port_range")
+    def _check_job_port_range(self, proposal: Any) -> str:
+        try:
+            parse_range(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(f"c.RiverHost.{exc}") from None
+        return str(proposal["value"])
+
+    @validate("host_network_role")
+    def _check_host_network_role(self, proposal: Any) -> str:
+        if proposal["value"] not in ("user", "operator", "admin"):
+            raise TraitError(
+                "c.RiverHost.host_network_role must be user, operator or admin, "
+                f"not {proposal['value']!r}"
+            )
+        return str(proposal["value"])
+
     overlay_enabled = Bool(
         False,
         help="Run the VXLAN overlay hub: give each runner that registers with --overlay-ip a "
@@ -308,6 +338,8 @@ class RiverHost(ExtensionApp):
             max_reservations_per_user=self.max_reservations_per_user,
             ssh_max_connections=self.ssh_max_connections,
             ssh_max_relays_per_user=self.ssh_max_relays_per_user,
+            job_port_range=self.job_port_range,
+            host_network_role=self.host_network_role,
             overlay=OverlaySettings(
                 enabled=self.overlay_enabled,
                 subnet=self.overlay_subnet,

@@ -19,6 +19,7 @@ from river_server.blobs import BlobStore
 from river_server.dispatcher import Dispatcher
 from river_server.environments import EnvironmentLimits, EnvironmentService
 from river_server.events import EventBus
+from river_server.job_ports import parse_range
 from river_server.limits import StreamGate
 from river_server.logstore import LogStore
 from river_server.nodes import NodeConnections, NodeRegistry
@@ -59,6 +60,8 @@ class HostConfig:
     ssh_max_connections: int = 256  # SSH proxy connections in all (a thread each)
     ssh_max_relays_per_user: int = 32  # SSH sessions + forwards per user (a thread each)
     max_tunnels_per_user: int = 32  # open `river forward` connections + `river attach` terminals
+    job_port_range: str = "29500-29999"  # ports of host-network jobs (job_ports.py)
+    host_network_role: str = "operator"  # least role that may submit a host-network job
     upgrade_db: bool = False  # upgrade an older PostgreSQL schema (SQLite: always, with a backup)
 
     def __post_init__(self) -> None:
@@ -126,6 +129,8 @@ class River:
             task_spec_max_bytes=config.task_spec_max_bytes,
             max_tasks_per_user=config.max_tasks_per_user,
             user_mount_prefixes=config.user_mount_prefixes,
+            job_ports=parse_range(config.job_port_range),
+            host_network_role=config.host_network_role,
         )
         self.dispatcher = Dispatcher(
             self.sessions,

@@ -89,7 +89,7 @@ class TaskJob(Response):
     id: Id
     rank: int
     size: int
-    network: Literal["overlay"]
+    network: Literal["overlay", "host"]
     master_addr: str | None = sometimes("rank 0's address, once the job is placed")
     master_port: int | None = sometimes("the rendezvous port, once the job is placed")
 

@@ -225,6 +225,12 @@ class RiverHost(ExtensionApp):
     overlay_vxlan_base = Int(100, help="Runner i's VXLAN id is overlay_vxlan_base + i.").tag(
         config=True
     )
+    overlay_direct = Bool(
+        True,
+        help="Direct runner-to-runner overlay paths (no hairpin through the host) between "
+        "runners that reach each other; a runner started with --no-overlay-direct, and every "
+        "runner when this is False, uses the host's hub only.",
+    ).tag(config=True)
     overlay_release_after = Float(
         0.0,
         help="Seconds a runner may stay offline before its overlay allocation (index, subnet, "
@@ -347,6 +353,7 @@ class RiverHost(ExtensionApp):
                 mtu=self.overlay_mtu,
                 vxlan_base=self.overlay_vxlan_base,
                 release_after=self.overlay_release_after,
+                direct=self.overlay_direct,
             ),
         )
         config.max_request_body = self._bound_request_bodies()

@@ -221,6 +221,8 @@ class NodeRegistry:
             "boot_id": self.boot_id,
             "heartbeat_interval": self.heartbeat_interval,
             "kill": kill,
+            # Direct overlay paths (river_runner/overlay_direct.py); absent: overlay off.
+            **({} if (peers := self.overlay.peers_of(name)) is None else {"overlay_peers": peers}),
         }
 
     def flush_metrics(self) -> None:

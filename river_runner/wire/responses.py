@@ -284,6 +284,10 @@ class OverlayAllocation(Response):
     underlay_ip: str | None
     online: bool
     host_links: str
+    direct: bool = Field(
+        default=False,
+        description="whether this runner gets direct paths to its peers (no hub hairpin)",
+    )
     allocated_at: float | None
     registered_at: float | None
 

@@ -4747,6 +4747,11 @@ export interface components {
             underlay_ip: string | null;
             online: boolean;
             host_links: string;
+            /**
+             * @description whether this runner gets direct paths to its peers (no hub hairpin)
+             * @default false
+             */
+            direct?: boolean;
             allocated_at: number | null;
             registered_at: number | null;
         };

@@ -57,6 +57,7 @@ class RunnerConfig:
     data_dir: Path = Path.home() / ".local/share/river-runner"
     backend: str = "process"
     overlay_ip: str | None = None  # underlay address for the VXLAN overlay (None: stay off it)
+    overlay_direct: bool = True  # peers' underlay reachable: direct overlay paths (no hub)
 
 
 class RunnerAgent:
@@ -69,6 +70,7 @@ class RunnerAgent:
             config.data_dir,
             docker=backend if backend.name == "docker" else None,  # containers join the overlay
             backend=backend,
+            direct=config.overlay_direct,
         )
         self.inbound_secret = secrets.token_urlsafe(32)  # what the host must present to us
         self.credential: str | None = self._load_credential()
@@ -251,6 +253,7 @@ class RunnerAgent:
             self.registered.clear()
             return
         self._apply_reconcile(data)
+        await self.overlay.on_heartbeat(data)  # direct overlay paths to peer runners
 
     def _apply_reconcile(self, data: dict[str, Any]) -> None:
         for task_id in data.get("kill", []):

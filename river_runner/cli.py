@@ -181,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="join the host's VXLAN overlay: this node's address the host's tunnel points to "
         "(needs root; the host must run with c.RiverHost.overlay_enabled)",
     )
+    parser.add_argument(
+        "--no-overlay-direct",
+        dest="overlay_direct",
+        action="store_false",
+        help="this node cannot reach the other runners' underlay addresses directly (NAT, "
+        "another site): its overlay traffic goes through the host's hub only",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -237,6 +244,7 @@ def runner_command(argv: list[str]) -> int:
             shared_dir=args.shared_dir,
             default_image=args.default_image,
             overlay_ip=overlay_ip,
+            overlay_direct=args.overlay_direct,
             task_account=task_account,
             pids_limit=args.pids_limit,
             task_env=task_env,
@@ -308,6 +316,7 @@ async def serve(
     shared_dir: Path | None = None,
     default_image: str = "python:3.12-slim",
     overlay_ip: str | None = None,
+    overlay_direct: bool = True,
     task_account: TaskAccount | None = None,
     pids_limit: int = 4096,
     task_env: tuple[str, ...] = (),
@@ -329,6 +338,7 @@ async def serve(
         data_dir=data_dir,
         backend=backend_name,
         overlay_ip=overlay_ip,
+        overlay_direct=overlay_direct,
     )
     agent = RunnerAgent(
         config,

@@ -24,6 +24,7 @@ from river_server.handlers import accounts, api, environments, events, runner, s
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import vps as vps_handlers
+from river_server.job_ports import parse_range
 from river_server.leadership import SecondHostError
 from river_server.overlay import OverlaySettings
 from river_server.pages import keep_token_out_of_pages
@@ -194,6 +195,35 @@ class RiverHost(ExtensionApp):
                 )
         return list(proposal["value"])
 
+    job_port_range = Unicode(
+        "29500-29999",
+        help="Ports (FIRST-LAST) River hands to host-network jobs (--network host): each "
+        "job gets one free on all its members' nodes, released when they end. Reserve the "
+        "range for River on the nodes.",
+    ).tag(config=True)
+    host_network_role = Unicode(
+        "operator",
+        help="The least role (user, operator, admin) that may submit a host-network job: "
+        "its members share their nodes' network stacks (docs/security.md).",
+    ).tag(config=True)
+
+    @validate("job_port_range")
+    def _check_job_port_range(self, proposal: Any) -> str:
+        try:
+            parse_range(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(f"c.RiverHost.{exc}") from None
+        return str(proposal["value"])
+
+    @validate("host_network_role")
+    def _check_host_network_role(self, proposal: Any) -> str:
+        if proposal["value"] not in ("user", "operator", "admin"):
+            raise TraitError(
+                "c.RiverHost.host_network_role must be user, operator or admin, "
+                f"not {proposal['value']!r}"
+            )
+        return str(proposal["value"])
+
     overlay_enabled = Bool(
         False,
         help="Run the VXLAN overlay hub: give each runner that registers with --overlay-ip a "
@@ -212,6 +242,12 @@ class RiverHost(ExtensionApp):
     overlay_vxlan_base = Int(100, help="Runner i's VXLAN id is overlay_vxlan_base + i.").tag(
         config=True
     )
+    overlay_direct = Bool(
+        True,
+        help="Direct runner-to-runner overlay paths (no hairpin through the host) between "
+        "runners that reach each other; a runner started with --no-overlay-direct, and every "
+        "runner when this is False, uses the host's hub only.",
+    ).tag(config=True)
     overlay_release_after = Float(
         0.0,
         help="Seconds a runner may stay offline before its overlay allocation (index, subnet, "
@@ -325,6 +361,8 @@ class RiverHost(ExtensionApp):
             max_reservations_per_user=self.max_reservations_per_user,
             ssh_max_connections=self.ssh_max_connections,
             ssh_max_relays_per_user=self.ssh_max_relays_per_user,
+            job_port_range=self.job_port_range,
+            host_network_role=self.host_network_role,
             overlay=OverlaySettings(
                 enabled=self.overlay_enabled,
                 subnet=self.overlay_subnet,
@@ -332,6 +370,7 @@ class RiverHost(ExtensionApp):
                 mtu=self.overlay_mtu,
                 vxlan_base=self.overlay_vxlan_base,
                 release_after=self.overlay_release_after,
+                direct=self.overlay_direct,
             ),
         )
         config.max_request_body = self._bound_request_bodies()

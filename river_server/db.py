@@ -151,6 +151,18 @@ class Task(Base):
     job_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
+class JobPort(Base):
+    """A port a host-network job holds on one node (river_server/job_ports.py): one row per
+    member, so two host-mode jobs on a node never get the same port. A row counts while
+    its task is unfinished; rows of finished tasks are deleted at the next allocation."""
+
+    __tablename__ = "job_ports"
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    port: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    task_id: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
 class TaskTransition(Base):
     """Audit trail: every state a task went through, in order."""
 

@@ -253,14 +253,14 @@ class Dispatcher:
         launch.add_done_callback(self._launches.discard)
 
     def _address_jobs(self, session: Any, placed_jobs: dict[int, list[db.Task]]) -> set[int]:
-        """Rendezvous for each placed job (overlay addresses, master); a job that cannot
+        """Rendezvous for each placed job (addresses, master, port); a job that cannot
         get them fails whole, with the reason. Returns the ids of members not to launch."""
         failed: set[int] = set()
         for members in placed_jobs.values():
             members.sort(key=lambda t: t.job_rank or 0)
             try:  # addresses given to earlier members of a failed job are freed with them
-                jobs.rendezvous(self.tasks.overlay, session, members)
-            except Exception as exc:  # SpecError, or no free overlay address
+                jobs.rendezvous(self.tasks.overlay, self.tasks.job_ports, session, members)
+            except Exception as exc:  # SpecError: no free overlay address or job port
                 for member in members:
                     self.tasks.transition(
                         session, member, TaskState.FAILED, f"could not start the job: {exc}"
@@ -325,6 +325,8 @@ class Dispatcher:
             "mount_prefixes": (list(self.user_mount_prefixes) if spec.get("user_mounts") else None),
             "privileged": bool(spec.get("privileged")),
             "overlay_ip": spec.get("overlay_ip"),  # a reserved overlay address (ip_token)
+            # A host-network job's member runs in its node's own stack (river_server/jobs.py)
+            "host_network": ((spec.get("job") or {}).get("network") == "host"),
             "cpus": task.cpus or [],
             "memory": task.memory or 0,
             "gpus": task.gpus or [],

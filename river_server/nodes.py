@@ -236,7 +236,7 @@ class NodeRegistry:
         due = self._record_beat(name, body)
         if due is None:
             return None
-        return self._beat_reply(self.reconcile(name, due) if due is not False else [])
+        return self._beat_reply(name, self.reconcile(name, due) if due is not False else [])
 
     async def beat(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """heartbeat() for the loop: the reconciliation, when due, runs on the DB writer."""
@@ -244,7 +244,7 @@ class NodeRegistry:
         if due is None:
             return None
         kill = await self.work.write(self.reconcile, name, due) if due is not False else []
-        return self._beat_reply(kill)
+        return self._beat_reply(name, kill)
 
     def _record_beat(self, name: str, body: dict[str, Any]) -> dict[str, str] | bool | None:
         """Update the connection in memory. None: unknown runner; False: nothing to
@@ -266,11 +266,13 @@ class NodeRegistry:
             return running
         return False
 
-    def _beat_reply(self, kill: list[str]) -> dict[str, Any]:
+    def _beat_reply(self, name: str, kill: list[str]) -> dict[str, Any]:
         return {
             "boot_id": self.boot_id,
             "heartbeat_interval": self.heartbeat_interval,
             "kill": kill,
+            # Direct overlay paths (river_runner/overlay_direct.py); absent: overlay off.
+            **({} if (peers := self.overlay.peers_of(name)) is None else {"overlay_peers": peers}),
         }
 
     def flush_metrics(self) -> None:

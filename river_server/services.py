@@ -21,6 +21,7 @@ from river_server.dbwork import DbWork, pool_readers
 from river_server.dispatcher import Dispatcher
 from river_server.environments import EnvironmentLimits, EnvironmentService
 from river_server.events import EventBus
+from river_server.job_ports import parse_range
 from river_server.leadership import Leadership
 from river_server.limits import StreamGate
 from river_server.logstore import LogStore
@@ -63,6 +64,8 @@ class HostConfig:
     ssh_max_connections: int = 256  # SSH proxy connections in all (a thread each)
     ssh_max_relays_per_user: int = 32  # SSH sessions + forwards per user (a thread each)
     max_tunnels_per_user: int = 32  # open `river forward` connections + `river attach` terminals
+    job_port_range: str = "29500-29999"  # ports of host-network jobs (job_ports.py)
+    host_network_role: str = "operator"  # least role that may submit a host-network job
     upgrade_db: bool = False  # upgrade an older PostgreSQL schema (SQLite: always, with a backup)
     db_loop_guard: bool = (
         False  # log every query run on the event loop (river_server/loop_guard.py)
@@ -142,6 +145,8 @@ class River:
             max_tasks_per_user=config.max_tasks_per_user,
             user_mount_prefixes=config.user_mount_prefixes,
             work=self.db,
+            job_ports=parse_range(config.job_port_range),
+            host_network_role=config.host_network_role,
         )
         self.dispatcher = Dispatcher(
             self.sessions,

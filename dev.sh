@@ -11,7 +11,8 @@ POSTGRES_MODULES="tests/integration/test_migrations.py tests/integration/test_db
  tests/integration/test_cluster_basics.py
  tests/integration/test_failures.py tests/integration/test_resilience.py
  tests/integration/test_kill_races.py tests/integration/test_paging.py
- tests/integration/test_accounts.py tests/integration/test_policy.py"
+ tests/integration/test_accounts.py tests/integration/test_policy.py
+ tests/integration/test_standby.py"
 PY=${PYTHON:-python3}
 
 install() {

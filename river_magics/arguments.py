@@ -151,6 +151,12 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
         metavar="G",
         help="GPUs of each member of a --nodes job",
     )
+    parser.add_argument(
+        "--network",
+        choices=("overlay", "host"),
+        help="a --nodes job's network: overlay (default; each member at its own overlay "
+        "address) or host (members in their nodes' own network, a port River picks)",
+    )
     parser.add_argument("--name", help="a label shown in %%river tasks")
     parser.add_argument(
         "-e",
@@ -421,6 +427,8 @@ def check_job(args: argparse.Namespace) -> None:
     if nodes is None:
         if getattr(args, "gpus_per_node", None) is not None:
             raise UsageError("--gpus-per-node is for multi-node jobs: add --nodes N")
+        if getattr(args, "network", None) is not None:
+            raise UsageError("--network is for multi-node jobs: add --nodes N")
         return
     if nodes < 1:
         raise UsageError("--nodes must be at least 1")

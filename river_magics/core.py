@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
-from river_runner.protocol import EVENT_LOG, EVENT_TASK
+from river_runner.protocol import EVENT_LOG, EVENT_TASK, LEADER_HEADER, ROLE_HEADER, HostList
 
 from .bridge import io_iterator, io_method
 from .common import (
@@ -55,6 +55,22 @@ ENV_EXEC_TIMEOUT = 300.0
 Event = tuple[str, dict[str, Any]]
 StreamedResponse = tuple[httpx.Response, AsyncIterator[str]]
 
+# With several host URLs (a leader and its standbys), how long a request keeps looking for
+# the leader before it gives up: a takeover takes a second or two (docs/database.md).
+FAILOVER_WAIT = 20.0
+FAILOVER_PAUSE = 0.25  # between rounds of the URLs that found no leader
+
+
+def is_standby_refusal(response: httpx.Response) -> bool:
+    """A standby's 503 (river_server/standby.py), not the leader's own 503s."""
+    return response.status_code == 503 and response.headers.get(ROLE_HEADER) == "standby"
+
+
+def split_urls(url: str | Sequence[str]) -> list[str]:
+    """`a,b` or a list: the URLs a client may try, as given."""
+    items = url.split(",") if isinstance(url, str) else list(url)
+    return [item.strip() for item in items if item and item.strip()]
+
 
 def _env_name(name: str) -> str:
     from river_runner.containers import parse_env_name
@@ -75,17 +91,29 @@ class ClientCore:
     _handle_class: ClassVar[type[HandleCore]]
     _group_class: ClassVar[type[GroupCore[Any]]]
 
-    def __init__(self, url: str | None = None, token: str | None = None) -> None:
-        url = url or os.environ.get("RIVER_URL")
-        if not url:
+    def __init__(self, url: str | Sequence[str] | None = None, token: str | None = None) -> None:
+        given = split_urls(url or os.environ.get("RIVER_URL") or "")
+        if not given:
             raise RiverError(NO_HOST_MESSAGE)
-        self.url, url_token = normalize_url(url)
+        normalized = [normalize_url(u) for u in given]
+        url_token = next((t for _, t in normalized if t), None)
+        urls = [u for u, _ in normalized]
+        # Several URLs: a leader and its standbys; requests follow whichever leads.
+        self.hosts = HostList(list(dict.fromkeys(urls)))
         self._token = token or url_token or os.environ.get("RIVER_TOKEN") or None
-        self._api = self.url + API_PREFIX
         self.push_limit = PUSH_LIMIT
         self._http = self._open_http(
             client_headers(self._token), httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
         )
+
+    @property
+    def url(self) -> str:
+        """The host this client talks to now (the leader, once one answered)."""
+        return self.hosts.current
+
+    @property
+    def _api(self) -> str:
+        return self.url + API_PREFIX
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -93,7 +121,8 @@ class ClientCore:
     def clone(self) -> Any:
         """A new client of the same kind for the same host and token, with its own
         connections (e.g. for a background thread that holds an event stream open)."""
-        twin = type(self)(self.url, self._token)
+        twin = type(self)(self.hosts.urls, self._token)
+        twin.hosts.index = self.hosts.index
         twin.push_limit = self.push_limit
         return twin
 
@@ -121,13 +150,24 @@ class ClientCore:
         return RiverConnectionError(transport_message(self.url, exc))
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._io_request(method, self._api + path, **kwargs)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
-        if response.status_code >= 400:
-            raise error_from_response(response, method, API_PREFIX + path)
-        return response
+        failover = _Failover(self.hosts, method)
+        while True:
+            try:
+                response = await self._io_request(method, self._api + path, **kwargs)
+            except httpx.TransportError as exc:
+                pause = failover.after_error(exc)
+                if pause is None:
+                    raise self._transport_error(exc) from None
+                await self._io_sleep(pause)
+                continue
+            if is_standby_refusal(response):
+                pause = failover.after_standby(response)
+                if pause is not None:
+                    await self._io_sleep(pause)
+                    continue
+            if response.status_code >= 400:
+                raise error_from_response(response, method, API_PREFIX + path)
+            return response
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = await self._send(method, path, **kwargs)
@@ -577,12 +617,19 @@ class ClientCore:
             async with self._io_stream(
                 "GET", self._api + path, params=params, headers=headers, timeout=timeout
             ) as (response, lines):
+                if is_standby_refusal(response) and self.hosts.several:
+                    # A standby streams nothing: move to the leader it names; the watch
+                    # polls (which finds the leader) and reopens the stream there.
+                    self.hosts.follow(response.headers.get(LEADER_HEADER))
+                    raise RiverConnectionError(f"{self.url} is a standby; following the leader")
                 if response.status_code >= 400:
                     raise error_from_response(response, "GET", API_PREFIX + path)
                 async with aclosing(aparse_sse(lines, keepalive=keepalive)) as parsed:
                     async for event in parsed:
                         yield event
         except httpx.TransportError as exc:
+            if self.hosts.several:
+                self.hosts.next()  # the leader may have gone: the next try goes elsewhere
             raise self._transport_error(exc) from None
 
     @io_iterator
@@ -675,3 +722,38 @@ class ClientCore:
             for line in page:
                 yield EVENT_LOG, line
             since = page[-1]["seq"]
+
+
+class _Failover:
+    """One request's search for the leader among several hosts: which URL to try next and
+    how long to pause, or None to give up (one host; a request that may have been applied;
+    FAILOVER_WAIT spent)."""
+
+    def __init__(self, hosts: HostList, method: str) -> None:
+        self.hosts = hosts
+        self.method = method.upper()
+        self.started = time.monotonic()
+        self.tried = 0
+
+    def _step(self) -> float | None:
+        if time.monotonic() - self.started > FAILOVER_WAIT:
+            return None
+        self.tried += 1
+        # A full round of the URLs found no leader: pause before the next round.
+        return FAILOVER_PAUSE if self.tried % len(self.hosts.urls) == 0 else 0.0
+
+    def after_error(self, exc: httpx.TransportError) -> float | None:
+        if not self.hosts.several:
+            return None
+        # A write whose connection broke after it was sent may have been applied: do not
+        # send it twice. A refused connection never reached any host.
+        if self.method not in ("GET", "HEAD") and not isinstance(exc, httpx.ConnectError):
+            return None
+        self.hosts.next()
+        return self._step()
+
+    def after_standby(self, response: httpx.Response) -> float | None:
+        if not self.hosts.several:
+            return None
+        self.hosts.follow(response.headers.get(LEADER_HEADER))
+        return self._step()

@@ -103,7 +103,11 @@ def job_options(args: argparse.Namespace) -> dict[str, Any]:
     """Client.submit keywords of a --nodes job (nothing for a single task)."""
     if getattr(args, "nodes", None) is None:
         return {}
-    return {"nodes": args.nodes, "gpus_per_node": args.gpus_per_node}
+    return {
+        "nodes": args.nodes,
+        "gpus_per_node": args.gpus_per_node,
+        "network": getattr(args, "network", None),
+    }
 
 
 def python_option(args: argparse.Namespace) -> dict[str, Any]:

@@ -25,9 +25,13 @@ from river_runner.backends.base import Backend, Outcome, TaskLaunch
 from river_runner.gpu import GpuInventory
 from river_runner.overlay import OverlayMember
 from river_runner.protocol import (
+    LEADER_HEADER,
     MSG_LOG,
+    ROLE_HEADER,
+    HostList,
     TaskState,
     runner_auth_header,
+    split_host_urls,
     status_message,
 )
 
@@ -44,7 +48,7 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 @dataclass
 class RunnerConfig:
-    host_url: str
+    host_url: str  # one URL, or several comma-separated (a leader and its standbys)
     join_token: str
     name: str = field(default_factory=socket.gethostname)
     url: str = "http://127.0.0.1:8001"  # where the host reaches this runner
@@ -53,6 +57,7 @@ class RunnerConfig:
     data_dir: Path = Path.home() / ".local/share/river-runner"
     backend: str = "process"
     overlay_ip: str | None = None  # underlay address for the VXLAN overlay (None: stay off it)
+    overlay_direct: bool = True  # peers' underlay reachable: direct overlay paths (no hub)
 
 
 class RunnerAgent:
@@ -65,6 +70,7 @@ class RunnerAgent:
             config.data_dir,
             docker=backend if backend.name == "docker" else None,  # containers join the overlay
             backend=backend,
+            direct=config.overlay_direct,
         )
         self.inbound_secret = secrets.token_urlsafe(32)  # what the host must present to us
         self.credential: str | None = self._load_credential()
@@ -79,7 +85,9 @@ class RunnerAgent:
         self._line_seq: dict[int, int] = {}
         self._tail_chars = 0  # text in the outbox's last log message
         self._starting: set[int] = set()
-        self._http = httpx.AsyncClient(base_url=config.host_url.rstrip("/"), timeout=10.0)
+        # Every host URL we were given; we talk to the one that leads (river_runner.protocol).
+        self.hosts = HostList(split_host_urls(config.host_url))
+        self._http = httpx.AsyncClient(timeout=10.0)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
 
@@ -133,9 +141,31 @@ class RunnerAgent:
             "backend": self.backend.name,
         }
 
+    # ---- talking to the leader ------------------------------------------------------
+    async def _post(self, path: str, **kwargs: Any) -> httpx.Response:
+        """POST to the host we follow. With several hosts, a refused connection or a
+        standby's 503 moves us on (to the leader it names, if it is one of ours) and we
+        register there before anything else is sent."""
+        try:
+            response = await self._http.post(self.hosts.current + path, **kwargs)
+        except httpx.TransportError:
+            if self.hosts.several:
+                self._switch(self.hosts.next())
+            raise
+        standby = response.headers.get(ROLE_HEADER) == "standby"
+        if response.status_code == 503 and standby and self.hosts.several:
+            self._switch(self.hosts.follow(response.headers.get(LEADER_HEADER)))
+        return response
+
+    def _switch(self, url: str) -> None:
+        log.warning("following the leader: trying %s", url)
+        self.registered.clear()
+
     # ---- registration and heartbeat -------------------------------------------------
     async def _register_loop(self) -> None:
         delay = 0.2
+        # A failover takes a second or two: with standbys, retry at least every second.
+        longest = 1.0 if self.hosts.several else 5.0
         while not self._stopping:
             if self.registered.is_set():
                 await self._wait_unregistered()
@@ -146,7 +176,7 @@ class RunnerAgent:
             except Exception as exc:  # host down or refusing: keep trying
                 log.warning("registration failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, longest)
 
     async def _wait_unregistered(self) -> None:
         while self.registered.is_set() and not self._stopping:
@@ -160,12 +190,12 @@ class RunnerAgent:
             "running": self._running_report(),
             **self.overlay.registration_fields(),
         }
-        response = await self._http.post(
+        response = await self._post(
             "/river/api/runner/register", json=body, headers=runner_auth_header(secret)
         )
         if response.status_code == 401 and self.credential:
             # Our stored credential is not known (e.g. a new host DB): join afresh.
-            response = await self._http.post(
+            response = await self._post(
                 "/river/api/runner/register",
                 json=body,
                 headers=runner_auth_header(self.config.join_token),
@@ -181,7 +211,7 @@ class RunnerAgent:
         await self.overlay.on_registered(data)  # set up / repair the overlay spoke
         self.registered.set()
         self._outbox_wakeup.set()
-        log.info("registered with %s as %s", self.config.host_url, self.config.name)
+        log.info("registered with %s as %s", self.hosts.current, self.config.name)
 
     def _running_report(self) -> dict[str, str]:
         """Tasks this runner holds: running ones, and finished ones whose final status the
@@ -212,9 +242,7 @@ class RunnerAgent:
             "gpus": self.gpus.describe(),
             "running": self._running_report(),
         }
-        response = await self._http.post(
-            "/river/api/runner/heartbeat", json=body, headers=self._auth()
-        )
+        response = await self._post("/river/api/runner/heartbeat", json=body, headers=self._auth())
         if response.status_code in (401, 404):
             self.registered.clear()
             return
@@ -225,6 +253,7 @@ class RunnerAgent:
             self.registered.clear()
             return
         self._apply_reconcile(data)
+        await self.overlay.on_heartbeat(data)  # direct overlay paths to peer runners
 
     def _apply_reconcile(self, data: dict[str, Any]) -> None:
         for task_id in data.get("kill", []):
@@ -314,7 +343,7 @@ class RunnerAgent:
                 batch = self._next_batch()
                 self._in_flight = len(batch)
                 try:
-                    response = await self._http.post(
+                    response = await self._post(
                         "/river/api/runner/events", json={"messages": batch}, headers=self._auth()
                     )
                 except httpx.HTTPError as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 from river_runner import metrics
 from river_runner.interpreters import parse_python_envs
 from river_runner.overlay_spec import check_ipv4
+from river_runner.protocol import split_host_urls
 from river_runner.spec import SpecError, parse_memory
 from river_runner.task_account import (
     DEFAULT_TASK_USER,
@@ -96,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="river runner", description="Run a River compute-node agent."
     )
     parser.add_argument(
-        "--host", default=os.environ.get("RIVER_HOST_URL"), help="host URL, e.g. http://head:8888"
+        "--host",
+        action="append",
+        help="host URL, e.g. http://head:8888; repeat it (or give RIVER_HOST_URL=a,b) for a "
+        "leader and its standby: the runner follows whichever leads",
     )
     parser.add_argument(
         "--token-file",
@@ -177,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="join the host's VXLAN overlay: this node's address the host's tunnel points to "
         "(needs root; the host must run with c.RiverHost.overlay_enabled)",
     )
+    parser.add_argument(
+        "--no-overlay-direct",
+        dest="overlay_direct",
+        action="store_false",
+        help="this node cannot reach the other runners' underlay addresses directly (NAT, "
+        "another site): its overlay traffic goes through the host's hub only",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -188,7 +199,8 @@ def runner_command(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"river runner: {exc}", file=sys.stderr)
         return 2
-    if not args.host or not token:
+    hosts = split_host_urls(",".join(args.host or [os.environ.get("RIVER_HOST_URL") or ""]))
+    if not hosts or not token:
         print(
             f"river runner: --host and a join token are required (--token-file, or "
             f"{JOIN_TOKEN_ENV}; RIVER_HOST_URL for the host)",
@@ -218,7 +230,7 @@ def runner_command(argv: list[str]) -> int:
     data_dir = args.data_dir or Path.home() / ".local/share/river-runner" / args.name
     return asyncio.run(
         serve(
-            host_url=args.host,
+            host_url=",".join(hosts),
             token=token,
             name=args.name,
             bind=args.bind,
@@ -232,6 +244,7 @@ def runner_command(argv: list[str]) -> int:
             shared_dir=args.shared_dir,
             default_image=args.default_image,
             overlay_ip=overlay_ip,
+            overlay_direct=args.overlay_direct,
             task_account=task_account,
             pids_limit=args.pids_limit,
             task_env=task_env,
@@ -303,6 +316,7 @@ async def serve(
     shared_dir: Path | None = None,
     default_image: str = "python:3.12-slim",
     overlay_ip: str | None = None,
+    overlay_direct: bool = True,
     task_account: TaskAccount | None = None,
     pids_limit: int = 4096,
     task_env: tuple[str, ...] = (),
@@ -324,6 +338,7 @@ async def serve(
         data_dir=data_dir,
         backend=backend_name,
         overlay_ip=overlay_ip,
+        overlay_direct=overlay_direct,
     )
     agent = RunnerAgent(
         config,

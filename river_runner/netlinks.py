@@ -155,6 +155,69 @@ def ensure_vxlan(
     return index
 
 
+def ensure_direct_vxlan(
+    ipr: Any, name: str, *, vxlan_id: int, local: str, port: int, mtu: int, mac: str
+) -> int:
+    """A VXLAN with no default remote and no learning: where each frame goes is decided by
+    the static FDB entries River installs (one per peer runner); recreated if it differs."""
+    index = link_index(ipr, name)
+    wanted = {"vxlan_id": vxlan_id, "local": local, "port": port}
+    if index is not None:
+        facts = link_facts(ipr, index)
+        if facts["kind"] != "vxlan" or any(facts.get(k) != v for k, v in wanted.items()):
+            log.info("link %s has %s; recreating it as a direct VXLAN %s", name, facts, wanted)
+            ipr.link("del", index=index)
+            index = None
+    if index is None:
+        log.info("creating direct VXLAN %s %s", name, wanted)
+        ipr.link(
+            "add",
+            ifname=name,
+            kind="vxlan",
+            address=mac,
+            vxlan_id=vxlan_id,
+            vxlan_local=local,
+            vxlan_port=port,
+            vxlan_learning=0,
+        )
+        index = link_index(ipr, name)
+        if index is None:  # pragma: no cover
+            raise OverlayError(f"VXLAN {name} vanished right after it was created")
+    ipr.link("set", index=index, mtu=mtu, state="up")
+    return index
+
+
+def ensure_peer(
+    ipr: Any, index: int, *, mac: str, underlay: str, gateway: str, subnet: str
+) -> None:
+    """Reach a peer runner's `subnet` directly: a static FDB entry (its MAC lives at its
+    underlay address), a permanent neighbour (its gateway address has that MAC), a link
+    route to that gateway and a route to the subnet via it, more specific than the hub's
+    overlay-wide route."""
+    ipr.fdb("replace", ifindex=index, lladdr=mac, dst=underlay, state=NUD_PERMANENT, flags=NTF_SELF)
+    ipr.neigh("replace", ifindex=index, dst=gateway, lladdr=mac, state=NUD_PERMANENT)
+    ipr.route("replace", dst=gateway, dst_len=32, oif=index, scope=SCOPE_LINK)
+    net = ipaddress.IPv4Network(subnet)
+    ipr.route(
+        "replace", dst=str(net.network_address), dst_len=net.prefixlen, gateway=gateway, oif=index
+    )
+
+
+def drop_peer(ipr: Any, index: int, *, mac: str, gateway: str, subnet: str) -> None:
+    """Undo ensure_peer: that subnet goes through the hub again."""
+    net = ipaddress.IPv4Network(subnet)
+    for undo in (
+        lambda: ipr.route("del", dst=str(net.network_address), dst_len=net.prefixlen, oif=index),
+        lambda: ipr.route("del", dst=gateway, dst_len=32, oif=index, scope=SCOPE_LINK),
+        lambda: ipr.neigh("del", ifindex=index, dst=gateway, lladdr=mac),
+        lambda: ipr.fdb("del", ifindex=index, lladdr=mac, flags=NTF_SELF),
+    ):
+        try:
+            undo()
+        except Exception as exc:  # already gone: ESRCH, ENOENT
+            log.debug("dropping a peer entry: %s", exc)
+
+
 def ensure_only_address(ipr: Any, index: int, address: str, prefixlen: int) -> None:
     """`address/prefixlen` is the link's one IPv4 address (others are River's stale ones)."""
     present = ipv4_addresses(ipr, index)
@@ -175,6 +238,11 @@ def ensure_route(ipr: Any, network: str, gateway: str, oif: int) -> None:
         gateway=gateway,
         oif=oif,
     )
+
+
+NUD_PERMANENT = 0x80  # static neighbour / FDB entries
+NTF_SELF = 0x02  # an FDB entry of the VXLAN device itself (not of a bridge it is in)
+SCOPE_LINK = 253
 
 
 def set_forwarding(ifname: str, on: bool = True) -> None:

@@ -53,6 +53,7 @@ from river_runner.netlinks import (
     netns_path,
     set_forwarding,
 )
+from river_runner.overlay_direct import DirectLinks, Peer
 from river_runner.overlay_spec import (
     FIRST_WORKLOAD_OFFSET,
     OverlayAssignment,
@@ -165,7 +166,10 @@ class OverlayMember:
         docker: Any = None,
         backend: Any = None,
         links: RunnerOverlay | None = None,
+        direct: bool = True,
     ) -> None:
+        self.direct = direct  # this node's underlay reaches the other runners' directly
+        self.direct_links = DirectLinks()
         self.underlay_ip = check_ipv4(underlay_ip, "--overlay-ip") if underlay_ip else None
         self.docker = docker
         self.backend = backend
@@ -174,7 +178,22 @@ class OverlayMember:
         self.error: str | None = None
 
     def registration_fields(self) -> dict[str, Any]:
-        return {"overlay_underlay_ip": self.underlay_ip} if self.underlay_ip else {}
+        if not self.underlay_ip:
+            return {}
+        return {"overlay_underlay_ip": self.underlay_ip, "overlay_direct": self.direct}
+
+    async def on_heartbeat(self, reply: dict[str, Any]) -> None:
+        """Converge the direct paths (river_runner/overlay_direct.py) to the reply's
+        `overlay_peers` when they changed; never raises (the hub path still works)."""
+        peers_json = reply.get("overlay_peers")
+        if peers_json is None or self.assignment is None:
+            return
+        try:
+            peers = frozenset(Peer.from_json(p) for p in peers_json)
+            if peers != self.direct_links.applied:
+                await asyncio.to_thread(self.direct_links.apply, self.assignment, peers)
+        except Exception as exc:
+            log.error("overlay: direct paths not set up (the hub still carries): %s", exc)
 
     async def on_registered(self, reply: dict[str, Any]) -> None:
         """Set up (or repair) the spoke from the reply's `overlay`; never raises."""

@@ -81,6 +81,58 @@ def parse_runner_auth(header: str | None) -> str | None:
     return secret.strip()
 
 
+# A standby host answers 503 with the leader's URL in this header (river_server/standby.py);
+# every River answer says in ROLE_HEADER whether its host leads or stands by.
+LEADER_HEADER = "X-River-Leader"
+ROLE_HEADER = "X-River-Role"
+
+
+def split_host_urls(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """Host URLs from `a,b` (RIVER_URL, RIVER_HOST_URL) or a list: trimmed, no empties,
+    no trailing slash, first occurrence kept."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    urls: list[str] = []
+    for item in items:
+        url = str(item).strip().rstrip("/")
+        if url and url not in urls:
+            urls.append(url)
+    return urls
+
+
+class HostList:
+    """The hosts a runner or client was given, and the one it talks to now (`current`).
+
+    It starts with the first; `follow(leader)` moves to the URL a standby named when it is
+    one of ours (a standby may know the leader by an address we cannot reach), otherwise to
+    the next in turn, as does `next()` after a connection error.
+    """
+
+    def __init__(self, urls: list[str]) -> None:
+        if not urls:
+            raise ValueError("no host URL given")
+        self.urls = urls
+        self.index = 0
+
+    @property
+    def current(self) -> str:
+        return self.urls[self.index]
+
+    @property
+    def several(self) -> bool:
+        return len(self.urls) > 1
+
+    def next(self) -> str:
+        self.index = (self.index + 1) % len(self.urls)
+        return self.current
+
+    def follow(self, leader: str | None) -> str:
+        wanted = (leader or "").strip().rstrip("/")
+        if wanted and wanted in self.urls and wanted != self.current:
+            self.index = self.urls.index(wanted)
+            return self.current
+        return self.next()
+
+
 # Kinds of runner -> host messages carried by /river/api/runner/events, in order.
 MSG_STATUS = "status"  # {"task_id", "state", "exit_code"?, "detail"?, "pid"?}
 MSG_LOG = "log"  # {"task_id", "lines": [{"seq", "stream", "text", "ts"[, "continued"]}]}

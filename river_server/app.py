@@ -24,6 +24,8 @@ from river_server.handlers import accounts, api, environments, events, runner, s
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import vps as vps_handlers
+from river_server.job_ports import parse_range
+from river_server.leadership import SecondHostError
 from river_server.overlay import OverlaySettings
 from river_server.pages import keep_token_out_of_pages
 from river_server.private import make_private, open_private
@@ -75,6 +77,17 @@ class RiverHost(ExtensionApp):
         False,
         help="Debug: log every database query run on the event loop, with the handler or "
         "function that ran it (river_server/loop_guard.py). Costs a stack walk per such query.",
+    ).tag(config=True)
+    public_url = Unicode(
+        "",
+        help="The URL runners and clients reach this host by, e.g. http://head2:8888. A "
+        "standby names the leader's in X-River-Leader (docs/database.md, 'A standby "
+        "host'). Empty: the Jupyter server's own connection URL.",
+    ).tag(config=True)
+    leader_retry_interval = Float(
+        1.0,
+        help="Seconds between a standby's tries of the leader lock (PostgreSQL), and between "
+        "the leader's checks that it still holds it.",
     ).tag(config=True)
     runner_token = Unicode(
         help="Join token runners present to register. Empty: read or make data_dir/runner_token."
@@ -182,6 +195,35 @@ class RiverHost(ExtensionApp):
                 )
         return list(proposal["value"])
 
+    job_port_range = Unicode(
+        "29500-29999",
+        help="Ports (FIRST-LAST) River hands to host-network jobs (--network host): each "
+        "job gets one free on all its members' nodes, released when they end. Reserve the "
+        "range for River on the nodes.",
+    ).tag(config=True)
+    host_network_role = Unicode(
+        "operator",
+        help="The least role (user, operator, admin) that may submit a host-network job: "
+        "its members share their nodes' network stacks (docs/security.md).",
+    ).tag(config=True)
+
+    @validate("job_port_range")
+    def _check_job_port_range(self, proposal: Any) -> str:
+        try:
+            parse_range(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(f"c.RiverHost.{exc}") from None
+        return str(proposal["value"])
+
+    @validate("host_network_role")
+    def _check_host_network_role(self, proposal: Any) -> str:
+        if proposal["value"] not in ("user", "operator", "admin"):
+            raise TraitError(
+                "c.RiverHost.host_network_role must be user, operator or admin, "
+                f"not {proposal['value']!r}"
+            )
+        return str(proposal["value"])
+
     overlay_enabled = Bool(
         False,
         help="Run the VXLAN overlay hub: give each runner that registers with --overlay-ip a "
@@ -200,6 +242,12 @@ class RiverHost(ExtensionApp):
     overlay_vxlan_base = Int(100, help="Runner i's VXLAN id is overlay_vxlan_base + i.").tag(
         config=True
     )
+    overlay_direct = Bool(
+        True,
+        help="Direct runner-to-runner overlay paths (no hairpin through the host) between "
+        "runners that reach each other; a runner started with --no-overlay-direct, and every "
+        "runner when this is False, uses the host's hub only.",
+    ).tag(config=True)
     overlay_release_after = Float(
         0.0,
         help="Seconds a runner may stay offline before its overlay allocation (index, subnet, "
@@ -313,6 +361,8 @@ class RiverHost(ExtensionApp):
             max_reservations_per_user=self.max_reservations_per_user,
             ssh_max_connections=self.ssh_max_connections,
             ssh_max_relays_per_user=self.ssh_max_relays_per_user,
+            job_port_range=self.job_port_range,
+            host_network_role=self.host_network_role,
             overlay=OverlaySettings(
                 enabled=self.overlay_enabled,
                 subnet=self.overlay_subnet,
@@ -320,6 +370,7 @@ class RiverHost(ExtensionApp):
                 mtu=self.overlay_mtu,
                 vxlan_base=self.overlay_vxlan_base,
                 release_after=self.overlay_release_after,
+                direct=self.overlay_direct,
             ),
         )
         config.max_request_body = self._bound_request_bodies()
@@ -327,7 +378,11 @@ class RiverHost(ExtensionApp):
         config.db_loop_guard = self.db_loop_guard
         try:
             self.river = River(config, log=self.log)
-        except SchemaError as exc:
+            if config.db_url.startswith("sqlite:///"):  # one host per SQLite file
+                db_file = Path(config.db_url.removeprefix("sqlite:///"))
+                if db_file.is_absolute():
+                    self.river.leadership.claim_file(db_file)
+        except (SchemaError, SecondHostError) as exc:
             # Jupyter logs an extension's exception and serves on without it; a host with
             # no usable database must not look up, so stop the whole server.
             self.log.critical("River cannot start: %s", exc)
@@ -416,15 +471,45 @@ class RiverHost(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:  # noqa: ANN001
         keep_token_out_of_pages(serverapp.web_app.settings)
+        leadership = self.river.leadership
+        leadership.url = (self.public_url or serverapp.connection_url).rstrip("/")
         interval_ms = max(100.0, self.heartbeat_interval * 1000 / 2)
         self.river.db.bind()  # worker threads hand events and wake-ups back to this loop
         self._liveness = PeriodicCallback(self.river.nodes.check_liveness_off_loop, interval_ms)
-        self._liveness.start()
-        self.river.dispatcher.wake()
-        self.river.overlay.start()
+        if await asyncio.to_thread(leadership.try_lead):
+            self._lead()
+        else:
+            self.log.warning(
+                "River: standing by (serving reads); the leader is %s", leadership.leader_url()
+            )
+        if leadership.shared:
+            self._leader_check = PeriodicCallback(
+                self._check_leadership, max(100.0, self.leader_retry_interval * 1000)
+            )
+            self._leader_check.start()
         self._start_ssh_proxy(serverapp)
         if self.local_runner:
             self._start_local_runner(serverapp)
+
+    def _lead(self) -> None:
+        """Start what only the leader runs: liveness, the dispatcher, the overlay hub."""
+        self._liveness.start()
+        self.river.dispatcher.wake()
+        self.river.overlay.start()
+
+    async def _check_leadership(self) -> None:
+        """Standby: try the lock (takeover); leader: make sure it still holds it."""
+        leadership = self.river.leadership
+        try:
+            if leadership.is_leader:
+                if not await asyncio.to_thread(leadership.still_leads):
+                    self._liveness.stop()
+                    self.river.step_down()
+            elif await asyncio.to_thread(leadership.try_lead):
+                self.river.take_over()
+                self._lead()
+        except Exception:  # the database is unreachable: try again next tick
+            self.log.exception("River: leadership check failed")
 
     def _start_ssh_proxy(self, serverapp) -> None:  # noqa: ANN001
         """Start the SSH proxy; a port already taken is logged, not fatal (SSH is one way in
@@ -475,9 +560,10 @@ class RiverHost(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.river.ssh_proxy is not None:
             self.river.ssh_proxy.stop()
-        liveness = getattr(self, "_liveness", None)
-        if liveness:
-            liveness.stop()
+        for callback in ("_liveness", "_leader_check"):
+            periodic = getattr(self, callback, None)
+            if periodic:
+                periodic.stop()
         process = getattr(self, "_runner_process", None)
         if process and process.poll() is None:
             process.terminate()

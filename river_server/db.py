@@ -151,6 +151,18 @@ class Task(Base):
     job_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
+class JobPort(Base):
+    """A port a host-network job holds on one node (river_server/job_ports.py): one row per
+    member, so two host-mode jobs on a node never get the same port. A row counts while
+    its task is unfinished; rows of finished tasks are deleted at the next allocation."""
+
+    __tablename__ = "job_ports"
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    port: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    task_id: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
 class TaskTransition(Base):
     """Audit trail: every state a task went through, in order."""
 
@@ -160,6 +172,19 @@ class TaskTransition(Base):
     state: Mapped[str] = mapped_column(String(20))
     at: Mapped[float] = mapped_column(Float, default=time.time)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class HostLeader(Base):
+    """Which host leads (river_server/leadership.py): one row, id 1, rewritten by each new
+    leader. `epoch` is the fencing token (a pass that writes checks it is still its own);
+    `url` is what standbys name in X-River-Leader."""
+
+    __tablename__ = "host_leader"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    host_id: Mapped[str] = mapped_column(String(64), default="")
+    url: Mapped[str] = mapped_column(String(256), default="")
+    since: Mapped[float] = mapped_column(Float, default=time.time)
 
 
 class EnvironmentExport(Base):

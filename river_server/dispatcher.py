@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -106,6 +107,7 @@ class Dispatcher:
         user_mount_prefixes: tuple[str, ...],
         *,
         work: DbWork | None = None,
+        fence: Callable[[Session], bool] | None = None,
     ) -> None:
         self.sessions = sessions
         self.work = work or DbWork(readers=1)
@@ -115,6 +117,9 @@ class Dispatcher:
         self.runner_client = runner_client
         self.log = log
         self.user_mount_prefixes = user_mount_prefixes
+        # Leadership's fencing check, run inside each pass's transaction: a host that is no
+        # longer the leader of its epoch places nothing (river_server/leadership.py).
+        self.fence = fence
         self.scheduler = Scheduler(backfill_window=backfill_window)
         self.wait_reasons: dict[int, str] = {}
         self._held_by_node: dict[str, list[Held]] = {}
@@ -192,8 +197,16 @@ class Dispatcher:
         """Place what fits now; return how many tasks were placed."""
         tasks = self.tasks
         with self.sessions() as session:
+            if self.fence is not None and not self.fence(session):
+                return 0
+            # FOR UPDATE (PostgreSQL; SQLite has one writer anyway): another host's pass on
+            # the same rows waits for this commit, then finds them no longer queued, so an
+            # assignment is never applied twice.
             queued = session.scalars(
-                select(db.Task).where(db.Task.state == TaskState.QUEUED.value).order_by(db.Task.id)
+                select(db.Task)
+                .where(db.Task.state == TaskState.QUEUED.value)
+                .order_by(db.Task.id)
+                .with_for_update(of=db.Task)
             ).all()
             if not queued:
                 self.wait_reasons = {}
@@ -240,14 +253,14 @@ class Dispatcher:
         launch.add_done_callback(self._launches.discard)
 
     def _address_jobs(self, session: Any, placed_jobs: dict[int, list[db.Task]]) -> set[int]:
-        """Rendezvous for each placed job (overlay addresses, master); a job that cannot
+        """Rendezvous for each placed job (addresses, master, port); a job that cannot
         get them fails whole, with the reason. Returns the ids of members not to launch."""
         failed: set[int] = set()
         for members in placed_jobs.values():
             members.sort(key=lambda t: t.job_rank or 0)
             try:  # addresses given to earlier members of a failed job are freed with them
-                jobs.rendezvous(self.tasks.overlay, session, members)
-            except Exception as exc:  # SpecError, or no free overlay address
+                jobs.rendezvous(self.tasks.overlay, self.tasks.job_ports, session, members)
+            except Exception as exc:  # SpecError: no free overlay address or job port
                 for member in members:
                     self.tasks.transition(
                         session, member, TaskState.FAILED, f"could not start the job: {exc}"
@@ -312,6 +325,8 @@ class Dispatcher:
             "mount_prefixes": (list(self.user_mount_prefixes) if spec.get("user_mounts") else None),
             "privileged": bool(spec.get("privileged")),
             "overlay_ip": spec.get("overlay_ip"),  # a reserved overlay address (ip_token)
+            # A host-network job's member runs in its node's own stack (river_server/jobs.py)
+            "host_network": ((spec.get("job") or {}).get("network") == "host"),
             "cpus": task.cpus or [],
             "memory": task.memory or 0,
             "gpus": task.gpus or [],

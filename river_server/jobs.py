@@ -12,21 +12,25 @@ kill), so nothing that handles tasks needs a second path; what makes them a job 
   records the others as killed with a reason naming that member and its rank, then has
   their runners stop them (so killing any member, or the job, kills all of them).
 
-Network: `overlay` only for now (each member in a namespace of its own at an overlay
-address, so every member can listen on the same rendezvous port); `host` is refused with
-a 400 until host mode is built (docs/design-decisions.md).
+Network, per job: `overlay` (default; each member in a namespace of its own at an overlay
+address, so every member can listen on the same rendezvous port 29500) or `host` (members
+in their nodes' own network stacks at the addresses their runners registered with, a port
+from c.RiverHost.job_port_range free on every member's node: river_server/job_ports.py).
+Host mode is for roles of at least c.RiverHost.host_network_role (docs/security.md).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from river_runner.protocol import TaskState
 from river_runner.spec import SpecError
-from river_server import db
+from river_server import db, job_ports
+from river_server.auth import role_at_least
 
 if TYPE_CHECKING:
     from river_server.nodes import NodeConnections
@@ -71,13 +75,32 @@ def member_body(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_network(overlay: OverlayService) -> str:
+NETWORKS = ("overlay", "host")
+
+
+def check_network(overlay: OverlayService, network: Any, role: str, host_network_role: str) -> str:
+    """The job's validated network mode; SpecError (400) or JobNetworkRefused (403)."""
+    network = network or "overlay"
+    if network not in NETWORKS:
+        raise SpecError(f"network must be 'overlay' or 'host', not {network!r}")
+    if network == "host":
+        if not role_at_least(role, host_network_role):
+            raise JobNetworkRefused(
+                f"network 'host' gives a job its nodes' own network; it is for roles of at "
+                f"least {host_network_role} here (c.RiverHost.host_network_role); use "
+                "network 'overlay' or ask an operator"
+            )
+        return network
     if not overlay.enabled:
         raise SpecError(
-            "a multi-node job needs the overlay network on this host "
-            "(c.RiverHost.overlay_enabled = True); network 'host' is not yet available"
+            "a multi-node job on the overlay needs the overlay network on this host "
+            "(c.RiverHost.overlay_enabled = True); or use network 'host'"
         )
-    return "overlay"
+    return network
+
+
+class JobNetworkRefused(Exception):
+    """A role below c.RiverHost.host_network_role asked for a host-network job (403)."""
 
 
 def job_env(job: dict[str, Any]) -> dict[str, str]:
@@ -105,21 +128,40 @@ def hostfile(addresses: list[str]) -> str:
     return "".join(f"{address} slots=1\n" for address in addresses)
 
 
-def rendezvous(overlay: OverlayService, session: Session, members: list[db.Task]) -> None:
-    """Give each placed member (rank order) an overlay address on its node and record the
-    rendezvous in its spec; inside the placement transaction, so a job is never half
-    addressed. Raises SpecError when a member's node has no overlay allocation."""
-    addresses = [overlay.assign_job_address(session, m) for m in members]
+def rendezvous(
+    overlay: OverlayService, ports: job_ports.PortRange, session: Session, members: list[db.Task]
+) -> None:
+    """Give each placed member (rank order) its address and record the rendezvous in its
+    spec; inside the placement transaction, so a job is never half addressed. Overlay: an
+    overlay address per member, port 29500. Host: each node's registered address and one
+    port free on all of them. Raises SpecError when that cannot be had."""
+    network = ((members[0].spec or {}).get("job") or {}).get("network") or "overlay"
+    if network == "host":
+        addresses = [node_address(session, m.node or "") for m in members]
+        port = job_ports.allocate(session, ports, members)
+    else:
+        addresses = [overlay.assign_job_address(session, m) for m in members]
+        port = MASTER_PORT
     for member, address in zip(members, addresses, strict=True):
         spec = dict(member.spec or {})
-        spec["overlay_ip"] = address
+        if network != "host":
+            spec["overlay_ip"] = address
         spec["job"] = {
             **spec["job"],
             "master_addr": addresses[0],
-            "master_port": MASTER_PORT,
+            "master_port": port,
             "hosts": addresses,
         }
         member.spec = spec
+
+
+def node_address(session: Session, name: str) -> str:
+    """A node's own address as its runner registered it (the host of its URL)."""
+    node = session.get(db.Node, name)
+    address = urlsplit(node.url).hostname if node is not None else None
+    if not address:
+        raise SpecError(f"node {name} has no registered address for a host-network job")
+    return address
 
 
 def launch_extras(task: db.Task) -> dict[str, Any]:

@@ -26,8 +26,9 @@ NOTE_ROOM = 128 * 1024  # kept under the bound for River's own notes (truncation
 
 
 class _TaskLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, repair: bool = True) -> None:
         self.path = path
+        self.repair = repair  # only the writer (the leader) may cut a torn last line
         self.last_seq = 0
         self.size = 0
         self.truncated = False
@@ -50,8 +51,9 @@ class _TaskLog:
                 if seq % INDEX_EVERY == 0:
                     self.index_seqs.append(seq)
                     self.index_offsets.append(offset)
-        with open(self.path, "r+b") as handle:
-            handle.truncate(offset)
+        if self.repair:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(offset)
         self.size = offset
 
 
@@ -61,13 +63,23 @@ class LogStore:
         self.max_bytes = max(max_bytes, NOTE_ROOM * 2)
         make_private(root)
         self._logs: dict[int, _TaskLog] = {}
+        # A standby host reads files the leader appends to: it must not keep an index
+        # that the leader's later lines make stale (river_server/leadership.py).
+        self.cache = True
+
+    def reset(self, cache: bool) -> None:
+        """Forget every in-memory index; keep new ones only if `cache` (leading)."""
+        self._logs.clear()
+        self.cache = cache
 
     def _log(self, task_id: int) -> _TaskLog:
         log = self._logs.get(task_id)
         if log is None:
             # The DB writer thread appends while the loop reads: setdefault keeps one
             # index per task even when both open it at once.
-            log = self._logs.setdefault(task_id, _TaskLog(self.root / f"{task_id}.jsonl"))
+            log = _TaskLog(self.root / f"{task_id}.jsonl", repair=self.cache)
+            if self.cache:
+                log = self._logs.setdefault(task_id, log)
         return log
 
     def append(self, task_id: int, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:

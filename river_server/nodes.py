@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,7 @@ class NodeRegistry:
         boot_id: str,
         *,
         work: DbWork | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.sessions = sessions
         self.work = work or DbWork(readers=1)
@@ -118,6 +120,8 @@ class NodeRegistry:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_misses = heartbeat_misses
         self.boot_id = boot_id
+        # A standby has no runner connections: it shows what the leader recorded instead.
+        self.leading = leading
         self._connections = connections.live
         self._credentials: dict[str, str] = {}  # credential digest -> node name
         self._last_flush = time.monotonic()
@@ -130,6 +134,13 @@ class NodeRegistry:
 
     def is_online(self, name: str) -> bool:
         return name in self._connections
+
+    def rearm(self, now: float) -> None:
+        """Start every deadline afresh from `now` (a takeover): nodes the database shows
+        online get heartbeat_misses beats from now to register with this host."""
+        self.started_at = now
+        self._last_check = time.monotonic()
+        self._last_flush = time.monotonic()
 
     def name_for_credential(self, secret: str) -> str | None:
         """The node a runner credential belongs to (digests cached: beats are frequent)."""
@@ -156,7 +167,8 @@ class NodeRegistry:
 
     def to_json(self, node: db.Node) -> dict[str, Any]:
         free = free_resources(self.sessions, node.name)
-        data = node_json(node, free, self.is_online(node.name))
+        online = self.is_online(node.name) if self.leading() else node.state == "online"
+        data = node_json(node, free, online)
         connection = self._connections.get(node.name)
         if connection is not None and connection.metrics:
             data["metrics"] = connection.metrics
@@ -224,7 +236,7 @@ class NodeRegistry:
         due = self._record_beat(name, body)
         if due is None:
             return None
-        return self._beat_reply(self.reconcile(name, due) if due is not False else [])
+        return self._beat_reply(name, self.reconcile(name, due) if due is not False else [])
 
     async def beat(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """heartbeat() for the loop: the reconciliation, when due, runs on the DB writer."""
@@ -232,7 +244,7 @@ class NodeRegistry:
         if due is None:
             return None
         kill = await self.work.write(self.reconcile, name, due) if due is not False else []
-        return self._beat_reply(kill)
+        return self._beat_reply(name, kill)
 
     def _record_beat(self, name: str, body: dict[str, Any]) -> dict[str, str] | bool | None:
         """Update the connection in memory. None: unknown runner; False: nothing to
@@ -254,11 +266,13 @@ class NodeRegistry:
             return running
         return False
 
-    def _beat_reply(self, kill: list[str]) -> dict[str, Any]:
+    def _beat_reply(self, name: str, kill: list[str]) -> dict[str, Any]:
         return {
             "boot_id": self.boot_id,
             "heartbeat_interval": self.heartbeat_interval,
             "kill": kill,
+            # Direct overlay paths (river_runner/overlay_direct.py); absent: overlay off.
+            **({} if (peers := self.overlay.peers_of(name)) is None else {"overlay_peers": peers}),
         }
 
     def flush_metrics(self) -> None:

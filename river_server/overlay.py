@@ -136,6 +136,7 @@ class OverlaySettings:
     mtu: int = DEFAULT_MTU
     vxlan_base: int = DEFAULT_VXLAN_BASE
     release_after: float = 0.0  # seconds offline before an allocation is released; 0: never
+    direct: bool = True  # direct runner-to-runner paths between runners that declare them
 
     def validate(self) -> OverlaySpec:
         """The parsed subnet; raises OverlaySpecError naming the c.RiverHost setting to fix."""
@@ -233,6 +234,8 @@ class OverlayService:
         self.links = host_links or HostLinks()
         # Host link states by runner index: "pending", "up" or "error: ...".
         self.link_state: dict[int, str] = {}
+        # Runners that declared direct reach, with what their peers need (peers_of).
+        self._direct_peers: dict[str, dict[str, Any]] = {}
         self.problem: str | None = None  # why the host cannot configure links at all
         self._executor: ThreadPoolExecutor | None = None
         self._maintenance: PeriodicCallback | None = None
@@ -372,7 +375,30 @@ class OverlayService:
             allocation.registered_at = now
         assignment = self.assignment_for(allocation)
         self._ensure_later(assignment)
+        self._direct_peers.pop(name, None)
+        if self.settings.direct and body.get("overlay_direct", True) is True:
+            self._direct_peers[name] = {
+                "index": assignment.index,
+                "underlay_ip": assignment.runner_underlay_ip,
+                "subnet": assignment.subnet,
+                "runner_ip": assignment.runner_ip,
+            }
         return {"overlay": assignment.to_json()}
+
+    def peers_of(self, name: str) -> list[dict[str, Any]] | None:
+        """The heartbeat reply's `overlay_peers` for runner `name` (None: the overlay is
+        off): the online runners it reaches directly, when both declared direct reach
+        (`--no-overlay-direct` opts a runner out; c.RiverHost.overlay_direct = False turns
+        it off for all). In memory, from registrations: steady heartbeats cost no DB work."""
+        if not self.enabled:
+            return None
+        if name not in self._direct_peers:
+            return []
+        return [
+            peer
+            for other, peer in sorted(self._direct_peers.items())
+            if other != name and self.connections.is_online(other)
+        ]
 
     def allocation_json(self, allocation: OverlayAllocation) -> dict[str, Any]:
         assignment = self.assignment_for(allocation)
@@ -387,6 +413,7 @@ class OverlayService:
             "underlay_ip": allocation.underlay_ip,
             "online": self.connections.is_online(allocation.node),
             "host_links": self.link_state.get(allocation.runner_index, "pending"),
+            "direct": allocation.node in self._direct_peers,  # direct paths to its peers
             "allocated_at": allocation.allocated_at,
             "registered_at": allocation.registered_at,
         }
@@ -421,6 +448,7 @@ class OverlayService:
             session.delete(allocation)
             session.execute(delete(IpReservation).where(IpReservation.node == node))
         log.info("overlay: released index %d of %s", data["index"], node)
+        self._direct_peers.pop(node, None)  # its peers drop their direct route at next beat
         self._remove_later(data["index"])
         return data
 

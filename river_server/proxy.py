@@ -45,6 +45,7 @@ from river_runner.wire.forwarding import open_connection, request_head
 from river_server import db
 from river_server.auth import RiverIdentityProvider, role_at_least, user_role
 from river_server.proxy_credentials import cookie_values, forwarded_cookies, forwarded_query
+from river_server.standby import refuse_if_standby
 
 PROXY_ROUTE = r"/river/proxy/(absolute/)?([^/]+)/(\d+)(.*)"
 
@@ -82,6 +83,8 @@ class RiverProxyHandler(ProxyHandler):
                 web.authenticated(lambda handler: None)(self)  # redirect to the login page
                 return
             raise web.HTTPError(403, "log in to River (or send Authorization: token ...)")
+        if refuse_if_standby(self, leader_only=True):  # only the leader reaches runners
+            return
         absolute, ident, port, path = self.path_args
         self.target = self._resolve(bool(absolute), ident, int(port), path or "")
         self.forward_query = forwarded_query(self.request.query, self._is_river_token)

@@ -9,6 +9,7 @@ handlers get services from `River`; tests/unit/test_service_wiring.py keeps it s
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from river_server.dbwork import DbWork, pool_readers
 from river_server.dispatcher import Dispatcher
 from river_server.environments import EnvironmentLimits, EnvironmentService
 from river_server.events import EventBus
+from river_server.job_ports import parse_range
+from river_server.leadership import Leadership
 from river_server.limits import StreamGate
 from river_server.logstore import LogStore
 from river_server.loop_guard import LoopGuard
@@ -61,6 +64,8 @@ class HostConfig:
     ssh_max_connections: int = 256  # SSH proxy connections in all (a thread each)
     ssh_max_relays_per_user: int = 32  # SSH sessions + forwards per user (a thread each)
     max_tunnels_per_user: int = 32  # open `river forward` connections + `river attach` terminals
+    job_port_range: str = "29500-29999"  # ports of host-network jobs (job_ports.py)
+    host_network_role: str = "operator"  # least role that may submit a host-network job
     upgrade_db: bool = False  # upgrade an older PostgreSQL schema (SQLite: always, with a backup)
     db_loop_guard: bool = (
         False  # log every query run on the event loop (river_server/loop_guard.py)
@@ -92,6 +97,9 @@ class River:
         self.loop_guard: LoopGuard | None = (
             loop_guard.install(self.engine, self.log) if config.db_loop_guard else None
         )
+        # Leads or stands by (PostgreSQL); on SQLite the only host, which the app ensures
+        # with claim_file (a host process, not every River object a test builds).
+        self.leadership = Leadership(self.engine, self.log)
         self.ids = SnowflakeGenerator()
         with self.sessions() as session:
             newest = db.newest_task_id(session)
@@ -137,6 +145,8 @@ class River:
             max_tasks_per_user=config.max_tasks_per_user,
             user_mount_prefixes=config.user_mount_prefixes,
             work=self.db,
+            job_ports=parse_range(config.job_port_range),
+            host_network_role=config.host_network_role,
         )
         self.dispatcher = Dispatcher(
             self.sessions,
@@ -148,6 +158,7 @@ class River:
             config.backfill_window,
             config.user_mount_prefixes,
             work=self.db,
+            fence=self.leadership.fence,
         )
         self.tasks.bind_queue(self.dispatcher)  # the one cycle: tasks <-> dispatcher
         self.vps = VpsService(
@@ -172,6 +183,7 @@ class River:
             config.heartbeat_misses,
             self.boot_id,
             work=self.db,
+            leading=lambda: self.leadership.is_leader,
         )
         self.ssh_proxy: SshProxy | None = None  # set by attach_ssh_proxy once it listens
 
@@ -193,7 +205,29 @@ class River:
         self.ssh_proxy = proxy
         self.vps.ssh_proxy = proxy
 
+    def take_over(self) -> None:
+        """This host has just become the leader: rebuild what a restarted host rebuilds.
+
+        Tasks, queue and nodes are the database's; what this process cached as a standby
+        (log indexes) may be stale and is dropped; IDs continue past the newest task; node
+        deadlines run from now, not from `last_seen`, so runners still switching over are
+        not declared lost (they re-register on their next beat)."""
+        self.logs.reset(cache=True)
+        with self.sessions() as session:
+            newest = db.newest_task_id(session)
+        if newest:
+            self.ids.bump_past(newest)
+        self.connections.live.clear()
+        self.nodes.rearm(time.time())
+
+    def step_down(self) -> None:
+        """The lock is lost: forget the runners (they find the new leader) and read logs
+        afresh from now on."""
+        self.connections.live.clear()
+        self.logs.reset(cache=False)
+
     async def close(self) -> None:
+        self.leadership.close()
         self.environments.close()
         self.overlay.close()
         await self.runner_client.close()

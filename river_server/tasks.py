@@ -38,6 +38,7 @@ from river_server.blobs import BlobStore
 from river_server.dbwork import DbWork
 from river_server.events import EventBus
 from river_server.images import ImageRefused, check_images
+from river_server.job_ports import DEFAULT_RANGE, PortRange, parse_range
 from river_server.logstore import LogStore
 from river_server.runner_client import RunnerClient, RunnerUnreachable
 from river_server.serialize import task_json
@@ -188,6 +189,8 @@ class TaskService:
         max_tasks_per_user: int,
         user_mount_prefixes: tuple[str, ...],
         work: DbWork | None = None,
+        job_ports: PortRange | None = None,
+        host_network_role: str = "operator",
     ) -> None:
         self.sessions = sessions
         # Sync methods here run on the DB threads; the async ones hand them there.
@@ -205,6 +208,9 @@ class TaskService:
         self.task_spec_max_bytes = task_spec_max_bytes
         self.max_tasks_per_user = max_tasks_per_user
         self.user_mount_prefixes = user_mount_prefixes
+        # Host-network jobs (river_server/job_ports.py): their port range and who may ask.
+        self.job_ports = job_ports or parse_range(DEFAULT_RANGE)
+        self.host_network_role = host_network_role
         self._queue: Queue | None = None
         self._stops: set[asyncio.Future[None]] = set()
 
@@ -252,7 +258,12 @@ class TaskService:
         size = jobs.job_size(body)
         network = None
         if size is not None:
-            network = jobs.check_network(self.overlay)
+            try:
+                network = jobs.check_network(
+                    self.overlay, body.get("network"), role, self.host_network_role
+                )
+            except jobs.JobNetworkRefused as exc:
+                raise TaskError(403, str(exc)) from None
             body = jobs.member_body(body)
         kind, spec = _validate_spec(body)
         self._check_bounds(owner, spec)

@@ -25,7 +25,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from river_magics.client import Client, is_terminal
-from river_magics.display import _STATE_COLORS, status_text
+from river_magics.display import _STATE_COLORS, job_state, status_text
 from river_magics.errors import RiverError
 from river_runner.loglines import LineRenderer
 from river_runner.spec import format_memory
@@ -122,6 +122,27 @@ class _NodeRow:
         self.spark.value = sparkline(history)
 
 
+def group_jobs(tasks: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The rows of "my tasks": (task, members). A multi-node job is one row, at its first
+    member's place, standing for the job by its lowest-ranked member shown; a single task
+    has no members."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for task in tasks:
+        if task.get("job"):
+            members.setdefault(str(task["job"]["id"]), []).append(task)
+    rows: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    for task in tasks:
+        job = task.get("job")
+        if not job:
+            rows.append((task, []))
+            continue
+        group = members.pop(str(job["id"]), None)
+        if group:
+            group.sort(key=lambda m: int(m["job"]["rank"]))
+            rows.append((group[0], group))
+    return rows
+
+
 class _TaskRow:
     def __init__(self, dashboard: Dashboard, task_id: str) -> None:
         self.task_id = task_id
@@ -134,10 +155,28 @@ class _TaskRow:
         self.logs.on_click(lambda _button: dashboard.show_logs(task_id))
         self.box = widgets.HBox([self.label, self.kill, self.logs])
 
-    def update(self, task: Mapping[str, Any]) -> None:
+    def update(self, task: Mapping[str, Any], members: list[dict[str, Any]] | None = None) -> None:
+        """`members`: a multi-node job's members in rank order, shown as this one row (its
+        kill ends the whole job, as killing any member does; logs are rank 0's)."""
+        name = f" {html.escape(str(task['name']))}" if task.get("name") else ""
+        if members:
+            state = job_state(members)
+            job = task["job"]
+            parts = "; ".join(
+                f"rank {m['job']['rank']} <code>{html.escape(str(m['id']))}</code> "
+                f"{html.escape(str(m.get('state')))} on {html.escape(str(m.get('node') or '-'))}"
+                for m in members
+            )
+            self.label.value = (
+                f"<code>job {html.escape(str(job['id']))}</code>{name} "
+                f"({job.get('size', len(members))} nodes, {html.escape(str(job.get('network')))}"
+                f"): <span style='color:{_STATE_COLORS.get(state, 'inherit')}'>"
+                f"{html.escape(state)}</span><br><small>{parts}</small>"
+            )
+            self.kill.disabled = all(is_terminal(m.get("state")) for m in members)
+            return
         state = str(task.get("state"))
         color = _STATE_COLORS.get(state, "inherit")
-        name = f" {html.escape(str(task['name']))}" if task.get("name") else ""
         self.label.value = (
             f"<code>{html.escape(self.task_id)}</code>{name}: "
             f"<span style='color:{color}'>{html.escape(status_text(task))}</span>"
@@ -453,12 +492,13 @@ class Dashboard:
         return (active + done)[: self.max_tasks]
 
     def _render_tasks(self) -> None:
-        shown = self._shown_tasks()
-        for task in shown:
+        grouped = group_jobs(self._shown_tasks())
+        shown = [task for task, _ in grouped]
+        for task, members in grouped:
             row = self._task_rows.get(task["id"])
             if row is None:
                 row = self._task_rows[task["id"]] = _TaskRow(self, task["id"])
-            row.update(task)
+            row.update(task, members)
         keep = {t["id"] for t in shown}
         for task_id in [t for t in self._task_rows if t not in keep]:
             self._task_rows.pop(task_id).box.close()

@@ -132,6 +132,9 @@ class Cluster:
     app: str = "server"
     ssh_proxy_port: int = 0  # 0: any free port (a VPS's JSON says which)
     db_url: str = ""  # empty: database_url(root), SQLite or the session's PostgreSQL
+    host_log: str = "host.log"  # under root; a second host on the same root logs elsewhere
+    # The --host URLs runners get (a leader and its standbys); empty: this host's URL only.
+    runner_hosts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         reachable_by_task_accounts(self.root)
@@ -150,7 +153,7 @@ class Cluster:
     def start_host(self, timeout: float = 60.0) -> None:
         data_dir = self.root / "host"
         data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / "host.log", "ab")  # noqa: SIM115
+        log = open(self.root / self.host_log, "ab")  # noqa: SIM115
         command = [
             sys.executable,
             "-m",
@@ -190,13 +193,15 @@ class Cluster:
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         wait_for(
-            self._host_up, timeout, what=f"host on port {self.port} (see {self.root / 'host.log'})"
+            self._host_up,
+            timeout,
+            what=f"host on port {self.port} (see {self.root / self.host_log})",
         )
 
     def _host_up(self) -> bool:
         if self.host_process and self.host_process.poll() is not None:
             raise GaveUp(
-                f"host exited with {self.host_process.returncode}; see {self.root / 'host.log'}"
+                f"host exited with {self.host_process.returncode}; see {self.root / self.host_log}"
             )
         return (
             httpx.get(f"{self.url}/river/api/nodes", headers=self.headers, timeout=2).status_code
@@ -206,6 +211,23 @@ class Cluster:
     def stop_host(self, sig: int = signal.SIGTERM) -> None:
         if self.host_process:
             _stop(self.host_process, sig)
+
+    def second_host(self, name: str = "host2", timeout: float = 60.0) -> Cluster:
+        """Start another host process on this cluster's database and data dir (a standby
+        under PostgreSQL), on a port of its own, logging to root/<name>.log. The returned
+        Cluster talks to that host; it has no runners, and closing it stops only its host."""
+        twin = Cluster(
+            self.root,
+            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_misses=self.heartbeat_misses,
+            token=self.token,
+            extra_host_args=list(self.extra_host_args),
+            app=self.app,
+            db_url=self.db_url,
+            host_log=f"{name}.log",
+        )
+        twin.start_host(timeout=timeout)
+        return twin
 
     # ---- runners --------------------------------------------------------------------
     def start_runner(
@@ -228,8 +250,7 @@ class Cluster:
             "-m",
             "river_runner.cli",
             "runner",
-            "--host",
-            self.url,
+            *[arg for url in self.runner_hosts or [self.url] for arg in ("--host", url)],
             "--name",
             name,
             "--port",

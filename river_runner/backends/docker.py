@@ -279,6 +279,9 @@ class DockerBackend(DockerVpsOps, Backend):
         env.update(gpu_environment(launch.gpus))
         env["RIVER_TASK_ID"] = str(launch.task_id)
         env["PYTHONUNBUFFERED"] = "1"
+        if launch.hostfile:  # a job member's MPI hostfile, in the read-only task dir
+            (task_dir / "hostfile").write_text(launch.hostfile)
+            env["RIVER_HOSTFILE"] = f"{CONTAINER_TASK_DIR}/hostfile"
         labels = self.labels(launch.task_id)
         volumes = [f"{task_dir}:{CONTAINER_TASK_DIR}:ro"]
         if self.shared_dir:
@@ -322,7 +325,11 @@ class DockerBackend(DockerVpsOps, Backend):
                 config["device_requests"] = requests_
             else:
                 labels[LABEL_GPUS] = json.dumps([dict(r) for r in requests_])
-        if self.overlay_network:
+        if launch.host_network:  # a host-network job's member: the node's own stack
+            if launch.overlay_ip:
+                raise RuntimeError(f"task {launch.task_id}: host network and overlay address")
+            config["network_mode"] = "host"
+        elif self.overlay_network:
             config["network"] = self.overlay_network  # instead of the default bridge
             if launch.overlay_ip:
                 self.overlay_addresses.set_address(config, launch.overlay_ip)

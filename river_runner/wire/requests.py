@@ -118,9 +118,11 @@ class TaskSubmit(ContainerFields):
     gpus_per_node: int | None = Field(
         default=None, ge=0, description="a job member's GPU count (the same as `gpus`)"
     )
-    network: Literal["overlay"] | None = Field(
+    network: Literal["overlay", "host"] | None = Field(
         default=None,
-        description="a job's network: `overlay` (each member at its own overlay address)",
+        description="a job's network: `overlay` (default; each member at its own overlay "
+        "address) or `host` (each member in its node's own network stack, a port from the "
+        "host's job_port_range; roles of at least c.RiverHost.host_network_role)",
     )
     python: Python = None
     python_fallback: bool = Field(
@@ -139,12 +141,8 @@ class TaskSubmit(ContainerFields):
     @field_validator("network", mode="before")
     @classmethod
     def _network(cls, value: Any) -> Any:
-        if value == "host":
-            raise SpecError(
-                "network 'host' is not yet available; use 'overlay' (the default) for now"
-            )
-        if value not in (None, "", "overlay"):
-            raise SpecError(f"network must be 'overlay', not {value!r}")
+        if value not in (None, "", "overlay", "host"):
+            raise SpecError(f"network must be 'overlay' or 'host', not {value!r}")
         return value or None
 
     @field_validator("kind", mode="before")

@@ -89,7 +89,7 @@ class TaskJob(Response):
     id: Id
     rank: int
     size: int
-    network: Literal["overlay"]
+    network: Literal["overlay", "host"]
     master_addr: str | None = sometimes("rank 0's address, once the job is placed")
     master_port: int | None = sometimes("the rendezvous port, once the job is placed")
 
@@ -284,6 +284,10 @@ class OverlayAllocation(Response):
     underlay_ip: str | None
     online: bool
     host_links: str
+    direct: bool = Field(
+        default=False,
+        description="whether this runner gets direct paths to its peers (no hub hairpin)",
+    )
     allocated_at: float | None
     registered_at: float | None
 

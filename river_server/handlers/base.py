@@ -16,6 +16,7 @@ from river_runner.wire.queries import TRANSPORT, NoQuery, Query, is_cache_buster
 from river_server import db
 from river_server.auth import role_at_least, user_role
 from river_server.services import River
+from river_server.standby import refuse_if_standby
 
 RequestT = TypeVar("RequestT", bound=Request)
 QueryT = TypeVar("QueryT", bound=Query)
@@ -43,8 +44,13 @@ class RiverAPIHandler(APIHandler):
     def query_model(cls, method: str) -> type[Query]:
         return cls.queries.get(method.lower(), NoQuery)
 
+    # Routes a standby refuses even for reads (event streams: only the leader publishes).
+    leader_only: ClassVar[bool] = False
+
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
+        if not self._finished and refuse_if_standby(self, self.leader_only):
+            return
         if not self._finished:
             self._query = self._checked_query()
 

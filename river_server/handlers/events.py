@@ -27,6 +27,7 @@ KEEPALIVE_SECONDS = 15.0
 
 class EventsHandler(RiverAPIHandler):
     queries = {"get": EventsQuery}
+    leader_only = True  # a standby publishes nothing: clients reconnect to the leader
     _closed = False
 
     def on_connection_close(self) -> None:

@@ -12,6 +12,7 @@ from tornado import web
 from river_runner.protocol import MSG_LOG, MSG_STATUS, parse_runner_auth
 from river_server.nodes import RegistrationError
 from river_server.services import River
+from river_server.standby import refuse_if_standby
 
 
 class RunnerAPIHandler(web.RequestHandler):
@@ -21,6 +22,10 @@ class RunnerAPIHandler(web.RequestHandler):
 
     def check_xsrf_cookie(self) -> None:
         """Runner calls carry a credential header, never a cookie."""
+
+    def prepare(self) -> None:
+        # Runners talk to the leader only; a standby names it (X-River-Leader).
+        refuse_if_standby(self, leader_only=True)
 
     def presented_secret(self) -> str:
         secret = parse_runner_auth(self.request.headers.get("Authorization"))

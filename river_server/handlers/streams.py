@@ -34,6 +34,7 @@ from river_runner.protocol import TaskState, runner_auth_header
 from river_server import db
 from river_server.auth import role_at_least, user_role
 from river_server.limits import LimitReached
+from river_server.standby import refuse_if_standby
 from river_server.tunnel import TunnelError, open_tunnel
 
 CHUNK = 256 * 1024
@@ -51,6 +52,13 @@ class _OwnerSocket(WebSocketMixin, websocket.WebSocketHandler, JupyterHandler): 
 
     def set_default_headers(self) -> None:
         """JupyterHandler's page headers (CSP, ...) mean nothing on a WebSocket."""
+
+    async def prepare(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        result = super().prepare(*args, **kwargs)
+        if result is not None:
+            await result
+        if not self._finished:  # the runners' connections are the leader's
+            refuse_if_standby(self, leader_only=True)
 
     def check_xsrf_cookie(self) -> None:
         """A WebSocket handshake is a GET; origin is checked by WebSocketMixin instead."""

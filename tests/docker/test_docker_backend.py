@@ -424,3 +424,26 @@ def test_parse_docker_time():
         1767323045.123456789
     )
     assert parse_docker_time("1970-01-01T00:00:10Z") == 10.0
+
+
+def test_job_member_hostfile_and_host_network(make_backend):
+    """A job member's container reads RIVER_HOSTFILE (issue #16: the docker backend writes
+    it too), and a host-network member sees the node's interfaces, not a bridge's eth0."""
+    host_links = sorted(os.listdir("/sys/class/net"))
+
+    async def main() -> None:
+        backend = make_backend(default_image=BUSYBOX_IMAGE)
+        launch = TaskLaunch(
+            131,
+            "command",
+            command=["sh", "-c", 'cat "$RIVER_HOSTFILE"; ls /sys/class/net'],
+            hostfile="10.0.0.1 slots=1\n10.0.0.2 slots=1\n",
+            host_network=True,
+        )
+        rec, outcome = await run_task(backend, launch)
+        assert outcome.state is TaskState.COMPLETED, rec.lines
+        lines = rec.texts()
+        assert lines[:2] == ["10.0.0.1 slots=1", "10.0.0.2 slots=1"], lines
+        assert sorted(" ".join(lines[2:]).split()) == host_links, lines
+
+    run(main)

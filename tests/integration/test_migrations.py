@@ -160,7 +160,7 @@ def test_an_0001_database_with_data_is_upgraded_to_head_and_loses_nothing(
         engine = db.make_engine(url, upgrade=_upgrade_db(url), log=logging.getLogger("river.test"))
     engine.dispose()
 
-    assert schema.current_revision(_engine(url)) == schema.head_revision() == "0003"
+    assert schema.current_revision(_engine(url)) == schema.head_revision()
     _kept(before, _dump(url))
     assert "ix_tasks_owner_id" in _indexes(url) and "ix_tasks_owner" not in _indexes(url)
     if url.startswith("sqlite"):

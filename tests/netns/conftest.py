@@ -169,7 +169,14 @@ def overlay_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OverlayNet
     topology = Topology().start()
     net: OverlayNet | None = None
     try:
-        cluster = OverlayCluster(topology, root, topology.machine("host", 1))
+        # These tests are about the hub (host-routed) path; direct runner-to-runner paths
+        # are tests/netns/test_overlay_direct.py's.
+        cluster = OverlayCluster(
+            topology,
+            root,
+            topology.machine("host", 1),
+            host_args=["--RiverHost.overlay_direct=False"],
+        )
         net = OverlayNet(
             cluster,
             runner1=topology.machine("runner1", 2),

@@ -1,5 +1,5 @@
 """Multi-node jobs for real: three runners in their own machine namespaces, gangs of three
-members on the overlay (river_server/jobs.py, issue #16).
+members on the overlay and in host mode (river_server/jobs.py, job_ports.py, issue #16).
 
 The collective is a small TCP allreduce written in the task's script: rank 0 listens on
 MASTER_ADDR:MASTER_PORT, the other ranks connect and send their values, rank 0 sends the
@@ -21,8 +21,8 @@ import pytest
 
 from river_runner import task_netns
 from tests.cluster import _kill_leftover_tasks
-from tests.netns.conftest import OverlayCluster
-from tests.netns.topology import Topology, run_ip, wait_for
+from tests.netns.conftest import HOST_PORT, OverlayCluster
+from tests.netns.topology import HostAPI, Topology, run_ip, wait_for
 
 RUNNERS = ("r1", "r2", "r3")
 
@@ -163,7 +163,7 @@ def test_member_killed_mid_run_ends_the_job_with_the_reason(cluster: OverlayClus
 
 def test_bad_job_submissions_say_what_to_fix(cluster: OverlayCluster) -> None:
     cases = [
-        ({"nodes": 3, "network": "host"}, "network 'host' is not yet available"),
+        ({"nodes": 3, "network": "hostnet"}, "network must be 'overlay' or 'host'"),
         ({"nodes": 4}, "a job of 4 nodes needs 4 distinct nodes"),
         ({"nodes": 2, "target": "r1"}, "cannot target one node"),
         ({"nodes": 0}, "nodes"),
@@ -229,3 +229,121 @@ def test_shell_river_submit_nodes(
     assert [r["job"]["rank"] for r in records] == [0, 1, 2]
     ended = [cluster.api.finished(r["id"], timeout=60)["state"] for r in records]
     assert ended == ["completed"] * 3
+
+
+# A host-network member: holds the job's port on its node's own address for a while
+# (so two jobs on the same nodes must have different ports), then prints what it held.
+HOLD_PORT = r"""
+import os, socket, time
+port = int(os.environ["MASTER_PORT"])
+me = socket.create_server(("0.0.0.0", port))
+print("holding", port, flush=True)
+time.sleep(float(os.environ.get("HOLD", "600")))
+"""
+
+
+def node_addresses(cluster: OverlayCluster) -> dict[str, str]:
+    nodes = cluster.api.get("/river/api/nodes")["nodes"]
+    return {n["name"]: n["url"].split("//", 1)[1].rsplit(":", 1)[0] for n in nodes}
+
+
+def test_three_node_allreduce_in_host_mode(cluster: OverlayCluster) -> None:
+    """Rank 0 binds MASTER_ADDR, its node's own underlay address: only possible in the
+    node's own network stack (a member in an overlay namespace has no such address)."""
+    answer = submit(cluster, script=ALLREDUCE, nodes=3, cores=1, network="host")
+    members = answer["members"]
+    assert {m["job"]["network"] for m in members} == {"host"}
+    finished = [cluster.api.finished(m["id"], timeout=90) for m in members]
+    logs = {m["id"]: cluster.api.task_lines(m["id"]) for m in members}
+    assert [t["state"] for t in finished] == ["completed"] * 3, (finished, logs)
+    addresses = node_addresses(cluster)
+    master = finished[0]["job"]["master_addr"]
+    assert master == addresses[finished[0]["node"]]
+    port = finished[0]["job"]["master_port"]
+    assert 29500 <= port <= 29999
+    for rank, member in enumerate(finished):
+        lines = logs[member["id"]]
+        assert f"rank {rank} allreduce sum=60" in lines, lines
+        assert f"hostfile 3 {master} slots=1" in lines, lines
+        assert "me -" in lines, lines  # no overlay address: the node's own network
+        assert member["overlay_ip"] is None
+        assert (member["job"]["master_addr"], member["job"]["master_port"]) == (master, port)
+
+
+def test_two_host_mode_jobs_get_distinct_ports_released_at_the_end(
+    cluster: OverlayCluster,
+) -> None:
+    # cores=0 (an admin may): both jobs run at once on the same one-core runners
+    first = submit(cluster, script=HOLD_PORT, nodes=3, cores=0, network="host")["members"]
+    second = submit(cluster, script=HOLD_PORT, nodes=3, cores=0, network="host")["members"]
+    for member in first + second:
+        wait_for(
+            lambda m=member: any(
+                line.startswith("holding") for line in cluster.api.task_lines(m["id"])
+            ),
+            60,
+            f"member {member['id']} holds its port",
+        )
+    running = [task(cluster, m["id"]) for m in first + second]
+    assert {t["state"] for t in running} == {"running"}, running
+    assert sorted(t["node"] for t in running) == sorted(RUNNERS * 2)  # same three nodes
+    port_a = running[0]["job"]["master_port"]
+    port_b = running[3]["job"]["master_port"]
+    assert port_a != port_b
+    for member, port in zip(first + second, [port_a] * 3 + [port_b] * 3, strict=True):
+        assert f"holding {port}" in cluster.api.task_lines(member["id"])
+    for group in (first, second):
+        killed = cluster.api.request("POST", f"/river/api/tasks/{group[0]['id']}/kill")
+        assert killed.status_code == 200, killed.text
+        for member in group:
+            assert cluster.api.finished(member["id"], timeout=30)["state"] == "killed"
+    # Both jobs have ended, so their ports are free again: the next job gets the lowest.
+    third = submit(cluster, script=HOLD_PORT, nodes=3, cores=1, network="host", env={"HOLD": "0"})[
+        "members"
+    ]
+    ended = [cluster.api.finished(m["id"], timeout=60) for m in third]
+    assert [t["state"] for t in ended] == ["completed"] * 3, ended
+    assert ended[0]["job"]["master_port"] == min(port_a, port_b)
+
+
+def test_host_mode_is_for_the_configured_role(cluster: OverlayCluster) -> None:
+    """A `user` below c.RiverHost.host_network_role (default operator) gets a 403 that
+    says what to do; the same user may run the job on the overlay."""
+    from river_server import db
+    from river_server.auth import create_token, ensure_user
+
+    engine = db.make_engine(f"sqlite:///{cluster.root / 'host' / 'river.db'}")
+    try:
+        sessions = db.make_sessionmaker(engine)
+        ensure_user(sessions, "hana", "user")
+        token = create_token(sessions, "hana", label="host-network test")
+    finally:
+        engine.dispose()
+    as_user = HostAPI(cluster.host, HOST_PORT, token)
+    body = {"command": ["true"], "cores": 1, "nodes": 2}
+    refused = as_user.request("POST", "/river/api/tasks", json={**body, "network": "host"})
+    assert refused.status_code == 403, refused.text
+    assert "c.RiverHost.host_network_role" in refused.text
+    allowed = as_user.request("POST", "/river/api/tasks", json=body)
+    assert allowed.status_code == 201, allowed.text
+    for member in allowed.json()["members"]:
+        assert cluster.api.finished(member["id"], timeout=60)["state"] == "completed"
+
+
+def test_shell_river_submit_network_host(
+    cluster: OverlayCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`river submit --nodes 2 --network host` (the magic shares the argument)."""
+    from tests.netns.conftest import ADMIN_TOKEN
+
+    monkeypatch.setenv("RIVER_URL", f"http://{cluster.host.address}:{HOST_PORT}")
+    monkeypatch.setenv("RIVER_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    argv = ["submit", "--json", "--nodes", "2", "--network", "host", "-c", "0", "--", "true"]
+    done = cluster.host.python("-m", "river_runner.cli", *argv)
+    assert done.returncode == 0, done.stderr
+    records = json.loads(done.stdout)
+    assert [r["job"]["network"] for r in records] == ["host", "host"]
+    ended = [cluster.api.finished(r["id"], timeout=60) for r in records]
+    assert [t["state"] for t in ended] == ["completed"] * 2
+    assert ended[0]["job"]["master_addr"] == node_addresses(cluster)[ended[0]["node"]]

@@ -32,7 +32,7 @@ class _Host:
         if len(self.received) == 1:  # the line printed during the first POST
             self.agent._on_output_for(7, "stdout", "written during the post", None, None)
         await asyncio.sleep(0)
-        return SimpleNamespace(status_code=200, json=lambda: {}, text="")
+        return SimpleNamespace(status_code=200, json=lambda: {}, text="", headers={})
 
     async def aclose(self) -> None:
         pass

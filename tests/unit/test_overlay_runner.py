@@ -49,7 +49,12 @@ def assignment_json() -> dict[str, Any]:
 def test_member_sends_its_underlay_address_only_when_configured(tmp_path: Path) -> None:
     assert OverlayMember(None, tmp_path).registration_fields() == {}
     member = OverlayMember("10.0.0.5", tmp_path)
-    assert member.registration_fields() == {"overlay_underlay_ip": "10.0.0.5"}
+    assert member.registration_fields() == {
+        "overlay_underlay_ip": "10.0.0.5",
+        "overlay_direct": True,  # direct runner-to-runner paths unless --no-overlay-direct
+    }
+    lonely = OverlayMember("10.0.0.6", tmp_path, direct=False)
+    assert lonely.registration_fields()["overlay_direct"] is False
     with pytest.raises(OverlaySpecError, match="--overlay-ip"):
         OverlayMember("runner-7", tmp_path)
 

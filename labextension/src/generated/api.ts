@@ -4567,7 +4567,7 @@ export interface components {
             rank: number;
             size: number;
             /** @enum {string} */
-            network: "overlay";
+            network: "overlay" | "host";
             /** @description rank 0's address, once the job is placed */
             master_addr?: string;
             /** @description the rendezvous port, once the job is placed */
@@ -4747,6 +4747,11 @@ export interface components {
             underlay_ip: string | null;
             online: boolean;
             host_links: string;
+            /**
+             * @description whether this runner gets direct paths to its peers (no hub hairpin)
+             * @default false
+             */
+            direct?: boolean;
             allocated_at: number | null;
             registered_at: number | null;
         };
@@ -4899,11 +4904,11 @@ export interface components {
              */
             gpus_per_node?: number | null;
             /**
-             * @description a job's network: `overlay` (each member at its own overlay address)
+             * @description a job's network: `overlay` (default; each member at its own overlay address) or `host` (each member in its node's own network stack, a port from the host's job_port_range; roles of at least c.RiverHost.host_network_role)
              * @default null
              * @enum {string|null}
              */
-            network?: "overlay" | null;
+            network?: "overlay" | "host" | null;
             /**
              * @description process backend: the interpreter of a python task; an absolute path (interpreter, venv or conda directory) or a name from the node's --python-env
              * @default null

@@ -22,6 +22,7 @@ import httpx
 
 from river_runner import metrics
 from river_runner.backends.base import Backend, Outcome, TaskLaunch
+from river_runner.data import DataCache
 from river_runner.gpu import GpuInventory
 from river_runner.overlay import OverlayMember
 from river_runner.protocol import (
@@ -53,6 +54,7 @@ class RunnerConfig:
     data_dir: Path = Path.home() / ".local/share/river-runner"
     backend: str = "process"
     overlay_ip: str | None = None  # underlay address for the VXLAN overlay (None: stay off it)
+    data_cache_bytes: int = 16 * 1024**3  # pushed blobs kept on this node (LRU beyond)
 
 
 class RunnerAgent:
@@ -79,9 +81,21 @@ class RunnerAgent:
         self._line_seq: dict[int, int] = {}
         self._tail_chars = 0  # text in the outbox's last log message
         self._starting: set[int] = set()
+        self.data = DataCache(self._data_root(), config.data_cache_bytes)
+        self._pulling: set[int] = set()  # tasks whose pulled values go up when they end
         self._http = httpx.AsyncClient(base_url=config.host_url.rstrip("/"), timeout=10.0)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+
+    def _data_root(self) -> Path:
+        """Where pushed blobs are cached: beside the tasks' scratch directories when tasks
+        run as another account (the runner's own directory holds its credential and is
+        closed to them), else in the runner's data directory."""
+        account = getattr(self.backend, "account", None)  # the process backend's
+        scratch = getattr(self.backend, "scratch_root", None)
+        if account is not None and account.switches and scratch is not None:
+            return Path(scratch) / f"river-data-{self.config.name}"
+        return self.config.data_dir / "data"
 
     # ---- credential -----------------------------------------------------------------
     @property
@@ -240,6 +254,15 @@ class RunnerAgent:
         # see it in a heartbeat could otherwise requeue it and run it twice.
         self._starting.add(launch.task_id)
         try:
+            if launch.data:  # the data plane: pushed blobs to the local cache first
+                account = getattr(self.backend, "account", None)  # process backend's
+                owner = (account.uid, account.gid) if account is not None else None
+                env = await self.data.prepare(
+                    self._http, self._auth(), launch.task_id, launch.data, owner
+                )
+                launch.env = {**launch.env, **env}
+                if launch.data.get("pull"):
+                    self._pulling.add(launch.task_id)
             handle = await self.backend.start(
                 launch, self._output_callback(launch.task_id), self._on_exit
             )
@@ -295,6 +318,20 @@ class RunnerAgent:
         self._send(status_message(task_id, state))
 
     def _on_exit(self, task_id: int, outcome: Outcome) -> None:
+        if task_id in self._pulling:  # upload the pulled values, then report the end
+            self._pulling.discard(task_id)
+            asyncio.ensure_future(self._send_pulled_then_exit(task_id, outcome))
+            return
+        self._report_exit(task_id, outcome)
+
+    async def _send_pulled_then_exit(self, task_id: int, outcome: Outcome) -> None:
+        problem = await self.data.send_result(self._http, self._auth(), task_id)
+        if problem:
+            log.warning("task %s: %s", task_id, problem)
+            self._on_output_for(task_id, "stderr", f"river: {problem}", None, None)
+        self._report_exit(task_id, outcome)
+
+    def _report_exit(self, task_id: int, outcome: Outcome) -> None:
         self._line_seq.pop(task_id, None)
         extra: dict[str, Any] = {"detail": outcome.detail}
         if outcome.exit_code is not None:

@@ -22,6 +22,7 @@ from river_server.auth import LOGIN_THROTTLE, ensure_user
 from river_server.environments import EnvironmentLimits
 from river_server.handlers import accounts, api, environments, events, runner, streams
 from river_server.handlers import blobs as blob_handlers
+from river_server.handlers import data as data_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import vps as vps_handlers
 from river_server.overlay import OverlaySettings
@@ -221,6 +222,20 @@ class RiverHost(ExtensionApp):
         1024**3,
         help="All blobs of one user's tasks together, in bytes; an upload past it gets 413.",
     ).tag(config=True)
+    data_user_max_bytes = Int(
+        8 * 1024**3,
+        help="The data plane (pushed values, pulled results): all blobs one user holds, in "
+        "bytes; an upload past it gets 413 before a byte is stored.",
+    ).tag(config=True)
+    data_task_max_bytes = Int(
+        4 * 1024**3,
+        help="The data plane: one task's pushed values together, and its pulled values, in "
+        "bytes; more gets 413 before a byte is stored.",
+    ).tag(config=True)
+    data_retention = Float(
+        7 * 24 * 3600.0,
+        help="Seconds a finished task's pulled values and an unused uploaded blob are kept.",
+    ).tag(config=True)
     max_event_streams_per_user = Int(
         32,
         help="Concurrent event streams (GET /river/api/events) per user; more get 429.",
@@ -296,6 +311,9 @@ class RiverHost(ExtensionApp):
             max_tasks_per_user=self.max_tasks_per_user,
             log_max_bytes=self.log_max_bytes,
             blob_user_max_bytes=self.blob_user_max_bytes,
+            data_user_max_bytes=self.data_user_max_bytes,
+            data_task_max_bytes=self.data_task_max_bytes,
+            data_retention=self.data_retention,
             max_event_streams_per_user=self.max_event_streams_per_user,
             max_tunnels_per_user=self.max_tunnels_per_user,
             max_reservations_per_user=self.max_reservations_per_user,
@@ -344,6 +362,9 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/tasks/([^/]+)/attach", streams.AttachSocket),
                 (rf"{API}/tasks/([^/]+)/blobs", blob_handlers.TaskBlobsHandler),
                 (rf"{API}/tasks/([^/]+)/blobs/([^/]+)", blob_handlers.TaskBlobHandler),
+                (rf"{API}/tasks/([^/]+)/pulled", data_handlers.TaskPulledHandler),
+                (rf"{API}/data", data_handlers.DataCheckHandler),
+                (rf"{API}/data/([^/]+)", data_handlers.DataBlobHandler),
                 (rf"{API}/events", events.EventsHandler),
                 (rf"{API}/vps", vps_handlers.VpsListHandler),
                 (rf"{API}/vps/([^/]+)", vps_handlers.VpsHandler),
@@ -384,6 +405,8 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/runner/register", runner.RegisterHandler),
                 (rf"{API}/runner/heartbeat", runner.HeartbeatHandler),
                 (rf"{API}/runner/events", runner.RunnerEventsHandler),
+                (rf"{API}/runner/data/([^/]+)", data_handlers.RunnerDataHandler),
+                (rf"{API}/runner/tasks/([^/]+)/pulled", data_handlers.RunnerPulledHandler),
                 (PROXY_ROUTE, RiverProxyHandler),
             ]
         )
@@ -399,11 +422,20 @@ class RiverHost(ExtensionApp):
         interval_ms = max(100.0, self.heartbeat_interval * 1000 / 2)
         self._liveness = PeriodicCallback(self.river.nodes.check_liveness, interval_ms)
         self._liveness.start()
+        self._data_sweep = PeriodicCallback(self._sweep_data, 600_000)
+        self._data_sweep.start()
         self.river.dispatcher.wake()
         self.river.overlay.start()
         self._start_ssh_proxy(serverapp)
         if self.local_runner:
             self._start_local_runner(serverapp)
+
+    def _sweep_data(self) -> None:
+        """Drop data-plane blobs past their retention that no unfinished task needs."""
+        live, in_use = data_handlers.digests_in_use(self.river)
+        removed = self.river.data.sweep(live, in_use)
+        if removed:
+            self.log.info("River data plane: removed %d expired blob(s)", removed)
 
     def _start_ssh_proxy(self, serverapp) -> None:  # noqa: ANN001
         """Start the SSH proxy; a port already taken is logged, not fatal (SSH is one way in

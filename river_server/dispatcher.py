@@ -243,6 +243,7 @@ class Dispatcher:
             # A user's mounts must resolve under these on the runner; None: an operator's.
             "mount_prefixes": (list(self.user_mount_prefixes) if spec.get("user_mounts") else None),
             "privileged": bool(spec.get("privileged")),
+            "data": spec.get("data"),  # pushed blobs to fetch, values to pull (data plane)
             "overlay_ip": spec.get("overlay_ip"),  # a reserved overlay address (ip_token)
             "cpus": task.cpus or [],
             "memory": task.memory or 0,

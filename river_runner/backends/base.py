@@ -47,6 +47,8 @@ class TaskLaunch:
     name: str | None = None
     overlay_ip: str | None = None  # the task's reserved overlay address (ip_token), if any
     hostname: str | None = None  # the container's hostname (VPSes: vps-<id>)
+    # The data plane: {"push": {name: {"digest", "size"}}, "pull": [names]} (river_runner/data.py)
+    data: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> TaskLaunch:

@@ -9,7 +9,9 @@ from river_runner.spec import SpecError
 from river_runner.wire.requests import EmptyBody, TaskSubmit
 from river_server import db
 from river_server.auth import role_at_least
+from river_server.datastore import DataError
 from river_server.handlers.base import RiverAPIHandler, min_cores
+from river_server.handlers.data import check_task_data
 from river_server.paging import page_request
 from river_server.serialize import task_detail_json
 from river_server.tasks import TaskError
@@ -54,6 +56,10 @@ class TasksHandler(RiverAPIHandler):
     def post(self) -> None:
         self.require_role("user")
         body = self.body(TaskSubmit, context=min_cores(self.role)).fields_set()
+        try:
+            check_task_data(self.river.data, self.username, body.get("data"))
+        except DataError as exc:
+            raise web.HTTPError(exc.status, str(exc)) from None
         try:
             task = self.river.tasks.submit(self.username, body, role=self.role)
         except SpecError as exc:

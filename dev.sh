@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=${RIVER_VENV:-.venv}
+# What `./dev.sh test` runs a second time with --db postgresql (about 5 minutes on 2 cores).
+POSTGRES_MODULES="tests/integration/test_migrations.py tests/integration/test_db_bounds.py
+ tests/integration/test_cluster_basics.py
+ tests/integration/test_failures.py tests/integration/test_resilience.py
+ tests/integration/test_kill_races.py tests/integration/test_paging.py
+ tests/integration/test_accounts.py tests/integration/test_policy.py"
 PY=${PYTHON:-python3}
 
 install() {
@@ -34,9 +40,19 @@ case "${1:-}" in
             bash .ci/setup-task-user.sh || echo "dev.sh: process tasks (run as nobody) may not reach Python"
             bash .ci/build-images.sh || echo "dev.sh: test images not built; docker tests will be skipped"
             bash .ci/setup-browser.sh || echo "dev.sh: no chromium; browser tests will be skipped"
+            bash .ci/setup-postgres.sh || echo "dev.sh: no PostgreSQL; its pass will be skipped"
         fi
         "$VENV/bin/ruff" check .
-        exec "$VENV/bin/python" -m pytest "$@"
+        if [ "$#" -gt 0 ]; then  # a chosen selection: as asked, on the database asked
+            exec "$VENV/bin/python" -m pytest "$@"
+        fi
+        "$VENV/bin/python" -m pytest
+        # The same host code on PostgreSQL (docs/database.md): the modules that exercise the
+        # database hardest, again, each Cluster on a fresh database of a throwaway server.
+        if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+            exec "$VENV/bin/python" -m pytest --db postgresql $POSTGRES_MODULES
+        fi
+        echo "dev.sh: no PostgreSQL server programs; the PostgreSQL pass was skipped" >&2
         ;;
     *)
         echo "usage: ./dev.sh up | test [pytest args]" >&2

@@ -138,6 +138,19 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--cores", type=count_arg, default=1, help="CPU cores (default 1)")
     parser.add_argument("-m", "--memory", type=memory_arg, metavar="SIZE", help="e.g. 512M, 8G")
     parser.add_argument("--gpus", type=count_arg, default=0, metavar="N", help="GPU count")
+    parser.add_argument(
+        "--nodes",
+        type=count_arg,
+        metavar="N",
+        help="a multi-node job: N members on distinct nodes, started and ended together; "
+        "each gets -c/-m and sees MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE",
+    )
+    parser.add_argument(
+        "--gpus-per-node",
+        type=count_arg,
+        metavar="G",
+        help="GPUs of each member of a --nodes job",
+    )
     parser.add_argument("--name", help="a label shown in %%river tasks")
     parser.add_argument(
         "-e",
@@ -386,6 +399,7 @@ def parse_line(parser: MagicArgumentParser, line: str) -> argparse.Namespace:
         args.target = args.targets[0] if len(args.targets) == 1 else None
         if args.array and len(args.targets) > 1:
             raise UsageError("give either --array or several -t targets, not both")
+        check_job(args)
         check_request(args)
     return args
 
@@ -399,6 +413,21 @@ def _text_after_separator(line: str, tokens_before: int) -> str | None:
         except ValueError:  # inside quotes
             continue
     return None
+
+
+def check_job(args: argparse.Namespace) -> None:
+    """--nodes / --gpus-per-node against the options a job cannot take."""
+    nodes = getattr(args, "nodes", None)
+    if nodes is None:
+        if getattr(args, "gpus_per_node", None) is not None:
+            raise UsageError("--gpus-per-node is for multi-node jobs: add --nodes N")
+        return
+    if nodes < 1:
+        raise UsageError("--nodes must be at least 1")
+    if args.targets or args.array:
+        raise UsageError("a --nodes job is placed by the scheduler: leave out -t and --array")
+    if args.gpus and args.gpus_per_node is not None and args.gpus != args.gpus_per_node:
+        raise UsageError("give --gpus-per-node or --gpus for a --nodes job, not both")
 
 
 def check_request(args: argparse.Namespace) -> None:

@@ -218,3 +218,19 @@ def array_field(array_id: str, index: int, size: int, limit: int | None) -> dict
 
 def new_array_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def job_fields(
+    nodes: int, gpus_per_node: int | None = None, network: str | None = None
+) -> dict[str, Any]:
+    """The body fields of a multi-node job, checked here so a typo fails before a request."""
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise RiverError(f"nodes must be a whole number of at least 1, not {nodes!r}")
+    out: dict[str, Any] = {"nodes": nodes}
+    if gpus_per_node is not None:
+        if isinstance(gpus_per_node, bool) or not isinstance(gpus_per_node, int):
+            raise RiverError(f"gpus_per_node must be a whole number, not {gpus_per_node!r}")
+        out["gpus_per_node"] = gpus_per_node
+    if network is not None:
+        out["network"] = network
+    return out

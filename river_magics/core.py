@@ -31,6 +31,7 @@ from .common import (
     array_field,
     client_headers,
     error_from_response,
+    job_fields,
     new_array_id,
     normalize_url,
     parse_array,
@@ -249,10 +250,18 @@ class ClientCore:
         ip_token: str | None = None,
         python: str | None = None,
         python_fallback: bool = False,
+        nodes: int | None = None,
+        gpus_per_node: int | None = None,
+        network: str | None = None,
         _array: dict[str, Any] | None = None,
     ) -> Any:
         """Queue a task: a command (argv list or shell string) or a Python `script`; its
         handle.
+
+        `nodes=N`: a multi-node job instead, N members placed together on distinct nodes
+        (each with `cores`, `memory` and `gpus_per_node` GPUs) that end together; the
+        answer is a group of the members' handles labelled "rank 0" ... Each member sees
+        MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE ... (docs/api.md).
 
         `push={"x": x}` makes `x` a variable of the remote script; `pull=["y"]` sends the
         script's `y` back, read with `handle.result()`. Target, memory and pushed values
@@ -293,7 +302,15 @@ class ClientCore:
         if data is not None:
             body["data"] = data
             pull_names = list(data["pull"])
-        task = (await self._request("POST", "/tasks", json=body))["task"]
+        if nodes is not None:
+            body.update(job_fields(nodes, gpus_per_node, network))
+        answer = await self._request("POST", "/tasks", json=body)
+        if nodes is not None:
+            members = list(answer.get("members") or [answer["task"]])
+            handles = [self._handle_class(self, m["id"], m, pull=pull_names) for m in members]
+            labels = [f"rank {m['job']['rank']}" for m in members]
+            return self._group_class(self, handles, labels)
+        task = answer["task"]
         return self._handle_class(self, task["id"], task, pull=pull_names)
 
     @io_method
@@ -528,9 +545,7 @@ class ClientCore:
         return await self._request("POST", f"/vps/{vps_id}/exec", json=body, timeout=120)
 
     @io_method
-    async def vps_start_app(
-        self, /, vps_id: str, app: str, **options: Any
-    ) -> dict[str, Any]:
+    async def vps_start_app(self, /, vps_id: str, app: str, **options: Any) -> dict[str, Any]:
         """Start "jupyter" or "tensorboard" (port=, logdir=) in the VPS; the VPS, whose
         `ports` now list it with the `path` to open and the `ready_path` to poll."""
         body = {"app": app, **{k: v for k, v in options.items() if v is not None}}
@@ -581,7 +596,9 @@ class ClientCore:
         """Hold an overlay address for `ttl` seconds (default 600). The answer has `ip` and
         the `token` (shown only now): pass it as `submit(..., ip_token=token)`."""
         body = {k: v for k, v in (("node", node), ("ttl", ttl), ("ip", ip)) if v is not None}
-        return dict((await self._request("POST", "/overlay/reservations", json=body))["reservation"])
+        return dict(
+            (await self._request("POST", "/overlay/reservations", json=body))["reservation"]
+        )
 
     @io_method
     async def ip_reservations(self, all: bool = False) -> list[dict[str, Any]]:

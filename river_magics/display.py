@@ -129,10 +129,58 @@ def _waiting(task: Mapping[str, Any]) -> str:
     return ": ".join(parts) if parts else "-"
 
 
+_JOB_ENDERS = ("failed", "killed_oom", "lost", "killed")
+
+
+def job_state(members: Sequence[Mapping[str, Any]]) -> str:
+    """One state for a job: how its members ended once all have (the first member that
+    ended it, else completed), running while any runs, else rank 0's."""
+    states = [str(m.get("state")) for m in members]
+    terminal = ("completed", *_JOB_ENDERS)
+    if all(s in terminal for s in states):
+        return next((s for s in _JOB_ENDERS if s in states), "completed")
+    if "running" in states:
+        return "running"
+    return states[0]
+
+
+def fold_jobs(tasks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The members of a multi-node job as one row (at its newest member's place): id
+    `job J`, state from job_state, nodes in rank order, rank 0's wait reason."""
+    members: dict[str, list[Mapping[str, Any]]] = {}
+    for task in tasks:
+        job = task.get("job")
+        if job:
+            members.setdefault(str(job["id"]), []).append(task)
+    out: list[Mapping[str, Any]] = []
+    for task in tasks:
+        job = task.get("job")
+        if not job:
+            out.append(task)
+            continue
+        group = members.pop(str(job["id"]), None)
+        if group is None:
+            continue
+        group = sorted(group, key=lambda m: int((m.get("job") or {}).get("rank", 0)))
+        codes = [m.get("exit_code") for m in group if m.get("exit_code") not in (None, 0)]
+        out.append(
+            {
+                **group[0],
+                "id": f"job {job['id']} ({len(group)} of {job.get('size', len(group))})",
+                "state": job_state(group),
+                "node": ", ".join(str(m.get("node") or "-") for m in group),
+                "exit_code": codes[0] if codes else group[-1].get("exit_code"),
+            }
+        )
+    return out
+
+
 def tasks_bundle(tasks: Sequence[Mapping[str, Any]]) -> Bundle:
-    """Tasks with where they run, or why and where in the queue they wait."""
+    """Tasks with where they run, or why and where in the queue they wait; the members of
+    a multi-node job share one row (fold_jobs)."""
     if not tasks:
         return _message("No tasks.")
+    tasks = fold_jobs(tasks)
     headers = ["id", "name", "owner", "state", "node", "queue / waiting for", "exit"]
     rows = [
         [

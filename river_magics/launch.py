@@ -6,6 +6,7 @@ grid of states current, cancel on kernel interrupt, and bring `--pull`ed variabl
 from __future__ import annotations
 
 import argparse
+import html
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,8 +37,7 @@ def write_line(
     if stream == LOG_STREAM_RIVER:
         text = str(line.get("text", ""))
         if text.startswith(INTERPRETER_NOTE):  # which python ran the cell: the user's question
-            sys.stdout.write(f"{prefix}river: {text}\n")
-            sys.stdout.flush()
+            show_note(f"{prefix}river: {text}")
         return
     text = str(line.get("text", ""))
     if renderer is None:
@@ -51,6 +51,34 @@ def write_line(
     text = prefix + shown
     out.write(text if text.endswith("\n") else text + "\n")
     out.flush()
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show_note(text: str) -> None:
+    """River's own note beside a task's output (which interpreter ran it), never inside
+    the task's stdout, which a cell or `river run > out.txt` must keep as the task wrote it:
+    in a notebook a display output of its own (metadata `river.note`, so a reader can tell
+    it from the task's output), in a shell a line on stderr as River's other notes."""
+    if _in_kernel():
+        from IPython.display import display
+
+        bundle = {
+            "text/plain": text,
+            "text/html": f'<pre class="river-note" style="opacity:0.7;margin:0">'
+            f"{html.escape(text)}</pre>",
+        }
+        display(bundle, raw=True, metadata={"river": {"note": "interpreter"}})
+        return
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,6 +97,13 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
         "ip_token": getattr(args, "ip_token", None),
         **python_option(args),
     }
+
+
+def job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Client.submit keywords of a --nodes job (nothing for a single task)."""
+    if getattr(args, "nodes", None) is None:
+        return {}
+    return {"nodes": args.nodes, "gpus_per_node": args.gpus_per_node}
 
 
 def python_option(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,7 +204,11 @@ def launch(
         options.update(push=push_values(user_ns, push_names), pull=pull)
     what: dict[str, Any] = {"command": command} if script is None else {"script": script}
     targets = list(args.targets or [])
-    if args.array:
+    if getattr(args, "nodes", None) is not None:
+        group = client.submit(**what, **options, **job_options(args))
+        job = (group.handles[0].last or {}).get("job") or {}
+        title = f"job {job.get('id', '?')} on {args.nodes} nodes"
+    elif args.array:
         group = client.submit_array(args.array, target=args.target, **what, **options)
         title = f"array {args.array} ({len(group)} tasks)"
     elif len(targets) > 1:

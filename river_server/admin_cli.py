@@ -20,6 +20,7 @@ from typing import Any
 from river_server import db
 from river_server.accounts import AccountError, Accounts
 from river_server.auth import ROLES
+from river_server.schema import SchemaError
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -64,7 +65,10 @@ def _accounts(args: argparse.Namespace) -> Accounts:
                 404, f"no River DB at {path}: pass --data-dir (the host's) or --db-url"
             )
         url = f"sqlite:///{path}"
-    engine = db.make_engine(url)
+    try:
+        engine = db.make_engine(url)
+    except SchemaError as exc:
+        raise AccountError(409, f"River DB: {exc}") from None
     return Accounts(db.make_sessionmaker(engine))
 
 

@@ -29,6 +29,7 @@ from river_server.overlay import OverlaySettings
 from river_server.pages import keep_token_out_of_pages
 from river_server.private import make_private, open_private
 from river_server.proxy import PROXY_ROUTE, RiverProxyHandler
+from river_server.schema import SchemaError
 from river_server.services import HostConfig, River
 
 API = r"/river/api"
@@ -65,6 +66,12 @@ class RiverHost(ExtensionApp):
     db_url = Unicode(help="SQLAlchemy URL of the database; default SQLite under data_dir.").tag(
         config=True
     )
+    upgrade_db = Bool(
+        False,
+        help="Upgrade an older PostgreSQL database to this River's schema at start (`river "
+        "host --upgrade-db`); without it the host refuses to start on one. SQLite databases "
+        "are upgraded always, after a copy of the file is kept beside it (docs/database.md).",
+    ).tag(config=True)
     runner_token = Unicode(
         help="Join token runners present to register. Empty: read or make data_dir/runner_token."
     ).tag(config=True)
@@ -329,7 +336,14 @@ class RiverHost(ExtensionApp):
             ),
         )
         config.max_request_body = self._bound_request_bodies()
-        self.river = River(config, log=self.log)
+        config.upgrade_db = self.upgrade_db
+        try:
+            self.river = River(config, log=self.log)
+        except SchemaError as exc:
+            # Jupyter logs an extension's exception and serves on without it; a host with
+            # no usable database must not look up, so stop the whole server.
+            self.log.critical("River cannot start: %s", exc)
+            raise SystemExit(3) from None
         LOGIN_THROTTLE.configure(self.login_attempts, self.login_window)
         try:
             ensure_user(self.river.sessions, self.admin_user, "admin")

@@ -33,6 +33,11 @@ def host_command(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=8888)
     parser.add_argument("--ip", default="127.0.0.1")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument(
+        "--upgrade-db",
+        action="store_true",
+        help="upgrade an older PostgreSQL database to this River's schema (docs/database.md)",
+    )
     args, extra = parser.parse_known_args(argv)
     command = [
         sys.executable,
@@ -54,6 +59,8 @@ def host_command(argv: list[str]) -> int:
     ]
     if args.data_dir:
         command.append(f"--RiverHost.data_dir={args.data_dir}")
+    if args.upgrade_db:
+        command.append("--RiverHost.upgrade_db=True")
     os.execv(sys.executable, command + extra)
     return 0  # pragma: no cover
 

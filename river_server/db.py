@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -123,9 +125,12 @@ class Node(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
+    # Per-user lists page by id, newest first (WHERE owner = ? ORDER BY id DESC): one
+    # composite index serves them without a sort, and owner-only lookups too (revision 0002).
+    __table_args__ = (Index("ix_tasks_owner_id", "owner", "id"),)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     name: Mapped[str] = mapped_column(String(256), default="")
-    owner: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     spec: Mapped[dict] = mapped_column(JSON)  # command/script/env/workdir/image...
     request: Mapped[dict] = mapped_column(JSON)  # ResourceRequest.to_json()
@@ -140,6 +145,10 @@ class Task(Base):
     assigned_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # A member of a multi-node job (river_server/jobs.py): the job's id and this member's
+    # rank; both None for a single task.
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    job_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class TaskTransition(Base):
@@ -176,13 +185,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, upgrade: bool = False, log: logging.Logger | None = None) -> Engine:
+    """An engine on a database at this code's schema revision (river_server/schema.py:
+    created, stamped or upgraded there; `upgrade` allows upgrading a PostgreSQL one)."""
+    from river_server import schema
+
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    Base.metadata.create_all(engine)
+    try:
+        schema.prepare(engine, upgrade=upgrade, log=log)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from river_runner.protocol import TaskState
 from river_runner.spec import ResourceRequest, Target, parse_target
-from river_server import arrays, db, quotas
+from river_server import arrays, db, jobs, quotas
 from river_server.runner_client import RunnerClient, RunnerNoAnswer
 from river_server.scheduler import (
     Held,
@@ -23,6 +23,7 @@ from river_server.scheduler import (
     QueuedTask,
     SchedulePlan,
     Scheduler,
+    gang_infeasible_reason,
     infeasible_reason,
 )
 from river_server.tasks import ACTIVE_STATES, needs_container
@@ -55,6 +56,36 @@ def _node_view(node: db.Node, online: bool) -> NodeView:
         numa=list(node.numa or []),
         online=online,
     )
+
+
+def gangs(tasks: list[db.Task]) -> list[QueuedTask]:
+    """Queued tasks for the scheduler, oldest first, the members of a job as one gang
+    (at its rank 0's place). A job some of whose members are held back (quota, say) is
+    not offered: its members wait for the rest."""
+    members: dict[int, list[db.Task]] = {}
+    for t in tasks:
+        if t.job_id is not None:
+            members.setdefault(t.job_id, []).append(t)
+    out: list[QueuedTask] = []
+    for t in tasks:
+        if t.job_id is None:
+            out.append(QueuedTask(t.id, request_from_json(t.request), t.submitted_at, t.owner))
+            continue
+        group = members.pop(t.job_id, None)
+        size = int(((t.spec or {}).get("job") or {}).get("size") or 0)
+        if group is None or len(group) != size:
+            continue
+        group.sort(key=lambda m: m.job_rank or 0)
+        out.append(
+            QueuedTask(
+                t.job_id,
+                request_from_json(t.request),
+                t.submitted_at,
+                t.owner,
+                members=tuple(m.id for m in group),
+            )
+        )
+    return out
 
 
 class Dispatcher:
@@ -108,9 +139,12 @@ class Dispatcher:
     def _docker_nodes(self, session: Any) -> set[str]:
         return set(session.scalars(select(db.Node.name).where(db.Node.backend == "docker")))
 
-    def infeasible(self, request: ResourceRequest, container: bool = False) -> str | None:
+    def infeasible(
+        self, request: ResourceRequest, container: bool = False, size: int | None = None
+    ) -> str | None:
         """Why the request can never run (None: it can, now or later). A `container` task
-        (image, environment, mounts, privileged) can only run on docker-backend nodes."""
+        (image, environment, mounts, privileged) can only run on docker-backend nodes.
+        `size`: a multi-node job of that many members, each asking for `request`."""
         with self.sessions() as session:
             views = self._node_views(session)  # capacities only: what is held is irrelevant
             docker_nodes = self._docker_nodes(session) if container and views else set()
@@ -127,6 +161,8 @@ class Dispatcher:
                     "environment, mounts or privileged needs one"
                 )
             views = [v for v in views if v.name in docker_nodes]
+        if size is not None:
+            return gang_infeasible_reason(request, size, views)
         return infeasible_reason(request, views)
 
     # ---- passes ---------------------------------------------------------------------
@@ -164,6 +200,7 @@ class Dispatcher:
             plan = self._plan(queued, views, held, self._docker_nodes(session))
             by_id = {t.id: t for t in queued}
             placed = []
+            placed_jobs: dict[int, list[db.Task]] = {}
             for task_id, placement in plan.placements.items():
                 task = by_id[task_id]
                 if tasks.transition(
@@ -178,13 +215,34 @@ class Dispatcher:
                     assigned_at=time.time(),
                 ):
                     placed.append(task)
+                    if task.job_id is not None:
+                        placed_jobs.setdefault(task.job_id, []).append(task)
+            failed = self._address_jobs(session, placed_jobs)
             self.wait_reasons = {**throttled, **over_quota, **plan.waiting}
             tasks.commit_and_publish(session, placed)
         for task in placed:
+            if task.id in failed:
+                continue
             launch = asyncio.ensure_future(self._launch(task))
             self._launches.add(launch)
             launch.add_done_callback(self._launches.discard)
         return len(placed)
+
+    def _address_jobs(self, session: Any, placed_jobs: dict[int, list[db.Task]]) -> set[int]:
+        """Rendezvous for each placed job (overlay addresses, master); a job that cannot
+        get them fails whole, with the reason. Returns the ids of members not to launch."""
+        failed: set[int] = set()
+        for members in placed_jobs.values():
+            members.sort(key=lambda t: t.job_rank or 0)
+            try:  # addresses given to earlier members of a failed job are freed with them
+                jobs.rendezvous(self.tasks.overlay, session, members)
+            except Exception as exc:  # SpecError, or no free overlay address
+                for member in members:
+                    self.tasks.transition(
+                        session, member, TaskState.FAILED, f"could not start the job: {exc}"
+                    )
+                    failed.add(member.id)
+        return failed
 
     def _plan(
         self, queued: list[db.Task], views: list[NodeView], held: list[Held], docker: set[str]
@@ -199,10 +257,7 @@ class Dispatcher:
         now = time.time()
 
         def queue(tasks: list[db.Task]) -> list[QueuedTask]:
-            return [
-                QueuedTask(t.id, request_from_json(t.request), t.submitted_at, t.owner)
-                for t in tasks
-            ]
+            return gangs(tasks)
 
         boxed = [t for t in queued if needs_container(t.spec)]
         if not boxed:
@@ -224,12 +279,14 @@ class Dispatcher:
 
     def launch_body(self, task: db.Task) -> dict[str, Any]:
         spec = task.spec or {}
+        extras = jobs.launch_extras(task)  # a job member's rendezvous env and hostfile
         return {
+            "hostfile": extras.get("hostfile"),
             "task_id": str(task.id),
             "kind": "command" if task.kind == "vps" else task.kind,  # a VPS runs its command
             "command": spec.get("command"),
             "script": spec.get("script"),
-            "env": spec.get("env") or {},
+            "env": {**(spec.get("env") or {}), **extras.get("env", {})},
             "workdir": spec.get("workdir"),
             "python": spec.get("python"),  # process backend (river_runner.interpreters)
             "python_fallback": bool(spec.get("python_fallback")),

@@ -72,6 +72,17 @@ class NodeConnections:
         return name in self.live
 
 
+def _check_lengths(**values: str) -> None:
+    """Refuse what the nodes table cannot hold: PostgreSQL rejects a string longer than its
+    column (a 500 from deep in the commit), where SQLite would silently store it."""
+    for column, value in values.items():
+        limit = db.Node.__table__.c[column].type.length
+        if limit is not None and len(value) > limit:
+            raise RegistrationError(
+                400, f"registration {column} is {len(value)} characters; at most {limit}"
+            )
+
+
 class NodeRegistry:
     def __init__(
         self,
@@ -146,6 +157,7 @@ class NodeRegistry:
             or not isinstance(inbound, str)
         ):
             raise RegistrationError(400, "registration needs name, url and inbound_secret")
+        _check_lengths(name=name, url=url, backend=str(body.get("backend") or "process"))
         join_ok = hmac.compare_digest(presented, self.runner_token)
         issued: str | None = None
         now = time.time()

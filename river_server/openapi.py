@@ -16,9 +16,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from river_runner.wire import REQUEST_MODELS, RESPONSE_MODELS
+from river_runner.wire import queries as qs
 from river_runner.wire import requests as wire
 from river_runner.wire import responses as out
-from river_server.openapi_models import request_schemas, response_schemas
+from river_server.openapi_models import query_parameters, request_schemas, response_schemas
 
 API = "/river/api"
 
@@ -89,6 +90,7 @@ def op(
     status: str = "200",
     body: dict[str, Any] | None = None,
     params: list[dict[str, Any]] | None = None,
+    query: type[qs.Query] | None = None,
     errors: tuple[str, ...] = ("403",),
     public: bool = False,
     content: str = "application/json",
@@ -110,6 +112,9 @@ def op(
         operation["description"] = description
     if body is not None:
         operation["requestBody"] = {"required": True, **_json(body)}
+    # Query parameters come from the route's river_runner.wire.queries model, the one
+    # its handler checks (tests/integration/test_query_params.py holds the two together).
+    params = [*(params or []), *(query_parameters(query) if query else [])]
     if params:
         operation["parameters"] = params
     if public:
@@ -121,16 +126,6 @@ def path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any
     return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
-def query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
 TASK_ID = path_param("id", ID)
 BLOB_NAME = path_param("name", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"})
 ENV_NAME = path_param("name", {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"})
@@ -138,7 +133,6 @@ USER = path_param("name", USER_NAME)
 GROUP = path_param("name", USER_NAME)
 MEMBER = path_param("user", USER_NAME)
 NUMBER_ID = path_param("id", {"type": "string", "pattern": "^[0-9]{1,12}$"})
-FLAG = {"type": "string", "enum": ["0", "1"]}
 
 
 def _task_action(action: str, text: str) -> dict[str, Any]:
@@ -172,10 +166,8 @@ def _paths() -> dict[str, Any]:
             "get": op(
                 "List tasks (own unless all=1), newest first",
                 page("tasks", out.Task),
-                params=[
-                    query("all", FLAG, "1: everyone's tasks"),
-                    query("state", {"type": "string"}, "comma-separated states"),
-                ],
+                query=qs.TaskList,
+                errors=("400", "403"),
             ),
             "post": op(
                 "Submit a task",
@@ -220,7 +212,8 @@ def _paths() -> dict[str, Any]:
                         "next": {"type": "integer"},
                     }
                 ),
-                params=[TASK_ID, query("since", {"type": "integer", "minimum": 0})],
+                params=[TASK_ID],
+                query=qs.LogsQuery,
                 errors=("400", "403", "404"),
             )
         },
@@ -263,7 +256,8 @@ def _paths() -> dict[str, Any]:
             "get": op(
                 "List my VPSes (everyone's with all=1, operators), newest first",
                 page("vps", out.Vps),
-                params=[query("all", FLAG, "1: everyone's VPSes (operators)")],
+                query=qs.VpsList,
+                errors=("400", "403"),
             ),
             "post": op(
                 "Create a VPS: a long-lived container (docker backend)",
@@ -335,6 +329,7 @@ def _paths() -> dict[str, Any]:
                 "A VPS's snapshots, oldest first (owner or operator)",
                 page("snapshots", out.Snapshot),
                 params=[TASK_ID],
+                query=qs.NumberPage,
                 errors=("400", "403", "404"),
             )
         },
@@ -377,18 +372,7 @@ def _paths() -> dict[str, Any]:
                     "Server-sent events: task states, log lines, node changes",
                     None,
                     content="text/event-stream",
-                    params=[
-                        {
-                            "name": "task",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "array", "items": ID},
-                            "style": "form",
-                            "explode": True,
-                        },
-                        query("since", {"type": "integer", "minimum": 0}),
-                        query("tasks", {"type": "string", "enum": ["all"]}),
-                    ],
+                    query=qs.EventsQuery,
                     errors=("400", "403", "404"),
                 ),
                 "x-stream": True,
@@ -398,7 +382,8 @@ def _paths() -> dict[str, Any]:
             "get": op(
                 "List container environments",
                 page("environments", out.Environment),
-                errors=("403", "503"),
+                query=qs.NamePage,
+                errors=("400", "403", "503"),
             ),
             "post": op(
                 "Create an environment (a long-lived container to prepare)",
@@ -419,7 +404,8 @@ def _paths() -> dict[str, Any]:
             "delete": op(
                 "Remove an environment (owner or operator)",
                 obj({"name": {"type": "string"}, "removed": {"type": "array"}}),
-                params=[ENV_NAME, query("tarball", FLAG)],
+                params=[ENV_NAME],
+                query=qs.EnvironmentDelete,
                 errors=("400", "403", "404", "503"),
                 role="user",
             ),
@@ -453,7 +439,8 @@ def _paths() -> dict[str, Any]:
             "delete": op(
                 "Release an offline runner's overlay allocation (force=1: even if online)",
                 obj({"released": model(out.OverlayAllocation)}),
-                params=[path_param("node"), query("force", FLAG)],
+                params=[path_param("node")],
+                query=qs.AllocationRelease,
                 errors=("400", "403", "404", "409"),
                 role="operator",
             )
@@ -462,7 +449,8 @@ def _paths() -> dict[str, Any]:
             "get": op(
                 "Your IP reservations (all=1: everyone's, operators)",
                 page("reservations", out.Reservation),
-                params=[query("all", FLAG)],
+                query=qs.ReservationList,
+                errors=("400", "403"),
             ),
             "post": op(
                 "Reserve an overlay IP for a task not yet launched (token shown once)",
@@ -494,6 +482,8 @@ def _paths() -> dict[str, Any]:
             "get": op(
                 "List users",
                 page("users", out.User),
+                query=qs.NamePage,
+                errors=("400", "403"),
                 role="operator",
             ),
             "post": op(
@@ -532,8 +522,8 @@ def _paths() -> dict[str, Any]:
             "get": op(
                 "Your API tokens (admins: ?user=NAME or ?all=1)",
                 page("tokens", out.Token),
-                params=[query("user", USER_NAME), query("all", FLAG)],
-                errors=("403", "404"),
+                query=qs.TokenList,
+                errors=("400", "403", "404"),
             ),
             "post": op(
                 "Make an API token; the token is in this answer only",
@@ -555,6 +545,8 @@ def _paths() -> dict[str, Any]:
             "get": op(
                 "List invitations",
                 page("invitations", out.Invitation),
+                query=qs.IdPage,
+                errors=("400", "403"),
                 role="operator",
             ),
             "post": op(
@@ -607,6 +599,8 @@ def _paths() -> dict[str, Any]:
             "get": op(
                 "List groups and their quotas",
                 page("groups", out.Group),
+                query=qs.NamePage,
+                errors=("400", "403"),
                 role="operator",
             ),
             "post": op(

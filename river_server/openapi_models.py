@@ -86,3 +86,29 @@ def response_schemas(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
         name: _without_null_defaults(schema)
         for name, schema in _schemas(models, "serialization").items()
     }
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """An operation's `parameters` (in: query) from its river_runner.wire.queries model:
+    the host checks exactly what the document shows."""
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE, mode="validation")
+    required = set(schema.get("required", []))
+    found = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = to_openapi30(prop)
+        description = prop.pop("description", "")
+        if prop.pop("nullable", False) and prop.get("default") is None:
+            prop.pop("default", None)  # a query parameter is absent, never null
+        if prop.get("type") == "string" and isinstance(prop.get("default"), bool):
+            prop["default"] = "1" if prop["default"] else "0"  # a flag, written as text
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": prop,
+            "description": description,
+        }
+        if prop.get("type") == "array":
+            parameter.update(style="form", explode=True)
+        found.append(parameter)
+    return found

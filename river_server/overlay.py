@@ -236,9 +236,6 @@ class OverlayService:
         self.problem: str | None = None  # why the host cannot configure links at all
         self._executor: ThreadPoolExecutor | None = None
         self._maintenance: PeriodicCallback | None = None
-        db.Base.metadata.create_all(
-            engine, tables=[OverlayAllocation.__table__, IpReservation.__table__]
-        )
 
     @property
     def enabled(self) -> bool:
@@ -651,6 +648,34 @@ class OverlayService:
                     session.delete(row)
                     finished += 1
         return int(expired or 0) + finished
+
+    def assign_job_address(self, session: Session, task: db.Task) -> str:
+        """Hold a free workload address on the placed task's node for it (a job member),
+        inside the caller's transaction; released when the task ends, like a spent token."""
+        allocation = session.get(OverlayAllocation, task.node or "")
+        if allocation is None:
+            raise SpecError(
+                f"node {task.node} has not joined the overlay; a multi-node job's members "
+                "need overlay addresses"
+            )
+        now = time.time()
+        session.flush()  # addresses given to earlier members of this pass count as busy
+        busy = self._busy_ips(session, allocation.node, now)
+        address = self._free_ip(allocation.runner_index, busy)
+        session.add(
+            IpReservation(
+                token_hash=hash_secret(new_secret(TOKEN_PREFIX)),
+                ip=address,
+                node=allocation.node,
+                owner=task.owner,
+                created_at=now,
+                expires_at=now,
+                task_id=task.id,
+                used_at=now,
+            )
+        )
+        session.flush()
+        return address
 
     # ---- tasks presenting a token ----------------------------------------------------
     def apply_ip_token(

@@ -14,10 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tornado import web
-
-DEFAULT_LIMIT = 1000  # what `GET /river/api/tasks` always answered with
-MAX_LIMIT = 1000
+from river_runner.wire.queries import IdPage, NamePage, NumberPage
 
 
 @dataclass(frozen=True)
@@ -26,31 +23,13 @@ class PageRequest:
     limit: int
 
 
-def page_request(handler: web.RequestHandler, *, numeric: bool = True) -> PageRequest:
-    """The caller's `before` and `limit`; a 400 naming the parameter when either is bad."""
-    raw_limit = handler.get_argument("limit", None)
-    limit = DEFAULT_LIMIT
-    if raw_limit is not None:
-        if not raw_limit.strip().isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-            raise web.HTTPError(
-                400, f"limit must be a whole number from 1 to {MAX_LIMIT}, not {raw_limit!r}"
-            )
-        limit = int(raw_limit)
-    raw_before = handler.get_argument("before", None)
-    before: int | str | None = None
-    if raw_before is not None:
-        if numeric:
-            if not raw_before.strip().isdigit():
-                raise web.HTTPError(
-                    400,
-                    f"before must be an ID (the `next` of the previous page), not {raw_before!r}",
-                )
-            before = int(raw_before)
-        elif not raw_before:
-            raise web.HTTPError(400, "before must be the `next` of the previous page, not empty")
-        else:
-            before = raw_before
-    return PageRequest(before, limit)
+def page_request(query: IdPage | NamePage | NumberPage) -> PageRequest:
+    """The caller's `before` and `limit`, already checked by the route's query model
+    (river_runner/wire/queries.py: a bad one is a 400 naming it before the route runs)."""
+    before: int | str | None = query.before
+    if isinstance(query, IdPage) and query.before is not None:
+        before = int(query.before)
+    return PageRequest(before, query.limit)
 
 
 def page_of(

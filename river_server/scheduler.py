@@ -13,6 +13,10 @@ Policy, in order of precedence:
   nodes it could ever use are reserved for it; later tasks may only start elsewhere.
 * Best fit: among nodes that fit, pick the one left with the fewest free cores, then the
   fewest free GPUs, then by name, so big nodes (and GPU nodes) stay free for big jobs.
+* Gangs (multi-node jobs): a job of N members is placed all-or-nothing, one member per
+  distinct node, each node chosen best fit; while N nodes do not fit at once it takes
+  nothing. Its anti-starvation is the single-task rule: after the backfill window every
+  node that could ever hold a member is withheld from later tasks.
 
 Speed matters (10,000 queued tasks over 200 nodes per pass), so free resources are built
 once per plan, available nodes are bucketed by (free cores, free GPUs) so the best fit is
@@ -36,6 +40,7 @@ __all__ = [
     "QueuedTask",
     "SchedulePlan",
     "Scheduler",
+    "gang_infeasible_reason",
     "infeasible_reason",
 ]
 
@@ -70,6 +75,9 @@ class QueuedTask:
     request: ResourceRequest
     submitted_at: float
     owner: str = ""
+    # A gang: the member task ids by rank (each asks for `request` on its own node). The
+    # plan then places all of them or none, and `waiting` explains each member.
+    members: tuple[int, ...] = ()
 
 
 @dataclass
@@ -216,6 +224,27 @@ def infeasible_reason(request: ResourceRequest, nodes: list[NodeView]) -> str | 
     nodes registered nothing can be ruled out: nodes may join later.
     """
     return _infeasible(request, [_capacity(v, _domains(v)) for v in nodes])
+
+
+def gang_infeasible_reason(
+    request: ResourceRequest, size: int, nodes: list[NodeView]
+) -> str | None:
+    """Why a job of `size` members (one per node) can never be placed, else None. As for
+    single tasks, nothing is ruled out before any node has registered."""
+    if request.target is not None:
+        return "a multi-node job cannot target one node; leave out the target"
+    if not nodes:
+        return None
+    caps = [_capacity(v, _domains(v)) for v in nodes]
+    able = sum(1 for c in caps if _node_refusal(request, c) is None)
+    if able < size:
+        why = _infeasible(request, caps)
+        detail = f" ({why})" if why else ""
+        return (
+            f"a job of {size} nodes needs {size} distinct nodes that can each hold "
+            f"{_describe(request)}; {able} of the {len(caps)} registered can{detail}"
+        )
+    return None
 
 
 # ---- free resources during one plan ------------------------------------------------------
@@ -405,12 +434,40 @@ class _Pass:
 
     # -- placing --
     def consider(self, task: QueuedTask) -> None:
+        if task.members:
+            self._consider_gang(task)
+            return
         request = task.request
         state = self._find(request)
         if state is not None:
             self.index.remove(state)
             self.plan.placements[task.id] = _take(state, request)
             self.index.add(state)
+            return
+        self.unplaced.append(task)
+        if self.now - task.submitted_at > self.window:
+            self._reserve_for(task)
+
+    def _consider_gang(self, task: QueuedTask) -> None:
+        """All members on distinct nodes now, or none (holding nothing)."""
+        request = task.request
+        chosen: list[_NodeState] = []
+        for key in self.index.keys:  # best-fit order: fewest free cores, then GPUs
+            if key[0] < request.cores or key[1] < request.gpus:
+                continue
+            for idx in self.index.buckets[key]:
+                state = self.states[idx]
+                if _fits(state, request):
+                    chosen.append(state)
+                    if len(chosen) == len(task.members):
+                        break
+            if len(chosen) == len(task.members):
+                break
+        if len(chosen) == len(task.members):
+            for member, state in zip(task.members, chosen, strict=True):
+                self.index.remove(state)
+                self.plan.placements[member] = _take(state, request)
+                self.index.add(state)
             return
         self.unplaced.append(task)
         if self.now - task.submitted_at > self.window:
@@ -463,6 +520,9 @@ class _Pass:
         held_back: dict[tuple, str | None] = {}
         short: dict[tuple, str] = {}
         for task in self.unplaced:
+            if task.members:
+                self._explain_gang(task)
+                continue
             request = task.request
             key = (request.cores, request.memory, request.gpus, request.target)
             text: str | None = None
@@ -483,6 +543,33 @@ class _Pass:
                 text += "; later tasks are held back so it can start"
             self.plan.waiting[task.id] = text
         return self.plan
+
+    def _explain_gang(self, task: QueuedTask) -> None:
+        """'2 of 3 nodes with 4 free GPUs', for every member of a waiting gang."""
+        request, size = task.request, len(task.members)
+        able = sum(1 for c in self.caps if _node_refusal(request, c) is None)
+        if able < size:
+            text = (
+                f"only {able} of {size} nodes could ever hold a member with "
+                f"{_describe(request)}; waiting for more nodes to register"
+            )
+        else:
+            free = sum(1 for s in self.states if s.available and _fits(s, request))
+            text = (
+                f"{free} of {size} nodes with {_describe(request)} free; "
+                f"the job starts when all {size} are free at once"
+            )
+            held = sum(
+                1
+                for name, blocker in self.reserved_by.items()
+                if blocker.id != task.id and _fits(self.by_name[name], request)
+            )
+            if held:
+                text += f" ({held} more held back for an older starving task)"
+        if task.id in self.blockers:
+            text += "; later tasks are held back so it can start"
+        for member in task.members:
+            self.plan.waiting[member] = text
 
     def _held_back(self, request: ResourceRequest, own_id: int | None = None) -> str | None:
         """'held back behind task N' when only an older starving task's reservation stops it."""

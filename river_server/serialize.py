@@ -7,6 +7,15 @@ from typing import Any
 from river_server import db
 
 
+def _job_json(task: db.Task) -> dict[str, Any] | None:
+    """A member's place in its job (spec["job"] less the member list), or None."""
+    job = (task.spec or {}).get("job")
+    if not job:
+        return None
+    keys = ("id", "rank", "size", "network", "master_addr", "master_port")
+    return {k: job[k] for k in keys if k in job}
+
+
 def task_json(
     task: db.Task, queue_position: int | None = None, wait_reason: str | None = None
 ) -> dict[str, Any]:
@@ -22,6 +31,7 @@ def task_json(
         "gpus": task.gpus or [],
         "memory": task.memory,
         "array": (task.spec or {}).get("array"),  # {id, index, size, limit} or None
+        "job": _job_json(task),
         "overlay_ip": (task.spec or {}).get("overlay_ip"),  # reserved with ip_token, or None
         "exit_code": task.exit_code,
         "reason": task.reason,

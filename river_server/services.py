@@ -63,6 +63,7 @@ class HostConfig:
     ssh_max_connections: int = 256  # SSH proxy connections in all (a thread each)
     ssh_max_relays_per_user: int = 32  # SSH sessions + forwards per user (a thread each)
     max_tunnels_per_user: int = 32  # open `river forward` connections + `river attach` terminals
+    upgrade_db: bool = False  # upgrade an older PostgreSQL schema (SQLite: always, with a backup)
 
     def __post_init__(self) -> None:
         if self.shared_dir is None:
@@ -83,7 +84,7 @@ class River:
         db_file = Path(config.db_url.removeprefix("sqlite:///"))
         if config.db_url.startswith("sqlite:///") and db_file.is_absolute():
             private_file(db_file)  # SQLite gives -wal and -shm the database's mode
-        self.engine = db.make_engine(config.db_url)
+        self.engine = db.make_engine(config.db_url, upgrade=config.upgrade_db, log=self.log)
         self.sessions = db.make_sessionmaker(self.engine)
         self.ids = SnowflakeGenerator()
         with self.sessions() as session:

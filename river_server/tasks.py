@@ -31,7 +31,7 @@ from river_runner.protocol import (
     TaskState,
 )
 from river_runner.spec import ResourceRequest, SpecError, parse_request
-from river_server import db
+from river_server import db, jobs
 from river_server.arrays import array_env, parse_array
 from river_server.auth import role_at_least
 from river_server.blobs import BlobStore
@@ -167,7 +167,9 @@ class Queue(Protocol):
 
     def wake(self) -> None: ...
 
-    def infeasible(self, request: ResourceRequest, container: bool = False) -> str | None: ...
+    def infeasible(
+        self, request: ResourceRequest, container: bool = False, size: int | None = None
+    ) -> str | None: ...
 
 
 class TaskService:
@@ -204,6 +206,7 @@ class TaskService:
         self.max_tasks_per_user = max_tasks_per_user
         self.user_mount_prefixes = user_mount_prefixes
         self._queue: Queue | None = None
+        self._stops: set[asyncio.Future[None]] = set()
 
     def bind_queue(self, queue: Queue) -> None:
         self._queue = queue
@@ -244,7 +247,13 @@ class TaskService:
     ) -> db.Task:
         """Validate and store a task. `vps`: it is an incarnation of that VPS record;
         `inherit_address_from`: the previous incarnation, whose reserved overlay address
-        this one takes over."""
+        this one takes over. `nodes` in the body: a multi-node job (river_server/jobs.py);
+        its members are stored together and rank 0 is returned."""
+        size = jobs.job_size(body)
+        network = None
+        if size is not None:
+            network = jobs.check_network(self.overlay)
+            body = jobs.member_body(body)
         kind, spec = _validate_spec(body)
         self._check_bounds(owner, spec)
         if vps is not None:  # a VPS incarnation (river_server.vps): a long-lived container
@@ -267,30 +276,48 @@ class TaskService:
             check_images(self.sessions, self.environments, owner, role, spec)
         except ImageRefused as exc:
             raise TaskError(exc.status, str(exc)) from None
-        reason = self.queue.infeasible(request, container=needs_container(spec))
+        reason = self.queue.infeasible(
+            request, container=needs_container(spec), size=size
+        )
         if reason:
             raise SpecError(reason)
-        task = db.Task(
-            id=self.ids.next_id(),
-            name=name,
-            owner=owner,
-            kind=kind,
-            spec=spec,
-            request=request.to_json(),
-            state=(
-                TaskState.PENDING_APPROVAL.value
-                if self.require_approval and not role_at_least(role, "operator")
-                else TaskState.QUEUED.value
-            ),
-            submitted_at=time.time(),
+        state = (
+            TaskState.PENDING_APPROVAL.value
+            if self.require_approval and not role_at_least(role, "operator")
+            else TaskState.QUEUED.value
         )
+        now = time.time()
+        job_id = self.ids.next_id() if size is not None else None
+        members = []
+        for rank in range(size or 1):
+            member_spec = spec
+            if job_id is not None:
+                job = {"id": str(job_id), "rank": rank, "size": size, "network": network}
+                member_spec = {**spec, "job": job}
+            members.append(
+                db.Task(
+                    id=self.ids.next_id(),
+                    name=name,
+                    owner=owner,
+                    kind=kind,
+                    spec=member_spec,
+                    request=request.to_json(),
+                    state=state,
+                    submitted_at=now,
+                    job_id=job_id,
+                    job_rank=None if job_id is None else rank,
+                )
+            )
         with self.sessions.begin() as session:
-            session.add(task)
-            session.add(db.TaskTransition(task_id=task.id, state=task.state, detail="submitted"))
-            self.overlay.claim(session, task)  # spends the ip_token with the task
-        self.publish(task)
+            for task in members:
+                session.add(task)
+                detail = "submitted" if job_id is None else f"submitted in job {job_id}"
+                session.add(db.TaskTransition(task_id=task.id, state=task.state, detail=detail))
+                self.overlay.claim(session, task)  # spends the ip_token with the task
+        for task in members:
+            self.publish(task)
         self.queue.wake()
-        return task
+        return members[0]
 
     def _check_bounds(self, owner: str, spec: dict[str, Any]) -> None:
         """Refuse what would let one user grow the host's database without limit: a huge
@@ -376,8 +403,20 @@ class TaskService:
         session.commit()
         for task in tasks:
             self.publish(task)
+        self._end_jobs_of(tasks)
         if any(TaskState(t.state).terminal or t.state == TaskState.QUEUED.value for t in tasks):
             self.queue.wake()
+
+    def _end_jobs_of(self, tasks: list[db.Task]) -> None:
+        """A job member that ended badly ends its job: the others are recorded killed
+        (committed before anyone hears of it), then their runners are told to stop them."""
+        ended = [t for t in tasks if t.job_id is not None and TaskState(t.state).terminal]
+        if not ended:
+            return
+        for url, secret, task_id in jobs.end_siblings(self, self.connections, ended):
+            stop = asyncio.ensure_future(self.kill_on_runner(url, secret, task_id))
+            self._stops.add(stop)
+            stop.add_done_callback(self._stops.discard)
 
     # ---- user actions ---------------------------------------------------------------
     async def control(self, task: db.Task, action: str) -> db.Task:

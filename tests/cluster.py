@@ -24,10 +24,31 @@ REPO = Path(__file__).resolve().parent.parent
 JOIN_TOKEN = "test-join-token"
 
 
+# Which database a Cluster's host uses: None is SQLite in its data dir; conftest sets a
+# function (root -> SQLAlchemy URL) under `--db postgresql`. One database per root, so a
+# test that restarts a host on the same root (or builds a second Cluster on it) finds it.
+DATABASE_FOR: Callable[[Path], str] | None = None
+_DATABASES: dict[Path, str] = {}
+
+
+def database_url(root: Path) -> str:
+    """The database of the host whose cluster lives in `root`."""
+    root = Path(root).resolve()
+    if DATABASE_FOR is None:
+        return f"sqlite:///{root / 'host' / 'river.db'}"
+    if root not in _DATABASES:
+        _DATABASES[root] = DATABASE_FOR(root)
+    return _DATABASES[root]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class GaveUp(RuntimeError):
+    """Raised by a wait_for predicate when waiting longer cannot help (the process died)."""
 
 
 def wait_for(
@@ -44,6 +65,8 @@ def wait_for(
             value = predicate()
             if value:
                 return value
+        except GaveUp:
+            raise
         except Exception as exc:  # the thing polled may not be up yet
             last_error = exc
         time.sleep(interval)
@@ -108,9 +131,12 @@ class Cluster:
     # kernels get RIVER_URL/RIVER_TOKEN as under `river up`, so `%river connect` just works.
     app: str = "server"
     ssh_proxy_port: int = 0  # 0: any free port (a VPS's JSON says which)
+    db_url: str = ""  # empty: database_url(root), SQLite or the session's PostgreSQL
 
     def __post_init__(self) -> None:
         reachable_by_task_accounts(self.root)
+        if not self.db_url:
+            self.db_url = database_url(self.root)
 
     @property
     def url(self) -> str:
@@ -146,6 +172,7 @@ class Cluster:
             "--LabApp.extension_manager=readonly",
             f"--ServerApp.root_dir={self.root}",
             f"--RiverHost.data_dir={data_dir}",
+            f"--RiverHost.db_url={self.db_url}",
             f"--RiverHost.runner_token={JOIN_TOKEN}",
             f"--RiverHost.heartbeat_interval={self.heartbeat_interval}",
             f"--RiverHost.heartbeat_misses={self.heartbeat_misses}",
@@ -168,7 +195,7 @@ class Cluster:
 
     def _host_up(self) -> bool:
         if self.host_process and self.host_process.poll() is not None:
-            raise RuntimeError(
+            raise GaveUp(
                 f"host exited with {self.host_process.returncode}; see {self.root / 'host.log'}"
             )
         return (
@@ -270,7 +297,7 @@ class Cluster:
         from river_server import db
         from river_server.auth import create_token, ensure_user
 
-        engine = db.make_engine(f"sqlite:///{self.root / 'host' / 'river.db'}")
+        engine = db.make_engine(self.db_url)
         try:
             sessions = db.make_sessionmaker(engine)
             tokens = {}
@@ -336,7 +363,11 @@ def start_river_up(tmp_path: Path) -> tuple[subprocess.Popen, Cluster, Path]:
     except BaseException:
         _stop(up)
         raise
-    return up, Cluster(tmp_path, port=port, token=token), data_dir
+    # `river up` keeps SQLite in its data dir whatever --db says (it is the one-machine mode).
+    up_cluster = Cluster(
+        tmp_path, port=port, token=token, db_url=f"sqlite:///{data_dir / 'river.db'}"
+    )
+    return up, up_cluster, data_dir
 
 
 def as_user(token: str) -> dict[str, Any]:

@@ -7,7 +7,39 @@ from pathlib import Path
 
 import pytest
 
+from tests import cluster as cluster_module
 from tests.cluster import Cluster, reachable_by_task_accounts
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the database every test cluster's host uses: SQLite in its data dir, or a "
+        "fresh database per cluster on one throwaway PostgreSQL server (tests/pg.py)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cluster_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Under --db postgresql: one PostgreSQL server for the session, stopped and removed
+    at its end; every Cluster gets a database of its own on it."""
+    choice = request.config.getoption("--db")
+    if choice != "postgresql":
+        yield choice
+        return
+    from tests.pg import PgServer
+
+    server = PgServer()
+    server.start()
+    cluster_module.DATABASE_FOR = lambda _root: server.create_database()
+    try:
+        yield choice
+    finally:
+        cluster_module.DATABASE_FOR = None
+        cluster_module._DATABASES.clear()
+        server.stop()
 
 
 @pytest.fixture(autouse=True)

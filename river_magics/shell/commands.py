@@ -21,19 +21,29 @@ from typing import Any
 
 from river_runner.loglines import LineRenderer
 
-from ..arguments import _add_task_options, check_request, count_arg, memory_arg, target_arg
+from ..arguments import (
+    _add_env_commands,
+    _add_task_options,
+    check_job,
+    check_request,
+    count_arg,
+    env_name_arg,
+    memory_arg,
+    target_arg,
+)
 from ..client import Client, TaskHandle, is_terminal
 from ..common import normalize_url
 from ..display import nodes_bundle, status_text, task_bundle, tasks_bundle
 from ..environments import environments_bundle
 from ..errors import RiverError
-from ..launch import Follower, task_options, write_line
+from ..launch import Follower, job_options, task_options, write_line
 from ..usage import UsageError
 from ..vps import _create_body, add_vps_commands, vps_bundle
 from ..vps_apps import ssh_command, ssh_config, start_jupyter, start_tensorboard, terminal_url
 from . import config
 from .follow import INTERRUPTED, exit_code, follow, note
 from .parsing import ShellParser, connection_options, split_command
+from .payload_files import pull_targets, push_files, write_pulled
 from .streams import COMMANDS as STREAM_COMMANDS
 
 Command = Callable[[list[str]], int]
@@ -139,6 +149,21 @@ def _task_parser(prog: str, description: str) -> ShellParser:
         "#! line) runs as a River Python task, anything else through its #! interpreter "
         "(default /bin/sh)",
     )
+    parser.add_argument(
+        "--push",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a Python SCRIPT gets FILE's bytes as its variable NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--pull",
+        action="append",
+        default=[],
+        metavar="NAME[=FILE]",
+        help="river run: after success, write the script's variable NAME to FILE "
+        "(default NAME): bytes and text as they are, other values pickled (repeatable)",
+    )
     parser.add_argument("script_args", nargs="*", metavar="ARGS", help="arguments for SCRIPT")
     return parser
 
@@ -173,6 +198,13 @@ def _submit_handles(
 ) -> tuple[list[TaskHandle], list[str] | None]:
     """Submit one task, an --array, or one per -t target; the handles and their labels."""
     options = task_options(args)
+    if args.push or args.pull:  # the magic's --push/--pull, with files (payload_files.py)
+        if "script" not in what:
+            raise UsageError("--push and --pull work with a Python SCRIPT (.py), not a command")
+        options.update(push=push_files(args.push), pull=list(pull_targets(args.pull)))
+    if getattr(args, "nodes", None) is not None:
+        group = client.submit(**what, **options, **job_options(args))
+        return list(group.handles), list(group.labels)
     if args.array:
         group = client.submit_array(args.array, target=args.target, **what, **options)
         return list(group.handles), list(group.labels)
@@ -195,6 +227,7 @@ def _parse_task_args(parser: ShellParser, argv: list[str]) -> tuple[argparse.Nam
     args.target = args.targets[0] if len(args.targets) == 1 else None
     if args.array and len(args.targets) > 1:
         raise UsageError("give either --array or several -t targets, not both")
+    check_job(args)
     check_request(args)
     return args, _what(args, command)
 
@@ -207,6 +240,10 @@ def _submit(argv: list[str]) -> int:
         "`river logs ID -f`. --detach is the default here (accepted for the magic's sake).",
     )
     args, what = _parse_task_args(parser, argv)
+    if args.pull:
+        raise UsageError(
+            "--pull needs the task's end: use `river run --pull ...`, which waits for it"
+        )
     with _client(args) as client:
         handles, _labels = _submit_handles(client, args, what)
         if args.json:
@@ -225,6 +262,10 @@ def _run(argv: list[str]) -> int:
         "code. Ctrl+C kills the task. --detach prints the ID and returns.",
     )
     args, what = _parse_task_args(parser, argv)
+    if args.pull and (args.detach or args.array or len(args.targets) > 1):
+        raise UsageError(
+            "--pull brings back one task's values: not with --detach, --array or -t -t"
+        )
     with _client(args) as client:
         handles, labels = _submit_handles(client, args, what)
         if args.detach:
@@ -234,7 +275,10 @@ def _run(argv: list[str]) -> int:
         if args.json:
             raise UsageError("river run streams text; use `river submit --json` for the record")
         note(f"task {', '.join(h.id for h in handles)} submitted")
-        return follow(client, handles, labels)
+        code = follow(client, handles, labels)
+        if args.pull and code == 0:
+            write_pulled(handles[0].result(), pull_targets(args.pull))
+        return code
 
 
 # ---- tasks ----------------------------------------------------------------------------------
@@ -406,19 +450,46 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _env(argv: list[str]) -> int:
-    """river env list"""
-    parser = ShellParser(
-        prog="river env",
-        description="Container environments (build them from a notebook: "
-        "%river env create|exec|export).",
-    )
-    actions = parser.add_subparsers(dest="env_command", metavar="ACTION", required=True)
-    actions.add_parser("list", help="environments and their exported tarballs")
-    _add_connection_options(parser)
-    args = parser.parse_args(argv)
+    """river env list|show|create|exec|export|delete"""
+    parser = ShellParser(prog="river", description="Container environments (docs/docker.md).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_env_commands(sub)  # the magic's own definitions: `%river env ...`
+    actions = sub.choices["env"]._subparsers._group_actions[0]  # type: ignore[union-attr]
+    show = actions.add_parser("show", help="one environment's record")
+    show.add_argument("name", type=env_name_arg, metavar="NAME")
+    _add_connection_options(sub.choices["env"])
+    before, command = split_command(argv)
+    args = parser.parse_args(["env", *before])
+    action = args.env_command
     with _client(args) as client:
-        envs = client.environments()
-    _show(args, envs, environments_bundle(envs))
+        if action == "list":
+            envs = client.environments()
+            _show(args, envs, environments_bundle(envs))
+        elif action == "show":
+            env = client.environment(args.name)
+            _show(args, env, environments_bundle([env]))
+        elif action == "create":
+            env = client.create_environment(args.name, args.image)
+            text = f"environment {env['name']} running (from {env.get('image')})"
+            _show(args, env, {"text/plain": text})
+        elif action == "exec":
+            words = [*args.cmd, *(command or [])]
+            if not words:
+                raise UsageError("give the command after `--`: river env exec NAME -- COMMAND")
+            result = client.exec_environment(args.name, " ".join(words))
+            if args.json:
+                _print_json(result)
+            else:
+                sys.stdout.write(result.get("output") or "")
+            return min(int(result.get("exit_code") or 0), 255)
+        elif action == "export":
+            env = client.export_environment(args.name)
+            path = (env.get("exported") or {}).get("path")
+            _show(args, env, {"text/plain": f"environment {env['name']} exported to {path}"})
+        else:  # delete
+            result = client.delete_environment(args.name, tarball=args.tarball)
+            removed = " and ".join(result.get("removed") or []) or "nothing"
+            _show(args, result, {"text/plain": f"environment {args.name}: removed {removed}"})
     return 0
 
 

@@ -252,14 +252,29 @@ def _attach(argv: list[str]) -> int:
     parser = ShellParser(
         prog="river attach",
         parents=[connection_options(json_output=False)],
-        description="A shell with a terminal in your running container task (docker "
-        "backend). Exit the shell to leave; the task keeps running.",
+        description="A shell with a terminal in your running container task or VPS (docker "
+        "backend). Exit the shell to leave; the task or VPS keeps running.",
     )
-    parser.add_argument("id", metavar="ID", help="a task ID, a unique prefix of one, or its name")
+    parser.add_argument(
+        "id", metavar="ID", help="a task or VPS: an ID, a unique prefix of one, or its name"
+    )
     args = parser.parse_args(argv)
     with _client(args) as client:
-        ident = client.resolve_task(args.id)
+        ident = _attach_target(client, args.id)
         return asyncio.run(_attach_session(client, f"/tasks/{ident}/attach"))
+
+
+def _attach_target(client: Client, ref: str) -> str:
+    """The task to attach to: a VPS's current incarnation when `ref` names a VPS (its ID
+    outlives restarts, each of which is a new task: the host's attach route takes that
+    task), else the task `ref` names."""
+    try:
+        vps_id = client.resolve_vps(ref)
+    except RiverError as exc:
+        if exc.status != 404:
+            raise
+        return client.resolve_task(ref)
+    return str(client.vps(vps_id)["task_id"])
 
 
 COMMANDS = {"forward": _forward, "attach": _attach}

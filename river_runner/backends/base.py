@@ -46,6 +46,8 @@ class TaskLaunch:
     privileged: bool = False
     name: str | None = None
     overlay_ip: str | None = None  # the task's reserved overlay address (ip_token), if any
+    # A job member's MPI hostfile (text); the backend writes it and sets RIVER_HOSTFILE.
+    hostfile: str | None = None
     hostname: str | None = None  # the container's hostname (VPSes: vps-<id>)
     # The data plane: {"push": {name: {"digest", "size"}}, "pull": [names]} (river_runner/data.py)
     data: dict[str, Any] | None = None

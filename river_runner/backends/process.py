@@ -131,6 +131,11 @@ class ProcessBackend(Backend):
             shutil.rmtree(task_dir)
         task_dir.mkdir(parents=True)
         scratch = self._make_scratch(launch.task_id)
+        if launch.hostfile:  # a job member's MPI hostfile, readable by the task's account
+            path = (scratch or task_dir) / "hostfile"
+            path.write_text(launch.hostfile)
+            path.chmod(0o644)
+            launch.env = {**launch.env, "RIVER_HOSTFILE": str(path)}
         argv = self._argv(launch, scratch or task_dir, interpreter.path)
         cwd = launch.workdir or (str(scratch) if scratch else "")
         user = f"{self.account.uid}:{self.account.gid}" if scratch else ""

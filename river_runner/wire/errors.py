@@ -83,7 +83,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def describe_one(model: type[BaseModel], error: Any) -> str:
+def describe_one(model: type[BaseModel], error: Any, noun: str = "field") -> str:
     loc = tuple(error["loc"])
     path = field_path(loc)
     kind = error["type"]
@@ -94,7 +94,7 @@ def describe_one(model: type[BaseModel], error: Any) -> str:
         guess = suggest(name, allowed)
         hint = f" (did you mean '{guess}'?)" if guess else ""
         listed = ", ".join(allowed) if allowed else "none"
-        return f"unknown field '{path}'{hint}; allowed: {listed}"
+        return f"unknown {noun} '{path}'{hint}; allowed: {listed}"
     if kind == "missing":
         return f"'{path}' is required"
     if kind == "value_error":
@@ -107,10 +107,11 @@ def describe_one(model: type[BaseModel], error: Any) -> str:
     return f"'{path}': {error['msg']} (got {_show(error.get('input'))})"
 
 
-def describe_errors(model: type[BaseModel], exc: ValidationError) -> str:
-    """All of a body's problems in one line, the first few in full."""
+def describe_errors(model: type[BaseModel], exc: ValidationError, noun: str = "field") -> str:
+    """All of a body's (or a query's: noun="query parameter") problems in one line, the
+    first few in full."""
     errors = exc.errors(include_url=False)
-    parts = [describe_one(model, e) for e in errors[:MAX_ERRORS]]
+    parts = [describe_one(model, e, noun) for e in errors[:MAX_ERRORS]]
     more = len(errors) - MAX_ERRORS
     if more > 0:
         parts.append(f"and {more} more")

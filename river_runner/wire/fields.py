@@ -48,6 +48,17 @@ def checked(check: Callable[[Any], object], *, keep: bool = False) -> BeforeVali
     return BeforeValidator(run)
 
 
+def _no_nul(value: Any) -> Any:
+    """Text the host stores in a column: PostgreSQL's text types cannot hold NUL (SQLite
+    can), so a NUL reached the commit as a 500; refuse it where the request is read."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL (\\x00) characters")
+    return value
+
+
+StoredText = checked(_no_nul, keep=True)
+
+
 def _blank_is_none(check: Callable[[Any], object]) -> Callable[[Any], object]:
     """Fields where the host has always read "" as "not given"."""
     return lambda value: value if value == "" else check(value)
@@ -158,4 +169,4 @@ Python = Annotated[
     ),
     checked(parse_python),
 ]
-Label = Annotated[str | None, Field(max_length=128)]
+Label = Annotated[str | None, Field(max_length=128), StoredText]

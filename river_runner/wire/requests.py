@@ -30,6 +30,7 @@ from river_runner.wire.fields import (
     Python,
     Role,
     Seconds,
+    StoredText,
     Target,
     UserName,
 )
@@ -37,6 +38,7 @@ from river_runner.wire.fields import (
 SSH_MODES = ("disabled", "none", "upload", "generate")
 APPS = ("jupyter", "tensorboard")
 MAX_TTL = 7 * 24 * 3600.0
+MAX_JOB_NODES = 64  # members of one multi-node job (one per node)
 
 
 class Request(BaseModel):
@@ -68,7 +70,7 @@ class ArraySpec(Request):
 class ContainerFields(Request):
     """What a task and a VPS share: resources, container options, an overlay address."""
 
-    name: Annotated[str | None, Field(max_length=256)] = None
+    name: Annotated[str | None, Field(max_length=256), StoredText] = None
     cores: Cores = 1
     memory: Memory = None
     gpus: Gpus = None
@@ -106,6 +108,20 @@ class TaskSubmit(ContainerFields):
     workdir: str | None = None
     environment: EnvironmentName = None
     array: ArraySpec | None = None
+    nodes: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_JOB_NODES,
+        description="a multi-node job: this many members, one per node, placed together; "
+        "each asks for cores/memory/gpus (river_server/jobs.py)",
+    )
+    gpus_per_node: int | None = Field(
+        default=None, ge=0, description="a job member's GPU count (the same as `gpus`)"
+    )
+    network: Literal["overlay"] | None = Field(
+        default=None,
+        description="a job's network: `overlay` (each member at its own overlay address)",
+    )
     python: Python = None
     data: TaskData | None = Field(
         default=None, description="pushed blobs and pulled names (the data plane)"
@@ -123,6 +139,17 @@ class TaskSubmit(ContainerFields):
             raise SpecError("'python_fallback' must be true or false")
         return value
 
+    @field_validator("network", mode="before")
+    @classmethod
+    def _network(cls, value: Any) -> Any:
+        if value == "host":
+            raise SpecError(
+                "network 'host' is not yet available; use 'overlay' (the default) for now"
+            )
+        if value not in (None, "", "overlay"):
+            raise SpecError(f"network must be 'overlay', not {value!r}")
+        return value or None
+
     @field_validator("kind", mode="before")
     @classmethod
     def _kind(cls, value: Any) -> Any:
@@ -136,7 +163,7 @@ class TaskSubmit(ContainerFields):
 class TaskDecision(Request):
     """POST /tasks/{id}/approve|reject."""
 
-    reason: Annotated[str | None, Field(max_length=1000)] = None
+    reason: Annotated[str | None, Field(max_length=1000), StoredText] = None
 
 
 # ---- VPSes -----------------------------------------------------------------------------

@@ -83,6 +83,17 @@ class TaskArray(Response):
     limit: int | None = None
 
 
+class TaskJob(Response):
+    """A member's place in a multi-node job (river_server/jobs.py)."""
+
+    id: Id
+    rank: int
+    size: int
+    network: Literal["overlay"]
+    master_addr: str | None = sometimes("rank 0's address, once the job is placed")
+    master_port: int | None = sometimes("the rendezvous port, once the job is placed")
+
+
 class Task(Response):
     """river_server/serialize.py task_json (+ `spec` for the owner and operators)."""
 
@@ -97,6 +108,7 @@ class Task(Response):
     gpus: list[int]
     memory: int | None
     array: TaskArray | None
+    job: TaskJob | None = sometimes("a member of a multi-node job (nodes=N)")
     overlay_ip: str | None
     exit_code: int | None
     reason: str | None

@@ -22,6 +22,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
 from river_runner.protocol import TaskState
+from river_runner.wire.queries import IdPage, NamePage, TokenList
 from river_runner.wire.requests import (
     EmptyBody,
     GroupCreate,
@@ -76,11 +77,12 @@ class MeHandler(AccountsHandler):
 
 class UsersHandler(AccountsHandler):
     bodies = {"post": UserCreate}
+    queries = {"get": NamePage}
 
     @web.authenticated
     async def get(self) -> None:
         self.require_role("operator")
-        page = page_request(self, numeric=False)
+        page = page_request(self.query(NamePage))
         items = await self.call(self.accounts.list_users)
         items, following = page_of(items, page, "name")
         self.write_json({"users": items, "next": following})
@@ -149,16 +151,18 @@ class UserHandler(AccountsHandler):
 
 class TokensHandler(AccountsHandler):
     bodies = {"post": TokenCreate}
+    queries = {"get": TokenList}
 
     @web.authenticated
     async def get(self) -> None:
         """Your tokens; admins: `?user=NAME` for someone's, `?all=1` for everyone's."""
-        who = self.get_argument("user", None)
-        every = self.get_argument("all", "0") not in ("0", "", "false")
+        params = self.query(TokenList)
+        who = params.user
+        every = params.all
         if (who is not None and who != self.username) or every:
             self.require_role("admin")
         user = None if every else (who or self.username)
-        page = page_request(self)
+        page = page_request(params)
         items = await self.call(self.accounts.list_tokens, user)
         items, following = page_of(items, page, "id")
         self.write_json({"tokens": items, "next": following})
@@ -188,11 +192,12 @@ class TokenHandler(AccountsHandler):
 
 class InvitationsHandler(AccountsHandler):
     bodies = {"post": InvitationCreate}
+    queries = {"get": IdPage}
 
     @web.authenticated
     async def get(self) -> None:
         self.require_role("operator")
-        page = page_request(self)
+        page = page_request(self.query(IdPage))
         items = await self.call(self.accounts.list_invitations)
         items, following = page_of(items, page, "id")
         self.write_json({"invitations": items, "next": following})
@@ -283,11 +288,12 @@ class LoginHandler(AccountsHandler):
 
 class GroupsHandler(AccountsHandler):
     bodies = {"post": GroupCreate}
+    queries = {"get": NamePage}
 
     @web.authenticated
     async def get(self) -> None:
         self.require_role("operator")
-        page = page_request(self, numeric=False)
+        page = page_request(self.query(NamePage))
         items = await self.call(self.accounts.list_groups)
         items, following = page_of(items, page, "name")
         self.write_json({"groups": items, "next": following})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from tornado import web
 
 from river_runner.spec import SpecError
+from river_runner.wire.queries import LogsQuery, TaskList
 from river_runner.wire.requests import EmptyBody, TaskSubmit
-from river_server import db
+from river_server import db, jobs
 from river_server.auth import role_at_least
 from river_server.datastore import DataError
 from river_server.handlers.base import RiverAPIHandler, min_cores
@@ -26,12 +29,14 @@ class NodesHandler(RiverAPIHandler):
 
 class TasksHandler(RiverAPIHandler):
     bodies = {"post": TaskSubmit}
+    queries = {"get": TaskList}
 
     @web.authenticated
     def get(self) -> None:
-        show_all = self.get_argument("all", "0") not in ("0", "", "false")
-        states = [s for s in self.get_argument("state", "").split(",") if s]
-        page = page_request(self)
+        params = self.query(TaskList)
+        show_all = params.all
+        states = params.state.split(",") if params.state else []
+        page = page_request(params)
         query = select(db.Task).order_by(db.Task.id.desc()).limit(page.limit + 1)
         if page.before is not None:
             query = query.where(db.Task.id < page.before)
@@ -66,7 +71,12 @@ class TasksHandler(RiverAPIHandler):
             raise web.HTTPError(400, str(exc)) from None
         except TaskError as exc:  # e.g. 403: privileged or a mount beyond the caller's role
             raise web.HTTPError(exc.status, str(exc)) from None
-        self.write_json({"task": self.river.tasks.to_json(task)}, status=201)
+        answer: dict[str, Any] = {"task": self.river.tasks.to_json(task)}
+        if task.job_id is not None:  # a multi-node job: every member, in rank order
+            with self.river.sessions() as session:
+                members = jobs.members_of(session, task.job_id)
+            answer["members"] = [self.river.tasks.to_json(m) for m in members]
+        self.write_json(answer, status=201)
 
 
 class TaskHandler(RiverAPIHandler):
@@ -100,12 +110,11 @@ class TaskActionHandler(RiverAPIHandler):
 
 
 class TaskLogsHandler(RiverAPIHandler):
+    queries = {"get": LogsQuery}
+
     @web.authenticated
     def get(self, task_id: str) -> None:
         task = self.load_task(task_id, action="logs")
-        try:
-            since = int(self.get_argument("since", "0"))
-        except ValueError:
-            raise web.HTTPError(400, "since must be a line number") from None
+        since = self.query(LogsQuery).since
         lines = self.river.logs.read(task.id, since)
         self.write_json({"lines": lines, "next": lines[-1]["seq"] if lines else since})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, get_origin
 
 from jupyter_server.base.handlers import APIHandler
 from pydantic import ValidationError
@@ -12,11 +12,13 @@ from tornado import web
 
 from river_runner.ids import parse_id
 from river_runner.wire import Request, describe_errors
+from river_runner.wire.queries import TRANSPORT, NoQuery, Query
 from river_server import db
 from river_server.auth import role_at_least, user_role
 from river_server.services import River
 
 RequestT = TypeVar("RequestT", bound=Request)
+QueryT = TypeVar("QueryT", bound=Query)
 
 
 def min_cores(role: str) -> dict[str, int]:
@@ -29,6 +31,54 @@ class RiverAPIHandler(APIHandler):
     # river_runner.wire: read by body(), the OpenAPI document and the contract test
     # (tests/integration/test_request_models.py), so a route cannot take an unchecked body.
     bodies: ClassVar[dict[str, type[Request]]] = {}
+
+    # The query model of each method that takes query parameters, from
+    # river_runner/wire/queries.py; every other method takes none (NoQuery). Checked in
+    # prepare(), so no route can read a parameter unchecked or ignore a misspelled one;
+    # the OpenAPI document's parameters come from the same models (river_server/openapi.py).
+    queries: ClassVar[dict[str, type[Query]]] = {}
+    _query: Query | None = None
+
+    @classmethod
+    def query_model(cls, method: str) -> type[Query]:
+        return cls.queries.get(method.lower(), NoQuery)
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        if not self._finished:
+            self._query = self._checked_query()
+
+    def _checked_query(self) -> Query:
+        """The query string, validated by the method's model: a 400 naming each bad
+        parameter and what is allowed otherwise."""
+        model = self.query_model(self.request.method or "")
+        values: dict[str, Any] = {}
+        for name, raw in self.request.query_arguments.items():
+            if name in TRANSPORT:  # Jupyter's credentials, not a parameter of the route
+                continue
+            try:
+                texts = [item.decode("utf-8") for item in raw]
+            except UnicodeDecodeError:
+                raise web.HTTPError(400, f"query parameter '{name}' is not UTF-8") from None
+            field = model.model_fields.get(name)
+            if field is not None and get_origin(field.annotation) is list:
+                values[name] = texts
+            elif len(texts) > 1:
+                raise web.HTTPError(
+                    400, f"query parameter '{name}' is given {len(texts)} times; give it once"
+                )
+            else:
+                values[name] = texts[0]
+        try:
+            return model.model_validate(values)
+        except ValidationError as exc:
+            raise web.HTTPError(400, describe_errors(model, exc, "query parameter")) from None
+
+    def query(self, model: type[QueryT]) -> QueryT:
+        """The query parameters, as checked by prepare() against the declared `model`."""
+        if not isinstance(self._query, model) or type(self._query) is not model:
+            raise RuntimeError(f"{type(self).__name__} declares {type(self._query)}, reads {model}")
+        return self._query
 
     @classmethod
     def request_model(cls, method: str, path_args: Sequence[str] = ()) -> type[Request] | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tornado import web
 
+from river_runner.wire.queries import EnvironmentDelete, NamePage
 from river_runner.wire.requests import EmptyBody, EnvironmentCreate, EnvironmentExec, Request
 from river_server.environments import EnvironmentError
 from river_server.handlers.base import RiverAPIHandler
@@ -48,11 +49,12 @@ class _EnvironmentHandler(RiverAPIHandler):
 
 class EnvironmentsHandler(_EnvironmentHandler):
     bodies = {"post": EnvironmentCreate}
+    queries = {"get": NamePage}
 
     @web.authenticated
     async def get(self) -> None:
         self.require_role("viewer")
-        page = page_request(self, numeric=False)
+        page = page_request(self.query(NamePage))
         environments = await self.call(self.river.environments.list)
         environments, following = page_of(environments, page, "name")
         self.write_json({"environments": environments, "next": following})
@@ -68,6 +70,8 @@ class EnvironmentsHandler(_EnvironmentHandler):
 
 
 class EnvironmentHandler(_EnvironmentHandler):
+    queries = {"delete": EnvironmentDelete}
+
     @web.authenticated
     async def get(self, name: str) -> None:
         self.require_role("viewer")
@@ -76,7 +80,7 @@ class EnvironmentHandler(_EnvironmentHandler):
     @web.authenticated
     async def delete(self, name: str) -> None:
         self.require_role("user")
-        tarball = self.get_argument("tarball", "0") not in ("0", "", "false")
+        tarball = self.query(EnvironmentDelete).tarball
         result = await self.call(
             self.river.environments.delete, self.username, self.role, name, tarball=tarball
         )

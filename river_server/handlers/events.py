@@ -16,6 +16,7 @@ from tornado.iostream import StreamClosedError
 
 from river_runner.ids import parse_id
 from river_runner.protocol import EVENT_HELLO, EVENT_LOG, EVENT_NODE, EVENT_TASK
+from river_runner.wire.queries import EventsQuery
 from river_server import db
 from river_server.auth import role_at_least
 from river_server.handlers.base import RiverAPIHandler
@@ -25,6 +26,7 @@ KEEPALIVE_SECONDS = 15.0
 
 
 class EventsHandler(RiverAPIHandler):
+    queries = {"get": EventsQuery}
     _closed = False
 
     def on_connection_close(self) -> None:
@@ -35,19 +37,16 @@ class EventsHandler(RiverAPIHandler):
 
     def _task_ids(self) -> list[int]:
         try:
-            return [parse_id(value) for value in self.get_arguments("task")]
+            return [parse_id(value) for value in self.query(EventsQuery).task]
         except ValueError as exc:
             raise web.HTTPError(400, str(exc)) from None
 
     @web.authenticated
     async def get(self) -> None:
         task_ids = self._task_ids()
-        try:
-            since = int(self.get_argument("since", "0"))
-        except ValueError:
-            raise web.HTTPError(400, "since must be a line number") from None
+        since = self.query(EventsQuery).since
         privileged = role_at_least(self.role, "operator")
-        all_tasks = self.get_argument("tasks", "") == "all"
+        all_tasks = self.query(EventsQuery).tasks == "all"
         tasks = [self.load_task(str(tid), action="see") for tid in task_ids]
         log_ids = {str(t.id) for t in tasks if t.owner == self.username or privileged}
         watched = {str(t.id) for t in tasks}

@@ -6,6 +6,7 @@ from typing import Any
 
 from tornado import web
 
+from river_runner.wire.queries import AllocationRelease, ReservationList
 from river_runner.wire.requests import ReservationCreate, ReservationRelease
 from river_server.handlers.base import RiverAPIHandler
 from river_server.overlay import OverlayError
@@ -19,9 +20,6 @@ class OverlayAPIHandler(RiverAPIHandler):
         except OverlayError as exc:
             raise web.HTTPError(exc.status, str(exc)) from None
 
-    def flag(self, name: str) -> bool:
-        return self.get_argument(name, "0") not in ("0", "", "false")
-
 
 class OverlayHandler(OverlayAPIHandler):
     @web.authenticated
@@ -31,22 +29,27 @@ class OverlayHandler(OverlayAPIHandler):
 
 
 class AllocationHandler(OverlayAPIHandler):
+    queries = {"delete": AllocationRelease}
+
     @web.authenticated
     def delete(self, node: str) -> None:
         self.require_role("operator")
-        released = self.overlay_call(self.river.overlay.release, node, force=self.flag("force"))
+        force = self.query(AllocationRelease).force
+        released = self.overlay_call(self.river.overlay.release, node, force=force)
         self.write_json({"released": released})
 
 
 class ReservationsHandler(OverlayAPIHandler):
     bodies = {"post": ReservationCreate}
+    queries = {"get": ReservationList}
 
     @web.authenticated
     def get(self) -> None:
-        everyone = self.flag("all")
+        params = self.query(ReservationList)
+        everyone = params.all
         if everyone:
             self.require_role("operator")
-        page = page_request(self)
+        page = page_request(params)
         reservations = self.river.overlay.reservations(self.username, everyone=everyone)
         reservations, following = page_of(reservations, page, "id")
         self.write_json({"reservations": reservations, "next": following})

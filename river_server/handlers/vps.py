@@ -6,6 +6,7 @@ from tornado import web
 
 from river_runner.ids import parse_id
 from river_runner.spec import SpecError
+from river_runner.wire.queries import NumberPage, VpsList
 from river_runner.wire.requests import EmptyBody, VpsAppStart, VpsCreate, VpsExec
 from river_server import db
 from river_server.auth import role_at_least
@@ -32,15 +33,17 @@ class VpsBase(RiverAPIHandler):
 
 class VpsListHandler(VpsBase):
     bodies = {"post": VpsCreate}
+    queries = {"get": VpsList}
 
     @web.authenticated
     def get(self) -> None:
-        show_all = self.get_argument("all", "0") not in ("0", "", "false")
+        params = self.query(VpsList)
+        show_all = params.all
         owner = None if show_all and role_at_least(self.role, "operator") else self.username
         service = self.river.vps
         found = service.incarnations(owner)
         items = [service.to_json(tasks[-1]) for _, tasks in sorted(found.items(), reverse=True)]
-        items, following = page_of(items, page_request(self), "id", newest_first=True)
+        items, following = page_of(items, page_request(params), "id", newest_first=True)
         self.write_json({"vps": items, "next": following})
 
     @web.authenticated
@@ -113,10 +116,13 @@ class VpsTerminalHandler(VpsBase):
 
 
 class VpsSnapshotsHandler(VpsBase):
+    queries = {"get": NumberPage}
+
     @web.authenticated
     def get(self, vps_id: str) -> None:
         snapshots = self.river.vps.snapshots(self.load_vps(vps_id))
-        snapshots, following = page_of(snapshots, page_request(self), "number")
+        page = page_request(self.query(NumberPage))
+        snapshots, following = page_of(snapshots, page, "number")
         self.write_json({"snapshots": snapshots, "next": following})
 
 

@@ -125,7 +125,7 @@ def kernel(dcluster: Cluster) -> Iterator[Kernel]:
 @pytest.fixture(scope="module")
 def user_tokens(dcluster: Cluster) -> dict[str, str]:
     """API tokens of two plain users (the cluster's own token acts as admin)."""
-    engine = db.make_engine(f"sqlite:///{dcluster.root / 'host' / 'river.db'}")
+    engine = db.make_engine(dcluster.db_url)
     sessions = db.make_sessionmaker(engine)
     try:
         tokens = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-PROBE_SCRIPT = r'''
+PROBE_SCRIPT = r"""
 import ctypes, ctypes.util, json, os, shutil, subprocess
 
 def load():
@@ -49,7 +49,7 @@ if smi:
     listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60)
     out["nvidia_smi"] = listing.stdout.strip().splitlines()
 print("CUDA-PROBE " + json.dumps(out), flush=True)
-'''
+"""
 
 
 def parse_probe(lines: list[str]) -> dict[str, Any]:

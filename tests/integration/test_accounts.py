@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
 
 from river_magics import Client
 from river_magics.errors import RiverError
@@ -54,7 +55,17 @@ def new_user(cluster: Cluster, name: str, role: str = "user", password: str | No
 
 
 def db_bytes(cluster: Cluster) -> bytes:
-    """Everything SQLite holds for the host, main file and write-ahead log together."""
+    """Everything the host's database holds: SQLite's main file and write-ahead log
+    together, or (PostgreSQL) every row of every table as text."""
+    if not cluster.db_url.startswith("sqlite"):
+        engine = sqlalchemy.create_engine(cluster.db_url)
+        try:
+            with engine.connect() as db:
+                tables = sqlalchemy.inspect(db).get_table_names()
+                rows = [db.exec_driver_sql(f'select * from "{t}"').fetchall() for t in tables]
+            return repr(rows).encode()
+        finally:
+            engine.dispose()
     base = cluster.root / "host" / "river.db"
     return b"".join(p.read_bytes() for p in (base, Path(f"{base}-wal")) if p.exists())
 
@@ -264,6 +275,13 @@ def test_role_rules_protect_accounts(host: Cluster) -> None:
         assert response.status_code == 400 and response.json()["message"]
 
 
+def db_args(cluster: Cluster) -> list[str]:
+    """Where the account commands find the host's DB: its data dir (SQLite), or its URL."""
+    if cluster.db_url.startswith("sqlite"):
+        return ["--data-dir", str(cluster.root / "host")]
+    return ["--db-url", cluster.db_url]
+
+
 def river_cli(cluster: Cluster, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     """Run a `river` account command in this process (the entry point itself is checked once,
     in a subprocess, below); returns (status, stdout, stderr)."""
@@ -273,7 +291,7 @@ def river_cli(cluster: Cluster, capsys: pytest.CaptureFixture, *args: str) -> tu
         "invite": admin_cli.invite_command,
     }
     capsys.readouterr()
-    status = commands[args[0]]([*args[1:], "--data-dir", str(cluster.root / "host")])
+    status = commands[args[0]]([*args[1:], *db_args(cluster)])
     out = capsys.readouterr()
     return status, out.out, out.err
 
@@ -289,8 +307,7 @@ def test_admin_cli_manages_users_tokens_and_invitations(
             "river_runner.cli",
             "user",
             "list",
-            "--data-dir",
-            str(host.root / "host"),
+            *db_args(host),
         ],
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ def proc_cluster(solo_cluster: Cluster) -> Cluster:
 @pytest.fixture(scope="module")
 def user_token(proc_cluster: Cluster) -> str:
     """An API token of a plain `user` (the cluster's own token acts as admin)."""
-    engine = db.make_engine(f"sqlite:///{proc_cluster.root / 'host' / 'river.db'}")
+    engine = db.make_engine(proc_cluster.db_url)
     sessions = db.make_sessionmaker(engine)
     try:
         ensure_user(sessions, "carol", "user")

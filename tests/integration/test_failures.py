@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 
 import pytest
+import sqlalchemy
 
 from tests.cluster import Cluster, wait_for
 
@@ -14,8 +14,13 @@ LONG_TASK = "import time\nprint('started', flush=True)\ntime.sleep(30)\n"
 
 
 def _db_rows(cluster: Cluster) -> list[tuple]:
-    with sqlite3.connect(cluster.root / "host" / "river.db") as db:
-        return sorted(db.execute("select id, state, node from tasks").fetchall())
+    engine = sqlalchemy.create_engine(cluster.db_url)
+    try:
+        with engine.connect() as db:
+            rows = db.exec_driver_sql("select id, state, node from tasks").fetchall()
+            return sorted(tuple(row) for row in rows)
+    finally:
+        engine.dispose()
 
 
 def _log_lines(cluster: Cluster, task_id: str) -> list[str]:

@@ -34,7 +34,6 @@ def _task_pids(cluster: Cluster) -> list[int]:
     return pids
 
 
-
 def _assert_all_over(cluster: Cluster, ids: list[str]) -> None:
     def all_terminal() -> bool:
         return all(cluster.task(task_id)["state"] in TERMINAL for task_id in ids)

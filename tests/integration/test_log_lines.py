@@ -45,9 +45,11 @@ def test_a_cell_shows_the_final_state_of_a_progress_bar(solo_cluster: Cluster) -
     cell = next(c for c in notebook.cells if c.id == "bar")
     stderr = "".join(o.text for o in cell.outputs if o.get("name") == "stderr")
     stdout = "".join(o.text for o in cell.outputs if o.get("name") == "stdout")
-    # River's note of which Python ran the cell comes first; the task's own output follows.
-    note, stdout = stdout.split("\n", 1)
-    assert note.startswith("river: ran with "), note
+    # River's note of which Python ran the cell is an output of its own: stdout is the
+    # task's alone.
+    notes = [o for o in cell.outputs if o.get("metadata", {}).get("river", {}).get("note")]
+    assert len(notes) == 1 and notes[0].data["text/plain"].startswith("river: ran with ")
+    assert "ran with" not in stdout
     # The bar's ~100 KB of redraws (two chunks on the wire) show as its last state, once.
     assert stderr.split("\n") == [bar(BAR_TOTAL), "err after", ""], stderr[:500]
     assert "\r" not in stderr

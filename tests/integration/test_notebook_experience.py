@@ -431,7 +431,7 @@ def test_blobs_are_owned_and_limited(pair_cluster: Cluster) -> None:
     from river_server import db
     from river_server.auth import create_token, ensure_user
 
-    engine = db.make_engine(f"sqlite:///{cluster.root / 'host' / 'river.db'}")
+    engine = db.make_engine(cluster.db_url)
     sessions = db.make_sessionmaker(engine)
     ensure_user(sessions, "bob", "user")
     bob = {"Authorization": f"token {create_token(sessions, 'bob')}"}

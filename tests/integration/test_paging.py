@@ -22,7 +22,7 @@ def _insert_finished_tasks(cluster: Cluster, owner: str, count: int) -> list[str
     for users): submitting them would take minutes on this machine. Time-ordered IDs."""
     from river_server import db
 
-    engine = db.make_engine(f"sqlite:///{cluster.root / 'host' / 'river.db'}")
+    engine = db.make_engine(cluster.db_url)
     base = int(time.time() * 1000) << 22
     ids = [base + i for i in range(count)]
     try:

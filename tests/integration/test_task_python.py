@@ -182,6 +182,14 @@ def test_the_magic_runs_the_cell_with_the_kernels_interpreter(
     }
     interpreter = venv / "bin/python"
     assert f"river: ran with {interpreter} (Python {VERSION})" in outputs["default"], outputs
+    # The note is an output of its own (marked as River's), not a line of the task's stdout.
+    cell = next(c for c in notebook.cells if c.get("id") == "default")
+    notes = [o for o in cell.outputs if o.get("metadata", {}).get("river", {}).get("note")]
+    assert [o["data"]["text/plain"] for o in notes] == [
+        f"river: ran with {interpreter} (Python {VERSION})"
+    ], cell.outputs
+    stdout = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
+    assert "ran with" not in stdout and stdout.startswith("lab-venv "), stdout
     assert f"lab-venv {interpreter}" in outputs["default"], outputs
     assert "/nonexistent/venv does not exist on this node" in outputs["explicit"], outputs
     assert "never" not in outputs["explicit"].replace("print('never')", "")

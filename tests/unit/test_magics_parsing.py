@@ -358,3 +358,32 @@ def test_tables_have_text_fallbacks() -> None:
     assert "#1: waiting for 2 free cores" in tasks["text/plain"]
     assert "&lt;b&gt;x&lt;/b&gt;" in tasks["text/html"]
     assert "No tasks" in tasks_bundle([])["text/plain"]
+
+
+def test_nodes_options_parse_and_refuse_what_a_job_cannot_take() -> None:
+    args = parse_line(build_parser(), "submit --nodes 3 --gpus-per-node 2 -c 4 -m 8G")
+    assert (args.nodes, args.gpus_per_node, args.cores) == (3, 2, 4)
+    for bad, message in (
+        ("submit --nodes 2 -t a", "leave out -t and --array"),
+        ("submit --gpus-per-node 2", "add --nodes N"),
+        ("submit --nodes 2 --gpus 1 --gpus-per-node 2", "not both"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            parse_line(build_parser(), bad)
+
+
+def test_tasks_table_shows_a_job_as_one_row_with_its_members() -> None:
+    def member(rank: int, state: str, node: str) -> dict[str, object]:
+        job = {"id": "77", "rank": rank, "size": 3, "network": "overlay"}
+        return {"id": str(100 + rank), "name": "train", "state": state, "node": node, "job": job}
+
+    tasks = [
+        member(2, "killed", "r3"),
+        {"id": "5", "name": "solo", "state": "running", "node": "r1"},
+        member(1, "failed", "r2"),
+        member(0, "killed", "r1"),
+    ]
+    html_text = tasks_bundle(tasks)["text/html"]
+    assert html_text.count("job 77 (3 of 3)") == 1
+    assert "r1, r2, r3" in html_text and "solo" in html_text
+    assert "failed" in html_text and ">101<" not in html_text

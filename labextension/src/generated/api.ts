@@ -62,9 +62,13 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
+                    /** @description the `next` of the previous page (an ID): the page starts after it */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
                     /** @description 1: everyone's tasks */
-                    all?: "0" | "1";
-                    /** @description comma-separated states */
+                    all?: "0" | "1" | "true" | "false";
+                    /** @description comma-separated states, e.g. queued,running */
                     state?: string;
                 };
                 header?: never;
@@ -84,6 +88,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -750,6 +763,7 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
+                    /** @description the lines after this sequence number */
                     since?: number;
                 };
                 header?: never;
@@ -1030,8 +1044,12 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
+                    /** @description the `next` of the previous page (an ID): the page starts after it */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
                     /** @description 1: everyone's VPSes (operators) */
-                    all?: "0" | "1";
+                    all?: "0" | "1" | "true" | "false";
                 };
                 header?: never;
                 path?: never;
@@ -1050,6 +1068,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -1644,7 +1671,12 @@ export interface paths {
         /** A VPS's snapshots, oldest first (owner or operator) */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description the `next` of the previous page */
+                    before?: number;
+                    /** @description at most this many items */
+                    limit?: number;
+                };
                 header?: never;
                 path: {
                     id: string;
@@ -2225,8 +2257,11 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
+                    /** @description a task to watch (repeatable) */
                     task?: string[];
+                    /** @description replay log lines after this number */
                     since?: number;
+                    /** @description all: every task you may see */
                     tasks?: "all";
                 };
                 header?: never;
@@ -2291,7 +2326,12 @@ export interface paths {
         /** List container environments */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description the `next` of the previous page */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                };
                 header?: never;
                 path?: never;
                 cookie?: never;
@@ -2309,6 +2349,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -2490,7 +2539,8 @@ export interface paths {
         delete: {
             parameters: {
                 query?: {
-                    tarball?: "0" | "1";
+                    /** @description 1: also remove the exported tarball */
+                    tarball?: "0" | "1" | "true" | "false";
                 };
                 header?: never;
                 path: {
@@ -2831,7 +2881,8 @@ export interface paths {
         delete: {
             parameters: {
                 query?: {
-                    force?: "0" | "1";
+                    /** @description 1: even if the runner is online */
+                    force?: "0" | "1" | "true" | "false";
                 };
                 header?: never;
                 path: {
@@ -2906,7 +2957,12 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    all?: "0" | "1";
+                    /** @description the `next` of the previous page (an ID): the page starts after it */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                    /** @description 1: everyone's (operators) */
+                    all?: "0" | "1" | "true" | "false";
                 };
                 header?: never;
                 path?: never;
@@ -2925,6 +2981,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -3225,7 +3290,12 @@ export interface paths {
          */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description the `next` of the previous page */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                };
                 header?: never;
                 path?: never;
                 cookie?: never;
@@ -3243,6 +3313,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -3508,8 +3587,14 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
+                    /** @description the `next` of the previous page (an ID): the page starts after it */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                    /** @description one user's (admins) */
                     user?: string;
-                    all?: "0" | "1";
+                    /** @description 1: everyone's (admins) */
+                    all?: "0" | "1" | "true" | "false";
                 };
                 header?: never;
                 path?: never;
@@ -3528,6 +3613,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -3692,7 +3786,12 @@ export interface paths {
          */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description the `next` of the previous page (an ID): the page starts after it */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                };
                 header?: never;
                 path?: never;
                 cookie?: never;
@@ -3710,6 +3809,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -4002,7 +4110,12 @@ export interface paths {
          */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description the `next` of the previous page */
+                    before?: string;
+                    /** @description at most this many items */
+                    limit?: number;
+                };
                 header?: never;
                 path?: never;
                 cookie?: never;
@@ -4020,6 +4133,15 @@ export interface paths {
                             /** @description cursor of the following page (pass it as `before`); null on the last */
                             next: string | null;
                         };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
                     };
                 };
                 /** @description not logged in, or the caller's role is not enough */
@@ -4439,6 +4561,18 @@ export interface components {
             size?: number | null;
             limit?: number | null;
         };
+        /** @description A member's place in a multi-node job (river_server/jobs.py). */
+        TaskJob: {
+            id: string;
+            rank: number;
+            size: number;
+            /** @enum {string} */
+            network: "overlay";
+            /** @description rank 0's address, once the job is placed */
+            master_addr?: string;
+            /** @description the rendezvous port, once the job is placed */
+            master_port?: number;
+        };
         /** @description river_server/serialize.py task_json (+ `spec` for the owner and operators). */
         Task: {
             id: string;
@@ -4454,6 +4588,8 @@ export interface components {
             gpus: number[];
             memory: number | null;
             array: components["schemas"]["TaskArray"] | null;
+            /** @description a member of a multi-node job (nodes=N) */
+            job?: components["schemas"]["TaskJob"];
             overlay_ip: string | null;
             exit_code: number | null;
             reason: string | null;
@@ -4752,6 +4888,22 @@ export interface components {
             environment?: string | null;
             /** @default null */
             array?: components["schemas"]["ArraySpec"] | null;
+            /**
+             * @description a multi-node job: this many members, one per node, placed together; each asks for cores/memory/gpus (river_server/jobs.py)
+             * @default null
+             */
+            nodes?: number | null;
+            /**
+             * @description a job member's GPU count (the same as `gpus`)
+             * @default null
+             */
+            gpus_per_node?: number | null;
+            /**
+             * @description a job's network: `overlay` (each member at its own overlay address)
+             * @default null
+             * @enum {string|null}
+             */
+            network?: "overlay" | null;
             /**
              * @description process backend: the interpreter of a python task; an absolute path (interpreter, venv or conda directory) or a name from the node's --python-env
              * @default null

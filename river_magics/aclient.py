@@ -76,9 +76,7 @@ class AsyncClient(ClientCore):
             for part in parts:
                 yield part
 
-        return await self._http.put(
-            url, content=stream(), headers=headers, timeout=UPLOAD_TIMEOUT
-        )
+        return await self._http.put(url, content=stream(), headers=headers, timeout=UPLOAD_TIMEOUT)
 
     async def _io_download(self, url: str, progress: Progress) -> tuple[httpx.Response, bytearray]:
         async with self._http.stream("GET", url, timeout=UPLOAD_TIMEOUT) as response:
@@ -86,6 +84,7 @@ class AsyncClient(ClientCore):
                 await response.aread()
                 return response, bytearray()
             data = bytearray(int(response.headers.get("Content-Length") or 0))
+            progress.total = len(data)
             at = 0
             async for chunk in response.aiter_raw(CHUNK):
                 data[at : at + len(chunk)] = chunk

@@ -99,6 +99,7 @@ class Client(Blocking, ClientCore):
                 response.read()
                 return response, bytearray()
             data = bytearray(int(response.headers.get("Content-Length") or 0))
+            progress.total = len(data)
             at = 0
             for chunk in response.iter_raw(CHUNK):
                 data[at : at + len(chunk)] = chunk

@@ -112,7 +112,7 @@ class Progress:
         if now - self.start < 1.0 or now - self._last < 0.25:
             return
         self._last, self.shown = now, True
-        share = self.done / max(self.total, 1)
+        share = min(self.done / self.total, 1.0) if self.total > 0 else 0.0
         bar = "#" * int(share * 30)
         rate = self.done / max(now - self.start, 1e-6) / 2**20
         sys.stderr.write(f"\r{self.what} [{bar:<30}] {share:4.0%} {rate:7.1f} MiB/s")

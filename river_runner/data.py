@@ -15,6 +15,7 @@ client that sees "completed" finds the values already there.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -29,6 +30,27 @@ CHUNK = 4 * 1024 * 1024
 ENV_IN = "RIVER_DATA_IN"
 ENV_OUT = "RIVER_DATA_OUT"
 DIGEST_HEADER = "X-River-Digest"
+
+
+def cache_dir_name(runner: str, data_dir: Path) -> str:
+    """The cache's directory name beside the tasks' scratch directories."""
+    key = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+    return f"river-data-{runner}-{key}"
+
+
+def file_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def size_text(path: Path) -> str:
+    try:
+        return f"{path.stat().st_size / 2**20:.1f} MiB"
+    except OSError:
+        return "size unknown"
 
 
 class DataFetchError(Exception):
@@ -141,10 +163,8 @@ class DataCache:
         try:
             if not result.exists():
                 return None
-            hasher = hashlib.sha256()
-            with open(result, "rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    hasher.update(chunk)
+            # Hashing a GiB takes seconds: off the event loop, which keeps heartbeating.
+            digest = await asyncio.to_thread(file_digest, result)
             size = result.stat().st_size
 
             async def body() -> Any:
@@ -157,7 +177,7 @@ class DataCache:
                 content=body(),
                 headers={
                     **headers,
-                    DIGEST_HEADER: hasher.hexdigest(),
+                    DIGEST_HEADER: digest,
                     "Content-Length": str(size),
                 },
                 timeout=120.0,
@@ -166,6 +186,12 @@ class DataCache:
                 return f"the host refused the pulled values: {response.text[:300]}"
             return None
         except (OSError, httpx.HTTPError) as exc:
-            return f"the pulled values could not be sent: {exc}"
+            # A refusal answered from the headers (413: over a bound) cuts the body off, so
+            # httpx may see only the closed connection: say so rather than print nothing.
+            why = str(exc) or type(exc).__name__
+            return (
+                f"the pulled values ({size_text(result)}) could not be sent: {why} (over "
+                "data_task_max_bytes or data_user_max_bytes, if the host cut it off at once)"
+            )
         finally:
             shutil.rmtree(directory, ignore_errors=True)

@@ -198,7 +198,9 @@ class DataStore:
             return None
 
     # ---- retention --------------------------------------------------------------------
-    def sweep(self, live_tasks: Iterable[int], in_use: Iterable[str], now: float | None = None) -> int:
+    def sweep(
+        self, live_tasks: Iterable[int], in_use: Iterable[str], now: float | None = None
+    ) -> int:
         """Drop results of tasks not in `live_tasks` after the retention period, references
         unused for that long (unless a live task still needs the digest), then every blob
         nobody references. Returns the number of blobs removed."""

@@ -34,7 +34,9 @@ def _http(exc: DataError) -> web.HTTPError:
 def declared_length(handler: web.RequestHandler) -> int:
     value = handler.request.headers.get("Content-Length")
     if value is None:
-        raise web.HTTPError(411, "send Content-Length: the size is checked against the bounds first")
+        raise web.HTTPError(
+            411, "send Content-Length: the size is checked against the bounds first"
+        )
     try:
         return int(value)
     except ValueError:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from river_magics import Client
 from river_magics.dataplane import frame
 from river_magics.errors import RiverError
+from river_runner.data import cache_dir_name
 from tests.cluster import Cluster, as_user, running_cluster, wait_for
 
 A = "/river/api"
@@ -29,10 +32,21 @@ GiB = 1024**3
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(tmp_path_factory.mktemp("data"))
+    # The default bounds (8 GiB a user): a 1 GiB push and its 1 GiB result fit together.
+    try:
+        with running_cluster(root, ("n1", "--cpus", "0")) as made:
+            yield made
+    finally:  # the runner's blob cache may live beside task scratch dirs, outside `root`
+        cache = Path(tempfile.gettempdir()) / cache_dir_name("n1", root / "runners" / "n1")
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A host that keeps at most 1.5 GiB per user (no runner: nothing runs there)."""
+    root = Path(tmp_path_factory.mktemp("data-small"))
     with running_cluster(
-        root,
-        ("n1", "--cpus", "0"),
-        extra_host_args=[f"--RiverHost.data_user_max_bytes={int(1.5 * GiB)}"],
+        root, extra_host_args=[f"--RiverHost.data_user_max_bytes={int(1.5 * GiB)}"]
     ) as made:
         yield made
 
@@ -71,9 +85,7 @@ def test_a_1gib_array_goes_out_and_comes_back_equal_with_host_memory_bounded(
     watcher.start()
     try:
         with Client(cluster.url, tokens["alice"]) as client:
-            handle = client.submit(
-                script="y = x * 2\ny[0] = -1.0", push={"x": array}, pull=["y"]
-            )
+            handle = client.submit(script="y = x * 2\ny[0] = -1.0", push={"x": array}, pull=["y"])
             values = handle.result(timeout=300)
     finally:
         done.set()
@@ -105,9 +117,9 @@ def test_the_same_array_for_8_array_members_is_uploaded_once(
     assert len(pushed) == 1, f"the host received {uploads}"
 
 
-def test_a_push_over_the_users_limit_is_refused_before_any_byte(
-    cluster: Cluster, tokens: dict[str, str]
-) -> None:
+def test_a_push_over_the_users_limit_is_refused_before_any_byte(small: Cluster) -> None:
+    cluster = small
+    tokens = cluster.make_users("bob")
     digest = "ab" * 32
     with httpx.Client(base_url=cluster.url, **as_user(tokens["bob"])) as http:
         checked = http.post(f"{A}/data", json={"blobs": [{"digest": digest, "size": 2 * GiB}]})
@@ -183,3 +195,23 @@ def test_an_unpicklable_push_is_named_before_anything_is_sent(
 ) -> None:
     with Client(cluster.url, tokens["alice"]) as client, pytest.raises(RiverError, match="'f'"):
         client.submit(script="pass", push={"f": threading.Lock()})
+
+
+def test_a_blob_that_arrives_damaged_fails_the_task_with_the_reason(
+    cluster: Cluster, tokens: dict[str, str]
+) -> None:
+    made = frame(np.arange(300_000))
+    with Client(cluster.url, tokens["alice"]) as client:
+        client.push_values({"x": made})
+        stored = next(p for p in _objects(cluster) if p.name == made.digest)
+        with open(stored, "r+b") as handle:  # the host's copy rots on disk
+            handle.seek(made.size // 2)
+            handle.write(b"rot")
+        try:
+            handle_ = client.submit(script="y = 1", push={"x": made}, pull=["y"])
+            final = handle_.wait(timeout=60)
+        finally:
+            stored.unlink()  # the next push of these bytes uploads them again
+    assert final["state"] == "failed", final
+    assert "could not fetch pushed data" in final["reason"], final
+    assert "damaged" in final["reason"], final

@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import pickle
 import struct
-import sys
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .payload import PayloadError
+from .progress import Progress
 
 MAGIC = b"RVRPK5\x00\x00"
 ALIGN = 64
@@ -95,33 +94,6 @@ def unframe(data: memoryview | bytes | bytearray) -> Any:
         buffers.append(view[at : at + size])
         at += size + _pad(size)
     return pickle.loads(body, buffers=buffers)
-
-
-class Progress:
-    """A text bar on stderr for transfers that take over a second (a cell shows stderr)."""
-
-    def __init__(self, what: str, total: int) -> None:
-        self.what, self.total, self.done = what, total, 0
-        self.start = time.monotonic()
-        self.shown = False
-        self._last = 0.0
-
-    def add(self, size: int) -> None:
-        self.done += size
-        now = time.monotonic()
-        if now - self.start < 1.0 or now - self._last < 0.25:
-            return
-        self._last, self.shown = now, True
-        share = min(self.done / self.total, 1.0) if self.total > 0 else 0.0
-        bar = "#" * int(share * 30)
-        rate = self.done / max(now - self.start, 1e-6) / 2**20
-        sys.stderr.write(f"\r{self.what} [{bar:<30}] {share:4.0%} {rate:7.1f} MiB/s")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def upload_chunks(made: Frame, progress: Progress) -> Iterator[bytes | memoryview]:

@@ -342,28 +342,6 @@ class GroupUpdate(QuotaFields):
     """PATCH /groups/{name} (admins)."""
 
 
-REQUEST_MODELS: tuple[type[Request], ...] = (
-    EmptyBody,
-    TaskSubmit,
-    TaskDecision,
-    VpsCreate,
-    VpsExec,
-    VpsAppStart,
-    EnvironmentCreate,
-    EnvironmentExec,
-    ReservationCreate,
-    ReservationRelease,
-    UserCreate,
-    UserUpdate,
-    TokenCreate,
-    InvitationCreate,
-    InvitationRedeem,
-    LoginRequest,
-    GroupCreate,
-    GroupUpdate,
-)
-
-
 # ---- the data plane (river_server/datastore.py) ----------------------------------------
 
 Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the bytes")]
@@ -387,3 +365,26 @@ class TaskData(Request):
 
     push: Annotated[dict[str, BlobRef], Field(max_length=1024)] = Field(default_factory=dict)
     pull: Annotated[list[str], Field(max_length=1024)] = Field(default_factory=list)
+
+
+REQUEST_MODELS: tuple[type[Request], ...] = (
+    EmptyBody,
+    TaskSubmit,
+    TaskDecision,
+    VpsCreate,
+    VpsExec,
+    VpsAppStart,
+    EnvironmentCreate,
+    EnvironmentExec,
+    ReservationCreate,
+    ReservationRelease,
+    UserCreate,
+    UserUpdate,
+    TokenCreate,
+    InvitationCreate,
+    InvitationRedeem,
+    LoginRequest,
+    GroupCreate,
+    GroupUpdate,
+    DataCheck,
+)

@@ -70,6 +70,12 @@ class StreamedUpload:
                 self.upload = None
                 raise _http(exc) from None
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Refused before its body was read (bounds, credentials, XSRF): tornado drops the
+        # connection after answering, so tell the client not to send another request on it.
+        self.set_header("Connection", "close")
+        super().write_error(status_code, **kwargs)  # type: ignore[misc]
+
     def on_connection_close(self) -> None:  # an interrupted upload leaves nothing behind
         if self.upload is not None:
             self.upload.abort()

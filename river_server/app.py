@@ -19,6 +19,7 @@ from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, vali
 from river_runner.spec import SpecError, parse_memory
 from river_server import route_policy
 from river_server.auth import LOGIN_THROTTLE, ensure_user
+from river_server.datastore import digests_in_use, sweep_interval
 from river_server.environments import EnvironmentLimits
 from river_server.handlers import accounts, api, environments, events, runner, streams
 from river_server.handlers import blobs as blob_handlers
@@ -436,7 +437,8 @@ class RiverHost(ExtensionApp):
         interval_ms = max(100.0, self.heartbeat_interval * 1000 / 2)
         self._liveness = PeriodicCallback(self.river.nodes.check_liveness, interval_ms)
         self._liveness.start()
-        self._data_sweep = PeriodicCallback(self._sweep_data, 600_000)
+        every = sweep_interval(self.river.config.data_retention)
+        self._data_sweep = PeriodicCallback(self._sweep_data, every * 1000)
         self._data_sweep.start()
         self.river.dispatcher.wake()
         self.river.overlay.start()
@@ -446,7 +448,7 @@ class RiverHost(ExtensionApp):
 
     def _sweep_data(self) -> None:
         """Drop data-plane blobs past their retention that no unfinished task needs."""
-        live, in_use = data_handlers.digests_in_use(self.river)
+        live, in_use = digests_in_use(self.river.sessions)
         removed = self.river.data.sweep(live, in_use)
         if removed:
             self.log.info("River data plane: removed %d expired blob(s)", removed)
@@ -500,9 +502,9 @@ class RiverHost(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.river.ssh_proxy is not None:
             self.river.ssh_proxy.stop()
-        liveness = getattr(self, "_liveness", None)
-        if liveness:
-            liveness.stop()
+        for timer in (getattr(self, "_liveness", None), getattr(self, "_data_sweep", None)):
+            if timer:
+                timer.stop()
         process = getattr(self, "_runner_process", None)
         if process and process.poll() is None:
             process.terminate()

@@ -22,9 +22,14 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from river_runner.protocol import TERMINAL_STATES
+from river_server import db
 from river_server.blobs import format_size
 from river_server.private import make_private, open_private
 
@@ -227,3 +232,22 @@ class DataStore:
                     os.unlink(blob.path)
                     removed += 1
         return removed
+
+
+def digests_in_use(sessions: Callable[[], Session]) -> tuple[list[int], set[str]]:
+    """Unfinished tasks and the blobs they push: the sweep keeps both."""
+    terminal = [s.value for s in TERMINAL_STATES]
+    with sessions() as session:
+        rows = session.execute(
+            select(db.Task.id, db.Task.spec).where(db.Task.state.not_in(terminal))
+        ).all()
+    digests: set[str] = set()
+    for _, spec in rows:
+        pushed = ((spec or {}).get("data") or {}).get("push") or {}
+        digests.update(str(ref.get("digest")) for ref in pushed.values())
+    return [row[0] for row in rows], digests
+
+
+def sweep_interval(retention: float) -> float:
+    """Seconds between sweeps: a quarter of the retention, between 1 s and 10 minutes."""
+    return min(600.0, max(1.0, retention / 4))

@@ -13,7 +13,6 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from tornado import iostream, web
 
 from river_runner.protocol import TERMINAL_STATES
@@ -249,17 +248,3 @@ class RunnerPulledHandler(StreamedUpload, RunnerAPIHandler):
         self.river.data.set_result(self.task_id, upload.digest)
         self.set_status(201)
         self.finish({"blob": info})
-
-
-def digests_in_use(river: Any) -> tuple[list[int], set[str]]:
-    """Unfinished tasks and the blobs they push: the sweep keeps both."""
-    terminal = [s.value for s in TERMINAL_STATES]
-    with river.sessions() as session:
-        rows = session.execute(
-            select(db.Task.id, db.Task.spec).where(db.Task.state.not_in(terminal))
-        ).all()
-    digests: set[str] = set()
-    for _, spec in rows:
-        pushed = ((spec or {}).get("data") or {}).get("push") or {}
-        digests.update(str(ref.get("digest")) for ref in pushed.values())
-    return [row[0] for row in rows], digests

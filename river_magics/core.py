@@ -268,9 +268,9 @@ class ClientCore:
         are checked here first, so a typo or an unpicklable value fails before any request.
         """
         data: dict[str, Any] | None = None
-        if (push or pull) and script is not None and not image and not environment:
-            # The data plane (river_magics/dataplane.py); a container task keeps the inline
-            # path until the docker backend mounts the runner's cache.
+        if (push or pull) and script is not None:
+            # The data plane (river_magics/dataplane.py): process and container tasks alike
+            # (the docker backend mounts the runner's cache and out directory).
             frames = await self.push_values(push or {})
             pull_list = check_names(pull or (), "--pull")
             script = wrap_data_script(script, frames, pull_list)

@@ -32,6 +32,35 @@ ENV_OUT = "RIVER_DATA_OUT"
 DIGEST_HEADER = "X-River-Digest"
 
 
+def container_data(
+    env: dict[str, str], task_dir: Path, inside_dir: str
+) -> tuple[dict[str, str], list[str]]:
+    """For a container task: its data-plane variables rewritten to paths inside the
+    container, and the bind mounts that put them there (pushed blobs read-only, one each;
+    the task's out directory writable). The image's root may be read-only, so the mount
+    points are made in the task's directory (`task_dir`, mounted at `inside_dir`) first.
+    Nothing when the task has no data."""
+    updates: dict[str, str] = {}
+    volumes: list[str] = []
+    if ENV_IN in env:
+        (task_dir / "data" / "in").mkdir(parents=True, exist_ok=True)
+        inside = {}
+        for name, path in json.loads(env[ENV_IN]).items():
+            digest = Path(path).name
+            (task_dir / "data" / "in" / digest).touch()
+            target = f"{inside_dir}/data/in/{digest}"
+            if f"{path}:{target}:ro" not in volumes:
+                volumes.append(f"{path}:{target}:ro")
+            inside[name] = target
+        updates[ENV_IN] = json.dumps(inside)
+    if ENV_OUT in env:
+        out = Path(env[ENV_OUT])
+        (task_dir / "data" / "out").mkdir(parents=True, exist_ok=True)
+        volumes.append(f"{out.parent}:{inside_dir}/data/out:rw")
+        updates[ENV_OUT] = f"{inside_dir}/data/out/{out.name}"
+    return updates, volumes
+
+
 def cache_dir_name(runner: str, data_dir: Path) -> str:
     """The cache's directory name beside the tasks' scratch directories."""
     key = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]

@@ -278,6 +278,7 @@ class RunnerAgent:
             log.info("task %s: pushed data ready in %.1fs", task_id, time.monotonic() - began)
             await self._start(launch)
         except asyncio.CancelledError:  # killed while fetching (cancel_fetch)
+            log.info("task %s: killed while fetching its pushed data; not started", task_id)
             self._starting.discard(task_id)
             self._pulling.discard(task_id)
             self._report_exit(

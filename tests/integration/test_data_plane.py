@@ -215,3 +215,22 @@ def test_a_blob_that_arrives_damaged_fails_the_task_with_the_reason(
     assert final["state"] == "failed", final
     assert "could not fetch pushed data" in final["reason"], final
     assert "damaged" in final["reason"], final
+
+
+def test_a_task_killed_while_its_runner_fetches_never_starts(
+    cluster: Cluster, tokens: dict[str, str]
+) -> None:
+    array = np.full(512 * 1024**2 // 8, 7.0)  # a fetch of seconds
+    marker = cluster.root / "started-after-kill"
+    runner_log = cluster.root / "runner-n1.log"
+    with Client(cluster.url, tokens["alice"]) as client:
+        handle = client.submit(
+            script=f"open({str(marker)!r}, 'w').close()", push={"x": array}, name="cut-fetch"
+        )
+        wait_for(lambda: handle.status == "assigning", 60, interval=0.02, what="placement")
+        handle.kill()
+        final = handle.wait(timeout=30)
+    assert final["state"] == "killed", final
+    line = f"task {handle.id}: killed while fetching its pushed data"
+    wait_for(lambda: line in runner_log.read_text(), 30, what="the runner to cancel the fetch")
+    assert not marker.exists()

@@ -67,6 +67,11 @@ def cache_dir_name(runner: str, data_dir: Path) -> str:
     return f"river-data-{runner}-{key}"
 
 
+def _consume(data: bytes, hasher: Any, handle: Any) -> None:
+    hasher.update(data)
+    handle.write(data)
+
+
 def file_digest(path: Path) -> str:
     hasher = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -126,11 +131,28 @@ class DataCache:
                         f"pushed blob {digest[:12]}: the host said {response.status_code} "
                         f"{response.text[:200]}"
                     )
+                # Hash and write in a thread (both release the GIL) while the next bytes
+                # arrive: on the event loop they halved the fetch rate of a GiB.
                 with open(temp, "wb") as handle:
-                    async for chunk in response.aiter_bytes(CHUNK):
-                        hasher.update(chunk)
-                        handle.write(chunk)
-                        self.fetched_bytes += len(chunk)
+                    pending: asyncio.Future[None] | None = None
+                    batch: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_raw():
+                        batch.append(chunk)
+                        size += len(chunk)
+                        if size < CHUNK:
+                            continue
+                        if pending is not None:
+                            await pending
+                        pending = asyncio.ensure_future(
+                            asyncio.to_thread(_consume, b"".join(batch), hasher, handle)
+                        )
+                        self.fetched_bytes += size
+                        batch, size = [], 0
+                    if pending is not None:
+                        await pending
+                    _consume(b"".join(batch), hasher, handle)
+                    self.fetched_bytes += size
             if hasher.hexdigest() != digest:
                 raise DataFetchError(f"pushed blob {digest[:12]} arrived damaged (digest)")
             self.evict(temp.stat().st_size)

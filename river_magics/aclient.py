@@ -13,13 +13,14 @@ blocking `Client`); this module keeps only the asyncio I/O.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 
-from .core import ClientCore, StreamedResponse
+from .core import UPLOAD_TIMEOUT, ClientCore, StreamedResponse
+from .dataplane import CHUNK, Progress
 from .task_handles import GroupCore, HandleCore
 
 __all__ = ["AsyncClient", "AsyncTaskGroup", "AsyncTaskHandle"]
@@ -67,6 +68,30 @@ class AsyncClient(ClientCore):
             if response.status_code >= 400:
                 await response.aread()
             yield response, response.aiter_lines()
+
+    async def _io_upload(
+        self, url: str, parts: Iterator[bytes | memoryview], headers: dict[str, str]
+    ) -> httpx.Response:
+        async def stream() -> AsyncIterator[bytes | memoryview]:
+            for part in parts:
+                yield part
+
+        return await self._http.put(url, content=stream(), headers=headers, timeout=UPLOAD_TIMEOUT)
+
+    async def _io_download(self, url: str, progress: Progress) -> tuple[httpx.Response, bytearray]:
+        async with self._http.stream("GET", url, timeout=UPLOAD_TIMEOUT) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                return response, bytearray()
+            data = bytearray(int(response.headers.get("Content-Length") or 0))
+            progress.total = len(data)
+            at = 0
+            async for chunk in response.aiter_raw(CHUNK):
+                data[at : at + len(chunk)] = chunk
+                at += len(chunk)
+                progress.add(len(chunk))
+            del data[at:]
+            return response, data
 
     async def _io_sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -19,7 +19,8 @@ import httpx
 
 from .bridge import Blocking
 from .common import is_terminal, normalize_url, task_id
-from .core import ENV_EXEC_TIMEOUT, ENV_TIMEOUT, ClientCore, StreamedResponse
+from .core import ENV_EXEC_TIMEOUT, ENV_TIMEOUT, UPLOAD_TIMEOUT, ClientCore, StreamedResponse
+from .dataplane import CHUNK, Progress
 from .task_handles import GroupCore, HandleCore
 
 __all__ = ["ENV_EXEC_TIMEOUT", "ENV_TIMEOUT", "Client", "TaskGroup", "TaskHandle", "is_terminal"]
@@ -85,3 +86,24 @@ class Client(Blocking, ClientCore):
 
     async def _io_sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    async def _io_upload(
+        self, url: str, parts: Iterator[bytes | memoryview], headers: dict[str, str]
+    ) -> httpx.Response:
+        # An interrupt here closes the connection: the host drops the partial upload.
+        return self._http.put(url, content=parts, headers=headers, timeout=UPLOAD_TIMEOUT)
+
+    async def _io_download(self, url: str, progress: Progress) -> tuple[httpx.Response, bytearray]:
+        with self._http.stream("GET", url, timeout=UPLOAD_TIMEOUT) as response:
+            if response.status_code >= 400:
+                response.read()
+                return response, bytearray()
+            data = bytearray(int(response.headers.get("Content-Length") or 0))
+            progress.total = len(data)
+            at = 0
+            for chunk in response.iter_raw(CHUNK):
+                data[at : at + len(chunk)] = chunk
+                at += len(chunk)
+                progress.add(len(chunk))
+            del data[at:]
+            return response, data

@@ -39,9 +39,10 @@ from .common import (
     task_id,
     transport_message,
 )
+from .dataplane import Frame, Progress, data_spec, frames_of, upload_chunks, wrap_data_script
 from .errors import RiverConnectionError, RiverError
 from .events import aparse_sse
-from .payload import PUSH_LIMIT
+from .payload import PUSH_LIMIT, check_names
 from .resolve import check_ref, not_found_message, pick
 from .watching import WatchPacer, WatchSet
 
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 # Environment builds (image pulls, docker commit of a whole container) take minutes.
 ENV_TIMEOUT = 1800.0
 ENV_EXEC_TIMEOUT = 300.0
+# Data-plane transfers: no overall bound, but a stalled connection is an error.
+UPLOAD_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT, read=600.0)
 
 Event = tuple[str, dict[str, Any]]
 StreamedResponse = tuple[httpx.Response, AsyncIterator[str]]
@@ -304,6 +307,15 @@ class ClientCore:
         script's `y` back, read with `handle.result()`. Target, memory and pushed values
         are checked here first, so a typo or an unpicklable value fails before any request.
         """
+        data: dict[str, Any] | None = None
+        if (push or pull) and script is not None:
+            # The data plane (river_magics/dataplane.py): process and container tasks alike
+            # (the docker backend mounts the runner's cache and out directory).
+            frames = await self.push_values(push or {})
+            pull_list = check_names(pull or (), "--pull")
+            script = wrap_data_script(script, frames, pull_list)
+            data = data_spec(frames, pull_list)
+            push, pull = None, None
         body, pull_names = submit_body(
             command,
             script=script,
@@ -327,6 +339,9 @@ class ClientCore:
         )
         if _array is not None:
             body["array"] = _array
+        if data is not None:
+            body["data"] = data
+            pull_names = list(data["pull"])
         if nodes is not None:
             body.update(job_fields(nodes, gpus_per_node, network))
         answer = await self._request("POST", "/tasks", json=body)
@@ -337,6 +352,60 @@ class ClientCore:
             return self._group_class(self, handles, labels)
         task = answer["task"]
         return self._handle_class(self, task["id"], task, pull=pull_names)
+
+    @io_method
+    async def push_values(self, values: Mapping[str, Any]) -> dict[str, Frame]:
+        """Pickle `values` and upload those the host does not hold for us yet (by digest)."""
+        check_names(values, "--push")
+        frames = frames_of(values)
+        if not frames:
+            return frames
+        wanted = [{"digest": f.digest, "size": f.size} for f in frames.values()]
+        missing = set((await self._request("POST", "/data", json={"blobs": wanted}))["missing"])
+        for made in frames.values():
+            if made.digest in missing:
+                await self.upload_frame(made)
+                missing.discard(made.digest)
+        return frames
+
+    async def upload_frame(self, made: Frame) -> None:
+        progress = Progress("river: pushing", made.size)
+        try:
+            response = await self._io_upload(
+                f"{self._api}/data/{made.digest}",
+                upload_chunks(made, progress),
+                {"Content-Length": str(made.size), "Content-Type": "application/octet-stream"},
+            )
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        finally:
+            progress.close()
+        if response.status_code >= 400:
+            raise error_from_response(response, "PUT", f"{API_PREFIX}/data/{made.digest}")
+
+    async def download_pulled(self, id: str | int) -> bytearray | None:
+        """A task's pulled values as uploaded by its runner (a frame), or None if none."""
+        path = f"/tasks/{task_id(id)}/pulled"
+        progress = Progress("river: pulling", 0)
+        try:
+            response, data = await self._io_download(self._api + path, progress)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        finally:
+            progress.close()
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise error_from_response(response, "GET", API_PREFIX + path)
+        return data
+
+    async def _io_upload(
+        self, url: str, parts: Iterable[bytes | memoryview], headers: dict[str, str]
+    ) -> httpx.Response:
+        raise NotImplementedError
+
+    async def _io_download(self, url: str, progress: Progress) -> tuple[httpx.Response, bytearray]:
+        raise NotImplementedError
 
     @io_method
     async def submit_array(
@@ -354,6 +423,8 @@ class ClientCore:
         limit = limit or spec_limit
         array_id = new_array_id()
         handles: list[HandleCore] = []
+        if options.get("push") and not options.get("image") and not options.get("environment"):
+            options["push"] = await self.push_values(options["push"])  # pickled, sent once
         try:
             for index in indices:
                 field = array_field(array_id, index, len(indices), limit)

@@ -226,7 +226,15 @@ def launch(
         group = TaskGroup(client, handles, targets)
         title = f"{len(group)} targets"
     else:
-        handle = client.submit(target=args.target, **what, **options)
+        try:
+            handle = client.submit(target=args.target, **what, **options)
+        except KeyboardInterrupt:
+            if not push_names:
+                raise
+            # Interrupted while the pushed values were going up (the long part): no task
+            # exists yet, and the host drops the partial upload when the connection closes.
+            print("Interrupted: the push was cancelled before the task was submitted")
+            return None
         if args.detach:
             state = (handle.last or {}).get("state", "submitted")
             hint = "; its pulled values: .result()" if pull else ""

@@ -14,6 +14,7 @@ from river_runner.protocol import EVENT_LOG, LOG_STREAM_RIVER, PULL_BLOB
 
 from .bridge import io_iterator, io_method, io_property
 from .common import is_terminal
+from .dataplane import unframe
 from .errors import RiverError
 from .handles import GroupBase, HandleBase, missing_pull_blob, pulled_values
 
@@ -115,6 +116,10 @@ class HandleCore(HandleBase):
         could not be sent or loaded, and RiverError when the task did not complete.
         """
         final = await self.wait(timeout)
+        if final.get("state") == "completed":
+            framed = await self.client.download_pulled(self.id)
+            if framed is not None:
+                return dict(unframe(framed))
         blob: bytes | None = None
         try:
             blob = await self.client.get_blob(self.id, PULL_BLOB)

@@ -22,6 +22,7 @@ import httpx
 
 from river_runner import metrics
 from river_runner.backends.base import Backend, Outcome, TaskLaunch
+from river_runner.data import DataCache, DataFetchError, cache_dir_name
 from river_runner.gpu import GpuInventory
 from river_runner.overlay import OverlayMember
 from river_runner.protocol import (
@@ -46,6 +47,9 @@ MAX_MESSAGE_CHARS = 1024 * 1024
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
+FETCHING = "fetching data"  # a launched task's report while its pushed blobs arrive
+
+
 @dataclass
 class RunnerConfig:
     host_url: str  # one URL, or several comma-separated (a leader and its standbys)
@@ -58,6 +62,7 @@ class RunnerConfig:
     backend: str = "process"
     overlay_ip: str | None = None  # underlay address for the VXLAN overlay (None: stay off it)
     overlay_direct: bool = True  # peers' underlay reachable: direct overlay paths (no hub)
+    data_cache_bytes: int = 16 * 1024**3  # pushed blobs kept on this node (LRU beyond)
 
 
 class RunnerAgent:
@@ -87,9 +92,24 @@ class RunnerAgent:
         self._starting: set[int] = set()
         # Every host URL we were given; we talk to the one that leads (river_runner.protocol).
         self.hosts = HostList(split_host_urls(config.host_url))
+        self.data = DataCache(self._data_root(), config.data_cache_bytes)
+        self._pulling: set[int] = set()  # tasks whose pulled values go up when they end
+        self._fetching: dict[int, asyncio.Future[None]] = {}  # pushed data on its way
+        self._sending: set[int] = set()  # ended tasks whose pulled values are going up
         self._http = httpx.AsyncClient(timeout=10.0)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+
+    def _data_root(self) -> Path:
+        """Where pushed blobs are cached: beside the tasks' scratch directories when tasks
+        run as another account (the runner's own directory holds its credential and is
+        closed to them), else in the runner's data directory. The name carries the data
+        directory's digest: two runners (or test clusters) of the same name never share."""
+        account = getattr(self.backend, "account", None)  # the process backend's
+        scratch = getattr(self.backend, "scratch_root", None)
+        if account is not None and account.switches and scratch is not None:
+            return Path(scratch) / cache_dir_name(self.config.name, self.config.data_dir)
+        return self.config.data_dir / "data"
 
     # ---- credential -----------------------------------------------------------------
     @property
@@ -222,6 +242,8 @@ class RunnerAgent:
             if message["kind"] == "status"
         }
         report.update({str(tid): "starting" for tid in self._starting})
+        report.update({str(tid): FETCHING for tid in self._fetching})
+        report.update({str(tid): "sending results" for tid in self._sending})
         report.update({str(tid): state for tid, state in self.backend.running().items()})
         return report
 
@@ -265,10 +287,73 @@ class RunnerAgent:
 
     # ---- tasks ----------------------------------------------------------------------
     async def launch(self, launch: TaskLaunch) -> int | str:
+        """Start a task; one with pushed data is acknowledged at once and starts once its
+        blobs are in the local cache (a 1 GiB fetch must not hold the host's launch call,
+        which gives up after seconds). Until then heartbeats report it as "fetching data",
+        so the host neither requeues nor loses it; a failed fetch ends it failed."""
+        if launch.data and launch.data.get("push"):
+            self._starting.add(launch.task_id)
+            job = asyncio.ensure_future(self._fetch_then_start(launch))
+            self._fetching[launch.task_id] = job
+            job.add_done_callback(lambda _: self._fetching.pop(launch.task_id, None))
+            return FETCHING
+        return await self._start(launch)
+
+    async def _fetch_then_start(self, launch: TaskLaunch) -> None:
+        task_id = launch.task_id
+        try:
+            began = time.monotonic()
+            await self._prepare_data(launch)
+            log.info("task %s: pushed data ready in %.1fs", task_id, time.monotonic() - began)
+            await self._start(launch)
+        except asyncio.CancelledError:  # killed while fetching (cancel_fetch)
+            log.info("task %s: killed while fetching its pushed data; not started", task_id)
+            self._starting.discard(task_id)
+            self._pulling.discard(task_id)
+            self._report_exit(
+                task_id, Outcome(TaskState.KILLED, None, "killed while fetching its pushed data")
+            )
+        except DataFetchError as exc:
+            self._starting.discard(task_id)
+            self._pulling.discard(task_id)
+            log.warning("task %s: %s", task_id, exc)
+            self._report_exit(
+                task_id, Outcome(TaskState.FAILED, None, f"could not fetch pushed data: {exc}")
+            )
+        except Exception as exc:
+            self._starting.discard(task_id)
+            self._pulling.discard(task_id)
+            log.warning("could not start task %s", task_id, exc_info=True)
+            self._report_exit(task_id, Outcome(TaskState.FAILED, None, f"could not start: {exc}"))
+
+    def cancel_fetch(self, task_id: int) -> bool:
+        """Stop a task still fetching its pushed data (a kill); whether there was one."""
+        job = self._fetching.get(task_id)
+        if job is None or job.done():
+            return False
+        job.cancel()
+        return True
+
+    async def _prepare_data(self, launch: TaskLaunch) -> None:
+        """Pushed blobs into the local cache; the task's env says where (and where to
+        write what it pulls)."""
+        account = getattr(self.backend, "account", None)  # process backend's
+        owner = (account.uid, account.gid) if account is not None else None
+        assert launch.data is not None
+        env = await self.data.prepare(
+            self._http, self._auth(), launch.task_id, launch.data, owner, base=self.hosts.current
+        )
+        launch.env = {**launch.env, **env}
+        if launch.data.get("pull"):
+            self._pulling.add(launch.task_id)
+
+    async def _start(self, launch: TaskLaunch) -> int | str:
         # Until the backend has it, the task is reported as "starting": a host that does not
         # see it in a heartbeat could otherwise requeue it and run it twice.
         self._starting.add(launch.task_id)
         try:
+            if launch.data and launch.task_id not in self._fetching:
+                await self._prepare_data(launch)  # pull only: nothing to fetch
             handle = await self.backend.start(
                 launch, self._output_callback(launch.task_id), self._on_exit
             )
@@ -324,6 +409,28 @@ class RunnerAgent:
         self._send(status_message(task_id, state))
 
     def _on_exit(self, task_id: int, outcome: Outcome) -> None:
+        if task_id in self._pulling:  # upload the pulled values, then report the end
+            self._pulling.discard(task_id)
+            self._sending.add(task_id)  # still reported, so the host does not lose it
+            asyncio.ensure_future(self._send_pulled_then_exit(task_id, outcome))
+            return
+        self._report_exit(task_id, outcome)
+
+    async def _send_pulled_then_exit(self, task_id: int, outcome: Outcome) -> None:
+        try:
+            problem = await self.data.send_result(
+                self._http, self._auth(), task_id, base=self.hosts.current
+            )
+            if problem:
+                log.warning("task %s: %s", task_id, problem)
+                self._on_output_for(task_id, "stderr", f"river: {problem}", None, None)
+                if outcome.state == TaskState.COMPLETED:  # its results are what it was for
+                    outcome = Outcome(TaskState.FAILED, outcome.exit_code, problem)
+        finally:
+            self._report_exit(task_id, outcome)
+            self._sending.discard(task_id)
+
+    def _report_exit(self, task_id: int, outcome: Outcome) -> None:
         self._line_seq.pop(task_id, None)
         extra: dict[str, Any] = {"detail": outcome.detail}
         if outcome.exit_code is not None:

@@ -47,6 +47,9 @@ class ControlHandler(RunnerHandler):
     async def post(self, task_id: str, action: str) -> None:
         backend = self.agent.backend
         operation = {"kill": backend.kill, "pause": backend.pause, "resume": backend.resume}[action]
+        if action == "kill" and self.agent.cancel_fetch(int(task_id)):
+            self.finish({"task_id": task_id, "action": action})  # stopped before it started
+            return
         done = await operation(int(task_id))
         if not done:
             raise web.HTTPError(404, f"task {task_id} is not running here")

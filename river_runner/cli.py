@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         "may hold, so a fork bomb stays inside its container (0: no limit; default 4096)",
     )
     parser.add_argument(
+        "--data-cache",
+        default=os.environ.get("RIVER_DATA_CACHE") or "16G",
+        metavar="SIZE",
+        help="most bytes of pushed values (the data plane) kept cached on this node; the "
+        "least recently used go first (default 16G)",
+    )
+    parser.add_argument(
         "--overlay-ip",
         default=os.environ.get("RIVER_OVERLAY_IP") or None,
         metavar="ADDRESS",
@@ -249,6 +256,7 @@ def runner_command(argv: list[str]) -> int:
             pids_limit=args.pids_limit,
             task_env=task_env,
             python_envs=python_envs,
+            data_cache_bytes=parse_memory(args.data_cache),
         )
     )
 
@@ -321,6 +329,7 @@ async def serve(
     pids_limit: int = 4096,
     task_env: tuple[str, ...] = (),
     python_envs: dict[str, str] | None = None,
+    data_cache_bytes: int = 16 * 1024**3,
 ) -> int:
     from river_runner.agent import RunnerAgent, RunnerConfig
     from river_runner.app import make_app
@@ -339,6 +348,7 @@ async def serve(
         backend=backend_name,
         overlay_ip=overlay_ip,
         overlay_direct=overlay_direct,
+        data_cache_bytes=data_cache_bytes,
     )
     agent = RunnerAgent(
         config,

@@ -19,9 +19,11 @@ from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, vali
 from river_runner.spec import SpecError, parse_memory
 from river_server import route_policy
 from river_server.auth import LOGIN_THROTTLE, ensure_user
+from river_server.datastore import digests_in_use, sweep_interval
 from river_server.environments import EnvironmentLimits
 from river_server.handlers import accounts, api, environments, events, runner, streams
 from river_server.handlers import blobs as blob_handlers
+from river_server.handlers import data as data_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import vps as vps_handlers
 from river_server.job_ports import parse_range
@@ -281,6 +283,20 @@ class RiverHost(ExtensionApp):
         1024**3,
         help="All blobs of one user's tasks together, in bytes; an upload past it gets 413.",
     ).tag(config=True)
+    data_user_max_bytes = Int(
+        8 * 1024**3,
+        help="The data plane (pushed values, pulled results): all blobs one user holds, in "
+        "bytes; an upload past it gets 413 before a byte is stored.",
+    ).tag(config=True)
+    data_task_max_bytes = Int(
+        4 * 1024**3,
+        help="The data plane: one task's pushed values together, and its pulled values, in "
+        "bytes; more gets 413 before a byte is stored.",
+    ).tag(config=True)
+    data_retention = Float(
+        7 * 24 * 3600.0,
+        help="Seconds a finished task's pulled values and an unused uploaded blob are kept.",
+    ).tag(config=True)
     max_event_streams_per_user = Int(
         32,
         help="Concurrent event streams (GET /river/api/events) per user; more get 429.",
@@ -356,6 +372,9 @@ class RiverHost(ExtensionApp):
             max_tasks_per_user=self.max_tasks_per_user,
             log_max_bytes=self.log_max_bytes,
             blob_user_max_bytes=self.blob_user_max_bytes,
+            data_user_max_bytes=self.data_user_max_bytes,
+            data_task_max_bytes=self.data_task_max_bytes,
+            data_retention=self.data_retention,
             max_event_streams_per_user=self.max_event_streams_per_user,
             max_tunnels_per_user=self.max_tunnels_per_user,
             max_reservations_per_user=self.max_reservations_per_user,
@@ -419,6 +438,9 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/tasks/([^/]+)/attach", streams.AttachSocket),
                 (rf"{API}/tasks/([^/]+)/blobs", blob_handlers.TaskBlobsHandler),
                 (rf"{API}/tasks/([^/]+)/blobs/([^/]+)", blob_handlers.TaskBlobHandler),
+                (rf"{API}/tasks/([^/]+)/pulled", data_handlers.TaskPulledHandler),
+                (rf"{API}/data", data_handlers.DataCheckHandler),
+                (rf"{API}/data/([^/]+)", data_handlers.DataBlobHandler),
                 (rf"{API}/events", events.EventsHandler),
                 (rf"{API}/vps", vps_handlers.VpsListHandler),
                 (rf"{API}/vps/([^/]+)", vps_handlers.VpsHandler),
@@ -459,6 +481,8 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/runner/register", runner.RegisterHandler),
                 (rf"{API}/runner/heartbeat", runner.HeartbeatHandler),
                 (rf"{API}/runner/events", runner.RunnerEventsHandler),
+                (rf"{API}/runner/data/([^/]+)", data_handlers.RunnerDataHandler),
+                (rf"{API}/runner/tasks/([^/]+)/pulled", data_handlers.RunnerPulledHandler),
                 (PROXY_ROUTE, RiverProxyHandler),
             ]
         )
@@ -487,6 +511,9 @@ class RiverHost(ExtensionApp):
                 self._check_leadership, max(100.0, self.leader_retry_interval * 1000)
             )
             self._leader_check.start()
+        every = sweep_interval(self.river.config.data_retention)
+        self._data_sweep = PeriodicCallback(self._sweep_data, every * 1000)
+        self._data_sweep.start()
         self._start_ssh_proxy(serverapp)
         if self.local_runner:
             self._start_local_runner(serverapp)
@@ -510,6 +537,15 @@ class RiverHost(ExtensionApp):
                 self._lead()
         except Exception:  # the database is unreachable: try again next tick
             self.log.exception("River: leadership check failed")
+
+    async def _sweep_data(self) -> None:
+        """Drop data-plane blobs past their retention that no unfinished task needs."""
+        if not self.river.leadership.is_leader:
+            return  # a standby reads the shared data dir; only the leader cleans it
+        live, in_use = await self.river.db.read(digests_in_use, self.river.sessions)
+        removed = self.river.data.sweep(live, in_use)
+        if removed:
+            self.log.info("River data plane: removed %d expired blob(s)", removed)
 
     def _start_ssh_proxy(self, serverapp) -> None:  # noqa: ANN001
         """Start the SSH proxy; a port already taken is logged, not fatal (SSH is one way in
@@ -560,7 +596,7 @@ class RiverHost(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.river.ssh_proxy is not None:
             self.river.ssh_proxy.stop()
-        for callback in ("_liveness", "_leader_check"):
+        for callback in ("_liveness", "_leader_check", "_data_sweep"):
             periodic = getattr(self, callback, None)
             if periodic:
                 periodic.stop()

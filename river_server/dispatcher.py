@@ -324,6 +324,7 @@ class Dispatcher:
             # A user's mounts must resolve under these on the runner; None: an operator's.
             "mount_prefixes": (list(self.user_mount_prefixes) if spec.get("user_mounts") else None),
             "privileged": bool(spec.get("privileged")),
+            "data": spec.get("data"),  # pushed blobs to fetch, values to pull (data plane)
             "overlay_ip": spec.get("overlay_ip"),  # a reserved overlay address (ip_token)
             # A host-network job's member runs in its node's own stack (river_server/jobs.py)
             "host_network": ((spec.get("job") or {}).get("network") == "host"),

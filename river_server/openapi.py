@@ -72,6 +72,8 @@ ERRORS = {
     "403": "not logged in, or the caller's role is not enough",
     "404": "no such thing, or not yours to see",
     "409": "conflicts with the current state",
+    "411": "the upload has no Content-Length (its size is checked before the body)",
+    "413": "over a size bound; the message names the setting",
     "429": "too many failed logins for this name",
     "502": "the node running the task did not answer",
     "503": "a service this route needs (e.g. the host's Docker daemon) is unavailable",
@@ -132,6 +134,7 @@ ENV_NAME = path_param("name", {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-
 USER = path_param("name", USER_NAME)
 GROUP = path_param("name", USER_NAME)
 MEMBER = path_param("user", USER_NAME)
+DIGEST = path_param("digest", {"type": "string", "pattern": "^[0-9a-f]{64}$"})
 NUMBER_ID = path_param("id", {"type": "string", "pattern": "^[0-9]{1,12}$"})
 
 
@@ -240,6 +243,54 @@ def _paths() -> dict[str, Any]:
                     status="201",
                     params=[TASK_ID, BLOB_NAME],
                     errors=("400", "403", "404", "409"),
+                    role="user",
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
+                    },
+                },
+            },
+        },
+        "/tasks/{id}/pulled": {
+            "get": op(
+                "A python task's pulled values as its runner sent them (a River frame: "
+                "pickle protocol 5 with out-of-band buffers); 404 until there are any",
+                None,
+                content="application/octet-stream",
+                params=[TASK_ID],
+                errors=("400", "404"),
+            )
+        },
+        "/data": {
+            "post": op(
+                "Which of these blobs you must still upload; 413 naming the bound if they "
+                "cannot fit (data_task_max_bytes, data_user_max_bytes)",
+                obj({"missing": {"type": "array", "items": {"type": "string"}}}),
+                body=model(wire.DataCheck),
+                errors=("400", "403", "413"),
+                role="user",
+            )
+        },
+        "/data/{digest}": {
+            "get": op(
+                "Read one of your blobs (404 for a blob you never uploaded, whoever has it)",
+                None,
+                content="application/octet-stream",
+                params=[DIGEST],
+                errors=("400", "404"),
+            ),
+            "put": {
+                **op(
+                    "Upload a blob: Content-Length is checked against the bounds before a "
+                    "byte is stored, and the bytes must hash (sha256) to the digest",
+                    obj({"blob": model(out.DataBlob)}),
+                    status="201",
+                    params=[DIGEST],
+                    errors=("400", "403", "411", "413"),
                     role="user",
                 ),
                 "requestBody": {

@@ -17,6 +17,7 @@ from pathlib import Path
 from river_runner.ids import SnowflakeGenerator
 from river_server import db, loop_guard
 from river_server.blobs import BlobStore
+from river_server.datastore import DataStore
 from river_server.dbwork import DbWork, pool_readers
 from river_server.dispatcher import Dispatcher
 from river_server.environments import EnvironmentLimits, EnvironmentService
@@ -59,6 +60,9 @@ class HostConfig:
     max_tasks_per_user: int = 1000  # unfinished tasks per user
     log_max_bytes: int = 64 * 1024 * 1024  # stored log per task; then one truncation note
     blob_user_max_bytes: int = 1024**3  # all blobs of one user's tasks together
+    data_user_max_bytes: int = 8 * 1024**3  # the data plane: one user's blobs together
+    data_task_max_bytes: int = 4 * 1024**3  # the data plane: one task's push (or pull)
+    data_retention: float = 7 * 24 * 3600.0  # unused blobs and finished tasks' results
     max_event_streams_per_user: int = 32  # concurrent /river/api/events streams
     max_reservations_per_user: int = 64  # overlay IP reservations held at once
     ssh_max_connections: int = 256  # SSH proxy connections in all (a thread each)
@@ -109,6 +113,12 @@ class River:
         self.logs = LogStore(config.data_dir / "logs", config.log_max_bytes)
         self.blobs = BlobStore(
             config.data_dir / "blobs", config.blob_max_bytes, config.blob_user_max_bytes
+        )
+        self.data = DataStore(
+            config.data_dir / "data",
+            user_max_bytes=config.data_user_max_bytes,
+            task_max_bytes=config.data_task_max_bytes,
+            retention=config.data_retention,
         )
         self.streams = StreamGate(config.max_event_streams_per_user)
         self.tunnels = StreamGate(

@@ -101,6 +101,10 @@ def _validate_spec(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if workdir:
         spec["workdir"] = workdir
     spec.update(_container_spec(body))
+    if body.get("data"):  # pushed blobs / pulled names (river_server/handlers/data.py)
+        if kind != "python":
+            raise SpecError("'data' (pushed and pulled values) needs a python task")
+        spec["data"] = body["data"]
     spec.update(_python_spec(body, kind, spec))
     return kind, spec
 

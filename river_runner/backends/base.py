@@ -52,6 +52,8 @@ class TaskLaunch:
     # host, no overlay network); the process backend runs there anyway.
     host_network: bool = False
     hostname: str | None = None  # the container's hostname (VPSes: vps-<id>)
+    # The data plane: {"push": {name: {"digest", "size"}}, "pull": [names]} (river_runner/data.py)
+    data: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> TaskLaunch:

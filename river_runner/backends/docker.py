@@ -79,6 +79,7 @@ from river_runner.containers import (
     resolve_mount_source,
 )
 from river_runner.containers import parse_mount as _parse_mount
+from river_runner.data import container_data
 from river_runner.loglines import LineSplitter
 from river_runner.protocol import TaskState
 
@@ -293,6 +294,10 @@ class DockerBackend(DockerVpsOps, Backend):
             if env_dir.is_dir():
                 volumes.append(f"{env_dir}:{CONTAINER_SHARED_DIR}/{ENV_DIR}:ro")
         volumes.extend(self._mount(m, launch.mount_prefixes) for m in launch.mounts)
+        # The data plane: pushed blobs from the runner's cache, pulled values to its out dir.
+        data_env, data_volumes = container_data(env, task_dir, CONTAINER_TASK_DIR)
+        env.update(data_env)
+        volumes.extend(data_volumes)
         config: dict[str, Any] = {
             "image": launch.image or self.default_image,
             "command": self._command(launch, task_dir),

@@ -125,6 +125,9 @@ class TaskSubmit(ContainerFields):
         "host's job_port_range; roles of at least c.RiverHost.host_network_role)",
     )
     python: Python = None
+    data: TaskData | None = Field(
+        default=None, description="pushed blobs and pulled names (the data plane)"
+    )
     python_fallback: bool = Field(
         default=False,
         description="when `python` is not on the node, run with the runner's own "
@@ -337,6 +340,31 @@ class GroupUpdate(QuotaFields):
     """PATCH /groups/{name} (admins)."""
 
 
+# ---- the data plane (river_server/datastore.py) ----------------------------------------
+
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the bytes")]
+
+
+class BlobRef(Request):
+    """One blob by digest and size."""
+
+    digest: Digest
+    size: Annotated[int, Field(ge=0)]
+
+
+class DataCheck(Request):
+    """POST /data: which of these blobs must still be uploaded (and do they fit)."""
+
+    blobs: Annotated[list[BlobRef], Field(max_length=1024)]
+
+
+class TaskData(Request):
+    """A python task's pushed values (name -> blob) and the names it sends back."""
+
+    push: Annotated[dict[str, BlobRef], Field(max_length=1024)] = Field(default_factory=dict)
+    pull: Annotated[list[str], Field(max_length=1024)] = Field(default_factory=list)
+
+
 REQUEST_MODELS: tuple[type[Request], ...] = (
     EmptyBody,
     TaskSubmit,
@@ -356,4 +384,5 @@ REQUEST_MODELS: tuple[type[Request], ...] = (
     LoginRequest,
     GroupCreate,
     GroupUpdate,
+    DataCheck,
 )

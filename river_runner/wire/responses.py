@@ -144,6 +144,13 @@ class Blob(Response):
     size: int
 
 
+class DataBlob(Response):
+    """A data-plane blob (pushed value or pulled result), named by the sha256 of its bytes."""
+
+    digest: str
+    size: int
+
+
 # ---- nodes -----------------------------------------------------------------------------
 
 
@@ -374,6 +381,7 @@ RESPONSE_MODELS: tuple[type[Response], ...] = (
     Task,
     LogLine,
     Blob,
+    DataBlob,
     Node,
     Vps,
     Snapshot,

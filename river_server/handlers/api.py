@@ -15,7 +15,9 @@ from river_runner.wire.queries import LogsQuery, TaskList
 from river_runner.wire.requests import EmptyBody, TaskSubmit
 from river_server import db, jobs
 from river_server.auth import role_at_least
+from river_server.datastore import DataError
 from river_server.handlers.base import RiverAPIHandler, min_cores
+from river_server.handlers.data import check_task_data
 from river_server.paging import page_request
 from river_server.serialize import task_detail_json
 from river_server.tasks import TaskError
@@ -68,6 +70,10 @@ class TasksHandler(RiverAPIHandler):
     async def post(self) -> None:
         self.require_role("user")
         body = self.body(TaskSubmit, context=min_cores(self.role)).fields_set()
+        try:
+            check_task_data(self.river.data, self.username, body.get("data"))
+        except DataError as exc:
+            raise web.HTTPError(exc.status, str(exc)) from None
         try:
             answer = await self.river.db.write(self._submit, self.username, self.role, body)
         except SpecError as exc:

@@ -22,8 +22,11 @@ from tests.cluster import Cluster
 
 BODY_METHODS = ("post", "patch", "put")
 # Not JSON bodies of the user API: runner reports take runner credentials (their shapes are
-# the next step of issue #14), the proxy passes bodies through, a blob is raw bytes.
-NOT_JSON = re.compile(r"^/river/api/runner/|^/river/proxy/|^/river/api/tasks/.*/blobs/")
+# the next step of issue #14), the proxy passes bodies through, a blob is raw bytes (task
+# blobs and the data plane's /data/{digest}).
+NOT_JSON = re.compile(
+    r"^/river/api/runner/|^/river/proxy/|^/river/api/tasks/.*/blobs/|^/river/api/data/"
+)
 # A body each route would accept, so that the only fault is the one a case adds: without
 # the models these requests succeed and create something.
 VALID: dict[type[Request], dict[str, Any]] = {
@@ -45,6 +48,7 @@ VALID: dict[type[Request], dict[str, Any]] = {
     wire.LoginRequest: {"username": "admin", "password": "wrong-password"},
     wire.GroupCreate: {"name": "contract-group"},
     wire.GroupUpdate: {},
+    wire.DataCheck: {"blobs": []},
 }
 PATH_VALUES = {"tasks": "12345", "vps": "12345", "users": "admin", "groups": "contract-group"}
 

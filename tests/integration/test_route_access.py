@@ -10,11 +10,12 @@ river_server/app.py, a concrete path (placeholders below), and the code each cal
 Placeholders: {task} the owner's long-lived queued task; {fresh_task} a new queued task of
 the owner's, made for each call; {owner}; {fresh_user}; {owner_token} a new token of the
 owner's per call; {fresh_invite}; {group}; {fresh_group}; {env} an environment that does
-not exist; {blob} a blob of {task}.
+not exist; {blob} a blob of {task}. The owner also holds the data-plane blob OWNER_DATA.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +35,10 @@ A = "/river/api"
 CALLERS = ("anon", "viewer", "other", "owner", "admin")
 OWNER_PASSWORD = "owner-password-1"
 Code = int | frozenset
+OWNER_DATA = b"owner-data-plane-bytes"
+OWNER_DATA_DIGEST = hashlib.sha256(OWNER_DATA).hexdigest()
+NEW_DATA = b"anyone-may-upload-these"
+NEW_DATA_DIGEST = hashlib.sha256(NEW_DATA).hexdigest()
 
 
 def E(anon: Code, viewer: Code, other: Code, owner: Code, admin: Code) -> dict[str, Code]:  # noqa: N802
@@ -127,7 +132,26 @@ ROUTES: list[Row] = [
         E(NO, 403, 404, 201, 201),
         b"data",
     ),
+    Row(
+        "GET", rf"{A}/tasks/([^/]+)/pulled", f"{A}/tasks/{{task}}/pulled", E(NO, 404, 404, 404, 404)
+    ),
     Row("GET", rf"{A}/events", f"{A}/events?task={{task}}", EVERYONE),
+    # ---- the data plane: blobs by digest, readable only by those who sent the bytes
+    Row(
+        "POST",
+        rf"{A}/data",
+        f"{A}/data",
+        E(NO, 403, 200, 200, 200),
+        {"blobs": [{"digest": OWNER_DATA_DIGEST, "size": len(OWNER_DATA)}]},
+    ),
+    Row("GET", rf"{A}/data/([^/]+)", f"{A}/data/{OWNER_DATA_DIGEST}", E(NO, 404, 404, 200, 404)),
+    Row(
+        "PUT",
+        rf"{A}/data/([^/]+)",
+        f"{A}/data/{NEW_DATA_DIGEST}",
+        E(NO, 403, 201, 201, 201),
+        NEW_DATA,
+    ),
     # ---- VPSes (lifecycle and ownership with a real daemon: tests/docker/test_vps.py; this
     # host has no docker node, so only refusals and misses are checked here)
     Row("GET", rf"{A}/vps", f"{A}/vps", EVERYONE),
@@ -301,6 +325,19 @@ ROUTES: list[Row] = [
     Row("POST", rf"{A}/runner/register", f"{A}/runner/register", RUNNER, {"name": "x"}),
     Row("POST", rf"{A}/runner/heartbeat", f"{A}/runner/heartbeat", RUNNER, {}),
     Row("POST", rf"{A}/runner/events", f"{A}/runner/events", RUNNER, {"messages": []}),
+    Row(
+        "GET",
+        rf"{A}/runner/data/([^/]+)",
+        f"{A}/runner/data/{OWNER_DATA_DIGEST}?task={{task}}",
+        RUNNER,
+    ),
+    Row(
+        "PUT",
+        rf"{A}/runner/tasks/([^/]+)/pulled",
+        f"{A}/runner/tasks/{{task}}/pulled",
+        RUNNER,
+        b"x",
+    ),
     # ---- proxied ports: a queued task has nothing to proxy to (owner 409); an admin may not
     # open another user's app (403: its pages would run with the admin's session); others 404
     Row("GET", PROXY_ROUTE, "/river/proxy/{task}/8888/", E(NO, 404, 404, 409, 403)),
@@ -421,6 +458,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
             {"command": ["true"], "env": {"OWNER_SECRET": "s3cr3t-value"}},
         )["task"]
         context.ok("owner", "PUT", f"{A}/tasks/{task['id']}/blobs/result.bin", b"owner-bytes")
+        context.ok("owner", "PUT", f"{A}/data/{OWNER_DATA_DIGEST}", OWNER_DATA)
         context.ok("admin", "POST", f"{A}/groups", {"name": "t-group"})
         context.values = {
             "task": task["id"],

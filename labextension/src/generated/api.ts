@@ -1033,6 +1033,257 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/river/api/tasks/{id}/pulled": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A python task's pulled values as its runner sent them (a River frame: pickle protocol 5 with out-of-band buffers); 404 until there are any */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/octet-stream": string;
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description no such thing, or not yours to see */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/river/api/data": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Which of these blobs you must still upload; 413 naming the bound if they cannot fit (data_task_max_bytes, data_user_max_bytes)
+         * @description Needs the user role.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["DataCheck"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            missing?: string[];
+                        };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description over a size bound; the message names the setting */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/river/api/data/{digest}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read one of your blobs (404 for a blob you never uploaded, whoever has it) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    digest: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/octet-stream": string;
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description no such thing, or not yours to see */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        /**
+         * Upload a blob: Content-Length is checked against the bounds before a byte is stored, and the bytes must hash (sha256) to the digest
+         * @description Needs the user role.
+         */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    digest: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            responses: {
+                /** @description OK */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            blob?: components["schemas"]["DataBlob"];
+                        };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description the upload has no Content-Length (its size is checked before the body) */
+                411: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description over a size bound; the message names the setting */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/river/api/vps": {
         parameters: {
             query?: never;
@@ -4625,6 +4876,11 @@ export interface components {
             name: string;
             size: number;
         };
+        /** @description A data-plane blob (pushed value or pulled result), named by the sha256 of its bytes. */
+        DataBlob: {
+            digest: string;
+            size: number;
+        };
         /** @description What the scheduler has left on a node (dispatcher.free_resources). */
         NodeFree: {
             cores: number;
@@ -4833,6 +5089,19 @@ export interface components {
             /** @default null */
             limit?: number | null;
         };
+        /** @description One blob by digest and size. */
+        BlobRef: {
+            /** @description sha256 of the bytes */
+            digest: string;
+            size: number;
+        };
+        /** @description A python task's pushed values (name -> blob) and the names it sends back. */
+        TaskData: {
+            push?: {
+                [key: string]: components["schemas"]["BlobRef"];
+            };
+            pull?: string[];
+        };
         /** @description POST /tasks: a command (argv or shell string) or a Python script. */
         TaskSubmit: {
             /** @default null */
@@ -4914,6 +5183,11 @@ export interface components {
              * @default null
              */
             python?: string | null;
+            /**
+             * @description pushed blobs and pulled names (the data plane)
+             * @default null
+             */
+            data?: components["schemas"]["TaskData"] | null;
             /**
              * @description when `python` is not on the node, run with the runner's own interpreter and say so (%%river submit's default: the kernel's interpreter)
              * @default false
@@ -5099,6 +5373,10 @@ export interface components {
             max_cores?: number | null;
             /** @default null */
             max_gpus?: number | null;
+        };
+        /** @description POST /data: which of these blobs must still be uploaded (and do they fit). */
+        DataCheck: {
+            blobs: components["schemas"]["BlobRef"][];
         };
     };
     responses: never;

@@ -1,0 +1,124 @@
+"""The data plane's push + pull round trip against a raw TCP loopback copy of the same bytes,
+in the same run, rounds interleaved.
+
+    .venv/bin/python bench/data_plane.py [--sizes 64,256,1024] [-n 3]
+
+A real cluster on loopback: a Jupyter host with River and one process runner. Each round,
+for each size (MiB), a fresh float64 array (a new digest: nothing is deduplicated):
+
+* floor: one TCP loopback connection; the client sends the array's bytes and the server
+  sends them back (recv_into one preallocated buffer, sendall of a memoryview): the least
+  any push + pull of these bytes can cost on this machine;
+* river: `client.submit(script="y = x", push={"x": a}, pull=["y"]).result()`: pickle
+  protocol 5 framing and hashing, the upload to the host, the runner's fetch into its cache,
+  the task's load and its result frame, the runner's upload, the client's download; from
+  the call to the returned value, so the task's start and the runner's fetch are included.
+
+Prints MB/s (2 x size moved) per path and the ratio river/floor (goal >= 0.5 at 1 GiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from river_magics import Client  # noqa: E402
+from river_runner.data import cache_dir_name  # noqa: E402
+from tests.cluster import Cluster  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def tcp_round_trip(data: memoryview) -> float:
+    """Seconds to send `data` over loopback TCP and receive it back."""
+    size = len(data)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def echo() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            buffer = bytearray(size)
+            view, got = memoryview(buffer), 0
+            while got < size:
+                got += connection.recv_into(view[got:], min(4 * MiB, size - got))
+            connection.sendall(view)
+
+    server = threading.Thread(target=echo)
+    server.start()
+    back = bytearray(size)
+    view, got = memoryview(back), 0
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(data)
+        while got < size:
+            got += sock.recv_into(view[got:], min(4 * MiB, size - got))
+    took = time.perf_counter() - started
+    server.join()
+    listener.close()
+    assert back == data
+    return took
+
+
+def river_round_trip(client: Client, array: np.ndarray) -> float:
+    started = time.perf_counter()
+    values = client.submit(script="y = x", push={"x": array}, pull=["y"]).result(timeout=600)
+    took = time.perf_counter() - started
+    assert np.array_equal(values["y"], array)
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="64,256,1024", help="array sizes in MiB")
+    parser.add_argument("-n", type=int, default=3, help="rounds")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="river-bench-data-"))
+    cluster = Cluster(root, extra_host_args=[f"--RiverHost.data_user_max_bytes={256 * 1024**3}"])
+    results: dict[int, dict[str, list[float]]] = {s: {"floor": [], "river": []} for s in sizes}
+    try:
+        cluster.start_host()
+        cluster.start_runner("n1", "--cpus", "0")
+        token = cluster.make_users("bench")["bench"]
+        with Client(cluster.url, token) as client:
+            for round_ in range(args.n):
+                for size in sizes:
+                    array = np.arange(size * MiB // 8, dtype=np.float64)
+                    array[0] = round_ + 0.5  # a new digest each round
+                    results[size]["floor"].append(tcp_round_trip(memoryview(array).cast("B")))
+                    results[size]["river"].append(river_round_trip(client, array))
+                    del array
+                    print(f"round {round_ + 1} {size} MiB done", file=sys.stderr)
+    finally:
+        cluster.close()
+        shutil.rmtree(
+            Path(tempfile.gettempdir()) / cache_dir_name("n1", root / "runners" / "n1"), True
+        )
+        shutil.rmtree(root, ignore_errors=True)
+    print(
+        "| size | floor: TCP loopback (MB/s) | River push+pull (MB/s) | ratio | River median s |"
+    )
+    print("|---|---|---|---|---|")
+    for size in sizes:
+        floor = statistics.median(results[size]["floor"])
+        river = statistics.median(results[size]["river"])
+        moved = 2 * size * MiB / 1e6
+        print(
+            f"| {size} MiB | {moved / floor:,.0f} | {moved / river:,.0f} | "
+            f"{floor / river:.2f} | {river:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

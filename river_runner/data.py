@@ -1,0 +1,255 @@
+"""The runner's side of the data plane: pushed blobs into a local cache, results back.
+
+A task that pushes values names blobs by digest. Before it starts, the runner fetches each
+one it does not already hold from the host (`GET /river/api/runner/data/{digest}?task=ID`:
+the host serves only blobs of live tasks placed on this runner) into a cache keyed by
+digest, so 8 array members on one node fetch an array once. The task gets the files'
+paths in its environment (RIVER_DATA_IN, JSON name -> path) and reads them there: nothing
+rides inside its script. The cache is bounded (`max_bytes`); the least recently used
+blobs are evicted first, never one a starting task is about to read.
+
+A task that pulls values writes them to RIVER_DATA_OUT; when it ends, the runner uploads
+that file (`PUT /river/api/runner/tasks/{id}/pulled`) before it reports the end, so a
+client that sees "completed" finds the values already there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CHUNK = 4 * 1024 * 1024
+ENV_IN = "RIVER_DATA_IN"
+ENV_OUT = "RIVER_DATA_OUT"
+DIGEST_HEADER = "X-River-Digest"
+
+
+def container_data(
+    env: dict[str, str], task_dir: Path, inside_dir: str
+) -> tuple[dict[str, str], list[str]]:
+    """For a container task: its data-plane variables rewritten to paths inside the
+    container, and the bind mounts that put them there (pushed blobs read-only, one each;
+    the task's out directory writable). The image's root may be read-only, so the mount
+    points are made in the task's directory (`task_dir`, mounted at `inside_dir`) first.
+    Nothing when the task has no data."""
+    updates: dict[str, str] = {}
+    volumes: list[str] = []
+    if ENV_IN in env:
+        (task_dir / "data" / "in").mkdir(parents=True, exist_ok=True)
+        inside = {}
+        for name, path in json.loads(env[ENV_IN]).items():
+            digest = Path(path).name
+            (task_dir / "data" / "in" / digest).touch()
+            target = f"{inside_dir}/data/in/{digest}"
+            if f"{path}:{target}:ro" not in volumes:
+                volumes.append(f"{path}:{target}:ro")
+            inside[name] = target
+        updates[ENV_IN] = json.dumps(inside)
+    if ENV_OUT in env:
+        out = Path(env[ENV_OUT])
+        (task_dir / "data" / "out").mkdir(parents=True, exist_ok=True)
+        volumes.append(f"{out.parent}:{inside_dir}/data/out:rw")
+        updates[ENV_OUT] = f"{inside_dir}/data/out/{out.name}"
+    return updates, volumes
+
+
+def cache_dir_name(runner: str, data_dir: Path) -> str:
+    """The cache's directory name beside the tasks' scratch directories."""
+    key = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+    return f"river-data-{runner}-{key}"
+
+
+def _consume(data: bytes, hasher: Any, handle: Any) -> None:
+    hasher.update(data)
+    handle.write(data)
+
+
+def file_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def size_text(path: Path) -> str:
+    try:
+        return f"{path.stat().st_size / 2**20:.1f} MiB"
+    except OSError:
+        return "size unknown"
+
+
+class DataFetchError(Exception):
+    """A pushed blob could not be fetched; the task fails with this message."""
+
+
+class DataCache:
+    def __init__(self, root: Path, max_bytes: int = 16 * 1024**3) -> None:
+        self.root = root / "cache"
+        self.out = root / "out"
+        self.tmp = root / "tmp"
+        # Tasks may run as another account (river_runner.task_account): they may open a
+        # cached blob they are told the path of (0711: search, not list; files 0644, named
+        # by a digest only the pushing user knows) and write only their own out directory.
+        for directory in (root, self.root, self.out, self.tmp):
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o711)
+        for stale in self.tmp.iterdir():
+            stale.unlink(missing_ok=True)
+        self.max_bytes = max_bytes
+        self.fetched_bytes = 0  # bytes fetched from the host since start
+
+    def path(self, digest: str) -> Path:
+        return self.root / digest
+
+    async def fetch(
+        self,
+        http: httpx.AsyncClient,
+        headers: dict[str, str],
+        task_id: int,
+        digest: str,
+        base: str = "",
+    ) -> Path:
+        """The blob's local file, fetched from the host (at `base`, the leader's URL)
+        unless already cached."""
+        target = self.path(digest)
+        if target.exists():
+            os.utime(target)  # LRU: a hit is a use
+            return target
+        temp = self.tmp / f"{digest}.{time.monotonic_ns()}"
+        hasher = hashlib.sha256()
+        try:
+            url = f"{base}/river/api/runner/data/{digest}"
+            async with http.stream(
+                "GET", url, params={"task": str(task_id)}, headers=headers, timeout=60.0
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise DataFetchError(
+                        f"pushed blob {digest[:12]}: the host said {response.status_code} "
+                        f"{response.text[:200]}"
+                    )
+                # Hash and write in a thread (both release the GIL) while the next bytes
+                # arrive: on the event loop they halved the fetch rate of a GiB.
+                with open(temp, "wb") as handle:
+                    pending: asyncio.Future[None] | None = None
+                    batch: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_raw():
+                        batch.append(chunk)
+                        size += len(chunk)
+                        if size < CHUNK:
+                            continue
+                        if pending is not None:
+                            await pending
+                        pending = asyncio.ensure_future(
+                            asyncio.to_thread(_consume, b"".join(batch), hasher, handle)
+                        )
+                        self.fetched_bytes += size
+                        batch, size = [], 0
+                    if pending is not None:
+                        await pending
+                    _consume(b"".join(batch), hasher, handle)
+                    self.fetched_bytes += size
+            if hasher.hexdigest() != digest:
+                raise DataFetchError(f"pushed blob {digest[:12]} arrived damaged (digest)")
+            self.evict(temp.stat().st_size)
+            os.chmod(temp, 0o644)
+            os.replace(temp, target)
+        except httpx.HTTPError as exc:
+            raise DataFetchError(f"pushed blob {digest[:12]}: {exc}") from None
+        finally:
+            temp.unlink(missing_ok=True)
+        return target
+
+    def evict(self, room: int, keep: set[str] | None = None) -> None:
+        """Remove least recently used blobs until `room` more bytes fit under max_bytes."""
+        entries = sorted(
+            (entry.stat().st_mtime, entry.stat().st_size, entry.path)
+            for entry in os.scandir(self.root)
+        )
+        used = sum(size for _, size, _ in entries)
+        for _, size, path in entries:
+            if used + room <= self.max_bytes:
+                return
+            if keep and Path(path).name in keep:
+                continue
+            Path(path).unlink(missing_ok=True)
+            used -= size
+
+    async def prepare(
+        self,
+        http: httpx.AsyncClient,
+        headers: dict[str, str],
+        task_id: int,
+        data: dict[str, Any],
+        owner: tuple[int, int] | None = None,
+        base: str = "",
+    ) -> dict[str, str]:
+        """Fetch a task's pushed blobs; the environment that tells it where they are."""
+        env: dict[str, str] = {}
+        push = data.get("push") or {}
+        if push:
+            paths = {
+                name: str(await self.fetch(http, headers, task_id, ref["digest"], base))
+                for name, ref in push.items()
+            }
+            env[ENV_IN] = json.dumps(paths)
+        if data.get("pull"):
+            directory = self.out / str(task_id)
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(mode=0o700)
+            if owner is not None and owner[0] != os.geteuid():
+                os.chown(directory, *owner)
+            env[ENV_OUT] = str(directory / "pulled")
+        return env
+
+    async def send_result(
+        self, http: httpx.AsyncClient, headers: dict[str, str], task_id: int, base: str = ""
+    ) -> str | None:
+        """Upload what the task wrote to RIVER_DATA_OUT, if anything; why not, if it failed."""
+        directory = self.out / str(task_id)
+        result = directory / "pulled"
+        try:
+            if not result.exists():
+                return None
+            # Hashing a GiB takes seconds: off the event loop, which keeps heartbeating.
+            digest = await asyncio.to_thread(file_digest, result)
+            size = result.stat().st_size
+
+            async def body() -> Any:
+                with open(result, "rb") as handle:
+                    while chunk := handle.read(CHUNK):
+                        yield chunk
+
+            response = await http.put(
+                f"{base}/river/api/runner/tasks/{task_id}/pulled",
+                content=body(),
+                headers={
+                    **headers,
+                    DIGEST_HEADER: digest,
+                    "Content-Length": str(size),
+                },
+                timeout=120.0,
+            )
+            if response.status_code >= 400:
+                return f"the host refused the pulled values: {response.text[:300]}"
+            return None
+        except (OSError, httpx.HTTPError) as exc:
+            # A refusal answered from the headers (413: over a bound) cuts the body off, so
+            # httpx may see only the closed connection: say so rather than print nothing.
+            why = str(exc) or type(exc).__name__
+            return (
+                f"the pulled values ({size_text(result)}) could not be sent: {why} (over "
+                "data_task_max_bytes or data_user_max_bytes, if the host cut it off at once)"
+            )
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -214,7 +214,7 @@ class RunnerDataHandler(RunnerAPIHandler):
     """GET /runner/data/{digest}?task=ID: a blob one of this runner's live tasks pushed."""
 
     async def get(self, digest: str) -> None:
-        node = self.authenticate_node()
+        node = await self.authenticate_node()
         task = _runner_task(self, node, self.get_argument("task", ""))
         pushed = ((task.spec or {}).get("data") or {}).get("push") or {}
         if digest not in {ref.get("digest") for ref in pushed.values()}:
@@ -226,8 +226,9 @@ class RunnerDataHandler(RunnerAPIHandler):
 class RunnerPulledHandler(StreamedUpload, RunnerAPIHandler):
     """PUT /runner/tasks/{id}/pulled: a task's pulled values (header X-River-Digest)."""
 
-    def prepare(self) -> None:
-        node = self.authenticate_node()
+    async def prepare(self) -> None:  # type: ignore[override]
+        super().prepare()  # a standby refuses: runners talk to the leader only
+        node = await self.authenticate_node()
         task = _runner_task(self, node, self.path_args[0])
         declared = declared_length(self)
         digest = self.request.headers.get(DIGEST_HEADER, "")

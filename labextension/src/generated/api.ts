@@ -4910,6 +4910,17 @@ export interface components {
              */
             network?: "overlay" | "host" | null;
             /**
+             * @description a job's launcher: `torchrun` runs each member's script through `python -m torch.distributed.run` with the rendezvous arguments (needs `nodes`)
+             * @default null
+             * @enum {string|null}
+             */
+            launcher?: "torchrun" | null;
+            /**
+             * @description processes torchrun starts on each member (at most its GPUs when it asks for GPUs, else its cores); only with `launcher`
+             * @default null
+             */
+            nproc_per_node?: number | null;
+            /**
              * @description process backend: the interpreter of a python task; an absolute path (interpreter, venv or conda directory) or a name from the node's --python-env
              * @default null
              */

@@ -89,6 +89,7 @@ def test_two_node_job_runs_each_member_through_torchrun(
     finished = [cluster.api.finished(m["id"], timeout=90) for m in members]
     logs = [cluster.api.task_lines(m["id"]) for m in members]
     assert [t["state"] for t in finished] == ["completed"] * 2, (finished, logs)
+    assert finished[1]["job"]["launcher"] == {"name": "torchrun", "nproc_per_node": 2}
     master = finished[0]["job"]["master_addr"]
     assert master == finished[0]["overlay_ip"]
     for rank, lines in enumerate(logs):

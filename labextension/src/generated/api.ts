@@ -4572,6 +4572,14 @@ export interface components {
             master_addr?: string;
             /** @description the rendezvous port, once the job is placed */
             master_port?: number;
+            /** @description a job run through torchrun (`launcher`) */
+            launcher?: components["schemas"]["TaskJobLauncher"];
+        };
+        /** @description How a job's members start their script (river_server/jobs.py launcher_args). */
+        TaskJobLauncher: {
+            /** @enum {string} */
+            name: "torchrun";
+            nproc_per_node: number;
         };
         /** @description river_server/serialize.py task_json (+ `spec` for the owner and operators). */
         Task: {

@@ -157,6 +157,18 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
         help="a --nodes job's network: overlay (default; each member at its own overlay "
         "address) or host (members in their nodes' own network, a port River picks)",
     )
+    parser.add_argument(
+        "--launcher",
+        choices=("torchrun",),
+        help="a --nodes job's launcher: torchrun runs each member's script as "
+        "python -m torch.distributed.run with the job's rendezvous",
+    )
+    parser.add_argument(
+        "--nproc-per-node",
+        type=count_arg,
+        metavar="K",
+        help="processes torchrun starts on each member (at most its GPUs, else its cores)",
+    )
     parser.add_argument("--name", help="a label shown in %%river tasks")
     parser.add_argument(
         "-e",
@@ -429,7 +441,13 @@ def check_job(args: argparse.Namespace) -> None:
             raise UsageError("--gpus-per-node is for multi-node jobs: add --nodes N")
         if getattr(args, "network", None) is not None:
             raise UsageError("--network is for multi-node jobs: add --nodes N")
+        if getattr(args, "launcher", None) is not None:
+            raise UsageError("--launcher is for multi-node jobs: add --nodes N")
+        if getattr(args, "nproc_per_node", None) is not None:
+            raise UsageError("--nproc-per-node goes with --nodes N --launcher torchrun")
         return
+    if getattr(args, "nproc_per_node", None) is not None and not getattr(args, "launcher", None):
+        raise UsageError("--nproc-per-node goes with --launcher torchrun")
     if nodes < 1:
         raise UsageError("--nodes must be at least 1")
     if args.targets or args.array:

@@ -221,7 +221,11 @@ def new_array_id() -> str:
 
 
 def job_fields(
-    nodes: int, gpus_per_node: int | None = None, network: str | None = None
+    nodes: int,
+    gpus_per_node: int | None = None,
+    network: str | None = None,
+    launcher: str | None = None,
+    nproc_per_node: int | None = None,
 ) -> dict[str, Any]:
     """The body fields of a multi-node job, checked here so a typo fails before a request."""
     if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
@@ -233,4 +237,10 @@ def job_fields(
         out["gpus_per_node"] = gpus_per_node
     if network is not None:
         out["network"] = network
+    if launcher is not None:
+        out["launcher"] = launcher
+    if nproc_per_node is not None:
+        if isinstance(nproc_per_node, bool) or not isinstance(nproc_per_node, int):
+            raise RiverError(f"nproc_per_node must be a whole number, not {nproc_per_node!r}")
+        out["nproc_per_node"] = nproc_per_node
     return out

@@ -293,6 +293,8 @@ class ClientCore:
         nodes: int | None = None,
         gpus_per_node: int | None = None,
         network: str | None = None,
+        launcher: str | None = None,
+        nproc_per_node: int | None = None,
         _array: dict[str, Any] | None = None,
     ) -> Any:
         """Queue a task: a command (argv list or shell string) or a Python `script`; its
@@ -301,7 +303,9 @@ class ClientCore:
         `nodes=N`: a multi-node job instead, N members placed together on distinct nodes
         (each with `cores`, `memory` and `gpus_per_node` GPUs) that end together; the
         answer is a group of the members' handles labelled "rank 0" ... Each member sees
-        MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE ... (docs/api.md).
+        MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE ... (docs/api.md). With
+        `launcher="torchrun", nproc_per_node=K` each member runs the script through
+        `python -m torch.distributed.run` (K processes, WORLD_SIZE = nodes x K).
 
         `push={"x": x}` makes `x` a variable of the remote script; `pull=["y"]` sends the
         script's `y` back, read with `handle.result()`. Target, memory and pushed values
@@ -343,7 +347,9 @@ class ClientCore:
             body["data"] = data
             pull_names = list(data["pull"])
         if nodes is not None:
-            body.update(job_fields(nodes, gpus_per_node, network))
+            body.update(job_fields(nodes, gpus_per_node, network, launcher, nproc_per_node))
+        elif launcher is not None or nproc_per_node is not None:
+            raise RiverError("launcher and nproc_per_node are for multi-node jobs: add nodes=N")
         answer = await self._request("POST", "/tasks", json=body)
         if nodes is not None:
             members = list(answer.get("members") or [answer["task"]])

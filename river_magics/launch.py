@@ -107,6 +107,8 @@ def job_options(args: argparse.Namespace) -> dict[str, Any]:
         "nodes": args.nodes,
         "gpus_per_node": args.gpus_per_node,
         "network": getattr(args, "network", None),
+        "launcher": getattr(args, "launcher", None),
+        "nproc_per_node": getattr(args, "nproc_per_node", None),
     }
 
 

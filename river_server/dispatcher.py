@@ -306,6 +306,7 @@ class Dispatcher:
         extras = jobs.launch_extras(task)  # a job member's rendezvous env and hostfile
         return {
             "hostfile": extras.get("hostfile"),
+            "launcher": extras.get("launcher") or [],  # python -m torch.distributed.run ...
             "task_id": str(task.id),
             "kind": "command" if task.kind == "vps" else task.kind,  # a VPS runs its command
             "command": spec.get("command"),

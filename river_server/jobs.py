@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from river_runner.protocol import TaskState
-from river_runner.spec import SpecError
+from river_runner.spec import ResourceRequest, SpecError
 from river_server import db, job_ports
 from river_server.auth import role_at_least
 
@@ -60,7 +60,8 @@ def job_size(body: dict[str, Any]) -> int | None:
 
 def member_body(body: dict[str, Any]) -> dict[str, Any]:
     """The per-member request: `gpus_per_node` is the member's `gpus`."""
-    out = {k: v for k, v in body.items() if k not in ("nodes", "gpus_per_node", "network")}
+    dropped = ("nodes", "gpus_per_node", "network", "launcher", "nproc_per_node")
+    out = {k: v for k, v in body.items() if k not in dropped}
     per_node = body.get("gpus_per_node")
     if per_node is not None:
         if body.get("gpus") not in (None, 0, per_node):
@@ -99,15 +100,101 @@ def check_network(overlay: OverlayService, network: Any, role: str, host_network
     return network
 
 
+LAUNCHERS = ("torchrun",)
+
+
+def check_launcher(
+    body: dict[str, Any], size: int | None, kind: str, request: ResourceRequest
+) -> dict[str, Any] | None:
+    """The job's validated launcher ({name, nproc_per_node}) or None; SpecError (400)
+    saying what to fix. torchrun wraps a Python script, so it needs `nodes` and a script;
+    its processes per member are bounded by what the member holds: its GPUs when it asks
+    for GPUs (one process per GPU), else its cores (0 cores, an operator's unpinned
+    member, sets no bound)."""
+    launcher, nproc = body.get("launcher") or None, body.get("nproc_per_node")
+    if launcher is None:
+        if nproc is not None:
+            raise SpecError("'nproc_per_node' goes with a launcher: add launcher 'torchrun'")
+        return None
+    if launcher not in LAUNCHERS:
+        raise SpecError(f"launcher must be 'torchrun', not {launcher!r}")
+    if size is None:
+        raise SpecError(
+            "launcher 'torchrun' is for a multi-node job: add 'nodes' (1 or more members)"
+        )
+    if kind != "python":
+        raise SpecError(
+            "launcher 'torchrun' wraps a Python script: send 'script', or run torchrun "
+            "yourself in the command"
+        )
+    nproc = 1 if nproc is None else nproc
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise SpecError(f"'nproc_per_node' must be a whole number of at least 1, not {nproc!r}")
+    gpus = request.gpu_count
+    if gpus and nproc > gpus:
+        raise SpecError(
+            f"'nproc_per_node' {nproc} is more than the {gpus} GPUs each member asks for: "
+            f"ask for {nproc} GPUs per node or start at most {gpus} processes"
+        )
+    if not gpus and request.cores and nproc > request.cores:
+        raise SpecError(
+            f"'nproc_per_node' {nproc} is more than the {request.cores} cores each member "
+            f"asks for: ask for {nproc} cores (-c {nproc}) or start at most {request.cores}"
+        )
+    return {"name": launcher, "nproc_per_node": nproc}
+
+
+def launcher_args(job: dict[str, Any]) -> list[str]:
+    """What goes between a placed member's interpreter and its script: torchrun's static
+    rendezvous on the job's master (`python -m torch.distributed.run ... SCRIPT`); the
+    module form, so the task's own interpreter runs it and no `torchrun` on PATH is
+    needed. Empty for a job without a launcher."""
+    launcher = job.get("launcher")
+    if not launcher or "master_addr" not in job:
+        return []
+    return [
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        str(job["size"]),
+        "--nproc-per-node",
+        str(launcher["nproc_per_node"]),
+        "--node-rank",
+        str(job["rank"]),
+        "--master-addr",
+        str(job["master_addr"]),
+        "--master-port",
+        str(job["master_port"]),
+    ]
+
+
 class JobNetworkRefused(Exception):
     """A role below c.RiverHost.host_network_role asked for a host-network job (403)."""
 
 
 def job_env(job: dict[str, Any]) -> dict[str, str]:
     """The rendezvous variables of one placed member (torchrun / torch.distributed names
-    too, one process per node: WORLD_SIZE is the number of members)."""
+    too, one process per node: WORLD_SIZE is the number of members). Under a launcher
+    the member is torchrun, which starts nproc_per_node processes and sets each one's
+    RANK, LOCAL_RANK (and its own WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK ...): River
+    leaves RANK and LOCAL_RANK out and says WORLD_SIZE = nodes x nproc_per_node."""
     rank, size = str(job["rank"]), str(job["size"])
     addr, port = str(job["master_addr"]), str(job["master_port"])
+    launcher = job.get("launcher")
+    if launcher:
+        nproc = int(launcher["nproc_per_node"])
+        return {
+            "RIVER_JOB_ID": str(job["id"]),
+            "RIVER_NODE_RANK": rank,
+            "RIVER_NUM_NODES": size,
+            "RIVER_MASTER_ADDR": addr,
+            "RIVER_MASTER_PORT": port,
+            "RIVER_NPROC_PER_NODE": str(nproc),
+            "MASTER_ADDR": addr,
+            "MASTER_PORT": port,
+            "WORLD_SIZE": str(int(size) * nproc),
+            "NODE_RANK": rank,
+        }
     return {
         "RIVER_JOB_ID": str(job["id"]),
         "RIVER_NODE_RANK": rank,
@@ -169,7 +256,11 @@ def launch_extras(task: db.Task) -> dict[str, Any]:
     job = (task.spec or {}).get("job")
     if not job or "master_addr" not in job:
         return {}
-    return {"env": job_env(job), "hostfile": hostfile(list(job.get("hosts") or []))}
+    return {
+        "env": job_env(job),
+        "hostfile": hostfile(list(job.get("hosts") or [])),
+        "launcher": launcher_args(job),
+    }
 
 
 def members_of(session: Session, job_id: int) -> list[db.Task]:

@@ -12,7 +12,7 @@ def _job_json(task: db.Task) -> dict[str, Any] | None:
     job = (task.spec or {}).get("job")
     if not job:
         return None
-    keys = ("id", "rank", "size", "network", "master_addr", "master_port")
+    keys = ("id", "rank", "size", "network", "master_addr", "master_port", "launcher")
     return {k: job[k] for k in keys if k in job}
 
 

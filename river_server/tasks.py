@@ -260,6 +260,7 @@ class TaskService:
         this one takes over. `nodes` in the body: a multi-node job (river_server/jobs.py);
         its members are stored together and rank 0 is returned."""
         size = jobs.job_size(body)
+        launch_with = {k: body.get(k) for k in ("launcher", "nproc_per_node")}
         network = None
         if size is not None:
             try:
@@ -283,6 +284,7 @@ class TaskService:
             spec["array"] = array
             spec["env"] = {**spec.get("env", {}), **array_env(array)}
         request = parse_request(body, min_cores=0 if role_at_least(role, "operator") else 1)
+        launcher = jobs.check_launcher(launch_with, size, kind, request)
         name = body.get("name") or ""
         if not isinstance(name, str) or len(name) > 256:
             raise SpecError("'name' must be a string of at most 256 characters")
@@ -308,6 +310,8 @@ class TaskService:
             member_spec = spec
             if job_id is not None:
                 job = {"id": str(job_id), "rank": rank, "size": size, "network": network}
+                if launcher is not None:  # torchrun wraps the script (jobs.launcher_args)
+                    job["launcher"] = launcher
                 member_spec = {**spec, "job": job}
             members.append(
                 db.Task(

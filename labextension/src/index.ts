@@ -24,6 +24,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { IDisposable } from '@lumino/disposable';
 
 import { ITaskRef, IVps, RiverAPI, RiverAPIError } from './api';
+import { liveMember } from './jobs';
 import { LogView } from './logs';
 import { RiverModel } from './model';
 import { RiverPanel } from './panel';
@@ -77,6 +78,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const panel = new RiverPanel(model, {
       kill: task => void commands.execute(CommandIDs.kill, { id: task.id }),
+      killJob: job => {
+        const member = liveMember(job);
+        if (member) {
+          void commands.execute(CommandIDs.kill, {
+            id: member.id,
+            job: job.id,
+            members: job.members.length
+          });
+        }
+      },
       logs: task => void commands.execute(CommandIDs.logs, { id: task.id }),
       openPort: (id, port, path) =>
         void commands.execute(
@@ -107,9 +118,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: async args => {
         const id = String(args.id);
         const task = model.tasks.get(id);
+        // A job's Kill sends the kill to one live member: the host ends all of them.
+        const job = args.job ? String(args.job) : '';
         const answer = await showDialog({
-          title: 'Kill task?',
-          body: `Kill ${task?.name || 'task'} ${id}? Its process ends now.`,
+          title: job ? 'Kill job?' : 'Kill task?',
+          body: job
+            ? `Kill job ${job}? All its ${String(args.members ?? '')} members end now.`
+            : `Kill ${task?.name || 'task'} ${id}? Its process ends now.`,
           buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Kill' })]
         });
         if (!answer.button.accept) {

@@ -6,10 +6,13 @@
 import { Widget } from '@lumino/widgets';
 
 import { INode, ITask, IVps, isTerminal } from './api';
+import { IJobRow, foldJobs, liveMember } from './jobs';
 import { RiverModel } from './model';
 
 export interface IPanelActions {
   kill(task: ITask): void;
+  /** Kill a multi-node job: all its members end (river_server/jobs.py). */
+  killJob(job: IJobRow): void;
   logs(task: ITask): void;
   openPort(id: string, port?: number, path?: string): void;
   terminal(vps: IVps): void;
@@ -256,7 +259,12 @@ export class RiverPanel extends Widget {
     if (!queue.length) {
       list.append(h('div', { class: 'jp-River-empty' }, 'Nothing waits.'));
     }
-    for (const task of queue) {
+    for (const row of foldJobs(queue)) {
+      if ('job' in row) {
+        list.append(this.jobRow(row.job));
+        continue;
+      }
+      const task = row.task;
       list.append(
         this.taskRow(
           task,
@@ -275,7 +283,12 @@ export class RiverPanel extends Widget {
     if (!tasks.length) {
       list.append(h('div', { class: 'jp-River-empty' }, 'No tasks yet.'));
     }
-    for (const task of tasks) {
+    for (const row of foldJobs(tasks)) {
+      if ('job' in row) {
+        list.append(this.jobRow(row.job));
+        continue;
+      }
+      const task = row.task;
       const detail = task.node
         ? `on ${task.node}${task.exit_code != null ? ` · exit ${task.exit_code}` : ''}`
         : (task.reason ?? task.wait_reason ?? '');
@@ -283,6 +296,111 @@ export class RiverPanel extends Widget {
     }
     return list;
   }
+
+  /**
+   * A multi-node job as one row: "job J (k of N)", the job's state, and its members
+   * (rank, id, state, node) behind a toggle that survives redraws. Kill ends the job.
+   */
+  private jobRow(job: IJobRow): HTMLElement {
+    const first = job.members[0];
+    const mine = first.owner === this.model.me;
+    const open = this._openJobs.has(job.id);
+    const actions = h('span', { class: 'jp-River-actions' });
+    actions.append(
+      button(
+        open ? 'Hide' : 'Members',
+        'toggle-members',
+        () => {
+          if (!this._openJobs.delete(job.id)) {
+            this._openJobs.add(job.id);
+          }
+          this.schedule();
+        },
+        open ? 'Hide the members' : 'Show the members'
+      )
+    );
+    if (mine) {
+      actions.append(button('Logs', 'logs', () => this.actions.logs(first)));
+      if (liveMember(job)) {
+        actions.append(
+          button(
+            'Kill',
+            'kill',
+            () => this.actions.killJob(job),
+            'Kill the whole job'
+          )
+        );
+      }
+    }
+    const ended = job.members.find(m => m.reason)?.reason;
+    const row = h(
+      'div',
+      {
+        class: 'jp-River-task jp-River-job',
+        'data-job-id': job.id,
+        'data-state': job.state,
+        'data-members': String(job.members.length),
+        title: ended ?? first.wait_reason ?? ''
+      },
+      h(
+        'div',
+        { class: 'jp-River-row' },
+        h(
+          'span',
+          { class: 'jp-River-name' },
+          `job ${job.id} (${job.members.length} of ${job.size})`
+        ),
+        h(
+          'span',
+          { class: `jp-River-badge jp-River-state-${job.state}` },
+          job.state
+        )
+      ),
+      h(
+        'div',
+        { class: 'jp-River-row' },
+        h(
+          'span',
+          { class: 'jp-River-dim' },
+          `${first.name || first.kind} · ${first.job?.network ?? 'overlay'}`
+        ),
+        actions
+      )
+    );
+    if (open) {
+      const list = h('div', { class: 'jp-River-members' });
+      for (const member of job.members) {
+        list.append(
+          h(
+            'div',
+            {
+              class: 'jp-River-member',
+              'data-task-id': member.id,
+              'data-rank': String(member.job?.rank ?? ''),
+              'data-state': member.state
+            },
+            h(
+              'span',
+              { class: 'jp-River-dim' },
+              `rank ${member.job?.rank ?? '?'}`
+            ),
+            h('span', {}, member.id),
+            h(
+              'span',
+              { class: `jp-River-badge jp-River-state-${member.state}` },
+              member.state
+            ),
+            h('span', { class: 'jp-River-dim' }, member.node ?? '-')
+          )
+        );
+      }
+      row.append(list);
+    }
+    return row;
+  }
+
+  /** Jobs whose member rows are shown (kept across redraws). */
+  private _openJobs = new Set<string>();
 
   private taskRow(task: ITask, detail: string): HTMLElement {
     const mine = task.owner === this.model.me;

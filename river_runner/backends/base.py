@@ -48,6 +48,9 @@ class TaskLaunch:
     overlay_ip: str | None = None  # the task's reserved overlay address (ip_token), if any
     # A job member's MPI hostfile (text); the backend writes it and sets RIVER_HOSTFILE.
     hostfile: str | None = None
+    # A job member's launcher: arguments between the interpreter and the script of a
+    # python task (`-m torch.distributed.run --nnodes N ...`), built by the host.
+    launcher: list[str] = field(default_factory=list)
     # A `network: host` job's member: its node's own network stack (docker: network_mode
     # host, no overlay network); the process backend runs there anyway.
     host_network: bool = False

@@ -263,7 +263,7 @@ class DockerBackend(DockerVpsOps, Backend):
                     "whose python3 runs them: leave 'python' out or target a process node"
                 )
             (task_dir / "task.py").write_text(launch.script or "")
-            return ["python3", "-u", f"{CONTAINER_TASK_DIR}/task.py"]
+            return ["python3", "-u", *launch.launcher, f"{CONTAINER_TASK_DIR}/task.py"]
         if launch.kind != "command":
             raise ValueError(f"unknown task kind {launch.kind!r}")
         if isinstance(launch.command, str):

@@ -99,7 +99,7 @@ class ProcessBackend(Backend):
             script = script_dir / "task.py"
             script.write_text(launch.script or "")
             os.chmod(script, 0o644)  # readable by the task's account
-            return [python, "-u", str(script)]
+            return [python, "-u", *launch.launcher, str(script)]
         if isinstance(launch.command, str):
             return ["/bin/sh", "-c", launch.command]
         if not launch.command:

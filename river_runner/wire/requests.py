@@ -124,6 +124,17 @@ class TaskSubmit(ContainerFields):
         "address) or `host` (each member in its node's own network stack, a port from the "
         "host's job_port_range; roles of at least c.RiverHost.host_network_role)",
     )
+    launcher: Literal["torchrun"] | None = Field(
+        default=None,
+        description="a job's launcher: `torchrun` runs each member's script through "
+        "`python -m torch.distributed.run` with the rendezvous arguments (needs `nodes`)",
+    )
+    nproc_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        description="processes torchrun starts on each member (at most its GPUs when it "
+        "asks for GPUs, else its cores); only with `launcher`",
+    )
     python: Python = None
     data: TaskData | None = Field(
         default=None, description="pushed blobs and pulled names (the data plane)"
@@ -147,6 +158,22 @@ class TaskSubmit(ContainerFields):
         if value not in (None, "", "overlay", "host"):
             raise SpecError(f"network must be 'overlay' or 'host', not {value!r}")
         return value or None
+
+    @field_validator("launcher", mode="before")
+    @classmethod
+    def _launcher(cls, value: Any) -> Any:
+        if value not in (None, "", "torchrun"):
+            raise SpecError(f"launcher must be 'torchrun', not {value!r}")
+        return value or None
+
+    @field_validator("nproc_per_node", mode="before")
+    @classmethod
+    def _nproc_per_node(cls, value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise SpecError(f"'nproc_per_node' must be a whole number of at least 1, not {value!r}")
+        if value is not None and value < 1:
+            raise SpecError(f"'nproc_per_node' must be at least 1, not {value}")
+        return value
 
     @field_validator("kind", mode="before")
     @classmethod

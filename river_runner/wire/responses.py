@@ -83,6 +83,13 @@ class TaskArray(Response):
     limit: int | None = None
 
 
+class TaskJobLauncher(Response):
+    """How a job's members start their script (river_server/jobs.py launcher_args)."""
+
+    name: Literal["torchrun"]
+    nproc_per_node: int
+
+
 class TaskJob(Response):
     """A member's place in a multi-node job (river_server/jobs.py)."""
 
@@ -92,6 +99,7 @@ class TaskJob(Response):
     network: Literal["overlay", "host"]
     master_addr: str | None = sometimes("rank 0's address, once the job is placed")
     master_port: int | None = sometimes("the rendezvous port, once the job is placed")
+    launcher: TaskJobLauncher | None = sometimes("a job run through torchrun (`launcher`)")
 
 
 class Task(Response):

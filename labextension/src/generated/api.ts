@@ -4823,6 +4823,14 @@ export interface components {
             master_addr?: string;
             /** @description the rendezvous port, once the job is placed */
             master_port?: number;
+            /** @description a job run through torchrun (`launcher`) */
+            launcher?: components["schemas"]["TaskJobLauncher"];
+        };
+        /** @description How a job's members start their script (river_server/jobs.py launcher_args). */
+        TaskJobLauncher: {
+            /** @enum {string} */
+            name: "torchrun";
+            nproc_per_node: number;
         };
         /** @description river_server/serialize.py task_json (+ `spec` for the owner and operators). */
         Task: {
@@ -5178,6 +5186,17 @@ export interface components {
              * @enum {string|null}
              */
             network?: "overlay" | "host" | null;
+            /**
+             * @description a job's launcher: `torchrun` runs each member's script through `python -m torch.distributed.run` with the rendezvous arguments (needs `nodes`)
+             * @default null
+             * @enum {string|null}
+             */
+            launcher?: "torchrun" | null;
+            /**
+             * @description processes torchrun starts on each member (at most its GPUs when it asks for GPUs, else its cores); only with `launcher`
+             * @default null
+             */
+            nproc_per_node?: number | null;
             /**
              * @description process backend: the interpreter of a python task; an absolute path (interpreter, venv or conda directory) or a name from the node's --python-env
              * @default null

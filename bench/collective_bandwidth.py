@@ -24,17 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overlay_throughput  # noqa: E402
-from overlay_throughput import RECEIVER, run_in, transfer  # noqa: E402
+from overlay_throughput import Receiver, run_in, transfer  # noqa: E402
 
 from river_runner.overlay_spec import OverlaySpec  # noqa: E402
-from tests.netns.topology import IP, Machine, Topology, netns_problem  # noqa: E402
+from tests.netns.topology import Machine, Topology, netns_problem  # noqa: E402
 
 FLOOR_PORT, JOB_PORT = 5201, 29500
 
@@ -79,24 +78,6 @@ def build(topo: Topology) -> tuple[dict[str, Machine], dict[str, str]]:
     return machines, addresses
 
 
-class Receiver:
-    """overlay_throughput's receiver on a chosen port."""
-
-    def __init__(self, machine: Machine, address: str, port: int, total: int) -> None:
-        self.process = subprocess.Popen(
-            [IP, "netns", "exec", machine.netns, sys.executable, "-c", RECEIVER,
-             address, str(port), str(total)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        if self.process.stdout is None or self.process.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"receiver in {machine.netns} did not start")
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=256, help="megabytes per transfer")
@@ -118,7 +99,7 @@ def main() -> int:
             "direct": (machines["w1"], ips["w2"], FLOOR_PORT, machines["w2"]),
             "hub": (machines["w1"], ips["w3"], FLOOR_PORT, machines["w3"]),
         }
-        receivers = [Receiver(m, a, p, total) for _, a, p, m in paths.values()]
+        receivers = [Receiver(m, a, total, port=p) for _, a, p, m in paths.values()]
         senders = {name: machine.thread() for name, (machine, *_rest) in paths.items()}
 
         def send(name: str) -> float:

@@ -100,10 +100,10 @@ class Receiver:
     """A receiving process in the destination namespace (its own interpreter: no GIL shared
     with the sender)."""
 
-    def __init__(self, machine: Machine, address: str, total: int) -> None:
+    def __init__(self, machine: Machine, address: str, total: int, port: int = PORT) -> None:
         self.process = subprocess.Popen(
             [IP, "netns", "exec", machine.netns, sys.executable, "-c", RECEIVER,
-             address, str(PORT), str(total)],
+             address, str(port), str(total)],
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip

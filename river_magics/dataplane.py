@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .payload import PayloadError
+from .payload import LOAD_FAILED_AND_RUN_CELL, PayloadError
 from .progress import Progress
 
 MAGIC = b"RVRPK5\x00\x00"
@@ -128,7 +128,8 @@ def wrap_data_script(source: str, names: Iterable[str], pull: Iterable[str]) -> 
 
 
 # The remote side: standard library only; helpers deleted before the cell runs.
-_TEMPLATE = """\
+_TEMPLATE = (
+    """\
 # River: a cell submitted with --push/--pull over the data plane. The pushed values are
 # read from the runner's cache (RIVER_DATA_IN); pulled ones go to RIVER_DATA_OUT.
 def _river_run():
@@ -152,25 +153,9 @@ def _river_run():
                 buffers.append(view[at : at + size])
                 at += size + (-size % align)
             ns[name] = pickle.loads(body, buffers=buffers)
-        except Exception as exc:
-            sys.stderr.write(
-                "river: cannot load pushed %r here: %s: %s\\n" % (name, type(exc).__name__, exc)
-            )
-            sys.exit(1)
-    source = {source}
-    filename = {filename}
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    try:
-        exec(compile(source, filename, "exec"), ns)
-    except SystemExit as exc:
-        if exc.code not in (None, 0):
-            raise
-    except BaseException:
-        kind, value, tb = sys.exc_info()
-        traceback.print_exception(kind, value, tb.tb_next)
-        sys.stderr.flush()
-        sys.exit(1)
-
+"""
+    + LOAD_FAILED_AND_RUN_CELL
+    + """
     def fail(message):
         sys.stdout.flush()
         sys.stderr.write("river: " + message + "\\n")
@@ -211,3 +196,4 @@ def _river_run():
 _river_run()
 del _river_run
 """
+)

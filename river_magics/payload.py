@@ -114,18 +114,10 @@ def decode_pulled(blob: bytes) -> dict[str, Any]:
     return values
 
 
-# The remote side. Only the standard library; names start with _river so they do not
-# collide with the cell's, and the prelude's helpers are deleted before the cell runs.
-_TEMPLATE = """\
-# River: a cell submitted with --push/--pull. The lines around the cell load the pushed
-# variables and send the pulled ones back; the cell itself is the string below.
-def _river_run():
-    import base64, linecache, os, pickle, sys, traceback, zlib
-
-    ns = sys.modules["__main__"].__dict__
-    for name, data in {pushed}.items():
-        try:
-            ns[name] = pickle.loads(zlib.decompress(base64.b64decode(data)))
+# The end of loading a pushed value and the running of the cell itself, the same in both
+# remote scripts (this one and river_magics/dataplane.py's): the cell is compiled under
+# its own file name (kept in linecache), so tracebacks show its lines and frames only.
+LOAD_FAILED_AND_RUN_CELL = """\
         except Exception as exc:
             sys.stderr.write(
                 "river: cannot load pushed %r here: %s: %s\\n" % (name, type(exc).__name__, exc)
@@ -144,7 +136,25 @@ def _river_run():
         traceback.print_exception(kind, value, tb.tb_next)  # the cell's frames only
         sys.stderr.flush()
         sys.exit(1)
+"""
 
+
+# The remote side. Only the standard library; names start with _river so they do not
+# collide with the cell's, and the prelude's helpers are deleted before the cell runs.
+_TEMPLATE = (
+    """\
+# River: a cell submitted with --push/--pull. The lines around the cell load the pushed
+# variables and send the pulled ones back; the cell itself is the string below.
+def _river_run():
+    import base64, linecache, os, pickle, sys, traceback, zlib
+
+    ns = sys.modules["__main__"].__dict__
+    for name, data in {pushed}.items():
+        try:
+            ns[name] = pickle.loads(zlib.decompress(base64.b64decode(data)))
+"""
+    + LOAD_FAILED_AND_RUN_CELL
+    + """
     def fail(message):
         sys.stdout.flush()
         sys.stderr.write("river: " + message + "\\n")
@@ -177,3 +187,4 @@ def _river_run():
 _river_run()
 del _river_run
 """
+)

@@ -180,22 +180,7 @@ def job_env(job: dict[str, Any]) -> dict[str, str]:
     leaves RANK and LOCAL_RANK out and says WORLD_SIZE = nodes x nproc_per_node."""
     rank, size = str(job["rank"]), str(job["size"])
     addr, port = str(job["master_addr"]), str(job["master_port"])
-    launcher = job.get("launcher")
-    if launcher:
-        nproc = int(launcher["nproc_per_node"])
-        return {
-            "RIVER_JOB_ID": str(job["id"]),
-            "RIVER_NODE_RANK": rank,
-            "RIVER_NUM_NODES": size,
-            "RIVER_MASTER_ADDR": addr,
-            "RIVER_MASTER_PORT": port,
-            "RIVER_NPROC_PER_NODE": str(nproc),
-            "MASTER_ADDR": addr,
-            "MASTER_PORT": port,
-            "WORLD_SIZE": str(int(size) * nproc),
-            "NODE_RANK": rank,
-        }
-    return {
+    env = {
         "RIVER_JOB_ID": str(job["id"]),
         "RIVER_NODE_RANK": rank,
         "RIVER_NUM_NODES": size,
@@ -203,11 +188,13 @@ def job_env(job: dict[str, Any]) -> dict[str, str]:
         "RIVER_MASTER_PORT": port,
         "MASTER_ADDR": addr,
         "MASTER_PORT": port,
-        "WORLD_SIZE": size,
-        "RANK": rank,
-        "LOCAL_RANK": "0",
         "NODE_RANK": rank,
     }
+    launcher = job.get("launcher")
+    if launcher:
+        nproc = int(launcher["nproc_per_node"])
+        return {**env, "RIVER_NPROC_PER_NODE": str(nproc), "WORLD_SIZE": str(int(size) * nproc)}
+    return {**env, "WORLD_SIZE": size, "RANK": rank, "LOCAL_RANK": "0"}
 
 
 def hostfile(addresses: list[str]) -> str:

@@ -85,6 +85,15 @@ class StreamedUpload:
             self.upload.abort()
             self.upload = None
 
+    def finish_upload(self) -> tuple[Upload, dict[str, Any]]:
+        """The whole body has arrived: store the blob (digest checked), or a 4xx."""
+        upload, self.upload = self.upload, None
+        assert upload is not None
+        try:
+            return upload, upload.finish()
+        except DataError as exc:
+            raise _http(exc) from None
+
 
 class DataCheckHandler(RiverAPIHandler):
     """POST /data: which blobs the caller still has to upload; 413 if they cannot fit."""
@@ -143,12 +152,7 @@ class DataBlobHandler(StreamedUpload, RiverAPIHandler):
 
     @web.authenticated
     def put(self, digest: str) -> None:
-        upload, self.upload = self.upload, None
-        assert upload is not None
-        try:
-            info = upload.finish()
-        except DataError as exc:
-            raise _http(exc) from None
+        upload, info = self.finish_upload()
         self.river.log.info(
             "River data plane: received blob %s (%d bytes) from %s",
             digest,
@@ -240,12 +244,7 @@ class RunnerPulledHandler(StreamedUpload, RunnerAPIHandler):
         self.request.connection.set_max_body_size(declared)
 
     def put(self, task_id: str) -> None:
-        upload, self.upload = self.upload, None
-        assert upload is not None
-        try:
-            info = upload.finish()
-        except DataError as exc:
-            raise _http(exc) from None
+        upload, info = self.finish_upload()
         self.river.data.set_result(self.task_id, upload.digest)
         self.set_status(201)
         self.finish({"blob": info})

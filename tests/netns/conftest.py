@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,10 +201,10 @@ def overlay_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OverlayNet
         remove_task_namespaces(root)
 
 
-def remove_task_namespaces(root: Path) -> None:
+def remove_task_namespaces(root: Path, runners: Iterable[str] = ("r1", "r2")) -> None:
     """Namespace files of tasks a killed runner could not remove (runner-side, they were
     mounts in the runner's own mount namespace, gone with it; here only the name is left)."""
-    for runner in ("r1", "r2"):
+    for runner in runners:
         tasks = str(root / "runners" / runner / "tasks")
         prefix = task_netns.namespace_name(tasks, 0).rsplit("-", 1)[0] + "-"
         for path in Path("/var/run/netns").glob(prefix + "*"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +18,9 @@ from typing import Any
 
 import pytest
 
-from river_runner import task_netns
 from tests.cluster import _kill_leftover_tasks
-from tests.netns.conftest import HOST_PORT, OverlayCluster
-from tests.netns.topology import HostAPI, Topology, run_ip, wait_for
+from tests.netns.conftest import HOST_PORT, OverlayCluster, remove_task_namespaces
+from tests.netns.topology import HostAPI, Topology, wait_for
 
 RUNNERS = ("r1", "r2", "r3")
 
@@ -78,14 +76,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OverlayCluster
             made.stop_host(signal.SIGKILL)
         topology.close()
         _kill_leftover_tasks(root)
-        for name in RUNNERS:
-            tasks = str(root / "runners" / name / "tasks")
-            prefix = task_netns.namespace_name(tasks, 0).rsplit("-", 1)[0] + "-"
-            for path in Path("/var/run/netns").glob(prefix + "*"):
-                if os.path.ismount(path):
-                    run_ip("netns", "delete", path.name, check=False)
-                else:
-                    path.unlink(missing_ok=True)
+        remove_task_namespaces(root, RUNNERS)
 
 
 def submit(cluster: OverlayCluster, **body: Any) -> dict[str, Any]:

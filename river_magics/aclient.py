@@ -13,14 +13,15 @@ blocking `Client`); this module keeps only the asyncio I/O.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from .core import UPLOAD_TIMEOUT, ClientCore, StreamedResponse
-from .dataplane import CHUNK, Progress
+from .dataplane import CHUNK
+from .progress import Progress
 from .task_handles import GroupCore, HandleCore
 
 __all__ = ["AsyncClient", "AsyncTaskGroup", "AsyncTaskHandle"]
@@ -70,11 +71,11 @@ class AsyncClient(ClientCore):
             yield response, response.aiter_lines()
 
     async def _io_upload(
-        self, url: str, parts: Iterator[bytes | memoryview], headers: dict[str, str]
+        self, url: str, parts: Iterable[bytes | memoryview], headers: dict[str, str]
     ) -> httpx.Response:
-        async def stream() -> AsyncIterator[bytes | memoryview]:
-            for part in parts:
-                yield part
+        async def stream() -> AsyncIterator[bytes]:
+            for part in parts:  # a memoryview is sent as it is: no copy of the buffers
+                yield cast(bytes, part)
 
         return await self._http.put(url, content=stream(), headers=headers, timeout=UPLOAD_TIMEOUT)
 

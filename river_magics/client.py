@@ -11,16 +11,17 @@ Every method is written once in river_magics/core.py and task_handles.py (shared
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from .bridge import Blocking
 from .common import is_terminal, normalize_url, task_id
 from .core import ENV_EXEC_TIMEOUT, ENV_TIMEOUT, UPLOAD_TIMEOUT, ClientCore, StreamedResponse
-from .dataplane import CHUNK, Progress
+from .dataplane import CHUNK
+from .progress import Progress
 from .task_handles import GroupCore, HandleCore
 
 __all__ = ["ENV_EXEC_TIMEOUT", "ENV_TIMEOUT", "Client", "TaskGroup", "TaskHandle", "is_terminal"]
@@ -88,10 +89,12 @@ class Client(Blocking, ClientCore):
         time.sleep(seconds)
 
     async def _io_upload(
-        self, url: str, parts: Iterator[bytes | memoryview], headers: dict[str, str]
+        self, url: str, parts: Iterable[bytes | memoryview], headers: dict[str, str]
     ) -> httpx.Response:
         # An interrupt here closes the connection: the host drops the partial upload.
-        return self._http.put(url, content=parts, headers=headers, timeout=UPLOAD_TIMEOUT)
+        # httpx sends each part as it is (a memoryview too): no copy of the array's buffers.
+        content = cast(Iterable[bytes], parts)
+        return self._http.put(url, content=content, headers=headers, timeout=UPLOAD_TIMEOUT)
 
     async def _io_download(self, url: str, progress: Progress) -> tuple[httpx.Response, bytearray]:
         with self._http.stream("GET", url, timeout=UPLOAD_TIMEOUT) as response:

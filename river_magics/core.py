@@ -39,10 +39,11 @@ from .common import (
     task_id,
     transport_message,
 )
-from .dataplane import Frame, Progress, data_spec, frames_of, upload_chunks, wrap_data_script
+from .dataplane import Frame, data_spec, frames_of, upload_chunks, wrap_data_script
 from .errors import RiverConnectionError, RiverError
 from .events import aparse_sse
 from .payload import PUSH_LIMIT, check_names
+from .progress import Progress
 from .resolve import check_ref, not_found_message, pick
 from .watching import WatchPacer, WatchSet
 
@@ -370,11 +371,11 @@ class ClientCore:
         missing = set((await self._request("POST", "/data", json={"blobs": wanted}))["missing"])
         for made in frames.values():
             if made.digest in missing:
-                await self.upload_frame(made)
+                await self._upload_frame(made)
                 missing.discard(made.digest)
         return frames
 
-    async def upload_frame(self, made: Frame) -> None:
+    async def _upload_frame(self, made: Frame) -> None:
         progress = Progress("river: pushing", made.size)
         try:
             response = await self._io_upload(
@@ -389,7 +390,7 @@ class ClientCore:
         if response.status_code >= 400:
             raise error_from_response(response, "PUT", f"{API_PREFIX}/data/{made.digest}")
 
-    async def download_pulled(self, id: str | int) -> bytearray | None:
+    async def _download_pulled(self, id: str | int) -> bytearray | None:
         """A task's pulled values as uploaded by its runner (a frame), or None if none."""
         path = f"/tasks/{task_id(id)}/pulled"
         progress = Progress("river: pulling", 0)

@@ -23,6 +23,10 @@ from typing import Any
 from .payload import LOAD_FAILED_AND_RUN_CELL, PayloadError
 from .progress import Progress
 
+# How the remote script's own errors start on the task's stderr (a value it cannot load or
+# send back): TaskHandle.result() turns such a line into a PayloadError.
+DATA_SCRIPT_ERROR = "river: cannot "
+
 MAGIC = b"RVRPK5\x00\x00"
 ALIGN = 64
 CHUNK = 4 * 1024 * 1024

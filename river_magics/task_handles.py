@@ -14,9 +14,10 @@ from river_runner.protocol import EVENT_LOG, LOG_STREAM_RIVER, PULL_BLOB
 
 from .bridge import io_iterator, io_method, io_property
 from .common import is_terminal
-from .dataplane import unframe
+from .dataplane import DATA_SCRIPT_ERROR, unframe
 from .errors import RiverError
 from .handles import GroupBase, HandleBase, missing_pull_blob, pulled_values
+from .payload import PayloadError
 
 if TYPE_CHECKING:
     from .core import ClientCore, Event
@@ -117,9 +118,16 @@ class HandleCore(HandleBase):
         """
         final = await self.wait(timeout)
         if final.get("state") == "completed":
-            framed = await self.client.download_pulled(self.id)
+            framed = await self.client._download_pulled(self.id)
             if framed is not None:
                 return dict(unframe(framed))
+        elif self.pull:
+            # The data plane's remote script says on stderr which value it could not send
+            # back (or load): that, not "it has no results", is what the user must fix.
+            for line in reversed(await self.client.logs(self.id)):
+                text = str(line.get("text", ""))
+                if line.get("stream") == "stderr" and text.startswith(DATA_SCRIPT_ERROR):
+                    raise PayloadError(f"task {self.id}: {text.removeprefix('river: ')}")
         blob: bytes | None = None
         try:
             blob = await self.client.get_blob(self.id, PULL_BLOB)

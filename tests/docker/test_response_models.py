@@ -45,6 +45,10 @@ NOT_JSON = {
     f"{API}/events",
     f"{API}/tasks/{{id}}/blobs/{{name}}",
     f"{API}/openapi.json",
+    # The data plane's bytes (a blob; a task's pulled-values frame): tests/integration/
+    # test_data_plane.py checks them.
+    f"{API}/data/{{digest}}",
+    f"{API}/tasks/{{id}}/pulled",
     # WebSocket upgrades (river forward / river attach): tested in test_forward_attach.
     f"{API}/vps/{{id}}/forward/{{port}}",
     f"{API}/tasks/{{id}}/attach",

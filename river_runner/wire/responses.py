@@ -116,7 +116,7 @@ class Task(Response):
     gpus: list[int]
     memory: int | None
     array: TaskArray | None
-    job: TaskJob | None = sometimes("a member of a multi-node job (nodes=N)")
+    job: TaskJob | None = Field(description="a member of a multi-node job (nodes=N); null otherwise")
     overlay_ip: str | None
     exit_code: int | None
     reason: str | None

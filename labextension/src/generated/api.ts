@@ -4847,8 +4847,8 @@ export interface components {
             gpus: number[];
             memory: number | null;
             array: components["schemas"]["TaskArray"] | null;
-            /** @description a member of a multi-node job (nodes=N) */
-            job?: components["schemas"]["TaskJob"];
+            /** @description a member of a multi-node job (nodes=N); null otherwise */
+            job: components["schemas"]["TaskJob"] | null;
             overlay_ip: string | null;
             exit_code: number | null;
             reason: string | null;

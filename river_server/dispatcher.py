@@ -19,6 +19,7 @@ from river_runner.protocol import TaskState
 from river_runner.spec import ResourceRequest, Target, parse_target
 from river_server import arrays, db, jobs, quotas
 from river_server.dbwork import DbWork
+from river_server.job_ports import DEFAULT_RANGE, PortRange, parse_range
 from river_server.runner_client import RunnerClient, RunnerNoAnswer
 from river_server.scheduler import (
     Held,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from river_server.environments import EnvironmentService
     from river_server.nodes import NodeConnections
+    from river_server.overlay import OverlayService
     from river_server.tasks import TaskService
 
 
@@ -108,12 +110,17 @@ class Dispatcher:
         *,
         work: DbWork | None = None,
         fence: Callable[[Session], bool] | None = None,
+        overlay: OverlayService,
+        job_ports: PortRange | None = None,
     ) -> None:
         self.sessions = sessions
         self.work = work or DbWork(readers=1)
         self.connections = connections
         self.tasks = tasks
         self.environments = environments
+        # A placed job's rendezvous: overlay addresses, or host-network ports from this range.
+        self.overlay = overlay
+        self.job_ports = job_ports or parse_range(DEFAULT_RANGE)
         self.runner_client = runner_client
         self.log = log
         self.user_mount_prefixes = user_mount_prefixes
@@ -259,7 +266,7 @@ class Dispatcher:
         for members in placed_jobs.values():
             members.sort(key=lambda t: t.job_rank or 0)
             try:  # addresses given to earlier members of a failed job are freed with them
-                jobs.rendezvous(self.tasks.overlay, self.tasks.job_ports, session, members)
+                jobs.rendezvous(self.overlay, self.job_ports, session, members)
             except Exception as exc:  # SpecError: no free overlay address or job port
                 for member in members:
                     self.tasks.transition(

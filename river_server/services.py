@@ -155,7 +155,6 @@ class River:
             max_tasks_per_user=config.max_tasks_per_user,
             user_mount_prefixes=config.user_mount_prefixes,
             work=self.db,
-            job_ports=parse_range(config.job_port_range),
             host_network_role=config.host_network_role,
         )
         self.dispatcher = Dispatcher(
@@ -169,6 +168,8 @@ class River:
             config.user_mount_prefixes,
             work=self.db,
             fence=self.leadership.fence,
+            overlay=self.overlay,
+            job_ports=parse_range(config.job_port_range),
         )
         self.tasks.bind_queue(self.dispatcher)  # the one cycle: tasks <-> dispatcher
         self.vps = VpsService(

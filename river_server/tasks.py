@@ -38,7 +38,6 @@ from river_server.blobs import BlobStore
 from river_server.dbwork import DbWork
 from river_server.events import EventBus
 from river_server.images import ImageRefused, check_images
-from river_server.job_ports import DEFAULT_RANGE, PortRange, parse_range
 from river_server.logstore import LogStore
 from river_server.runner_client import RunnerClient, RunnerUnreachable
 from river_server.serialize import task_json
@@ -193,7 +192,6 @@ class TaskService:
         max_tasks_per_user: int,
         user_mount_prefixes: tuple[str, ...],
         work: DbWork | None = None,
-        job_ports: PortRange | None = None,
         host_network_role: str = "operator",
     ) -> None:
         self.sessions = sessions
@@ -212,8 +210,7 @@ class TaskService:
         self.task_spec_max_bytes = task_spec_max_bytes
         self.max_tasks_per_user = max_tasks_per_user
         self.user_mount_prefixes = user_mount_prefixes
-        # Host-network jobs (river_server/job_ports.py): their port range and who may ask.
-        self.job_ports = job_ports or parse_range(DEFAULT_RANGE)
+        # Who may ask for a host-network job (its ports: the dispatcher's, job_ports.py).
         self.host_network_role = host_network_role
         self._queue: Queue | None = None
         self._stops: set[asyncio.Future[None]] = set()

@@ -24,6 +24,7 @@ from river_runner.ids import SnowflakeGenerator
 from river_runner.protocol import TaskState
 from river_server import db
 from river_server.blobs import BlobStore
+from river_server.dbwork import DbWork
 from river_server.dispatcher import Dispatcher
 from river_server.environments import EnvironmentLimits, EnvironmentService
 from river_server.events import EventBus
@@ -128,6 +129,7 @@ def test_node_registry_registers_a_runner_built_from_its_collaborators_only(
     connections = NodeConnections()
     bus = EventBus()
     runner_client = RunnerClient()
+    work = DbWork(readers=1)  # one for all, as the composition root does: closed below
     environments = EnvironmentService(sessions, LOG, EnvironmentLimits(), tmp_path / "shared")
     engine = sessions.kw["bind"]
     overlay = OverlayService(engine, sessions, connections, OverlaySettings(), 64)
@@ -146,16 +148,19 @@ def test_node_registry_registers_a_runner_built_from_its_collaborators_only(
         task_spec_max_bytes=1 << 20,
         max_tasks_per_user=10,
         user_mount_prefixes=(),
+        work=work,
     )
     with pytest.raises(RuntimeError, match="bind_queue"):
         tasks.queue.wake()
     dispatcher = Dispatcher(
-        sessions, connections, tasks, environments, runner_client, LOG, 300.0, ()
-    )
+        sessions, connections, tasks, environments, runner_client, LOG, 300.0, (),
+        work=work, overlay=overlay,
+    )  # fmt: skip
     tasks.bind_queue(dispatcher)
     registry = NodeRegistry(
-        sessions, bus, connections, tasks, dispatcher, overlay, LOG, JOIN, 5.0, 6, "boot-1"
-    )
+        sessions, bus, connections, tasks, dispatcher, overlay, LOG, JOIN, 5.0, 6, "boot-1",
+        work=work,
+    )  # fmt: skip
 
     answer = registry.register(
         JOIN, {"name": "n1", "url": "http://127.0.0.1:1", "inbound_secret": "s", "cpus": [0, 1]}
@@ -177,3 +182,10 @@ def test_node_registry_registers_a_runner_built_from_its_collaborators_only(
         placed = session.get(db.Task, task.id)
         assert placed is not None and placed.node == "n1"
     loop.run_until_complete(runner_client.close())
+    # The launch (to a runner that is not there) may still be on the loop or the DB
+    # threads: end it, then let queued database work finish before the engine goes.
+    pending = asyncio.all_tasks(loop)
+    for launch in pending:
+        launch.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    work.close()

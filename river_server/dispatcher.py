@@ -108,13 +108,13 @@ class Dispatcher:
         backfill_window: float,
         user_mount_prefixes: tuple[str, ...],
         *,
-        work: DbWork | None = None,
+        work: DbWork,
         fence: Callable[[Session], bool] | None = None,
         overlay: OverlayService,
         job_ports: PortRange | None = None,
     ) -> None:
         self.sessions = sessions
-        self.work = work or DbWork(readers=1)
+        self.work = work
         self.connections = connections
         self.tasks = tasks
         self.environments = environments

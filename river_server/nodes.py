@@ -105,11 +105,11 @@ class NodeRegistry:
         heartbeat_misses: int,
         boot_id: str,
         *,
-        work: DbWork | None = None,
+        work: DbWork,
         leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.sessions = sessions
-        self.work = work or DbWork(readers=1)
+        self.work = work
         self.bus = bus
         self.connections = connections
         self.tasks = tasks

@@ -191,12 +191,12 @@ class TaskService:
         task_spec_max_bytes: int,
         max_tasks_per_user: int,
         user_mount_prefixes: tuple[str, ...],
-        work: DbWork | None = None,
+        work: DbWork,
         host_network_role: str = "operator",
     ) -> None:
         self.sessions = sessions
         # Sync methods here run on the DB threads; the async ones hand them there.
-        self.work = work or DbWork(readers=1)
+        self.work = work
         self.bus = bus
         self.logs = logs
         self.blobs = blobs

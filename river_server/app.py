@@ -14,7 +14,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
 from river_runner.spec import SpecError, parse_memory
 from river_server import route_policy
@@ -45,7 +45,13 @@ def free_port() -> int:
 
 
 # Credentials of the Jupyter server (admin) that a runner, and so its tasks, must not see.
-HOST_SECRET_ENV = ("JUPYTER_TOKEN", "JUPYTER_PASSWORD", "RIVER_TOKEN", "RIVER_RUNNER_TOKEN")
+HOST_SECRET_ENV = (
+    "JUPYTER_TOKEN",
+    "JUPYTER_PASSWORD",
+    "RIVER_TOKEN",
+    "RIVER_RUNNER_TOKEN",
+    "JUPYTERHUB_API_TOKEN",  # River's own token at the Hub (river_server/hub.py)
+)
 
 
 def local_runner_env(join_token: str) -> dict[str, str]:
@@ -321,6 +327,83 @@ class RiverHost(ExtensionApp):
         "proxy (one thread each); more are refused.",
     ).tag(config=True)
 
+    # ---- River as a JupyterHub service (docs/jupyterhub.md) ------------------------------
+    hub_api_url = Unicode(
+        "",
+        help="The Hub's API as River reaches it, e.g. http://127.0.0.1:8081/hub/api. Set: "
+        "River trusts that Hub's users (OAuth login, Hub API tokens); its service token is "
+        "read from the environment variable JUPYTERHUB_API_TOKEN, never from a flag. Empty: "
+        "no Hub (River's own logins only).",
+    ).tag(config=True)
+    hub_public_url = Unicode(
+        "",
+        help="The Hub as browsers reach it (where the OAuth login page is), e.g. "
+        "https://hub.lab.example. Empty: the scheme and host of hub_api_url.",
+    ).tag(config=True)
+    hub_service_name = Unicode(
+        "river", help="River's name in c.JupyterHub.services (its OAuth client is service-NAME)."
+    ).tag(config=True)
+    hub_oauth_redirect_uri = Unicode(
+        "",
+        help="The oauth_redirect_uri registered for River at the Hub. Empty: "
+        "<public_url or this server's URL>river/hub/oauth_callback.",
+    ).tag(config=True)
+    hub_cache_seconds = Int(
+        30,
+        help="Seconds a Hub token check is cached: a revoked or expired Hub token (or a "
+        "changed group) reaches River within this time.",
+    ).tag(config=True)
+    hub_admin_role = Unicode(
+        "admin", help="The River role of a Hub admin (viewer, user, operator or admin)."
+    ).tag(config=True)
+    hub_group_roles = Dict(
+        value_trait=Unicode(),
+        default_value={},
+        help="Hub group -> River role, e.g. {'gpu-ops': 'operator', 'guests': 'viewer'}. A "
+        "Hub user gets the highest role of their groups and admin flag; `user` when none "
+        "maps. Re-read at every login and token check.",
+    ).tag(config=True)
+    hub_session_lifetime = Float(
+        3600.0,
+        help="Seconds a browser login through the Hub lasts before the browser goes round "
+        "the Hub again (silently while logged in there), which re-reads the role.",
+    ).tag(config=True)
+
+    def _hub_identity(self) -> Any:
+        """The Hub as an identity source, or None without c.RiverHost.hub_api_url."""
+        if not self.hub_api_url:
+            return None
+        from river_server.hub import HubIdentity, HubSettings
+
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        if not token:
+            raise TraitError(
+                "c.RiverHost.hub_api_url is set but JUPYTERHUB_API_TOKEN is not: start the "
+                "host with River's service token (c.JupyterHub.services[...]['api_token']) in "
+                "that environment variable"
+            )
+        public = self.hub_public_url or self.hub_api_url
+        server = self.serverapp
+        base_url = server.base_url if server is not None else "/"
+        own_url = self.public_url or (server.connection_url if server is not None else "/")
+        redirect = self.hub_oauth_redirect_uri or (
+            own_url.rstrip("/") + "/river/hub/oauth_callback"
+        )
+        settings = HubSettings(
+            api_url=self.hub_api_url,
+            api_token=token,
+            public_url=public,
+            service_name=self.hub_service_name,
+            cache_seconds=self.hub_cache_seconds,
+            admin_role=self.hub_admin_role,
+            group_roles=dict(self.hub_group_roles),
+            session_lifetime=self.hub_session_lifetime,
+        )
+        try:
+            return HubIdentity(settings, self.river.sessions, self.river.db, base_url, redirect)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
     @default("data_dir")
     def _default_data_dir(self) -> str:
         return os.environ.get("RIVER_DATA_DIR") or str(Path(jupyter_data_dir()) / "river")
@@ -411,7 +494,7 @@ class RiverHost(ExtensionApp):
             ensure_user(self.river.sessions, self.admin_user, "admin")
         except ValueError as exc:  # the name belonged to a deleted account
             self.log.error("River: %s; set c.RiverHost.admin_user to another name", exc)
-        self.settings.update({"river": self.river})
+        self.settings.update({"river": self.river, "river_hub": self._hub_identity()})
         self._runner_process: subprocess.Popen | None = None
 
     def _bound_request_bodies(self) -> int:
@@ -486,6 +569,10 @@ class RiverHost(ExtensionApp):
                 (PROXY_ROUTE, RiverProxyHandler),
             ]
         )
+        if self.settings.get("river_hub") is not None:
+            from river_server import hub_handlers
+
+            self.handlers.extend(hub_handlers.handlers())
 
     def _load_jupyter_server_extension(self, serverapp) -> None:  # noqa: ANN001
         super()._load_jupyter_server_extension(serverapp)

@@ -35,6 +35,10 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default="user")
     password_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # None: a local account (password, invitation, CLI); "hub": made on first sight of a
+    # JupyterHub identity (river_server/hub.py). A Hub account never logs in with a
+    # password, and a Hub identity never takes over a local account of the same name.
+    origin: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class RetiredUserName(Base):

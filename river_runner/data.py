@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -30,6 +31,8 @@ CHUNK = 4 * 1024 * 1024
 ENV_IN = "RIVER_DATA_IN"
 ENV_OUT = "RIVER_DATA_OUT"
 DIGEST_HEADER = "X-River-Digest"
+# Stage timings (bench/data_plane.py reads these lines from the runner's log).
+log = logging.getLogger("river.runner.data")
 
 
 def container_data(
@@ -126,6 +129,7 @@ class DataCache:
             return target
         temp = self.tmp / f"{digest}.{time.monotonic_ns()}"
         hasher = hashlib.sha256()
+        started = time.perf_counter()
         try:
             url = f"{base}/river/api/runner/data/{digest}"
             async with http.stream(
@@ -164,6 +168,12 @@ class DataCache:
             self.evict(temp.stat().st_size)
             os.chmod(temp, 0o644)
             os.replace(temp, target)
+            log.info(
+                "river-timing task=%s stage=fetch bytes=%d seconds=%.3f",
+                task_id,
+                target.stat().st_size,
+                time.perf_counter() - started,
+            )
         except httpx.HTTPError as exc:
             raise DataFetchError(f"pushed blob {digest[:12]}: {exc}") from None
         finally:
@@ -222,8 +232,10 @@ class DataCache:
             if not result.exists():
                 return None
             # Hashing a GiB takes seconds: off the event loop, which keeps heartbeating.
+            started = time.perf_counter()
             digest = await asyncio.to_thread(file_digest, result)
             size = result.stat().st_size
+            hashed = time.perf_counter()
 
             async def body() -> Any:
                 with open(result, "rb") as handle:
@@ -239,6 +251,14 @@ class DataCache:
                     "Content-Length": str(size),
                 },
                 timeout=120.0,
+            )
+            log.info(
+                "river-timing task=%s stage=result-hash bytes=%d seconds=%.3f",
+                task_id, size, hashed - started,
+            )
+            log.info(
+                "river-timing task=%s stage=result-upload bytes=%d seconds=%.3f",
+                task_id, size, time.perf_counter() - hashed,
             )
             if response.status_code >= 400:
                 return f"the host refused the pulled values: {response.text[:300]}"

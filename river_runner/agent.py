@@ -421,7 +421,9 @@ class RunnerAgent:
         started = self._started_at.pop(task_id, None)
         if started is not None:  # stage timings (bench/data_plane.py reads them)
             log.info(
-                "river-timing task=%s stage=run seconds=%.3f", task_id, time.perf_counter() - started
+                "river-timing task=%s stage=run seconds=%.3f",
+                task_id,
+                time.perf_counter() - started,
             )
         if task_id in self._pulling:  # upload the pulled values, then report the end
             self._pulling.discard(task_id)

@@ -90,6 +90,7 @@ class RunnerAgent:
         self._line_seq: dict[int, int] = {}
         self._tail_chars = 0  # text in the outbox's last log message
         self._starting: set[int] = set()
+        self._started_at: dict[int, float] = {}  # perf_counter when the backend started it
         # Every host URL we were given; we talk to the one that leads (river_runner.protocol).
         self.hosts = HostList(split_host_urls(config.host_url))
         self.data = DataCache(self._data_root(), config.data_cache_bytes)
@@ -351,6 +352,7 @@ class RunnerAgent:
         # Until the backend has it, the task is reported as "starting": a host that does not
         # see it in a heartbeat could otherwise requeue it and run it twice.
         self._starting.add(launch.task_id)
+        began = time.perf_counter()
         try:
             if launch.data and launch.task_id not in self._fetching:
                 await self._prepare_data(launch)  # pull only: nothing to fetch
@@ -360,6 +362,13 @@ class RunnerAgent:
         finally:
             self._starting.discard(launch.task_id)
         self._send(status_message(launch.task_id, TaskState.RUNNING, handle=str(handle)))
+        self._started_at[launch.task_id] = time.perf_counter()
+        if launch.data:
+            log.info(
+                "river-timing task=%s stage=start seconds=%.3f",
+                launch.task_id,
+                self._started_at[launch.task_id] - began,
+            )
         return handle
 
     def _output_callback(self, task_id: int):
@@ -409,6 +418,13 @@ class RunnerAgent:
         self._send(status_message(task_id, state))
 
     def _on_exit(self, task_id: int, outcome: Outcome) -> None:
+        started = self._started_at.pop(task_id, None)
+        if started is not None:  # stage timings (bench/data_plane.py reads them)
+            log.info(
+                "river-timing task=%s stage=run seconds=%.3f",
+                task_id,
+                time.perf_counter() - started,
+            )
         if task_id in self._pulling:  # upload the pulled values, then report the end
             self._pulling.discard(task_id)
             self._sending.add(task_id)  # still reported, so the host does not lose it

@@ -14,7 +14,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
 from river_runner.spec import SpecError, parse_memory
 from river_server import route_policy
@@ -34,6 +34,7 @@ from river_server.private import make_private, open_private
 from river_server.proxy import PROXY_ROUTE, RiverProxyHandler
 from river_server.schema import SchemaError
 from river_server.services import HostConfig, River
+from river_server.time_limits import TimeLimits
 
 API = r"/river/api"
 
@@ -209,6 +210,33 @@ class RiverHost(ExtensionApp):
         "its members share their nodes' network stacks (docs/security.md).",
     ).tag(config=True)
 
+    time_limit_default = Dict(
+        {},
+        help="Run time a task or VPS gets when it names none, by role: e.g. "
+        "{'user': '1d'} (seconds or 90m, 2h, 1d). A role without an entry takes the nearest "
+        "lower role's; none at all: unlimited (or the role's maximum).",
+    ).tag(config=True)
+    time_limit_max = Dict(
+        {},
+        help="Longest run time a role may ask for (--time), e.g. {'user': '7d', "
+        "'operator': '30d'}; more is refused with 400 naming the maximum.",
+    ).tag(config=True)
+    time_limit_grace = Float(
+        30.0,
+        help="Seconds between SIGTERM and SIGKILL when a task reaches its time limit.",
+    ).tag(config=True)
+
+    @validate("time_limit_default", "time_limit_max")
+    def _check_time_limits(self, proposal: Any) -> dict:
+        name = proposal["trait"].name
+        try:
+            TimeLimits(
+                **{"default" if name.endswith("default") else "maximum": proposal["value"]}
+            ).checked()
+        except Exception as exc:
+            raise TraitError(f"c.RiverHost.{name}: {exc}") from None
+        return dict(proposal["value"])
+
     @validate("job_port_range")
     def _check_job_port_range(self, proposal: Any) -> str:
         try:
@@ -382,6 +410,9 @@ class RiverHost(ExtensionApp):
             ssh_max_relays_per_user=self.ssh_max_relays_per_user,
             job_port_range=self.job_port_range,
             host_network_role=self.host_network_role,
+            time_limits=TimeLimits(
+                self.time_limit_default, self.time_limit_max, self.time_limit_grace
+            ),
             overlay=OverlaySettings(
                 enabled=self.overlay_enabled,
                 subnet=self.overlay_subnet,

@@ -341,6 +341,10 @@ class Dispatcher:
             "gpus": task.gpus or [],
             "name": task.name,
             "hostname": (spec.get("vps") or {}).get("hostname"),  # a VPS's: vps-<id>
+            # The runner ends it at the limit: SIGTERM, SIGKILL after the grace (agent.py).
+            # A VPS is stopped by the host instead, with its snapshot (a normal stop).
+            "time_limit": None if spec.get("vps") else spec.get("time_limit"),
+            "kill_grace": self.tasks.time_limits.grace,
         }
 
     def _still_assigning(self, task_id: int) -> bool:

@@ -53,7 +53,7 @@ elif [ -n "$RIVER_SSH_AUTHORIZED_KEYS" ]; then
 fi
 while :; do sleep 3600 & wait $!; done"""
 SSH_KEYS_ENV = "RIVER_SSH_AUTHORIZED_KEYS"
-RESOURCE_FIELDS = ("cores", "memory", "gpus", "target")
+RESOURCE_FIELDS = ("cores", "memory", "gpus", "target", "time_limit")
 
 
 def repository(vps_id: int | str) -> str:
@@ -328,7 +328,7 @@ class VpsService:
             raise TaskError(409, f"the VPS is {task.state}; stop it before restarting")
         record = dict(task.spec["vps"])
         body: dict[str, Any] = {"name": task.name, **_request_body(task.request or {})}
-        for key in ("env", "mounts", "privileged"):
+        for key in ("env", "mounts", "privileged", "time_limit"):
             if task.spec.get(key):
                 body[key] = task.spec[key]
         image = record.get("image")

@@ -28,6 +28,7 @@ TaskState = Literal[
     "killed",
     "killed_oom",
     "lost",
+    "timeout",
 ]
 SshMode = Literal["disabled", "none", "upload", "generate"]
 Id = Annotated[str, Field(pattern=r"^[0-9]{1,19}$")]
@@ -116,7 +117,9 @@ class Task(Response):
     gpus: list[int]
     memory: int | None
     array: TaskArray | None
-    job: TaskJob | None = Field(description="a member of a multi-node job (nodes=N); null otherwise")
+    job: TaskJob | None = Field(
+        description="a member of a multi-node job (nodes=N); null otherwise"
+    )
     overlay_ip: str | None
     exit_code: int | None
     reason: str | None
@@ -125,6 +128,9 @@ class Task(Response):
     submitted_at: float
     started_at: float | None
     finished_at: float | None
+    time_limit: float | None = Field(
+        description="seconds it may run (from started_at); at the limit it ends `timeout`"
+    )
     spec: dict[str, Any] | None = sometimes(
         "command/script/env/workdir/...: only for the owner and operators"
     )

@@ -35,6 +35,7 @@ from river_server.proxy import PROXY_ROUTE, RiverProxyHandler
 from river_server.schema import SchemaError
 from river_server.services import HostConfig, River
 from river_server.time_limits import TimeLimits
+from river_server.usage import FairShareSettings
 
 API = r"/river/api"
 
@@ -226,6 +227,20 @@ class RiverHost(ExtensionApp):
         help="Seconds between SIGTERM and SIGKILL when a task reaches its time limit.",
     ).tag(config=True)
 
+    fair_share = Bool(
+        True,
+        help="Order the queue between users by recent usage, lightest first (FIFO within "
+        "one user; quotas stay hard caps). Off: plain FIFO with backfill.",
+    ).tag(config=True)
+    fair_share_half_life = Float(
+        7 * 86400.0,
+        help="Seconds after which a user's recorded usage counts half (fair share's decay).",
+    ).tag(config=True)
+    fair_share_gpu_weight = Float(
+        10.0,
+        help="How many core-seconds one GPU-second counts as in a user's fair-share usage.",
+    ).tag(config=True)
+
     @validate("time_limit_default", "time_limit_max")
     def _check_time_limits(self, proposal: Any) -> dict:
         name = proposal["trait"].name
@@ -410,6 +425,11 @@ class RiverHost(ExtensionApp):
             ssh_max_relays_per_user=self.ssh_max_relays_per_user,
             job_port_range=self.job_port_range,
             host_network_role=self.host_network_role,
+            fair_share=FairShareSettings(
+                enabled=self.fair_share,
+                half_life=max(1.0, self.fair_share_half_life),
+                gpu_weight=max(0.0, self.fair_share_gpu_weight),
+            ),
             time_limits=TimeLimits(
                 self.time_limit_default, self.time_limit_max, self.time_limit_grace
             ),

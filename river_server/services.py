@@ -34,6 +34,7 @@ from river_server.runner_client import RunnerClient
 from river_server.ssh_proxy import SshProxy
 from river_server.tasks import TaskService
 from river_server.time_limits import TimeLimits
+from river_server.usage import FairShareSettings
 from river_server.vps import VpsService
 
 
@@ -72,6 +73,7 @@ class HostConfig:
     job_port_range: str = "29500-29999"  # ports of host-network jobs (job_ports.py)
     host_network_role: str = "operator"  # least role that may submit a host-network job
     time_limits: TimeLimits = field(default_factory=TimeLimits)  # by role (time_limits.py)
+    fair_share: FairShareSettings = field(default_factory=FairShareSettings)  # fairshare.py
     upgrade_db: bool = False  # upgrade an older PostgreSQL schema (SQLite: always, with a backup)
     db_loop_guard: bool = (
         False  # log every query run on the event loop (river_server/loop_guard.py)
@@ -159,6 +161,7 @@ class River:
             work=self.db,
             host_network_role=config.host_network_role,
             time_limits=config.time_limits,
+            fair_share=config.fair_share,
         )
         self.dispatcher = Dispatcher(
             self.sessions,
@@ -173,6 +176,7 @@ class River:
             fence=self.leadership.fence,
             overlay=self.overlay,
             job_ports=parse_range(config.job_port_range),
+            fair_share=config.fair_share,
         )
         self.tasks.bind_queue(self.dispatcher)  # the one cycle: tasks <-> dispatcher
         self.vps = VpsService(

@@ -42,6 +42,8 @@ from river_server.logstore import LogStore
 from river_server.runner_client import RunnerClient, RunnerUnreachable
 from river_server.serialize import task_json
 from river_server.time_limits import TimeLimitRefused, TimeLimits
+from river_server.usage import FairShareSettings
+from river_server.usage import charge as charge_usage
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
@@ -195,6 +197,7 @@ class TaskService:
         work: DbWork | None = None,
         host_network_role: str = "operator",
         time_limits: TimeLimits | None = None,
+        fair_share: FairShareSettings | None = None,
     ) -> None:
         self.sessions = sessions
         # Sync methods here run on the DB threads; the async ones hand them there.
@@ -216,6 +219,8 @@ class TaskService:
         self.host_network_role = host_network_role
         # Per-role default and maximum run time, and the SIGTERM-to-SIGKILL grace.
         self.time_limits = (time_limits or TimeLimits()).checked()
+        # A task giving back its resources is charged to its owner's usage at once.
+        self.fair_share = fair_share or FairShareSettings()
         self._queue: Queue | None = None
         self._stops: set[asyncio.Future[None]] = set()
 
@@ -410,6 +415,8 @@ class TaskService:
         if TaskState(task.state) in TERMINAL_STATES:
             return False
         now = time.time()
+        if task.state in ACTIVE_STATES and not state.holds_resources and task.started_at:
+            charge_usage(session, [task], now, self.fair_share)
         task.state = state.value
         for key, value in fields.items():
             setattr(task, key, value)

@@ -4840,7 +4840,7 @@ export interface components {
             /** @enum {string} */
             kind: "command" | "python" | "vps";
             /** @enum {string} */
-            state: "pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost";
+            state: "pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost" | "timeout";
             request: components["schemas"]["ResourceRequest"];
             node: string | null;
             cpus: number[];
@@ -4857,6 +4857,8 @@ export interface components {
             submitted_at: number;
             started_at: number | null;
             finished_at: number | null;
+            /** @description seconds it may run (from started_at); at the limit it ends `timeout` */
+            time_limit: number | null;
             /** @description command/script/env/workdir/...: only for the owner and operators */
             spec?: {
                 [key: string]: unknown;
@@ -4934,9 +4936,9 @@ export interface components {
             owner: string;
             hostname: string | null;
             /** @description the current incarnation's task state, or `stopped` */
-            state: ("pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost") | "stopped";
+            state: ("pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost" | "timeout") | "stopped";
             /** @enum {string} */
-            task_state: "pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost";
+            task_state: "pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost" | "timeout";
             task_id: string;
             node: string | null;
             image: string | null;
@@ -5148,6 +5150,11 @@ export interface components {
             /** @default false */
             privileged?: boolean;
             /**
+             * @description how long it may run: seconds, or 90m, 2h, 1d; at the limit SIGTERM, then SIGKILL after the host's grace, and the task ends `timeout`
+             * @default null
+             */
+            time_limit?: (number | string) | null;
+            /**
              * @description a reserved overlay address's token
              * @default null
              */
@@ -5255,6 +5262,11 @@ export interface components {
             mounts?: string[] | null;
             /** @default false */
             privileged?: boolean;
+            /**
+             * @description how long it may run: seconds, or 90m, 2h, 1d; at the limit SIGTERM, then SIGKILL after the host's grace, and the task ends `timeout`
+             * @default null
+             */
+            time_limit?: (number | string) | null;
             /**
              * @description a reserved overlay address's token
              * @default null

@@ -30,6 +30,7 @@ from ..arguments import (
     env_name_arg,
     memory_arg,
     target_arg,
+    time_arg,
 )
 from ..client import Client, TaskHandle, is_terminal
 from ..common import normalize_url
@@ -394,7 +395,7 @@ def _vps(argv: list[str]) -> int:
     """river vps create|list|status|stop|restart|pause|resume|snapshot|delete ..."""
     parser = ShellParser(prog="river", description="Persistent machines (docs/vps.md).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_vps_commands(sub, count_arg, memory_arg, target_arg)
+    add_vps_commands(sub, count_arg, memory_arg, target_arg, time_arg)
     _add_connection_options(sub.choices["vps"])
     args = parser.parse_args(["vps", *argv])
     action = args.vps_command

@@ -302,6 +302,12 @@ def build_parser() -> MagicArgumentParser:
     login.add_argument("--user", metavar="NAME", help="River user name (else asked for)")
 
     sub.add_parser("nodes", help="show the nodes and their free resources")
+    sub.add_parser(
+        "share",
+        help="fair share: each user's recent usage, share and queue priority",
+        description="Each user's recent (decayed) core- and GPU-seconds, their share of the "
+        "total and the resulting queue priority: 1 goes first.",
+    )
 
     tasks = sub.add_parser("tasks", help="show your tasks (--all: everyone's)")
     tasks.add_argument("-a", "--all", action="store_true", help="all users' tasks")

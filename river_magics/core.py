@@ -230,6 +230,12 @@ class ClientCore:
     # -- tasks ------------------------------------------------------------------------
 
     @io_method
+    async def share(self) -> dict[str, Any]:
+        """Fair share: every user's decayed usage, share and queue priority (1 goes first),
+        with the half-life and GPU weight they were computed with."""
+        return dict((await self._request("GET", "/share"))["share"])
+
+    @io_method
     async def nodes(self) -> list[dict[str, Any]]:
         """Registered nodes with totals, free resources and metrics."""
         return await self._list("/nodes", "nodes")

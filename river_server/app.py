@@ -25,6 +25,7 @@ from river_server.handlers import accounts, api, environments, events, runner, s
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import data as data_handlers
 from river_server.handlers import overlay as overlay_handlers
+from river_server.handlers import share as share_handlers
 from river_server.handlers import vps as vps_handlers
 from river_server.job_ports import parse_range
 from river_server.leadership import SecondHostError
@@ -481,6 +482,7 @@ class RiverHost(ExtensionApp):
         self.handlers.extend(
             [
                 (rf"{API}/nodes", api.NodesHandler),
+                (rf"{API}/share", share_handlers.ShareHandler),
                 (rf"{API}/tasks", api.TasksHandler),
                 (rf"{API}/tasks/([^/]+)", api.TaskHandler),
                 (rf"{API}/tasks/([^/]+)/(kill|pause|resume)", api.TaskActionHandler),

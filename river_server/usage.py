@@ -10,13 +10,14 @@ task leaving its resources (terminal, requeued) is charged to its end at once.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from river_server import db
-from river_server.fairshare import DEFAULT_GPU_WEIGHT, DEFAULT_HALF_LIFE, Usage
+from river_server.fairshare import DEFAULT_GPU_WEIGHT, DEFAULT_HALF_LIFE, Usage, table
 
 
 @dataclass(frozen=True)
@@ -68,4 +69,17 @@ def load(session: Session) -> dict[str, Usage]:
     return {
         row.name: Usage(row.core_seconds, row.gpu_seconds, row.at)
         for row in session.scalars(select(db.UsageRecord))
+    }
+
+
+def share_json(session: Session, settings: FairShareSettings, now: float) -> dict[str, Any]:
+    """`GET /share`: every user's decayed usage, share and queue priority (lightest = 1),
+    with the settings that produced them, so a reader can redo the arithmetic."""
+    rows = table(load(session), now, settings.half_life, settings.gpu_weight)
+    return {
+        "enabled": settings.enabled,
+        "half_life": settings.half_life,
+        "gpu_weight": settings.gpu_weight,
+        "at": now,
+        "users": [asdict(row) for row in rows],
     }

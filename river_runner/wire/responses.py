@@ -195,6 +195,29 @@ class Node(Response):
     registered_at: float
 
 
+class ShareRow(Response):
+    """One user's line of `GET /share` (river_server/fairshare.py `table`)."""
+
+    user: str
+    core_seconds: float = Field(description="decayed core-seconds")
+    gpu_seconds: float = Field(description="decayed GPU-seconds")
+    charge: float = Field(description="core_seconds + gpu_weight x gpu_seconds")
+    share: float = Field(description="this user's fraction of every user's charge (0..1)")
+    priority: int = Field(
+        description="1 goes first: the queue is ordered by charge, lightest first"
+    )
+
+
+class Share(Response):
+    """GET /share: fair share's settings and every user with recorded usage."""
+
+    enabled: bool = Field(description="whether fair share orders the queue (else FIFO)")
+    half_life: float = Field(description="seconds over which usage halves")
+    gpu_weight: float = Field(description="core-seconds one GPU-second counts as")
+    at: float = Field(description="when the figures were decayed to (unix seconds)")
+    users: list[ShareRow]
+
+
 # ---- VPS -------------------------------------------------------------------------------
 
 
@@ -397,6 +420,8 @@ RESPONSE_MODELS: tuple[type[Response], ...] = (
     Blob,
     DataBlob,
     Node,
+    ShareRow,
+    Share,
     Vps,
     Snapshot,
     ExecResult,

@@ -51,6 +51,53 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/river/api/share": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Fair share: each user's decayed usage, share and queue priority */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            share: components["schemas"]["Share"];
+                        };
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/river/api/tasks": {
         parameters: {
             query?: never;
@@ -4920,6 +4967,32 @@ export interface components {
             };
             last_seen: number;
             registered_at: number;
+        };
+        /** @description One user's line of `GET /share` (river_server/fairshare.py `table`). */
+        ShareRow: {
+            user: string;
+            /** @description decayed core-seconds */
+            core_seconds: number;
+            /** @description decayed GPU-seconds */
+            gpu_seconds: number;
+            /** @description core_seconds + gpu_weight x gpu_seconds */
+            charge: number;
+            /** @description this user's fraction of every user's charge (0..1) */
+            share: number;
+            /** @description 1 goes first: the queue is ordered by charge, lightest first */
+            priority: number;
+        };
+        /** @description GET /share: fair share's settings and every user with recorded usage. */
+        Share: {
+            /** @description whether fair share orders the queue (else FIFO) */
+            enabled: boolean;
+            /** @description seconds over which usage halves */
+            half_life: number;
+            /** @description core-seconds one GPU-second counts as */
+            gpu_weight: number;
+            /** @description when the figures were decayed to (unix seconds) */
+            at: number;
+            users: components["schemas"]["ShareRow"][];
         };
         /** @description An app started in a VPS (POST /vps/{id}/apps). */
         VpsPort: {

@@ -74,7 +74,10 @@ def _cores(value: Any, info: ValidationInfo) -> int:
 
 
 def _gpus(value: Any) -> int | None:
-    return None if value is None else _as_int("gpus", value or 0, 0, MAX_GPUS)
+    # A boolean is refused, not read as 0 (`False or 0`): a count is wanted.
+    if value is None:
+        return None
+    return _as_int("gpus", value if isinstance(value, bool) else value or 0, 0, MAX_GPUS)
 
 
 def _memory(value: Any) -> int | str | None:

@@ -37,8 +37,10 @@ from river_server.schema import SchemaError
 from river_server.services import HostConfig, River
 from river_server.time_limits import TimeLimits
 from river_server.usage import FairShareSettings
+from river_server.vps_limits import VpsLimitTimer
 
 API = r"/river/api"
+VPS_LIMIT_TICK_S = 1.0  # how late a VPS may be stopped past its time limit, at most
 
 
 def free_port() -> int:
@@ -567,6 +569,11 @@ class RiverHost(ExtensionApp):
         every = sweep_interval(self.river.config.data_retention)
         self._data_sweep = PeriodicCallback(self._sweep_data, every * 1000)
         self._data_sweep.start()
+        # VPSes at their time limit are stopped with a snapshot (leader only; from the DB).
+        river = self.river
+        timer = VpsLimitTimer(river.sessions, river.db, river.vps, lambda: leadership.is_leader)
+        self._vps_limits = PeriodicCallback(timer.tick, VPS_LIMIT_TICK_S * 1000)
+        self._vps_limits.start()
         self._start_ssh_proxy(serverapp)
         if self.local_runner:
             self._start_local_runner(serverapp)
@@ -649,7 +656,7 @@ class RiverHost(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.river.ssh_proxy is not None:
             self.river.ssh_proxy.stop()
-        for callback in ("_liveness", "_leader_check", "_data_sweep"):
+        for callback in ("_liveness", "_leader_check", "_data_sweep", "_vps_limits"):
             periodic = getattr(self, callback, None)
             if periodic:
                 periodic.stop()

@@ -42,6 +42,7 @@ from .common import (
 from .dataplane import Frame, data_spec, frames_of, upload_chunks, wrap_data_script
 from .errors import RiverConnectionError, RiverError
 from .events import aparse_sse
+from .file_copy import file_chunks, pack, unpack
 from .payload import PUSH_LIMIT, check_names
 from .progress import Progress
 from .resolve import check_ref, not_found_message, pick
@@ -518,6 +519,60 @@ class ClientCore:
         """Keep `data` with a task (at most the host's blob_max_bytes; 413 beyond)."""
         path = f"/tasks/{task_id(id)}/blobs/{name}"
         return dict((await self._request("PUT", path, content=data))["blob"])
+
+    # -- files in and out of running tasks and VPSes (river_magics/file_copy.py) ----------
+
+    @io_method
+    async def put(self, local: str | os.PathLike[str], id: str | int, path: str) -> dict[str, Any]:
+        """Copy the file or directory `local` to `path` in the running task or VPS `id`
+        (a tar stream over the data plane: uploaded once by digest, within your bounds)."""
+        ref = task_id(id)
+        archive, digest, size = pack(local, path)
+        try:
+            wanted = [{"digest": digest, "size": size}]
+            missing = (await self._request("POST", "/data", json={"blobs": wanted}))["missing"]
+            if missing:
+                await self._upload_file(archive, digest, size)
+        finally:
+            archive.unlink(missing_ok=True)
+        body = {"path": path, "digest": digest}
+        answer = await self._request("POST", f"/tasks/{ref}/files/put", json=body)
+        return {**answer, "size": size}
+
+    @io_method
+    async def get_file(
+        self, id: str | int, path: str, local: str | os.PathLike[str]
+    ) -> dict[str, Any]:
+        """Copy the file or directory at `path` in the running task or VPS `id` to `local`
+        (inside it, if `local` is a directory); where it went and how many bytes came."""
+        ref = task_id(id)
+        answer = await self._request("POST", f"/tasks/{ref}/files/get", json={"path": path})
+        digest = answer["blob"]["digest"]
+        progress = Progress("river: getting", int(answer["blob"]["size"]))
+        try:
+            response, data = await self._io_download(f"{self._api}/data/{digest}", progress)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        finally:
+            progress.close()
+        if response.status_code >= 400:
+            raise error_from_response(response, "GET", f"{API_PREFIX}/data/{digest}")
+        return {"path": str(unpack(data, local)), "size": len(data)}
+
+    async def _upload_file(self, archive: Any, digest: str, size: int) -> None:
+        progress = Progress("river: putting", size)
+        try:
+            response = await self._io_upload(
+                f"{self._api}/data/{digest}",
+                file_chunks(archive, progress),
+                {"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+            )
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        finally:
+            progress.close()
+        if response.status_code >= 400:
+            raise error_from_response(response, "PUT", f"{API_PREFIX}/data/{digest}")
 
     # -- container environments (river_server/environments.py) -------------------------
 

@@ -120,6 +120,7 @@ class DataStore:
         self.task_max_bytes = task_max_bytes
         self.retention = retention
         self.bytes_received = 0  # all upload bytes since start (tests and metrics)
+        self._grants: dict[int, dict[str, int]] = {}  # task -> digests a put may fetch
         for stale in self.tmp.iterdir():  # uploads cut off by a host restart
             stale.unlink(missing_ok=True)
 
@@ -201,6 +202,24 @@ class DataStore:
             return (self.results / str(int(task_id))).read_text().strip() or None
         except FileNotFoundError:
             return None
+
+    # ---- `river put`: a runner may fetch a blob granted to one of its tasks -----------
+    def grant(self, task_id: int, digest: str) -> None:
+        """Let the runner of `task_id` fetch `digest` while a put is in flight (in memory:
+        a put is one request; a restarted host has none in flight)."""
+        self._grants.setdefault(int(task_id), {}).setdefault(digest, 0)
+        self._grants[int(task_id)][digest] += 1
+
+    def revoke(self, task_id: int, digest: str) -> None:
+        held = self._grants.get(int(task_id), {})
+        held[digest] = held.get(digest, 1) - 1
+        if held[digest] <= 0:
+            held.pop(digest, None)
+        if not held:
+            self._grants.pop(int(task_id), None)
+
+    def granted(self, task_id: int, digest: str) -> bool:
+        return digest in self._grants.get(int(task_id), {})
 
     # ---- retention --------------------------------------------------------------------
     def sweep(

@@ -41,6 +41,7 @@ from ..usage import UsageError
 from ..vps import _create_body, add_vps_commands, vps_bundle
 from ..vps_apps import ssh_command, ssh_config, start_jupyter, start_tensorboard, terminal_url
 from . import config
+from .files import COMMANDS as FILE_COMMANDS
 from .follow import INTERRUPTED, exit_code, follow, note
 from .parsing import ShellParser, connection_options, split_command
 from .payload_files import pull_targets, push_files, write_pulled
@@ -507,5 +508,6 @@ COMMANDS: dict[str, Command] = {
         ("vps", _vps),
         ("env", _env),
         *STREAM_COMMANDS.items(),
+        *FILE_COMMANDS.items(),
     )
 }

@@ -148,6 +148,7 @@ class ProcessBackend(Backend):
                     "netns": netns,
                     "overlay_ip": launch.overlay_ip,
                     "scratch": str(scratch) if scratch else None,
+                    "cwd": cwd,  # where `river put` places files when there is no scratch
                 }
             )
         )

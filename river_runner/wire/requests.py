@@ -392,6 +392,23 @@ class TaskData(Request):
     pull: Annotated[list[str], Field(max_length=1024)] = Field(default_factory=list)
 
 
+TaskPath = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class FilePut(Request):
+    """POST /tasks/{id}/files/put: place an uploaded blob (a tar stream) at `path` in a
+    running task's or VPS's filesystem (docs/api.md, "Files in and out of tasks")."""
+
+    path: TaskPath
+    digest: Digest
+
+
+class FileGet(Request):
+    """POST /tasks/{id}/files/get: pack the file or directory at `path` into a blob."""
+
+    path: TaskPath
+
+
 REQUEST_MODELS: tuple[type[Request], ...] = (
     EmptyBody,
     TaskSubmit,
@@ -412,4 +429,6 @@ REQUEST_MODELS: tuple[type[Request], ...] = (
     GroupCreate,
     GroupUpdate,
     DataCheck,
+    FilePut,
+    FileGet,
 )

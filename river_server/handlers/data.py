@@ -221,7 +221,8 @@ class RunnerDataHandler(RunnerAPIHandler):
         node = await self.authenticate_node()
         task = _runner_task(self, node, self.get_argument("task", ""))
         pushed = ((task.spec or {}).get("data") or {}).get("push") or {}
-        if digest not in {ref.get("digest") for ref in pushed.values()}:
+        granted = self.river.data.granted(task.id, digest)  # a `river put` in flight
+        if not granted and digest not in {ref.get("digest") for ref in pushed.values()}:
             raise web.HTTPError(404, f"task {task.id} pushed no blob {digest}")
         await send_file(self, self.river.data.object_path(digest))
 

@@ -182,3 +182,33 @@ def test_a_put_over_the_users_limit_is_refused_before_upload_naming_the_limit(
         assert "data_user_max_bytes" in str(refused.value) and "1.0 MiB" in str(refused.value)
         log = (small.root / "host.log").read_text(errors="replace")
         assert "data plane: received blob" not in log
+
+
+def test_put_and_get_magics_in_a_real_kernel_with_usage_errors(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from tests.integration.test_notebook_experience import execute, notebook_of, text_of
+
+    (tmp_path / "in.txt").write_text("from the kernel\n")
+    notebook = notebook_of(
+        ("connect", "%load_ext river_magics\n%river connect"),
+        (
+            "start",
+            "from river_magics import Client\nfrom tests.cluster import wait_for\n"
+            "h = Client().submit(['/bin/sh', '-c', 'sleep 300'])\n"
+            "wait_for(lambda: h.status == 'running', 60, what='the task')",
+        ),
+        ("put", f"%river put {tmp_path}/in.txt {{h.id}}:kept/in.txt"),
+        ("get", f"%river get {{h.id}}:kept/in.txt {tmp_path}/out.txt"),
+        ("one", f"%river put {tmp_path}/in.txt"),
+        ("missing", f"%river put {tmp_path}/nothing {{h.id}}:x"),
+        ("form", f"%river put {tmp_path}/in.txt no-colon-here"),
+        ("end", "h.kill()"),
+    )
+    execute(notebook, cluster)
+    assert "put " in text_of(notebook, "put"), text_of(notebook, "put")
+    assert (tmp_path / "out.txt").read_text() == "from the kernel\n", text_of(notebook, "get")
+    for cell, needle in (("one", "ID:PATH"), ("missing", "here to put"), ("form", "ID:PATH")):
+        text = text_of(notebook, cell)
+        assert "UsageError" in text and needle in text, text
+        assert "Traceback (most recent call last)" not in text and "File " not in text, text

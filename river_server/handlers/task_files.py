@@ -78,8 +78,9 @@ class TaskFilePutHandler(TaskFilesBase):
 
     @web.authenticated
     async def post(self, ref: str) -> None:
+        self.require_role("user")
+        body = self.body(FilePut)  # a bad body is named before the task is looked up
         task = await self.live_task(ref)
-        body = self.body(FilePut)
         store = self.river.data
         if not store.has(self.username, body.digest):
             raise web.HTTPError(400, f"you have no blob {body.digest}: upload it first")
@@ -98,8 +99,9 @@ class TaskFileGetHandler(TaskFilesBase):
 
     @web.authenticated
     async def post(self, ref: str) -> None:
-        task = await self.live_task(ref)
+        self.require_role("user")
         body = self.body(FileGet)
+        task = await self.live_task(ref)
         blob = await self.runner_call(task, "get", {"path": body.path})
         self.write_json(
             {"task": str(task.id), "blob": {"digest": blob["digest"], "size": blob["size"]}}

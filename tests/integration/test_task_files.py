@@ -185,25 +185,22 @@ def test_a_put_over_the_users_limit_is_refused_before_upload_naming_the_limit(
 
 
 def test_put_and_get_magics_in_a_real_kernel_with_usage_errors(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tokens: dict[str, str], running: str, tmp_path: Path
 ) -> None:
     from tests.integration.test_notebook_experience import execute, notebook_of, text_of
 
+    # Alice's running task (the node has one core: a task of the notebook's own would queue).
     (tmp_path / "in.txt").write_text("from the kernel\n")
     notebook = notebook_of(
-        ("connect", "%load_ext river_magics\n%river connect"),
         (
-            "start",
-            "from river_magics import Client\nfrom tests.cluster import wait_for\n"
-            "h = Client().submit(['/bin/sh', '-c', 'sleep 300'])\n"
-            "wait_for(lambda: h.status == 'running', 60, what='the task')",
+            "connect",
+            f"%load_ext river_magics\n%river connect {cluster.url} --token {tokens['alice']}",
         ),
-        ("put", f"%river put {tmp_path}/in.txt {{h.id}}:kept/in.txt"),
-        ("get", f"%river get {{h.id}}:kept/in.txt {tmp_path}/out.txt"),
+        ("put", f"%river put {tmp_path}/in.txt {running}:kept/in.txt"),
+        ("get", f"%river get {running}:kept/in.txt {tmp_path}/out.txt"),
         ("one", f"%river put {tmp_path}/in.txt"),
-        ("missing", f"%river put {tmp_path}/nothing {{h.id}}:x"),
+        ("missing", f"%river put {tmp_path}/nothing {running}:x"),
         ("form", f"%river put {tmp_path}/in.txt no-colon-here"),
-        ("end", "h.kill()"),
     )
     execute(notebook, cluster)
     assert "put " in text_of(notebook, "put"), text_of(notebook, "put")

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -42,7 +43,7 @@ from .common import (
 from .dataplane import Frame, data_spec, frames_of, upload_chunks, wrap_data_script
 from .errors import RiverConnectionError, RiverError
 from .events import aparse_sse
-from .file_copy import file_chunks, pack, unpack
+from .file_copy import file_blob, file_chunks, file_name, pack, unpack
 from .payload import PUSH_LIMIT, check_names
 from .progress import Progress
 from .resolve import check_ref, not_found_message, pick
@@ -297,6 +298,7 @@ class ClientCore:
         network: str | None = None,
         launcher: str | None = None,
         nproc_per_node: int | None = None,
+        files: Mapping[str, str | os.PathLike[str]] | None = None,
         _array: dict[str, Any] | None = None,
     ) -> Any:
         """Queue a task: a command (argv list or shell string) or a Python `script`; its
@@ -312,6 +314,11 @@ class ClientCore:
         `push={"x": x}` makes `x` a variable of the remote script; `pull=["y"]` sends the
         script's `y` back, read with `handle.result()`. Target, memory and pushed values
         are checked here first, so a typo or an unpicklable value fails before any request.
+
+        `files={"data/in.csv": "local.csv"}` (any task, commands too): each local file
+        goes over the data plane and is placed at that relative name in the task's
+        directory (its working directory unless `workdir` is given; RIVER_FILES_DIR) before
+        it starts; a file over the host's bounds is refused (413) before it is uploaded.
         """
         data: dict[str, Any] | None = None
         if (push or pull) and script is not None:
@@ -348,6 +355,8 @@ class ClientCore:
         if data is not None:
             body["data"] = data
             pull_names = list(data["pull"])
+        if files:
+            body["data"] = {**body.get("data", {}), "files": await self._push_files(files)}
         if nodes is not None:
             body.update(job_fields(nodes, gpus_per_node, network, launcher, nproc_per_node))
         elif launcher is not None or nproc_per_node is not None:
@@ -375,6 +384,21 @@ class ClientCore:
                 await self._upload_frame(made)
                 missing.discard(made.digest)
         return frames
+
+    async def _push_files(
+        self, files: Mapping[str, str | os.PathLike[str]]
+    ) -> dict[str, dict[str, Any]]:
+        """Upload local files as blobs (those the host does not hold for us yet, by digest,
+        after the host said they fit); NAME -> {digest, size} for a task's data.files."""
+        refs = {file_name(name): file_blob(local) for name, local in files.items()}
+        wanted = [{"digest": d, "size": n} for d, n in {tuple(r) for r in refs.values()}]
+        missing = set((await self._request("POST", "/data", json={"blobs": wanted}))["missing"])
+        for name, local in files.items():
+            digest, size = refs[file_name(name)]
+            if digest in missing:
+                await self._upload_file(Path(local), digest, size, "river: pushing")
+                missing.discard(digest)
+        return {name: {"digest": d, "size": n} for name, (d, n) in refs.items()}
 
     async def _upload_frame(self, made: Frame) -> None:
         progress = Progress("river: pushing", made.size)
@@ -559,8 +583,10 @@ class ClientCore:
             raise error_from_response(response, "GET", f"{API_PREFIX}/data/{digest}")
         return {"path": str(unpack(data, local)), "size": len(data)}
 
-    async def _upload_file(self, archive: Any, digest: str, size: int) -> None:
-        progress = Progress("river: putting", size)
+    async def _upload_file(
+        self, archive: Any, digest: str, size: int, label: str = "river: putting"
+    ) -> None:
+        progress = Progress(label, size)
         try:
             response = await self._io_upload(
                 f"{self._api}/data/{digest}",

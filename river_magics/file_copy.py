@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from river_runner.ids import parse_id
+from river_runner.spec import SpecError
+from river_runner.wire.requests import check_file_name
 
 from .errors import RiverError
 from .progress import Progress
@@ -73,6 +75,26 @@ def pack(local: str | os.PathLike[str], path: str) -> tuple[Path, str, int]:
         out.unlink(missing_ok=True)
         raise
     return out, hasher.hexdigest(), out.stat().st_size
+
+
+def file_name(name: str) -> str:
+    """A pushed file's NAME, checked as the host and runner check it (relative, no `..`)."""
+    try:
+        return check_file_name(str(name))
+    except SpecError as exc:
+        raise RiverError(str(exc)) from None
+
+
+def file_blob(local: str | os.PathLike[str]) -> tuple[str, int]:
+    """A local file's (sha256, size): its name on the data plane."""
+    source = Path(local)
+    if not source.is_file():
+        raise RiverError(f"no file {str(source)!r} here to push")
+    hasher = hashlib.sha256()
+    with open(source, "rb") as data:
+        while chunk := data.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest(), source.stat().st_size
 
 
 def file_chunks(path: Path, progress: Progress) -> Iterator[bytes]:

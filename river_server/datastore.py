@@ -262,8 +262,9 @@ def digests_in_use(sessions: Callable[[], Session]) -> tuple[list[int], set[str]
         ).all()
     digests: set[str] = set()
     for _, spec in rows:
-        pushed = ((spec or {}).get("data") or {}).get("push") or {}
-        digests.update(str(ref.get("digest")) for ref in pushed.values())
+        data = (spec or {}).get("data") or {}
+        for refs in (data.get("push") or {}, data.get("files") or {}):
+            digests.update(str(ref.get("digest")) for ref in refs.values())
     return [row[0] for row in rows], digests
 
 

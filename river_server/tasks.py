@@ -101,7 +101,8 @@ def _validate_spec(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         spec["workdir"] = workdir
     spec.update(_container_spec(body))
     if body.get("data"):  # pushed blobs / pulled names (river_server/handlers/data.py)
-        if kind != "python":
+        values = body["data"].get("push") or body["data"].get("pull")
+        if kind != "python" and values:  # pushed *files* suit any task (data.files)
             raise SpecError("'data' (pushed and pulled values) needs a python task")
         spec["data"] = body["data"]
     spec.update(_python_spec(body, kind, spec))
@@ -290,9 +291,7 @@ class TaskService:
             check_images(self.sessions, self.environments, owner, role, spec)
         except ImageRefused as exc:
             raise TaskError(exc.status, str(exc)) from None
-        reason = self.queue.infeasible(
-            request, container=needs_container(spec), size=size
-        )
+        reason = self.queue.infeasible(request, container=needs_container(spec), size=size)
         if reason:
             raise SpecError(reason)
         state = (

@@ -57,6 +57,9 @@ class TaskLaunch:
     hostname: str | None = None  # the container's hostname (VPSes: vps-<id>)
     # The data plane: {"push": {name: {"digest", "size"}}, "pull": [names]} (river_runner/data.py)
     data: dict[str, Any] | None = None
+    # Pushed files: NAME -> the cached blob's path here, set by the agent once fetched
+    # (river_runner/task_inputs.py); the backend places them before the task starts.
+    files: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> TaskLaunch:

@@ -5298,12 +5298,19 @@ export interface components {
             digest: string;
             size: number;
         };
-        /** @description A python task's pushed values (name -> blob) and the names it sends back. */
+        /**
+         * @description A python task's pushed values (name -> blob) and the names it sends back; any
+         *     task's pushed files (relative name -> blob), placed in its directory before it starts.
+         */
         TaskData: {
             push?: {
                 [key: string]: components["schemas"]["BlobRef"];
             };
             pull?: string[];
+            /** @description relative file name -> blob: copied into the task's directory first */
+            files?: {
+                [key: string]: components["schemas"]["BlobRef"];
+            };
         };
         /** @description POST /tasks: a command (argv or shell string) or a Python script. */
         TaskSubmit: {

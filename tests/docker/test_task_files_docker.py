@@ -84,6 +84,25 @@ def _sh(container: Any, script: str) -> str:
     return str(result.output.decode())
 
 
+def test_a_docker_command_task_reads_its_pushed_file(
+    fcluster: Cluster, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    """`files=` on a container task: the blob is mounted at NAME under the working dir.
+    First in the module: it needs a core before the VPS and the task below hold both."""
+    (tmp_path / "in.txt").write_text("pushed into a container\n")
+    with Client(fcluster.url, tokens["gina"]) as client:
+        handle = client.submit(
+            ["/bin/sh", "-c", "cat sub/in.txt; echo dir=$RIVER_FILES_DIR"],
+            image=BUSYBOX_IMAGE,
+            cores=1,
+            files={"sub/in.txt": tmp_path / "in.txt"},
+        )
+        handle.wait(timeout=90)
+        lines = [line["text"] for line in client.logs(handle.id)]
+        assert handle.status == "completed", (handle.last, lines)
+    assert "pushed into a container" in lines, lines
+
+
 @pytest.mark.parametrize("kind", ["vps", "task"])
 def test_a_directory_goes_into_a_container_with_its_modes_and_comes_back_equal(
     fcluster: Cluster,

@@ -106,9 +106,17 @@ def test_a_file_over_the_task_limit_is_refused_before_upload_naming_the_limit(
         assert not [t for t in client.tasks() if "big.bin" in str(t.get("command"))]
 
 
-@pytest.mark.parametrize("spec", ["../up.txt=F", "/abs.txt=F", "noequals", "x=MISSING"])
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("../up.txt=F", "relative path without '..'"),
+        ("/abs.txt=F", "relative path without '..'"),
+        ("noequals", "NAME=FILE"),
+        ("x=MISSING", "no file"),
+    ],
+)
 def test_a_bad_push_is_a_one_line_usage_error(
-    cluster: Cluster, token: str, tmp_path: Path, spec: str
+    cluster: Cluster, token: str, tmp_path: Path, spec: str, says: str
 ) -> None:
     local = tmp_path / "f.txt"
     local.write_text("x")
@@ -116,4 +124,4 @@ def test_a_bad_push_is_a_one_line_usage_error(
     ran = _river(cluster, token, tmp_path, "run", "--push", spec, "--", "true")
     assert ran.returncode == 2, (ran.returncode, ran.stderr)
     assert "Traceback" not in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
-    assert "--push" in ran.stderr, ran.stderr
+    assert "--push" in ran.stderr and says in ran.stderr, ran.stderr

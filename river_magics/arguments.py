@@ -370,6 +370,12 @@ def build_parser() -> MagicArgumentParser:
     _add_env_commands(sub)
     add_overlay_commands(sub, seconds_arg)
     add_vps_commands(sub, count_arg, memory_arg, target_arg, time_arg)
+    put = sub.add_parser("put", help="copy a file or directory into a running task or VPS")
+    put.add_argument("local", metavar="LOCAL")
+    put.add_argument("remote", metavar="ID:PATH")
+    get = sub.add_parser("get", help="copy a file or directory out of a running task or VPS")
+    get.add_argument("remote", metavar="ID:PATH")
+    get.add_argument("local", metavar="LOCAL")
 
     dashboard = sub.add_parser(
         "dashboard",

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -43,6 +44,7 @@ from .common import (
 from .dataplane import Frame, data_spec, frames_of, upload_chunks, wrap_data_script
 from .errors import RiverConnectionError, RiverError
 from .events import aparse_sse
+from .file_copy import file_blob, file_chunks, file_name, pack, unpack
 from .payload import PUSH_LIMIT, check_names
 from .progress import Progress
 from .resolve import check_ref, not_found_message, pick
@@ -304,6 +306,7 @@ class ClientCore:
         launcher: str | None = None,
         nproc_per_node: int | None = None,
         time_limit: float | str | None = None,
+        files: Mapping[str, str | os.PathLike[str]] | None = None,
         _array: dict[str, Any] | None = None,
     ) -> Any:
         """Queue a task: a command (argv list or shell string) or a Python `script`; its
@@ -322,6 +325,11 @@ class ClientCore:
         `push={"x": x}` makes `x` a variable of the remote script; `pull=["y"]` sends the
         script's `y` back, read with `handle.result()`. Target, memory and pushed values
         are checked here first, so a typo or an unpicklable value fails before any request.
+
+        `files={"data/in.csv": "local.csv"}` (any task, commands too): each local file
+        goes over the data plane and is placed at that relative name in the task's
+        directory (its working directory unless `workdir` is given; RIVER_FILES_DIR) before
+        it starts; a file over the host's bounds is refused (413) before it is uploaded.
         """
         data: dict[str, Any] | None = None
         if (push or pull) and script is not None:
@@ -359,6 +367,8 @@ class ClientCore:
         if data is not None:
             body["data"] = data
             pull_names = list(data["pull"])
+        if files:
+            body["data"] = {**body.get("data", {}), "files": await self._push_files(files)}
         if nodes is not None:
             body.update(job_fields(nodes, gpus_per_node, network, launcher, nproc_per_node))
         elif launcher is not None or nproc_per_node is not None:
@@ -386,6 +396,21 @@ class ClientCore:
                 await self._upload_frame(made)
                 missing.discard(made.digest)
         return frames
+
+    async def _push_files(
+        self, files: Mapping[str, str | os.PathLike[str]]
+    ) -> dict[str, dict[str, Any]]:
+        """Upload local files as blobs (those the host does not hold for us yet, by digest,
+        after the host said they fit); NAME -> {digest, size} for a task's data.files."""
+        refs = {file_name(name): file_blob(local) for name, local in files.items()}
+        wanted = [{"digest": d, "size": n} for d, n in {tuple(r) for r in refs.values()}]
+        missing = set((await self._request("POST", "/data", json={"blobs": wanted}))["missing"])
+        for name, local in files.items():
+            digest, size = refs[file_name(name)]
+            if digest in missing:
+                await self._upload_file(Path(local), digest, size, "river: pushing")
+                missing.discard(digest)
+        return {name: {"digest": d, "size": n} for name, (d, n) in refs.items()}
 
     async def _upload_frame(self, made: Frame) -> None:
         progress = Progress("river: pushing", made.size)
@@ -530,6 +555,62 @@ class ClientCore:
         """Keep `data` with a task (at most the host's blob_max_bytes; 413 beyond)."""
         path = f"/tasks/{task_id(id)}/blobs/{name}"
         return dict((await self._request("PUT", path, content=data))["blob"])
+
+    # -- files in and out of running tasks and VPSes (river_magics/file_copy.py) ----------
+
+    @io_method
+    async def put(self, local: str | os.PathLike[str], id: str | int, path: str) -> dict[str, Any]:
+        """Copy the file or directory `local` to `path` in the running task or VPS `id`
+        (a tar stream over the data plane: uploaded once by digest, within your bounds)."""
+        ref = task_id(id)
+        archive, digest, size = pack(local, path)
+        try:
+            wanted = [{"digest": digest, "size": size}]
+            missing = (await self._request("POST", "/data", json={"blobs": wanted}))["missing"]
+            if missing:
+                await self._upload_file(archive, digest, size)
+        finally:
+            archive.unlink(missing_ok=True)
+        body = {"path": path, "digest": digest}
+        answer = await self._request("POST", f"/tasks/{ref}/files/put", json=body)
+        return {**answer, "size": size}
+
+    @io_method
+    async def get_file(
+        self, id: str | int, path: str, local: str | os.PathLike[str]
+    ) -> dict[str, Any]:
+        """Copy the file or directory at `path` in the running task or VPS `id` to `local`
+        (inside it, if `local` is a directory); where it went and how many bytes came."""
+        ref = task_id(id)
+        answer = await self._request("POST", f"/tasks/{ref}/files/get", json={"path": path})
+        digest = answer["blob"]["digest"]
+        progress = Progress("river: getting", int(answer["blob"]["size"]))
+        try:
+            response, data = await self._io_download(f"{self._api}/data/{digest}", progress)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        finally:
+            progress.close()
+        if response.status_code >= 400:
+            raise error_from_response(response, "GET", f"{API_PREFIX}/data/{digest}")
+        return {"path": str(unpack(data, local)), "size": len(data)}
+
+    async def _upload_file(
+        self, archive: Any, digest: str, size: int, label: str = "river: putting"
+    ) -> None:
+        progress = Progress(label, size)
+        try:
+            response = await self._io_upload(
+                f"{self._api}/data/{digest}",
+                file_chunks(archive, progress),
+                {"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+            )
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        finally:
+            progress.close()
+        if response.status_code >= 400:
+            raise error_from_response(response, "PUT", f"{API_PREFIX}/data/{digest}")
 
     # -- container environments (river_server/environments.py) -------------------------
 

@@ -8,6 +8,7 @@ task that fails is not an error of the cell: its status line says so and the cel
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -20,6 +21,7 @@ from .client import Client, TaskGroup, TaskHandle, is_terminal
 from .display import nodes_bundle, show, status_text, task_bundle, tasks_bundle
 from .environments import run_env_command
 from .errors import RiverError
+from .file_copy import split_remote
 from .launch import Follower, launch, write_line
 from .overlay import run_ip_command, run_overlay_command
 from .share_view import share_bundle
@@ -90,6 +92,18 @@ class RiverMagics(Magics):
         self._do_connect(argparse.Namespace(url=url, token=token), None)
         me = self.client.me()
         print(f"Logged in as {me['name']} ({me['role']})")
+
+    def _do_put(self, args: argparse.Namespace, cell: str | None) -> None:
+        ident, path = split_remote(args.remote)
+        if not os.path.exists(args.local):
+            raise UsageError(f"no file or directory {args.local!r} here to put")
+        done = self.client.put(args.local, ident, path)
+        print(f"put {args.local} ({done['size']} bytes) at {ident}:{done['path']}")
+
+    def _do_get(self, args: argparse.Namespace, cell: str | None) -> None:
+        ident, path = split_remote(args.remote)
+        done = self.client.get_file(ident, path, args.local)
+        print(f"got {ident}:{path} ({done['size']} bytes) to {done['path']}")
 
     def _do_nodes(self, args: argparse.Namespace, cell: str | None) -> None:
         show(nodes_bundle(self.client.nodes()))

@@ -36,6 +36,7 @@ from river_runner.protocol import (
     split_host_urls,
     status_message,
 )
+from river_runner.task_inputs import fetch_files
 
 log = logging.getLogger("river.runner")
 
@@ -297,7 +298,7 @@ class RunnerAgent:
         blobs are in the local cache (a 1 GiB fetch must not hold the host's launch call,
         which gives up after seconds). Until then heartbeats report it as "fetching data",
         so the host neither requeues nor loses it; a failed fetch ends it failed."""
-        if launch.data and launch.data.get("push"):
+        if launch.data and (launch.data.get("push") or launch.data.get("files")):
             self._starting.add(launch.task_id)
             job = asyncio.ensure_future(self._fetch_then_start(launch))
             self._fetching[launch.task_id] = job
@@ -350,6 +351,15 @@ class RunnerAgent:
             self._http, self._auth(), launch.task_id, launch.data, owner, base=self.hosts.current
         )
         launch.env = {**launch.env, **env}
+        if launch.data.get("files"):  # pushed files (river_runner/task_inputs.py)
+            launch.files = await fetch_files(
+                self.data,
+                self._http,
+                self._auth(),
+                launch.task_id,
+                launch.data["files"],
+                self.hosts.current,
+            )
         if launch.data.get("pull"):
             self._pulling.add(launch.task_id)
 

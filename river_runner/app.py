@@ -19,6 +19,7 @@ from river_runner.agent import RunnerAgent
 from river_runner.api_base import RunnerHandler
 from river_runner.backends.base import TaskLaunch
 from river_runner.protocol import parse_runner_auth, same_secret
+from river_runner.task_files_api import TaskFilesHandler
 
 log = logging.getLogger("river.runner")
 
@@ -240,6 +241,7 @@ def make_app(agent: RunnerAgent) -> web.Application:
             (r"/api/tasks/(\d+)/exec-ticket", ExecTicketHandler, exec_args),
             (r"/api/tasks/(\d+)/exec", ExecSocket, exec_args),
             (r"/api/tasks/(\d+)/exec-run", ExecRunHandler, args),
+            (r"/api/tasks/(\d+)/files/(put|get)", TaskFilesHandler, args),
             *port_forward.routes(args),
         ]
     )

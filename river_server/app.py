@@ -26,6 +26,7 @@ from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import data as data_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import share as share_handlers
+from river_server.handlers import task_files as file_handlers
 from river_server.handlers import vps as vps_handlers
 from river_server.job_ports import parse_range
 from river_server.leadership import SecondHostError
@@ -578,6 +579,8 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/tasks/([^/]+)/blobs/([^/]+)", blob_handlers.TaskBlobHandler),
                 (rf"{API}/tasks/([^/]+)/pulled", data_handlers.TaskPulledHandler),
                 (rf"{API}/data", data_handlers.DataCheckHandler),
+                (rf"{API}/tasks/([^/]+)/files/put", file_handlers.TaskFilePutHandler),
+                (rf"{API}/tasks/([^/]+)/files/get", file_handlers.TaskFileGetHandler),
                 (rf"{API}/data/([^/]+)", data_handlers.DataBlobHandler),
                 (rf"{API}/events", events.EventsHandler),
                 (rf"{API}/vps", vps_handlers.VpsListHandler),
@@ -621,6 +624,7 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/runner/events", runner.RunnerEventsHandler),
                 (rf"{API}/runner/data/([^/]+)", data_handlers.RunnerDataHandler),
                 (rf"{API}/runner/tasks/([^/]+)/pulled", data_handlers.RunnerPulledHandler),
+                (rf"{API}/runner/tasks/([^/]+)/files", file_handlers.RunnerFilesHandler),
                 (PROXY_ROUTE, RiverProxyHandler),
             ]
         )

@@ -120,6 +120,7 @@ class DataStore:
         self.task_max_bytes = task_max_bytes
         self.retention = retention
         self.bytes_received = 0  # all upload bytes since start (tests and metrics)
+        self._grants: dict[int, dict[str, int]] = {}  # task -> digests a put may fetch
         for stale in self.tmp.iterdir():  # uploads cut off by a host restart
             stale.unlink(missing_ok=True)
 
@@ -202,6 +203,24 @@ class DataStore:
         except FileNotFoundError:
             return None
 
+    # ---- `river put`: a runner may fetch a blob granted to one of its tasks -----------
+    def grant(self, task_id: int, digest: str) -> None:
+        """Let the runner of `task_id` fetch `digest` while a put is in flight (in memory:
+        a put is one request; a restarted host has none in flight)."""
+        self._grants.setdefault(int(task_id), {}).setdefault(digest, 0)
+        self._grants[int(task_id)][digest] += 1
+
+    def revoke(self, task_id: int, digest: str) -> None:
+        held = self._grants.get(int(task_id), {})
+        held[digest] = held.get(digest, 1) - 1
+        if held[digest] <= 0:
+            held.pop(digest, None)
+        if not held:
+            self._grants.pop(int(task_id), None)
+
+    def granted(self, task_id: int, digest: str) -> bool:
+        return digest in self._grants.get(int(task_id), {})
+
     # ---- retention --------------------------------------------------------------------
     def sweep(
         self, live_tasks: Iterable[int], in_use: Iterable[str], now: float | None = None
@@ -243,8 +262,9 @@ def digests_in_use(sessions: Callable[[], Session]) -> tuple[list[int], set[str]
         ).all()
     digests: set[str] = set()
     for _, spec in rows:
-        pushed = ((spec or {}).get("data") or {}).get("push") or {}
-        digests.update(str(ref.get("digest")) for ref in pushed.values())
+        data = (spec or {}).get("data") or {}
+        for refs in (data.get("push") or {}, data.get("files") or {}):
+            digests.update(str(ref.get("digest")) for ref in refs.values())
     return [row[0] for row in rows], digests
 
 

@@ -271,6 +271,28 @@ def _paths() -> dict[str, Any]:
                 errors=("400", "404"),
             )
         },
+        "/tasks/{id}/files/put": {
+            "post": op(
+                "Place an uploaded tar blob at path in your running task or VPS (the id may "
+                "be a VPS's); a process task's path stays inside its directory",
+                obj({"task": {"type": "string"}, "path": {"type": "string"}}),
+                body=model(wire.FilePut),
+                params=[TASK_ID],
+                errors=("400", "403", "404", "409", "502"),
+                role="user",
+            )
+        },
+        "/tasks/{id}/files/get": {
+            "post": op(
+                "Pack the file or directory at path in your running task or VPS into a "
+                "blob of yours (download it from /data/{digest})",
+                obj({"task": {"type": "string"}, "blob": model(out.DataBlob)}),
+                body=model(wire.FileGet),
+                params=[TASK_ID],
+                errors=("400", "403", "404", "409", "413", "502"),
+                role="user",
+            )
+        },
         "/data": {
             "post": op(
                 "Which of these blobs you must still upload; 413 naming the bound if they "

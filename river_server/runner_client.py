@@ -36,13 +36,22 @@ class RunnerClient:
         self._gates: dict[str, asyncio.Semaphore] = {}
 
     async def call(
-        self, url: str, secret: str, path: str, body: dict[str, Any] | None = None
+        self,
+        url: str,
+        secret: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         gate = self._gates.setdefault(url, asyncio.Semaphore(MAX_IN_FLIGHT_PER_RUNNER))
         try:
             async with gate:
+                extra = {} if timeout is None else {"timeout": timeout}
                 response = await self._http.post(
-                    url.rstrip("/") + path, json=body or {}, headers=runner_auth_header(secret)
+                    url.rstrip("/") + path,
+                    json=body or {},
+                    headers=runner_auth_header(secret),
+                    **extra,
                 )
         except httpx.HTTPError as exc:
             raise RunnerNoAnswer(f"runner at {url} did not answer: {exc!r}") from exc

@@ -104,7 +104,8 @@ def _validate_spec(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         spec["workdir"] = workdir
     spec.update(_container_spec(body))
     if body.get("data"):  # pushed blobs / pulled names (river_server/handlers/data.py)
-        if kind != "python":
+        values = body["data"].get("push") or body["data"].get("pull")
+        if kind != "python" and values:  # pushed *files* suit any task (data.files)
             raise SpecError("'data' (pushed and pulled values) needs a python task")
         spec["data"] = body["data"]
     spec.update(_python_spec(body, kind, spec))

@@ -22,5 +22,7 @@ vps_command = COMMANDS["vps"]
 env_command = COMMANDS["env"]
 forward_command = COMMANDS["forward"]
 attach_command = COMMANDS["attach"]
+put_command = COMMANDS["put"]
+get_command = COMMANDS["get"]
 
 __all__ = [f"{name}_command" for name in COMMANDS]

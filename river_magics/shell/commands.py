@@ -43,9 +43,10 @@ from ..usage import UsageError
 from ..vps import _create_body, add_vps_commands, vps_bundle
 from ..vps_apps import ssh_command, ssh_config, start_jupyter, start_tensorboard, terminal_url
 from . import config
+from .files import COMMANDS as FILE_COMMANDS
 from .follow import INTERRUPTED, exit_code, follow, note
 from .parsing import ShellParser, connection_options, split_command
-from .payload_files import pull_targets, push_files, write_pulled
+from .payload_files import file_pushes, pull_targets, push_files, write_pulled
 from .streams import COMMANDS as STREAM_COMMANDS
 
 Command = Callable[[list[str]], int]
@@ -156,7 +157,8 @@ def _task_parser(prog: str, description: str) -> ShellParser:
         action="append",
         default=[],
         metavar="NAME=FILE",
-        help="a Python SCRIPT gets FILE's bytes as its variable NAME (repeatable)",
+        help="a Python SCRIPT gets FILE's bytes as its variable NAME; a command finds FILE "
+        "at NAME (a relative path) in its working directory (repeatable)",
     )
     parser.add_argument(
         "--pull",
@@ -200,9 +202,12 @@ def _submit_handles(
 ) -> tuple[list[TaskHandle], list[str] | None]:
     """Submit one task, an --array, or one per -t target; the handles and their labels."""
     options = task_options(args)
-    if args.push or args.pull:  # the magic's --push/--pull, with files (payload_files.py)
-        if "script" not in what:
-            raise UsageError("--push and --pull work with a Python SCRIPT (.py), not a command")
+    if "script" not in what:  # a command: --push NAME=FILE places FILE at NAME in its dir
+        if args.pull:
+            raise UsageError("--pull works with a Python SCRIPT (.py), not a command")
+        if args.push:
+            options.update(files=file_pushes(args.push))
+    elif args.push or args.pull:  # the magic's --push/--pull, with files (payload_files.py)
         options.update(push=push_files(args.push), pull=list(pull_targets(args.pull)))
     if getattr(args, "nodes", None) is not None:
         group = client.submit(**what, **options, **job_options(args))
@@ -524,5 +529,6 @@ COMMANDS: dict[str, Command] = {
         ("vps", _vps),
         ("env", _env),
         *STREAM_COMMANDS.items(),
+        *FILE_COMMANDS.items(),
     )
 }

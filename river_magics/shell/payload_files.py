@@ -4,7 +4,8 @@ A shell has no notebook variables, so the magic's `--push x` / `--pull y` (river
 launch.py) become files here, on the same client arguments (`Client.submit(push=, pull=)`
 and `handle.result()`): a pushed file is the remote script's variable NAME, as bytes; a
 pulled variable is written to FILE (default NAME) after the task completed: bytes and text
-as they are, any other value pickled (what the magic's wire carries anyway).
+as they are, any other value pickled (what the magic's wire carries anyway). A command
+(no Python script to hold variables) gets `--push NAME=FILE` as a file at NAME instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import pickle
 import sys
 from pathlib import Path
 from typing import Any
+
+from river_runner.spec import SpecError
+from river_runner.wire.requests import check_file_name
 
 from ..usage import UsageError
 
@@ -35,6 +39,24 @@ def push_files(specs: list[str]) -> dict[str, bytes]:
         except OSError as exc:
             raise UsageError(f"--push {spec}: cannot read {file}: {exc.strerror}") from None
     return values
+
+
+def file_pushes(specs: list[str]) -> dict[str, str]:
+    """A command's pushed files: relative NAME -> local FILE (sent over the data plane and
+    placed at NAME in the task's directory before it starts; Client.submit(files=))."""
+    files: dict[str, str] = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not (name and sep and file):
+            raise UsageError(f"--push takes NAME=FILE (NAME a relative path), not {spec!r}")
+        try:
+            name = check_file_name(name)
+        except SpecError as exc:
+            raise UsageError(f"--push {spec}: {exc}") from None
+        if not Path(file).is_file():
+            raise UsageError(f"--push {spec}: no file {file!r} here")
+        files[name] = file
+    return files
 
 
 def pull_targets(specs: list[str]) -> dict[str, str]:

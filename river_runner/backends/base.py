@@ -61,6 +61,9 @@ class TaskLaunch:
     # between SIGTERM and SIGKILL at the limit (river_runner/agent.py enforces both).
     time_limit: float | None = None
     kill_grace: float = 30.0
+    # Pushed files: NAME -> the cached blob's path here, set by the agent once fetched
+    # (river_runner/task_inputs.py); the backend places them before the task starts.
+    files: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> TaskLaunch:

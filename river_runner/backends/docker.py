@@ -82,6 +82,7 @@ from river_runner.containers import parse_mount as _parse_mount
 from river_runner.data import container_data
 from river_runner.loglines import LineSplitter
 from river_runner.protocol import TaskState
+from river_runner.task_inputs import ENV_FILES_DIR, container_mounts
 
 log = logging.getLogger("river.runner.docker")
 
@@ -298,6 +299,11 @@ class DockerBackend(DockerVpsOps, Backend):
         data_env, data_volumes = container_data(env, task_dir, CONTAINER_TASK_DIR)
         env.update(data_env)
         volumes.extend(data_volumes)
+        if launch.files:  # pushed files: read-only at NAME under the working directory
+            image = launch.image or self.default_image
+            workdir = launch.workdir or self._image_workdir(image)
+            volumes.extend(container_mounts(launch.files, workdir))
+            env[ENV_FILES_DIR] = workdir
         config: dict[str, Any] = {
             "image": launch.image or self.default_image,
             "command": self._command(launch, task_dir),
@@ -403,6 +409,17 @@ class DockerBackend(DockerVpsOps, Backend):
                 f"docker could not start task {task_id}: {exc.explanation or exc}"
             ) from exc
         return container.id, False
+
+    def _image_workdir(self, image: str) -> str:
+        """The image's working directory ("/" when it sets none), pulled if missing."""
+        try:
+            found = self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            try:
+                found = self.client.images.pull(image)
+            except docker.errors.DockerException:
+                return "/"  # the create that follows says why the image is missing
+        return str((found.attrs.get("Config") or {}).get("WorkingDir") or "/")
 
     def _create(self, config: dict[str, Any]) -> Any:
         try:

@@ -28,6 +28,7 @@ from river_runner.interpreters import Interpreter, Interpreters
 from river_runner.protocol import TaskState
 from river_runner.task_account import TaskAccount, resolve_task_account
 from river_runner.task_env import task_environment
+from river_runner.task_inputs import ENV_FILES_DIR, place_files
 from river_runner.zygote_client import ZygoteClient
 
 TAIL_INTERVAL = 0.02  # seconds between looks at the files of adopted tasks
@@ -138,6 +139,12 @@ class ProcessBackend(Backend):
             launch.env = {**launch.env, "RIVER_HOSTFILE": str(path)}
         argv = self._argv(launch, scratch or task_dir, interpreter.path)
         cwd = launch.workdir or (str(scratch) if scratch else "")
+        if launch.files:  # pushed files, in the task's own directory (task_inputs.py)
+            home = scratch or task_dir / "files"
+            owner = (self.account.uid, self.account.gid) if scratch else None
+            await asyncio.to_thread(place_files, launch.files, home, owner)
+            launch.env = {**launch.env, ENV_FILES_DIR: str(home)}
+            cwd = launch.workdir or str(home)
         user = f"{self.account.uid}:{self.account.gid}" if scratch else ""
         netns = await self._task_network(launch)
         netns_file = task_netns.netns_path(netns) if netns else ""
@@ -148,6 +155,7 @@ class ProcessBackend(Backend):
                     "netns": netns,
                     "overlay_ip": launch.overlay_ip,
                     "scratch": str(scratch) if scratch else None,
+                    "cwd": cwd,  # where `river put` places files when there is no scratch
                 }
             )
         )

@@ -387,11 +387,51 @@ class DataCheck(Request):
     blobs: Annotated[list[BlobRef], Field(max_length=1024)]
 
 
+def check_file_name(name: str) -> str:
+    """A pushed file's NAME: relative, without `..`, placed under the task's directory
+    (the same rule on client, host and runner); the cleaned name or a SpecError."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or name.startswith("/") or ".." in parts or "\0" in name or len(name) > 4096:
+        raise SpecError(
+            f"file name {name!r} must be a relative path without '..' (e.g. data/input.csv)"
+        )
+    return "/".join(parts)
+
+
 class TaskData(Request):
-    """A python task's pushed values (name -> blob) and the names it sends back."""
+    """A python task's pushed values (name -> blob) and the names it sends back; any
+    task's pushed files (relative name -> blob), placed in its directory before it starts."""
 
     push: Annotated[dict[str, BlobRef], Field(max_length=1024)] = Field(default_factory=dict)
     pull: Annotated[list[str], Field(max_length=1024)] = Field(default_factory=list)
+    files: Annotated[dict[str, BlobRef], Field(max_length=1024)] = Field(
+        default_factory=dict,
+        description="relative file name -> blob: copied into the task's directory first",
+    )
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: dict[str, BlobRef]) -> dict[str, BlobRef]:
+        for name in value:
+            check_file_name(name)
+        return value
+
+
+TaskPath = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class FilePut(Request):
+    """POST /tasks/{id}/files/put: place an uploaded blob (a tar stream) at `path` in a
+    running task's or VPS's filesystem (docs/api.md, "Files in and out of tasks")."""
+
+    path: TaskPath
+    digest: Digest
+
+
+class FileGet(Request):
+    """POST /tasks/{id}/files/get: pack the file or directory at `path` into a blob."""
+
+    path: TaskPath
 
 
 REQUEST_MODELS: tuple[type[Request], ...] = (
@@ -414,4 +454,6 @@ REQUEST_MODELS: tuple[type[Request], ...] = (
     GroupCreate,
     GroupUpdate,
     DataCheck,
+    FilePut,
+    FileGet,
 )

@@ -191,10 +191,17 @@ def check_task_data(store: DataStore, owner: str, data: dict[str, Any] | None) -
     for name in data.get("pull") or []:
         if not str(name).isidentifier():
             raise web.HTTPError(400, f"data.pull: {name!r} is not a variable name")
+    for name, ref in (data.get("files") or {}).items():  # checked by the wire model too
+        check_digest(ref["digest"])
+        if not store.has(owner, ref["digest"]):
+            raise web.HTTPError(
+                400, f"data.files.{name}: you have no blob {ref['digest']}: upload it first"
+            )
+        total += store.size(ref["digest"])
     if total > store.task_max_bytes:
         raise web.HTTPError(
             413,
-            f"the pushed values come to {total} bytes; this host takes at most "
+            f"the pushed values and files come to {total} bytes; this host takes at most "
             f"{store.task_max_bytes} per task (c.RiverHost.data_task_max_bytes)",
         )
 
@@ -220,8 +227,10 @@ class RunnerDataHandler(RunnerAPIHandler):
     async def get(self, digest: str) -> None:
         node = await self.authenticate_node()
         task = _runner_task(self, node, self.get_argument("task", ""))
-        pushed = ((task.spec or {}).get("data") or {}).get("push") or {}
-        if digest not in {ref.get("digest") for ref in pushed.values()}:
+        data = (task.spec or {}).get("data") or {}
+        refs = [*(data.get("push") or {}).values(), *(data.get("files") or {}).values()]
+        granted = self.river.data.granted(task.id, digest)  # a `river put` in flight
+        if not granted and digest not in {ref.get("digest") for ref in refs}:
             raise web.HTTPError(404, f"task {task.id} pushed no blob {digest}")
         await send_file(self, self.river.data.object_path(digest))
 

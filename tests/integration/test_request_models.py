@@ -49,6 +49,8 @@ VALID: dict[type[Request], dict[str, Any]] = {
     wire.GroupCreate: {"name": "contract-group"},
     wire.GroupUpdate: {},
     wire.DataCheck: {"blobs": []},
+    wire.FilePut: {"path": "x", "digest": "0" * 64},
+    wire.FileGet: {"path": "x"},
 }
 PATH_VALUES = {"tasks": "12345", "vps": "12345", "users": "admin", "groups": "contract-group"}
 

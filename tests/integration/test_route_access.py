@@ -137,6 +137,21 @@ ROUTES: list[Row] = [
         "GET", rf"{A}/tasks/([^/]+)/pulled", f"{A}/tasks/{{task}}/pulled", E(NO, 404, 404, 404, 404)
     ),
     Row("GET", rf"{A}/events", f"{A}/events?task={{task}}", EVERYONE),
+    # put/get (a queued task: the owner hears 409; only the owner, admins included, else 404)
+    Row(
+        "POST",
+        rf"{A}/tasks/([^/]+)/files/put",
+        f"{A}/tasks/{{task}}/files/put",
+        E(NO, 403, 404, 409, 404),
+        {"path": "x", "digest": OWNER_DATA_DIGEST},
+    ),
+    Row(
+        "POST",
+        rf"{A}/tasks/([^/]+)/files/get",
+        f"{A}/tasks/{{task}}/files/get",
+        E(NO, 403, 404, 409, 404),
+        {"path": "x"},
+    ),
     # ---- the data plane: blobs by digest, readable only by those who sent the bytes
     Row(
         "POST",
@@ -336,6 +351,13 @@ ROUTES: list[Row] = [
         "PUT",
         rf"{A}/runner/tasks/([^/]+)/pulled",
         f"{A}/runner/tasks/{{task}}/pulled",
+        RUNNER,
+        b"x",
+    ),
+    Row(
+        "PUT",
+        rf"{A}/runner/tasks/([^/]+)/files",
+        f"{A}/runner/tasks/{{task}}/files",
         RUNNER,
         b"x",
     ),

@@ -74,7 +74,10 @@ def live_routes(host: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict
     args = [a.decode() for a in argv]
     # `python -m jupyter lab ARGS` execs the `jupyter-lab` script: ARGS follow it
     start = next(i for i, a in enumerate(args) if a == "lab" or a.endswith("jupyter-lab"))
-    args = args[start + 1 :]
+    # The lister keeps its own data and database (traitlets refuses a repeated option, and
+    # the host holds its SQLite database: a second River on it is refused).
+    own = ("--RiverHost.data_dir=", "--RiverHost.db_url=")
+    args = [a for a in args[start + 1 :] if not a.startswith(own)]
     env = dict(
         item.split("=", 1)
         for item in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")

@@ -1136,6 +1136,201 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/river/api/tasks/{id}/files/put": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Place an uploaded tar blob at path in your running task or VPS (the id may be a VPS's); a process task's path stays inside its directory
+         * @description Needs the user role.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["FilePut"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            task?: string;
+                            path?: string;
+                        };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description no such thing, or not yours to see */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description conflicts with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description the node running the task did not answer */
+                502: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/river/api/tasks/{id}/files/get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pack the file or directory at path in your running task or VPS into a blob of yours (download it from /data/{digest})
+         * @description Needs the user role.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["FileGet"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            task?: string;
+                            blob?: components["schemas"]["DataBlob"];
+                        };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description no such thing, or not yours to see */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description conflicts with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description over a size bound; the message names the setting */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description the node running the task did not answer */
+                502: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/river/api/data": {
         parameters: {
             query?: never;
@@ -5178,12 +5373,19 @@ export interface components {
             digest: string;
             size: number;
         };
-        /** @description A python task's pushed values (name -> blob) and the names it sends back. */
+        /**
+         * @description A python task's pushed values (name -> blob) and the names it sends back; any
+         *     task's pushed files (relative name -> blob), placed in its directory before it starts.
+         */
         TaskData: {
             push?: {
                 [key: string]: components["schemas"]["BlobRef"];
             };
             pull?: string[];
+            /** @description relative file name -> blob: copied into the task's directory first */
+            files?: {
+                [key: string]: components["schemas"]["BlobRef"];
+            };
         };
         /** @description POST /tasks: a command (argv or shell string) or a Python script. */
         TaskSubmit: {
@@ -5481,6 +5683,19 @@ export interface components {
         /** @description POST /data: which of these blobs must still be uploaded (and do they fit). */
         DataCheck: {
             blobs: components["schemas"]["BlobRef"][];
+        };
+        /**
+         * @description POST /tasks/{id}/files/put: place an uploaded blob (a tar stream) at `path` in a
+         *     running task's or VPS's filesystem (docs/api.md, "Files in and out of tasks").
+         */
+        FilePut: {
+            path: string;
+            /** @description sha256 of the bytes */
+            digest: string;
+        };
+        /** @description POST /tasks/{id}/files/get: pack the file or directory at `path` into a blob. */
+        FileGet: {
+            path: string;
         };
     };
     responses: never;

@@ -188,6 +188,17 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
         "after the host's grace, and the task ends `timeout` (default: your role's)",
     )
     parser.add_argument(
+        "--priority",
+        type=int,
+        metavar="N",
+        help="queue priority (default 0): higher goes first, up to what your role allows",
+    )
+    parser.add_argument(
+        "--preemptible",
+        action="store_true",
+        help="let a higher-priority or under-share task displace it (SIGTERM, then requeued)",
+    )
+    parser.add_argument(
         "-e",
         "--env",
         type=env_arg,

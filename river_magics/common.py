@@ -124,6 +124,8 @@ def submit_body(
     python: str | None = None,
     python_fallback: bool = False,
     time_limit: float | str | None = None,
+    priority: int | None = None,
+    preemptible: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
     """The POST /tasks body, checked here first so a typo fails before any request.
 
@@ -165,6 +167,12 @@ def submit_body(
         body["ip_token"] = str(ip_token).strip()
     if time_limit is not None:  # `90m`, `2h`, seconds: SpecError (a ValueError) if bad
         body["time_limit"] = parse_duration(time_limit)
+    if priority is not None:
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError("priority= must be an integer (higher goes first)")
+        body["priority"] = priority
+    if preemptible:
+        body["preemptible"] = True
     if python:  # a script's interpreter on the node (river_runner.interpreters)
         if script is None:
             raise ValueError("python= picks the interpreter of a script, not of a command")

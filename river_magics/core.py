@@ -307,6 +307,8 @@ class ClientCore:
         nproc_per_node: int | None = None,
         time_limit: float | str | None = None,
         files: Mapping[str, str | os.PathLike[str]] | None = None,
+        priority: int | None = None,
+        preemptible: bool = False,
         _array: dict[str, Any] | None = None,
     ) -> Any:
         """Queue a task: a command (argv list or shell string) or a Python `script`; its
@@ -320,7 +322,8 @@ class ClientCore:
         `python -m torch.distributed.run` (K processes, WORLD_SIZE = nodes x K).
 
         `time_limit` (seconds, or "90m", "2h", "1d"): at the limit the task gets SIGTERM,
-        then SIGKILL after the host's grace, and ends `timeout`.
+        then SIGKILL after the host's grace, and ends `timeout`. `priority` (higher goes
+        first, bounded by role) and `preemptible=True` (it may be displaced and requeued).
 
         `push={"x": x}` makes `x` a variable of the remote script; `pull=["y"]` sends the
         script's `y` back, read with `handle.result()`. Target, memory and pushed values
@@ -361,6 +364,8 @@ class ClientCore:
             python=python,
             python_fallback=python_fallback,
             time_limit=time_limit,
+            priority=priority,
+            preemptible=preemptible,
         )
         if _array is not None:
             body["array"] = _array

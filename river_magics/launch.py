@@ -96,6 +96,8 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
         "privileged": getattr(args, "privileged", False),
         "ip_token": getattr(args, "ip_token", None),
         "time_limit": getattr(args, "time", None),
+        "priority": getattr(args, "priority", None),
+        "preemptible": getattr(args, "preemptible", False),
         **python_option(args),
     }
 

@@ -47,6 +47,14 @@ class LaunchHandler(RunnerHandler):
 class ControlHandler(RunnerHandler):
     async def post(self, task_id: str, action: str) -> None:
         backend = self.agent.backend
+        if action == "terminate":  # preemption's checkpoint signal: SIGTERM, SIGKILL after grace
+            grace = self.json_body().get("grace", 30.0)
+            if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+                raise web.HTTPError(400, "grace must be a number of seconds, at least 0")
+            if not await backend.terminate(int(task_id), float(grace)):
+                raise web.HTTPError(404, f"task {task_id} is not running here")
+            self.finish({"task_id": task_id, "action": action})
+            return
         operation = {"kill": backend.kill, "pause": backend.pause, "resume": backend.resume}[action]
         if action == "kill" and self.agent.cancel_fetch(int(task_id)):
             self.finish({"task_id": task_id, "action": action})  # stopped before it started
@@ -236,7 +244,7 @@ def make_app(agent: RunnerAgent) -> web.Application:
         [
             (r"/api/health", HealthHandler, args),
             (r"/api/tasks", LaunchHandler, args),
-            (r"/api/tasks/(\d+)/(kill|pause|resume)", ControlHandler, args),
+            (r"/api/tasks/(\d+)/(kill|pause|resume|terminate)", ControlHandler, args),
             (r"/api/tasks/(\d+)/(snapshot|forget)", SnapshotHandler, args),
             (r"/api/tasks/(\d+)/exec-ticket", ExecTicketHandler, exec_args),
             (r"/api/tasks/(\d+)/exec", ExecSocket, exec_args),

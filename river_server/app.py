@@ -32,6 +32,7 @@ from river_server.job_ports import parse_range
 from river_server.leadership import SecondHostError
 from river_server.overlay import OverlaySettings
 from river_server.pages import keep_token_out_of_pages
+from river_server.priorities import DEFAULT_PRIORITY_MAX, Priorities
 from river_server.private import make_private, open_private
 from river_server.proxy import PROXY_ROUTE, RiverProxyHandler
 from river_server.schema import SchemaError
@@ -235,6 +236,18 @@ class RiverHost(ExtensionApp):
     time_limit_grace = Float(
         30.0,
         help="Seconds between SIGTERM and SIGKILL when a task reaches its time limit.",
+    ).tag(config=True)
+
+    priority_max = Dict(
+        dict(DEFAULT_PRIORITY_MAX),
+        help="Highest --priority each role may ask for, e.g. {'user': 10, 'operator': 100}; "
+        "more is refused with 400 naming the maximum. A role without an entry takes the "
+        "nearest lower role's. Anyone may ask for a lower priority (down to -1000).",
+    ).tag(config=True)
+    preempt_grace = Float(
+        30.0,
+        help="Seconds a displaced preemptible task has between its checkpoint SIGTERM and "
+        "SIGKILL before it is requeued.",
     ).tag(config=True)
 
     fair_share = Bool(
@@ -520,6 +533,7 @@ class RiverHost(ExtensionApp):
             time_limits=TimeLimits(
                 self.time_limit_default, self.time_limit_max, self.time_limit_grace
             ),
+            priorities=Priorities(self.priority_max, self.preempt_grace),
             overlay=OverlaySettings(
                 enabled=self.overlay_enabled,
                 subnet=self.overlay_subnet,

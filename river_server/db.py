@@ -155,6 +155,10 @@ class Task(Base):
     job_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Fair share: up to when this task's run was added to its owner's usage (usage.py).
     usage_charged_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Priorities and preemption (revision 0008): higher goes first; how many times the task
+    # was displaced and put back in the queue (river_server/preemption.py).
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: 0
+    requeues: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: 0
 
 
 class UsageRecord(Base):

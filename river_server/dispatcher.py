@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from river_runner.protocol import TaskState
 from river_runner.spec import ResourceRequest, Target, parse_target
-from river_server import arrays, db, fairshare, jobs, quotas, usage
+from river_server import arrays, db, fairshare, jobs, preemption, quotas, usage
 from river_server.dbwork import DbWork
 from river_server.job_ports import DEFAULT_RANGE, PortRange, parse_range
 from river_server.runner_client import RunnerClient, RunnerNoAnswer
@@ -61,6 +61,16 @@ def _node_view(node: db.Node, online: bool) -> NodeView:
         numa=list(node.numa or []),
         online=online,
     )
+
+
+def priority_order(queued: list[Any], charges: dict[str, float]) -> list[Any]:
+    """Queued tasks (oldest first) by priority, highest first; then the lightest owner
+    (fair share: `charges`); then FIFO. One stable sort; plain fair order (or FIFO) when
+    every priority is 0, which costs nothing extra."""
+    if not any(t.priority for t in queued):
+        return fairshare.order(queued, charges)
+    get = charges.get
+    return sorted(queued, key=lambda t: (-(t.priority or 0), get(t.owner, 0.0)))
 
 
 def gangs(tasks: list[db.Task]) -> list[QueuedTask]:
@@ -133,6 +143,10 @@ class Dispatcher:
         # Fair share orders the queue between users (river_server/fairshare.py).
         self.fair_share = fair_share or usage.FairShareSettings()
         self._last_charge = 0.0
+        self._charges: dict[str, float] = {}
+        # Checkpoint grace of a displaced preemptible task (river_server/preemption.py).
+        self.preempt_grace = tasks.priorities.grace
+        self._stops: set[asyncio.Task] = set()
         self._held_by_node: dict[str, list[Held]] = {}
         self._wanted = False
         self._running: asyncio.Task | None = None
@@ -144,18 +158,26 @@ class Dispatcher:
         return [_node_view(n, self.connections.is_online(n.name)) for n in nodes]
 
     def _views(self, session: Any) -> tuple[list[NodeView], list[Held]]:
+        views, held, _ = self._views_and_active(session)
+        return views, held
+
+    def _views_and_active(self, session: Any) -> tuple[list[NodeView], list[Held], list[db.Task]]:
         views = self._node_views(session)
+        active = [
+            t
+            for t in session.scalars(select(db.Task).where(db.Task.state.in_(ACTIVE_STATES)))
+            if t.node
+        ]
         held = [
             Held(
-                node=t.node,
+                node=t.node or "",
                 cpus=list(t.cpus or []),
                 memory=int(t.memory or 0),
                 gpus=list(t.gpus or []),
             )
-            for t in session.scalars(select(db.Task).where(db.Task.state.in_(ACTIVE_STATES)))
-            if t.node
+            for t in active
         ]
-        return views, held
+        return views, held, active
 
     def _docker_nodes(self, session: Any) -> set[str]:
         return set(session.scalars(select(db.Node.name).where(db.Node.backend == "docker")))
@@ -228,10 +250,12 @@ class Dispatcher:
             )
             # Tasks over their owner's (or group's) core/GPU quota wait outside the plan too.
             queued, over_quota = quotas.filter_queued(session, queued, ACTIVE_STATES)
-            if self.fair_share.enabled:
-                queued = self._fair_order(session, queued)
-            views, held = self._views(session)
-            plan = self._plan(queued, views, held, self._docker_nodes(session))
+            charges = self._fair_charges(session) if self.fair_share.enabled else {}
+            queued = priority_order(queued, charges)
+            views, held, active = self._views_and_active(session)
+            docker_nodes = self._docker_nodes(session)
+            plan = self._plan(queued, views, held, docker_nodes)
+            moves = self._preempt(session, queued, plan, views, active, docker_nodes, charges)
             by_id = {t.id: t for t in queued}
             placed = []
             placed_jobs: dict[int, list[db.Task]] = {}
@@ -247,6 +271,7 @@ class Dispatcher:
                     gpus=placement.gpus,
                     memory=placement.memory,
                     assigned_at=time.time(),
+                    reason=None,  # a requeued task's "displaced by" note is not its end
                 ):
                     placed.append(task)
                     if task.job_id is not None:
@@ -258,10 +283,73 @@ class Dispatcher:
             if task.id in failed:
                 continue
             self.work.call_on_loop(self._start_launch, task)
+        for move in moves:
+            for victim in move.victims:
+                self.work.call_on_loop(self._start_displace, victim.node, victim.id)
         return len(placed)
 
-    def _fair_order(self, session: Any, queued: list[db.Task]) -> list[db.Task]:
-        """Charge running tasks (at most every `interval` s), then lightest owner first."""
+    def _preempt(
+        self,
+        session: Any,
+        queued: list[db.Task],
+        plan: SchedulePlan,
+        views: list[NodeView],
+        active: list[db.Task],
+        docker: set[str],
+        charges: dict[str, float],
+    ) -> list[preemption.Displacement]:
+        """Displace preemptible work for waiters the plan could not place (queue order):
+        victims are marked in this transaction and signalled once it commits."""
+        if not plan.waiting or not any(preemption.displaceable(t) for t in active):
+            return []
+        waiting = [
+            (t, request_from_json(t.request))
+            for t in queued
+            if t.id in plan.waiting and t.job_id is None
+        ]
+        extra = [Held(p.node, p.cpus, p.memory, p.gpus) for p in plan.placements.values()]
+        moves: list[preemption.Displacement] = []
+        for container in (True, False):
+            group = [(t, r) for t, r in waiting if needs_container(t.spec) == container]
+            if not group:
+                continue
+            nodes = [v for v in views if v.name in docker] if container else views
+            moves += preemption.plan(group, active, nodes, extra, charges)
+        for move in moves:
+            preemption.mark(session, move, self.preempt_grace)
+            names = ", ".join(str(v.id) for v in move.victims)
+            plan.waiting[move.waiter.id] = (
+                f"displacing preemptible task {names} on node {move.node} ({move.why}); "
+                "starts when it has stopped"
+            )
+            self.log.info(
+                "task %s displaces %s on %s (%s)", move.waiter.id, names, move.node, move.why
+            )
+        return moves
+
+    def _start_displace(self, node: str | None, task_id: int) -> None:
+        stop = asyncio.ensure_future(self._displace(node or "", task_id))
+        self._stops.add(stop)
+        stop.add_done_callback(self._stops.discard)
+
+    async def _displace(self, node: str, task_id: int) -> None:
+        """Checkpoint-signal a victim: SIGTERM now, SIGKILL after the grace (its runner's
+        `terminate`). Its end report requeues it (TaskService._apply_status)."""
+        connection = self.connections.get(node)
+        if connection is None:
+            return  # its node went offline: the task is lost the usual way
+        try:
+            await self.runner_client.call(
+                connection.url,
+                connection.secret,
+                f"/api/tasks/{task_id}/terminate",
+                {"grace": self.preempt_grace},
+            )
+        except Exception as exc:
+            self.log.warning("could not signal displaced task %s: %s", task_id, exc)
+
+    def _fair_charges(self, session: Any) -> dict[str, float]:
+        """Charge running tasks (at most every `interval` s); each owner's charge."""
         settings, now = self.fair_share, time.time()
         if now - self._last_charge >= settings.interval:
             self._last_charge = now
@@ -271,10 +359,10 @@ class Dispatcher:
                 )
             )
             usage.charge(session, holding, now, settings)
-        charged = fairshare.charges(
+        self._charges = fairshare.charges(
             usage.load(session), now, settings.half_life, settings.gpu_weight
         )
-        return fairshare.order(queued, charged)
+        return self._charges
 
     def _start_launch(self, task: db.Task) -> None:
         launch = asyncio.ensure_future(self._launch(task))

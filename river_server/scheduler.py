@@ -37,11 +37,15 @@ from river_runner.spec import Placement, ResourceRequest, format_memory
 __all__ = [
     "Held",
     "NodeView",
+    "Preemption",
     "QueuedTask",
+    "Running",
     "SchedulePlan",
     "Scheduler",
+    "choose_victims",
     "gang_infeasible_reason",
     "infeasible_reason",
+    "may_displace",
 ]
 
 
@@ -65,6 +69,24 @@ class Held:
     cpus: list[int]
     memory: int
     gpus: list[int]
+
+
+@dataclass
+class Running(Held):
+    """A placed task that may be displaced (preemption): its resources and its standing."""
+
+    id: int = 0
+    priority: int = 0
+    owner: str = ""
+    started_at: float = 0.0
+
+
+@dataclass
+class Preemption:
+    """Which running tasks to displace, all on `node`, so a waiting task fits there."""
+
+    node: str
+    victims: list[int]
 
 
 @dataclass
@@ -709,3 +731,93 @@ class Scheduler:
         for task in queued:
             run.consider(task)
         return run.finish()
+
+
+# ---- preemption ----------------------------------------------------------------------------
+
+UNDER_SHARE_FACTOR = 0.5  # a waiter is under-share when its owner's charge is at most half
+
+
+def may_displace(
+    waiter_priority: int, waiter_charge: float, victim_priority: int, victim_charge: float
+) -> bool:
+    """Whether a waiting task may displace a running preemptible one: a higher priority,
+    or the same priority and an owner who has used at most half what the victim's owner
+    has (under-share). The factor keeps two users from displacing each other in turn."""
+    if waiter_priority != victim_priority:
+        return waiter_priority > victim_priority
+    return waiter_charge <= victim_charge * UNDER_SHARE_FACTOR and victim_charge > 0
+
+
+def choose_victims(
+    request: ResourceRequest,
+    nodes: list[NodeView],
+    held: list[Held],
+    candidates: list[Running],
+) -> Preemption | None:
+    """The fewest displaceable tasks on one node whose resources let `request` fit there.
+
+    `held`: what every other placed task holds (never displaced); `candidates`: the
+    running tasks the caller already judged displaceable (preemptible, lower priority or
+    over-share; may_displace). The rule (docs/scheduling.md): on each node, take
+    candidates lowest priority first, then largest first (so fewest are needed), then
+    youngest (least work lost) until the request fits; then spare every victim it fits
+    without (never more than needed). Among nodes: fewest victims, then fewest cores and
+    GPUs displaced, then node name. None: no node fits even with every candidate gone.
+    """
+    if not candidates:
+        return None
+    held_by: dict[str, list[Held]] = defaultdict(list)
+    for h in held:
+        held_by[h.node].append(h)
+    cands_by: dict[str, list[Running]] = defaultdict(list)
+    for c in candidates:
+        cands_by[c.node].append(c)
+    best: tuple[tuple[int, int, int, str], Preemption] | None = None
+    for view in nodes:
+        mine = cands_by.get(view.name)
+        if not view.online or not mine:
+            continue
+        if request.target is not None and request.target.node != view.name:
+            continue
+        domains = _domains(view)
+        if _node_refusal(request, _capacity(view, domains)) is not None:
+            continue
+        base = held_by.get(view.name, [])
+
+        def fits(
+            victims: list[Running],
+            view: NodeView = view,
+            domains: list[tuple[int | None, list[int]]] = domains,
+            base: list[Held] = base,
+            mine: list[Running] = mine,
+        ) -> bool:
+            gone = {id(v) for v in victims}
+            rest = base + [c for c in mine if id(c) not in gone]
+            return _fits(_NodeState(0, view, domains, rest), request)
+
+        order = sorted(
+            mine, key=lambda c: (c.priority, -len(c.cpus), -len(c.gpus), -c.started_at, c.id)
+        )
+        chosen: list[Running] = []
+        for c in order:
+            chosen.append(c)
+            if fits(chosen):
+                break
+        else:
+            continue
+        for c in list(reversed(chosen)):
+            trial = [x for x in chosen if x is not c]
+            if fits(trial):
+                chosen = trial
+        if not chosen:  # it fits as things are: nothing to displace here
+            continue
+        score = (
+            len(chosen),
+            sum(len(c.cpus) for c in chosen),
+            sum(len(c.gpus) for c in chosen),
+            view.name,
+        )
+        if best is None or score < best[0]:
+            best = (score, Preemption(view.name, sorted(c.id for c in chosen)))
+    return best[1] if best else None

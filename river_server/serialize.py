@@ -42,6 +42,10 @@ def task_json(
         "finished_at": task.finished_at,
         # Seconds from started_at; clients show what is left (river_server/time_limits.py).
         "time_limit": (task.spec or {}).get("time_limit"),
+        # Queue priority, whether it may be displaced, and how often it was (preemption.py).
+        "priority": task.priority or 0,
+        "preemptible": bool((task.spec or {}).get("preemptible")),
+        "requeues": task.requeues or 0,
     }
 
 

@@ -29,6 +29,7 @@ from river_server.logstore import LogStore
 from river_server.loop_guard import LoopGuard
 from river_server.nodes import NodeConnections, NodeRegistry
 from river_server.overlay import OverlayService, OverlaySettings
+from river_server.priorities import Priorities
 from river_server.private import make_private, private_file, tighten_tree
 from river_server.runner_client import RunnerClient
 from river_server.ssh_proxy import SshProxy
@@ -74,6 +75,7 @@ class HostConfig:
     host_network_role: str = "operator"  # least role that may submit a host-network job
     time_limits: TimeLimits = field(default_factory=TimeLimits)  # by role (time_limits.py)
     fair_share: FairShareSettings = field(default_factory=FairShareSettings)  # fairshare.py
+    priorities: Priorities = field(default_factory=Priorities)  # by role (priorities.py)
     upgrade_db: bool = False  # upgrade an older PostgreSQL schema (SQLite: always, with a backup)
     db_loop_guard: bool = (
         False  # log every query run on the event loop (river_server/loop_guard.py)
@@ -162,6 +164,7 @@ class River:
             host_network_role=config.host_network_role,
             time_limits=config.time_limits,
             fair_share=config.fair_share,
+            priorities=config.priorities,
         )
         self.dispatcher = Dispatcher(
             self.sessions,

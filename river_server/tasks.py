@@ -31,7 +31,7 @@ from river_runner.protocol import (
     TaskState,
 )
 from river_runner.spec import ResourceRequest, SpecError, parse_request
-from river_server import db, jobs
+from river_server import db, jobs, preemption
 from river_server.arrays import array_env, parse_array
 from river_server.auth import role_at_least
 from river_server.blobs import BlobStore
@@ -39,6 +39,7 @@ from river_server.dbwork import DbWork
 from river_server.events import EventBus
 from river_server.images import ImageRefused, check_images
 from river_server.logstore import LogStore
+from river_server.priorities import Priorities, PriorityRefused
 from river_server.runner_client import RunnerClient, RunnerUnreachable
 from river_server.serialize import task_json
 from river_server.time_limits import TimeLimitRefused, TimeLimits
@@ -199,6 +200,7 @@ class TaskService:
         host_network_role: str = "operator",
         time_limits: TimeLimits | None = None,
         fair_share: FairShareSettings | None = None,
+        priorities: Priorities | None = None,
     ) -> None:
         self.sessions = sessions
         # Sync methods here run on the DB threads; the async ones hand them there.
@@ -222,6 +224,8 @@ class TaskService:
         self.time_limits = (time_limits or TimeLimits()).checked()
         # A task giving back its resources is charged to its owner's usage at once.
         self.fair_share = fair_share or FairShareSettings()
+        # Per-role priority maximum, and the checkpoint grace of a displaced task.
+        self.priorities = (priorities or Priorities()).checked()
         self._queue: Queue | None = None
         self._stops: set[asyncio.Future[None]] = set()
 
@@ -302,6 +306,12 @@ class TaskService:
             raise TaskError(400, str(exc)) from None
         if limit is not None:
             spec["time_limit"] = limit
+        try:
+            priority = self.priorities.resolve(body.get("priority"), role)
+        except PriorityRefused as exc:
+            raise TaskError(400, str(exc)) from None
+        if body.get("preemptible"):
+            spec["preemptible"] = True
         try:  # River's own images (VPS snapshots, environments) are their owners' alone
             check_images(self.sessions, self.environments, owner, role, spec)
         except ImageRefused as exc:
@@ -336,6 +346,7 @@ class TaskService:
                     submitted_at=now,
                     job_id=job_id,
                     job_rank=None if job_id is None else rank,
+                    priority=priority,
                 )
             )
         with self.sessions.begin() as session:
@@ -476,6 +487,9 @@ class TaskService:
             )
         if action == "kill" and state == TaskState.ASSIGNING:
             return await self._kill_assigning(task)
+        if action == "kill" and (task.spec or {}).get("preempting"):
+            # Killed while being displaced: it ends killed, not back in the queue.
+            await self.work.write(self._drop_preempting, task.id)
         node = self.connections.get(task.node or "")
         if node is None:
             if action != "kill":
@@ -521,6 +535,12 @@ class TaskService:
                     )
                 )
             )
+
+    def _drop_preempting(self, task_id: int) -> None:
+        with self.sessions.begin() as session:
+            fresh = session.get(db.Task, task_id)
+            if fresh is not None and (fresh.spec or {}).get("preempting"):
+                fresh.spec = {k: v for k, v in fresh.spec.items() if k != "preempting"}
 
     def _end_here(self, task_id: int, why: str) -> db.Task:
         """Record KILLED (unless already final) before anyone hears of it."""
@@ -605,7 +625,9 @@ class TaskService:
                         stop.append(str(task_id))
                     continue
                 if message.get("kind") == "log":
-                    self._apply_log(task_id, message.get("lines") or [])
+                    lines = message.get("lines") or []
+                    offset = int((task.spec or {}).get("log_offset") or 0)
+                    self._apply_log(task_id, preemption.shift(lines, offset))
                     continue
                 if self._apply_status(session, task, message):
                     changed[task_id] = task
@@ -630,10 +652,30 @@ class TaskService:
             return False
         if state not in RUNNER_REPORTABLE or state.value == task.state:
             return False
+        if (
+            (task.spec or {}).get("preempting")
+            and state.terminal
+            and state != TaskState.COMPLETED
+            and task.state in ACTIVE_STATES
+        ):
+            return self._requeue_displaced(session, task)
         fields: dict[str, Any] = {}
         if "exit_code" in message:
             fields["exit_code"] = message["exit_code"]
         return self.transition(session, task, state, message.get("detail") or None, **fields)
+
+    def _requeue_displaced(self, session: Session, task: db.Task) -> bool:
+        """A displaced preemptible task has stopped: back to the queue, never lost. Its
+        log gets a marker line and its next run's lines follow (preemption.py)."""
+        note = preemption.requeue_note(task)
+        last = self.logs.last_seq(task.id)
+        marker = preemption.marker_line(task, last, note)
+        fields = preemption.requeue_fields(task, last)
+        if not self.transition(session, task, TaskState.QUEUED, note, **fields):
+            return False
+        task.reason = note  # why it is back in the queue (cleared when it is placed again)
+        self._apply_log(task.id, [marker])
+        return True
 
     def _apply_log(self, task_id: int, lines: list[dict[str, Any]]) -> None:
         for line in self.blobs.append_log(self.logs, task_id, lines):

@@ -174,6 +174,15 @@ Python = Annotated[
     checked(parse_python),
 ]
 Label = Annotated[str | None, Field(max_length=128), StoredText]
+Priority = Annotated[
+    int | None,
+    Field(
+        ge=-1000,
+        le=1000,
+        description="queue priority (default 0): higher goes first, at most what the "
+        "caller's role allows (c.RiverHost.priority_max); lower is always allowed",
+    ),
+]
 TimeLimit = Annotated[
     Annotated[float, Field(gt=0, le=MAX_TIME_LIMIT)] | Annotated[str, Field(max_length=32)] | None,
     Field(

@@ -27,6 +27,7 @@ from river_runner.wire.fields import (
     Memory,
     Mounts,
     Password,
+    Priority,
     Python,
     Role,
     Seconds,
@@ -81,6 +82,12 @@ class ContainerFields(Request):
     mounts: Mounts = None
     privileged: bool = False
     time_limit: TimeLimit = None
+    priority: Priority = None
+    preemptible: bool = Field(
+        default=False,
+        description="a higher-priority or under-share waiting task may displace it: "
+        "SIGTERM, the host's preempt_grace, then it is requeued (docs/scheduling.md)",
+    )
     ip_token: Annotated[
         str | None,
         Field(max_length=128, description="a reserved overlay address's token"),

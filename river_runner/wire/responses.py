@@ -131,6 +131,11 @@ class Task(Response):
     time_limit: float | None = Field(
         description="seconds it may run (from started_at); at the limit it ends `timeout`"
     )
+    priority: int = Field(description="queue priority: higher goes first (default 0)")
+    preemptible: bool = Field(
+        description="a higher-priority or under-share task may displace it (it is requeued)"
+    )
+    requeues: int = Field(description="how many times it was displaced and requeued")
     spec: dict[str, Any] | None = sometimes(
         "command/script/env/workdir/...: only for the owner and operators"
     )

@@ -5101,6 +5101,12 @@ export interface components {
             finished_at: number | null;
             /** @description seconds it may run (from started_at); at the limit it ends `timeout` */
             time_limit: number | null;
+            /** @description queue priority: higher goes first (default 0) */
+            priority: number;
+            /** @description a higher-priority or under-share task may displace it (it is requeued) */
+            preemptible: boolean;
+            /** @description how many times it was displaced and requeued */
+            requeues: number;
             /** @description command/script/env/workdir/...: only for the owner and operators */
             spec?: {
                 [key: string]: unknown;
@@ -5430,6 +5436,16 @@ export interface components {
              */
             time_limit?: (number | string) | null;
             /**
+             * @description queue priority (default 0): higher goes first, at most what the caller's role allows (c.RiverHost.priority_max); lower is always allowed
+             * @default null
+             */
+            priority?: number | null;
+            /**
+             * @description a higher-priority or under-share waiting task may displace it: SIGTERM, the host's preempt_grace, then it is requeued (docs/scheduling.md)
+             * @default false
+             */
+            preemptible?: boolean;
+            /**
              * @description a reserved overlay address's token
              * @default null
              */
@@ -5542,6 +5558,16 @@ export interface components {
              * @default null
              */
             time_limit?: (number | string) | null;
+            /**
+             * @description queue priority (default 0): higher goes first, at most what the caller's role allows (c.RiverHost.priority_max); lower is always allowed
+             * @default null
+             */
+            priority?: number | null;
+            /**
+             * @description a higher-priority or under-share waiting task may displace it: SIGTERM, the host's preempt_grace, then it is requeued (docs/scheduling.md)
+             * @default false
+             */
+            preemptible?: boolean;
             /**
              * @description a reserved overlay address's token
              * @default null

@@ -1,0 +1,189 @@
+"""Preemption on the host's side: pick victims for waiting tasks, mark them, requeue them.
+
+The choice itself is pure (river_server/scheduler.py `choose_victims`, `may_displace`);
+this module turns database rows into its inputs and its answer into state. A victim is
+not requeued at once: it is marked (`spec["preempting"]`) and keeps holding its resources
+while its runner gives it SIGTERM and the grace (c.RiverHost.preempt_grace), so the task
+that displaces it never shares cores with it. When the runner reports it ended, the task
+service requeues it (`requeue` below): back to `queued`, its requeue count up, its reason
+naming who displaced it and why, a marker line in its log, and the next run's log lines
+numbered after the first run's (`spec["log_offset"]`), so the whole output is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from river_runner.protocol import LOG_STREAM_RIVER, TaskState
+from river_runner.spec import ResourceRequest
+from river_server import db
+from river_server.scheduler import Held, NodeView, Running, choose_victims, may_displace
+
+MAX_WAITERS_PER_PASS = 16  # waiters examined for preemption per pass (bounds the cost)
+
+
+@dataclass
+class Displacement:
+    """One decision: `waiter` displaces `victims` on `node`, for `why`."""
+
+    waiter: db.Task
+    node: str
+    victims: list[db.Task]
+    why: str
+
+
+def displaceable(task: db.Task) -> bool:
+    """A running, preemptible single task that is not already being displaced. Job
+    members (a gang ends together) and VPSes (stopped with a snapshot) are not offered."""
+    spec = task.spec or {}
+    return (
+        task.state == TaskState.RUNNING.value
+        and bool(spec.get("preemptible"))
+        and not spec.get("preempting")
+        and not spec.get("vps")
+        and task.job_id is None
+        and bool(task.node)
+    )
+
+
+def _why(waiter: db.Task, victim: db.Task, charges: Mapping[str, float]) -> str:
+    if (waiter.priority or 0) > (victim.priority or 0):
+        return f"priority {waiter.priority} over {victim.priority or 0}"
+    return (
+        f"fair share: {waiter.owner} has used {charges.get(waiter.owner, 0.0):.0f}, "
+        f"{victim.owner} {charges.get(victim.owner, 0.0):.0f} (same priority)"
+    )
+
+
+def plan(
+    waiting: list[tuple[db.Task, ResourceRequest]],
+    active: list[db.Task],
+    views: list[NodeView],
+    extra_held: list[Held],
+    charges: Mapping[str, float],
+) -> list[Displacement]:
+    """Displacements for waiters (in queue order) that the plan could not place.
+
+    `active`: every resource-holding task; `extra_held`: placements of this pass. A
+    waiter with victims already on their way out waits for them instead of taking more.
+    """
+    in_flight = {
+        int((t.spec or {})["preempting"]["by"]) for t in active if (t.spec or {}).get("preempting")
+    }
+    pool = [t for t in active if displaceable(t)]
+    if not pool:
+        return []
+    out: list[Displacement] = []
+    taken: set[int] = set()
+    for waiter, request in waiting[:MAX_WAITERS_PER_PASS]:
+        if waiter.id in in_flight:
+            continue
+        wcharge = charges.get(waiter.owner, 0.0)
+        cands = [
+            t
+            for t in pool
+            if t.id not in taken
+            and may_displace(
+                waiter.priority or 0, wcharge, t.priority or 0, charges.get(t.owner, 0.0)
+            )
+        ]
+        if not cands:
+            continue
+        cand_ids = {t.id for t in cands}
+        held = [
+            Held(t.node, list(t.cpus or []), int(t.memory or 0), list(t.gpus or []))
+            for t in active
+            if t.node and t.id not in cand_ids
+        ] + extra_held
+        running = [
+            Running(
+                t.node or "",
+                list(t.cpus or []),
+                int(t.memory or 0),
+                list(t.gpus or []),
+                id=t.id,
+                priority=t.priority or 0,
+                owner=t.owner,
+                started_at=t.started_at or 0.0,
+            )
+            for t in cands
+        ]
+        choice = choose_victims(request, views, held, running)
+        if choice is None:
+            continue
+        by_id = {t.id: t for t in cands}
+        victims = [by_id[i] for i in choice.victims]
+        taken.update(choice.victims)
+        out.append(Displacement(waiter, choice.node, victims, _why(waiter, victims[0], charges)))
+    return out
+
+
+def mark(session: Any, move: Displacement, grace: float) -> None:
+    """Record on each victim who displaces it and why (committed with the pass), so the
+    report of its end requeues it instead of ending it."""
+    now = time.time()
+    for victim in move.victims:
+        victim.spec = {
+            **(victim.spec or {}),
+            "preempting": {
+                "by": str(move.waiter.id),
+                "owner": move.waiter.owner,
+                "why": move.why,
+                "at": now,
+            },
+        }
+        session.add(
+            db.TaskTransition(
+                task_id=victim.id,
+                state=victim.state,
+                at=now,
+                detail=f"being displaced by task {move.waiter.id} of {move.waiter.owner} "
+                f"({move.why}): SIGTERM, then SIGKILL after {grace:g}s; it will be requeued",
+            )
+        )
+
+
+def requeue_note(task: db.Task) -> str:
+    mark_ = (task.spec or {}).get("preempting") or {}
+    return (
+        f"displaced by task {mark_.get('by')} of {mark_.get('owner')} ({mark_.get('why')}); "
+        "requeued"
+    )
+
+
+def requeue_fields(task: db.Task, last_seq: int) -> dict[str, Any]:
+    """What changes on a displaced task going back to the queue (besides its state)."""
+    spec = {k: v for k, v in (task.spec or {}).items() if k != "preempting"}
+    spec["log_offset"] = last_seq + 1  # the marker line takes last_seq + 1
+    return {
+        "spec": spec,
+        "requeues": (task.requeues or 0) + 1,
+        "node": None,
+        "cpus": [],
+        "gpus": [],
+        "memory": 0,
+        "assigned_at": None,
+        "started_at": None,
+        "exit_code": None,
+        "usage_charged_at": None,
+    }
+
+
+def marker_line(task: db.Task, last_seq: int, note: str) -> dict[str, Any]:
+    run = (task.requeues or 0) + 2
+    return {
+        "seq": last_seq + 1,
+        "stream": LOG_STREAM_RIVER,
+        "text": f"[river] {note}; run {run} follows",
+        "ts": time.time(),
+    }
+
+
+def shift(lines: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
+    """A later run's lines, numbered after what earlier runs wrote."""
+    if not offset:
+        return lines
+    return [{**line, "seq": int(line["seq"]) + offset} for line in lines]

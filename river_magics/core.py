@@ -566,8 +566,9 @@ class ClientCore:
 
     @io_method
     async def vps_create(self, /, **body: Any) -> dict[str, Any]:
-        """Create a VPS (image, cores, memory, gpus, target, ssh, public_key, name); with
-        ssh="generate" the answer holds `private_key`, shown this once."""
+        """Create a VPS (image, cores, memory, gpus, target, ssh, public_key, name; vm=True
+        and disk="20G" for a QEMU virtual machine); with ssh="generate" the answer holds
+        `private_key`, shown this once."""
         return dict((await self._request("POST", "/vps", json=body))["vps"])
 
     @io_method

@@ -27,6 +27,8 @@ case "${1:-}" in
     up)
         install
         shift
+        # The Hub's proxy, for a site that runs River behind JupyterHub (docs/jupyterhub.md).
+        bash .ci/setup-hub.sh || echo "dev.sh: no configurable-http-proxy; JupyterHub unavailable"
         # First run the quickstart headlessly to prove the cluster works, then serve JupyterLab.
         "$VENV/bin/river" up --check notebooks/quickstart.ipynb
         exec "$VENV/bin/river" up "$@"
@@ -45,6 +47,7 @@ case "${1:-}" in
             bash .ci/build-vm-image.sh || echo "dev.sh: no VM base image; VM tests will be skipped"
             bash .ci/setup-postgres.sh || echo "dev.sh: no PostgreSQL; its pass will be skipped"
         fi
+        bash .ci/setup-hub.sh || echo "dev.sh: no configurable-http-proxy; Hub tests will be skipped"
         "$VENV/bin/ruff" check .
         if [ "$#" -gt 0 ]; then  # a chosen selection: as asked, on the database asked
             exec "$VENV/bin/python" -m pytest "$@"

@@ -124,33 +124,14 @@ def ensure_vxlan(
     master: int,
 ) -> int:
     """A unicast VXLAN to `remote`, enslaved to `master`; recreated if its settings differ."""
-    index = link_index(ipr, name)
-    wanted = {"vxlan_id": vxlan_id, "local": local, "remote": remote, "port": port}
-    if index is not None:
-        facts = link_facts(ipr, index)
-        if facts["kind"] != "vxlan":
-            raise OverlayError(
-                f"a {facts['kind'] or 'plain'} link named {name} exists; expected a VXLAN"
-            )
-        if any(facts.get(key) != value for key, value in wanted.items()):
-            log.info("VXLAN %s has %s; recreating it with %s", name, facts, wanted)
-            ipr.link("del", index=index)
-            index = None
-    if index is None:
-        log.info("creating VXLAN %s %s", name, wanted)
-        ipr.link(
-            "add",
-            ifname=name,
-            kind="vxlan",
-            vxlan_id=vxlan_id,
-            vxlan_local=local,
-            vxlan_group=remote,  # a unicast group is the single remote end
-            vxlan_port=port,
-            vxlan_learning=0,
-        )
-        index = link_index(ipr, name)
-        if index is None:  # pragma: no cover
-            raise OverlayError(f"VXLAN {name} vanished right after it was created")
+    index = _ensure_vxlan_link(
+        ipr,
+        name,
+        wanted={"vxlan_id": vxlan_id, "local": local, "remote": remote, "port": port},
+        # a unicast group is the single remote end
+        add_args={"vxlan_group": remote},
+        other_kind_is_error=True,
+    )
     ipr.link("set", index=index, master=master, mtu=mtu, state="up")
     return index
 
@@ -160,30 +141,56 @@ def ensure_direct_vxlan(
 ) -> int:
     """A VXLAN with no default remote and no learning: where each frame goes is decided by
     the static FDB entries River installs (one per peer runner); recreated if it differs."""
+    index = _ensure_vxlan_link(
+        ipr,
+        name,
+        wanted={"vxlan_id": vxlan_id, "local": local, "port": port},
+        add_args={"address": mac},
+        other_kind_is_error=False,
+    )
+    ipr.link("set", index=index, mtu=mtu, state="up")
+    return index
+
+
+def _ensure_vxlan_link(
+    ipr: Any,
+    name: str,
+    *,
+    wanted: dict[str, Any],
+    add_args: dict[str, Any],
+    other_kind_is_error: bool,
+) -> int:
+    """Find, compare, recreate or create one VXLAN link: the shape both tunnels share.
+
+    `wanted` are the facts (as `link_facts` reads them) the link must have; a link of
+    another kind under the name is an error for the hub tunnel (someone else's link) and
+    replaced for the direct one (River's own earlier layout)."""
     index = link_index(ipr, name)
-    wanted = {"vxlan_id": vxlan_id, "local": local, "port": port}
     if index is not None:
         facts = link_facts(ipr, index)
+        if facts["kind"] != "vxlan" and other_kind_is_error:
+            raise OverlayError(
+                f"a {facts['kind'] or 'plain'} link named {name} exists; expected a VXLAN"
+            )
         if facts["kind"] != "vxlan" or any(facts.get(k) != v for k, v in wanted.items()):
-            log.info("link %s has %s; recreating it as a direct VXLAN %s", name, facts, wanted)
+            log.info("link %s has %s; recreating it as a VXLAN with %s", name, facts, wanted)
             ipr.link("del", index=index)
             index = None
     if index is None:
-        log.info("creating direct VXLAN %s %s", name, wanted)
+        log.info("creating VXLAN %s %s", name, wanted)
         ipr.link(
             "add",
             ifname=name,
             kind="vxlan",
-            address=mac,
-            vxlan_id=vxlan_id,
-            vxlan_local=local,
-            vxlan_port=port,
+            vxlan_id=wanted["vxlan_id"],
+            vxlan_local=wanted["local"],
+            vxlan_port=wanted["port"],
             vxlan_learning=0,
+            **add_args,
         )
         index = link_index(ipr, name)
         if index is None:  # pragma: no cover
             raise OverlayError(f"VXLAN {name} vanished right after it was created")
-    ipr.link("set", index=index, mtu=mtu, state="up")
     return index
 
 

@@ -207,6 +207,12 @@ class Accounts:
         with self.sessions() as session:
             user = self._user(session, name)
             old = user.password_hash
+            if user.origin == "hub":
+                raise AccountError(
+                    409,
+                    f"{name!r} is a JupyterHub account: it logs in through the Hub, which "
+                    "keeps its password; set it there",
+                )
         # Someone with no password yet (e.g. the bootstrap admin) sets one without it.
         if check_current and old is not None and not password_matches(current or "", old):
             raise AccountError(403, "current_password does not match")

@@ -14,7 +14,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
 from river_runner.spec import SpecError, parse_memory
 from river_server import route_policy
@@ -25,6 +25,7 @@ from river_server.handlers import accounts, api, environments, events, runner, s
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import data as data_handlers
 from river_server.handlers import overlay as overlay_handlers
+from river_server.handlers import share as share_handlers
 from river_server.handlers import vps as vps_handlers
 from river_server.job_ports import parse_range
 from river_server.leadership import SecondHostError
@@ -34,8 +35,12 @@ from river_server.private import make_private, open_private
 from river_server.proxy import PROXY_ROUTE, RiverProxyHandler
 from river_server.schema import SchemaError
 from river_server.services import HostConfig, River
+from river_server.time_limits import TimeLimits
+from river_server.usage import FairShareSettings
+from river_server.vps_limits import VpsLimitTimer
 
 API = r"/river/api"
+VPS_LIMIT_TICK_S = 1.0  # how late a VPS may be stopped past its time limit, at most
 
 
 def free_port() -> int:
@@ -45,7 +50,13 @@ def free_port() -> int:
 
 
 # Credentials of the Jupyter server (admin) that a runner, and so its tasks, must not see.
-HOST_SECRET_ENV = ("JUPYTER_TOKEN", "JUPYTER_PASSWORD", "RIVER_TOKEN", "RIVER_RUNNER_TOKEN")
+HOST_SECRET_ENV = (
+    "JUPYTER_TOKEN",
+    "JUPYTER_PASSWORD",
+    "RIVER_TOKEN",
+    "RIVER_RUNNER_TOKEN",
+    "JUPYTERHUB_API_TOKEN",  # River's own token at the Hub (river_server/hub.py)
+)
 
 
 def local_runner_env(join_token: str) -> dict[str, str]:
@@ -209,6 +220,47 @@ class RiverHost(ExtensionApp):
         "its members share their nodes' network stacks (docs/security.md).",
     ).tag(config=True)
 
+    time_limit_default = Dict(
+        {},
+        help="Run time a task or VPS gets when it names none, by role: e.g. "
+        "{'user': '1d'} (seconds or 90m, 2h, 1d). A role without an entry takes the nearest "
+        "lower role's; none at all: unlimited (or the role's maximum).",
+    ).tag(config=True)
+    time_limit_max = Dict(
+        {},
+        help="Longest run time a role may ask for (--time), e.g. {'user': '7d', "
+        "'operator': '30d'}; more is refused with 400 naming the maximum.",
+    ).tag(config=True)
+    time_limit_grace = Float(
+        30.0,
+        help="Seconds between SIGTERM and SIGKILL when a task reaches its time limit.",
+    ).tag(config=True)
+
+    fair_share = Bool(
+        True,
+        help="Order the queue between users by recent usage, lightest first (FIFO within "
+        "one user; quotas stay hard caps). Off: plain FIFO with backfill.",
+    ).tag(config=True)
+    fair_share_half_life = Float(
+        7 * 86400.0,
+        help="Seconds after which a user's recorded usage counts half (fair share's decay).",
+    ).tag(config=True)
+    fair_share_gpu_weight = Float(
+        10.0,
+        help="How many core-seconds one GPU-second counts as in a user's fair-share usage.",
+    ).tag(config=True)
+
+    @validate("time_limit_default", "time_limit_max")
+    def _check_time_limits(self, proposal: Any) -> dict:
+        name = proposal["trait"].name
+        try:
+            TimeLimits(
+                **{"default" if name.endswith("default") else "maximum": proposal["value"]}
+            ).checked()
+        except Exception as exc:
+            raise TraitError(f"c.RiverHost.{name}: {exc}") from None
+        return dict(proposal["value"])
+
     @validate("job_port_range")
     def _check_job_port_range(self, proposal: Any) -> str:
         try:
@@ -321,6 +373,83 @@ class RiverHost(ExtensionApp):
         "proxy (one thread each); more are refused.",
     ).tag(config=True)
 
+    # ---- River as a JupyterHub service (docs/jupyterhub.md) ------------------------------
+    hub_api_url = Unicode(
+        "",
+        help="The Hub's API as River reaches it, e.g. http://127.0.0.1:8081/hub/api. Set: "
+        "River trusts that Hub's users (OAuth login, Hub API tokens); its service token is "
+        "read from the environment variable JUPYTERHUB_API_TOKEN, never from a flag. Empty: "
+        "no Hub (River's own logins only).",
+    ).tag(config=True)
+    hub_public_url = Unicode(
+        "",
+        help="The Hub as browsers reach it (where the OAuth login page is), e.g. "
+        "https://hub.lab.example. Empty: the scheme and host of hub_api_url.",
+    ).tag(config=True)
+    hub_service_name = Unicode(
+        "river", help="River's name in c.JupyterHub.services (its OAuth client is service-NAME)."
+    ).tag(config=True)
+    hub_oauth_redirect_uri = Unicode(
+        "",
+        help="The oauth_redirect_uri registered for River at the Hub. Empty: "
+        "<public_url or this server's URL>river/hub/oauth_callback.",
+    ).tag(config=True)
+    hub_cache_seconds = Int(
+        30,
+        help="Seconds a Hub token check is cached: a revoked or expired Hub token (or a "
+        "changed group) reaches River within this time.",
+    ).tag(config=True)
+    hub_admin_role = Unicode(
+        "admin", help="The River role of a Hub admin (viewer, user, operator or admin)."
+    ).tag(config=True)
+    hub_group_roles = Dict(
+        value_trait=Unicode(),
+        default_value={},
+        help="Hub group -> River role, e.g. {'gpu-ops': 'operator', 'guests': 'viewer'}. A "
+        "Hub user gets the highest role of their groups and admin flag; `user` when none "
+        "maps. Re-read at every login and token check.",
+    ).tag(config=True)
+    hub_session_lifetime = Float(
+        3600.0,
+        help="Seconds a browser login through the Hub lasts before the browser goes round "
+        "the Hub again (silently while logged in there), which re-reads the role.",
+    ).tag(config=True)
+
+    def _hub_identity(self) -> Any:
+        """The Hub as an identity source, or None without c.RiverHost.hub_api_url."""
+        if not self.hub_api_url:
+            return None
+        from river_server.hub import HubIdentity, HubSettings
+
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        if not token:
+            raise TraitError(
+                "c.RiverHost.hub_api_url is set but JUPYTERHUB_API_TOKEN is not: start the "
+                "host with River's service token (c.JupyterHub.services[...]['api_token']) in "
+                "that environment variable"
+            )
+        public = self.hub_public_url or self.hub_api_url
+        server = self.serverapp
+        base_url = server.base_url if server is not None else "/"
+        own_url = self.public_url or (server.connection_url if server is not None else "/")
+        redirect = self.hub_oauth_redirect_uri or (
+            own_url.rstrip("/") + "/river/hub/oauth_callback"
+        )
+        settings = HubSettings(
+            api_url=self.hub_api_url,
+            api_token=token,
+            public_url=public,
+            service_name=self.hub_service_name,
+            cache_seconds=self.hub_cache_seconds,
+            admin_role=self.hub_admin_role,
+            group_roles=dict(self.hub_group_roles),
+            session_lifetime=self.hub_session_lifetime,
+        )
+        try:
+            return HubIdentity(settings, self.river.sessions, self.river.db, base_url, redirect)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
     @default("data_dir")
     def _default_data_dir(self) -> str:
         return os.environ.get("RIVER_DATA_DIR") or str(Path(jupyter_data_dir()) / "river")
@@ -382,6 +511,14 @@ class RiverHost(ExtensionApp):
             ssh_max_relays_per_user=self.ssh_max_relays_per_user,
             job_port_range=self.job_port_range,
             host_network_role=self.host_network_role,
+            fair_share=FairShareSettings(
+                enabled=self.fair_share,
+                half_life=max(1.0, self.fair_share_half_life),
+                gpu_weight=max(0.0, self.fair_share_gpu_weight),
+            ),
+            time_limits=TimeLimits(
+                self.time_limit_default, self.time_limit_max, self.time_limit_grace
+            ),
             overlay=OverlaySettings(
                 enabled=self.overlay_enabled,
                 subnet=self.overlay_subnet,
@@ -411,7 +548,7 @@ class RiverHost(ExtensionApp):
             ensure_user(self.river.sessions, self.admin_user, "admin")
         except ValueError as exc:  # the name belonged to a deleted account
             self.log.error("River: %s; set c.RiverHost.admin_user to another name", exc)
-        self.settings.update({"river": self.river})
+        self.settings.update({"river": self.river, "river_hub": self._hub_identity()})
         self._runner_process: subprocess.Popen | None = None
 
     def _bound_request_bodies(self) -> int:
@@ -430,6 +567,7 @@ class RiverHost(ExtensionApp):
         self.handlers.extend(
             [
                 (rf"{API}/nodes", api.NodesHandler),
+                (rf"{API}/share", share_handlers.ShareHandler),
                 (rf"{API}/tasks", api.TasksHandler),
                 (rf"{API}/tasks/([^/]+)", api.TaskHandler),
                 (rf"{API}/tasks/([^/]+)/(kill|pause|resume)", api.TaskActionHandler),
@@ -486,6 +624,10 @@ class RiverHost(ExtensionApp):
                 (PROXY_ROUTE, RiverProxyHandler),
             ]
         )
+        if self.settings.get("river_hub") is not None:
+            from river_server import hub_handlers
+
+            self.handlers.extend(hub_handlers.handlers())
 
     def _load_jupyter_server_extension(self, serverapp) -> None:  # noqa: ANN001
         super()._load_jupyter_server_extension(serverapp)
@@ -514,6 +656,11 @@ class RiverHost(ExtensionApp):
         every = sweep_interval(self.river.config.data_retention)
         self._data_sweep = PeriodicCallback(self._sweep_data, every * 1000)
         self._data_sweep.start()
+        # VPSes at their time limit are stopped with a snapshot (leader only; from the DB).
+        river = self.river
+        timer = VpsLimitTimer(river.sessions, river.db, river.vps, lambda: leadership.is_leader)
+        self._vps_limits = PeriodicCallback(timer.tick, VPS_LIMIT_TICK_S * 1000)
+        self._vps_limits.start()
         self._start_ssh_proxy(serverapp)
         if self.local_runner:
             self._start_local_runner(serverapp)
@@ -596,7 +743,7 @@ class RiverHost(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.river.ssh_proxy is not None:
             self.river.ssh_proxy.stop()
-        for callback in ("_liveness", "_leader_check", "_data_sweep"):
+        for callback in ("_liveness", "_leader_check", "_data_sweep", "_vps_limits"):
             periodic = getattr(self, callback, None)
             if periodic:
                 periodic.stop()

@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from tornado import web
 from tornado.escape import url_escape
+from tornado.httputil import url_concat
 from traitlets import Type
 
 from river_runner.protocol import same_secret
@@ -176,7 +177,8 @@ def verify_login(sessions: sessionmaker[Session], name: str, password: str) -> d
     call it from a thread in request handlers."""
     with sessions() as session:
         user = session.scalar(select(db.User).where(db.User.name == name))
-    hashed = user.password_hash if user is not None else None
+    # A JupyterHub account logs in through the Hub only (river_server/hub.py).
+    hashed = user.password_hash if user is not None and user.origin != "hub" else None
     if password_matches(password, hashed):
         return user
     return None
@@ -289,7 +291,9 @@ def binding_key(
     """The current key of a session's binding, or None when the credential that made the
     session is gone (token revoked or expired, server token changed or not the admin)."""
     if binding == "password":
-        return "password" if user.password_hash is not None else None
+        return "password" if user.password_hash is not None and user.origin != "hub" else None
+    if binding == "hub":  # a login through the Hub's OAuth (river_server/hub_handlers.py)
+        return "hub" if user.origin == "hub" else None
     if binding == "server":
         if not server_token or user.name != admin_user:
             return None
@@ -327,6 +331,7 @@ button {{ margin-top: 1.5em; padding: .5em 1.5em; }}
 <label for="password_input">Password</label>
 <input type="password" name="password" id="password_input" autocomplete="current-password">
 <button type="submit" id="login_submit">Log in</button>
+{hub}
 {message}
 <p class="hint">Leave the user name empty to log in with an API token or the server token
 in the password field.</p>
@@ -348,10 +353,18 @@ class RiverLoginHandler(LoginFormHandler):
                 f'<div class="message {html.escape(k)}">{html.escape(v)}</div>'
                 for k, v in message.items()
             )
+        hub = ""
+        if self.settings.get("river_hub") is not None:  # River is a JupyterHub service
+            hub_url = url_concat(f"{self.base_url}river/hub/login", {"next": next_url})
+            hub = (
+                f'<p><a id="hub_login" href="{html.escape(hub_url, quote=True)}">'
+                "Log in with JupyterHub</a></p>"
+            )
         self.write(
             _LOGIN_PAGE.format(
                 action=html.escape(action, quote=True),
                 xsrf=self.xsrf_form_html(),
+                hub=hub,
                 message=text,
             )
         )
@@ -451,6 +464,8 @@ class RiverIdentityProvider(IdentityProvider):
         if token:
             # On a DB reader: every API request passes here (river_server/dbwork.py).
             user = await river.db.read(self._user_for_any_token, river, handler, token)
+            if user is None and handler.settings.get("river_hub") is not None:
+                user = await self._user_for_hub_token(handler.settings["river_hub"], token)
             if user is not None:
                 handler._token_authenticated = True  # type: ignore[attr-defined]
                 if source == "query":
@@ -491,6 +506,23 @@ class RiverIdentityProvider(IdentityProvider):
                     return None
                 return _jupyter_user(admin.name, admin.role, admin.id, "server")
         return None
+
+    async def _user_for_hub_token(self, hub: Any, token: str) -> RiverUser | None:
+        """A token River does not know, checked at the JupyterHub (river_server/hub.py);
+        the Hub user it names acts here (their account made on first sight)."""
+        from river_server.hub import HubIdentityError
+
+        try:
+            return await hub.user_for_token(token)
+        except HubIdentityError as exc:
+            raise web.HTTPError(exc.status, exc.message, reason="JupyterHub User Refused") from None
+        except web.HTTPError as exc:  # HubAuth's own: the Hub did not answer as it should
+            self.log.error("River: checking a token at the JupyterHub failed: %s", exc)
+            raise web.HTTPError(
+                503,
+                "the JupyterHub that vouches for this token did not answer; try again later",
+                reason="JupyterHub Unavailable",
+            ) from None
 
     def login_user(self, handler: web.RequestHandler, name: str, password: str) -> User | None:
         """Check a login form's fields (blocking: bcrypt). With a user name: that user's
@@ -577,7 +609,11 @@ class RiverIdentityProvider(IdentityProvider):
                 fingerprint.encode(), session_fingerprint(row, key).encode()
             ):
                 return None
-            return _jupyter_user(row.name, row.role, row.id, binding)
+        if binding == "hub":
+            hub = handler.settings.get("river_hub")
+            if hub is None or not hub.session_valid(issued):
+                return None  # log in through the Hub again: the role is re-read there
+        return _jupyter_user(row.name, row.role, row.id, binding)
 
     def get_user_cookie(self, handler: web.RequestHandler) -> Any:
         river = self._river(handler)

@@ -35,6 +35,10 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default="user")
     password_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # None: a local account (password, invitation, CLI); "hub": made on first sight of a
+    # JupyterHub identity (river_server/hub.py). A Hub account never logs in with a
+    # password, and a Hub identity never takes over a local account of the same name.
+    origin: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class RetiredUserName(Base):
@@ -149,6 +153,18 @@ class Task(Base):
     # rank; both None for a single task.
     job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     job_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Fair share: up to when this task's run was added to its owner's usage (usage.py).
+    usage_charged_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class UsageRecord(Base):
+    """A user's decayed core- and GPU-seconds as of `at` (river_server/fairshare.py)."""
+
+    __tablename__ = "usage"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    core_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    at: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class JobPort(Base):

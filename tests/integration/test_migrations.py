@@ -18,7 +18,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from river_server import db, schema
-from river_server.auth import create_token, ensure_user
 from river_server.overlay import IpReservation, OverlayAllocation
 from tests.cluster import Cluster, GaveUp, database_url
 
@@ -50,9 +49,19 @@ def _fill(url: str) -> None:
     engine = _engine(url)
     sessions = db.make_sessionmaker(engine)
     try:
-        ensure_user(sessions, "ada", "operator")
-        create_token(sessions, "ada", label="laptop")
         with sessions.begin() as session:
+            # Core inserts naming only revision 0001's columns: users and tokens have grown.
+            user_id = session.execute(
+                sqlalchemy.insert(db.User.__table__).values(
+                    name="ada", role="operator", created_at=1.0
+                )
+            ).inserted_primary_key[0]
+            session.execute(
+                sqlalchemy.insert(db.ApiToken.__table__).values(
+                    user_id=user_id, token_hash="a" * 128, label="laptop", created_at=1.0,
+                    revoked=False,
+                )
+            )  # fmt: skip
             session.add(db.Group(name="vision", max_cores=64, max_gpus=4))
             session.add(
                 db.Node(

@@ -94,7 +94,23 @@ disable_root: false
 users: []
 ssh_genkeytypes: [ed25519]
 ssh_deletekeys: true
+# Only what a River VM needs before sshd answers: the seed's hostname, root's keys, the
+# ed25519 host key (every VM makes its OWN at first boot) and the root filesystem grown
+# to the --disk size. No locale, apt, package, ntp or growpart modules (no partition
+# table): under emulation each costs seconds of boot.
+cloud_init_modules: [seed_random, resizefs, set_hostname, update_hostname, update_etc_hosts, users-groups, ssh]
+cloud_config_modules: []
+cloud_final_modules: []
 CFG
+# cloud-init's config and final stages run nothing here (their module lists are empty),
+# but each still starts Python (seconds under TCG, competing with sshd's start); apt's
+# and e2scrub's timers, and ifupdown-pre's `udevadm settle`, only delay a VM's boot.
+for unit in cloud-config.service cloud-final.service apt-daily.timer apt-daily-upgrade.timer \
+    e2scrub_all.timer e2scrub_reap.service ifupdown-pre.service; do
+    ln -sf /dev/null "$ROOT/etc/systemd/system/$unit"
+done
+# A guest never nests VMs, and emulated CPUs have no frequency scaling.
+printf 'blacklist %s\n' kvm kvm_amd kvm_intel >"$ROOT/etc/modprobe.d/river-vm.conf"
 rm -f "$ROOT"/etc/ssh/ssh_host_*
 # What a VM never needs: apt caches and lists, docs, man pages, locales.
 rm -rf "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb \

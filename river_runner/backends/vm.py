@@ -39,6 +39,10 @@ SSH_KEYS_ENV = "RIVER_SSH_AUTHORIZED_KEYS"  # what the host puts the VPS's keys 
 POWERDOWN_SECONDS = 60.0  # a clean ACPI shutdown's bound before QEMU is told to quit
 MIN_MEMORY = 256 * 1024**2
 DEFAULT_DISK = 8 * 1024**3
+# QEMU user-mode networking's fixed plan (the guest, its gateway and its DNS forwarder).
+USER_NET = {"address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": "10.0.2.3"}
+# The guest kernel's command line: eth0 without udev's rename (the seed names it so).
+KERNEL_APPEND = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
 
 
 @dataclass
@@ -67,7 +71,10 @@ def mac_address(vps_id: str) -> str:
 
 def seed_files(hostname: str, keys: str, instance: str, mac: str) -> dict[str, str]:
     """The NoCloud seed's files: the hostname, root's SSH keys (River's SSH proxy logs in
-    as root, the user's own key works on any address the VM has) and DHCP on the NIC."""
+    as root, the user's own key works on any address the VM has) and the NIC's address.
+
+    The address is static: QEMU's user-mode network always hands out the same plan
+    (USER_NET), and DHCP under emulation held the boot ~10 s in networking.service."""
     key_lines = [k.strip() for k in keys.splitlines() if k.strip()]
     user_data = "#cloud-config\n" + "\n".join(
         [
@@ -84,7 +91,9 @@ def seed_files(hostname: str, keys: str, instance: str, mac: str) -> dict[str, s
         # Matched by MAC (cloud-init's ifupdown renderer takes no name patterns).
         "network-config": (
             f'version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: "{mac}"\n'
-            "    set-name: eth0\n    dhcp4: true\n"
+            f"    set-name: eth0\n    addresses: [{USER_NET['address']}]\n"
+            f"    gateway4: {USER_NET['gateway']}\n"
+            f"    nameservers:\n      addresses: [{USER_NET['dns']}]\n"
         ),
     }
 
@@ -138,7 +147,7 @@ class VmBackend:
             "-smp", str(max(1, len(launch.cpus))), "-m", str(memory),
             "-nodefaults", "-display", "none", "-serial", "stdio",
             "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
-            "-append", "root=/dev/vda rw console=ttyS0",
+            "-append", KERNEL_APPEND,
             "-drive", f"file={disk},if=virtio,format=qcow2,discard=unmap",
             "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",

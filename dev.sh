@@ -43,6 +43,8 @@ case "${1:-}" in
             bash .ci/setup-task-user.sh || echo "dev.sh: process tasks (run as nobody) may not reach Python"
             bash .ci/build-images.sh || echo "dev.sh: test images not built; docker tests will be skipped"
             bash .ci/setup-browser.sh || echo "dev.sh: no chromium; browser tests will be skipped"
+            bash .ci/setup-qemu.sh "$VENV" || echo "dev.sh: no QEMU; VM tests will be skipped"
+            bash .ci/build-vm-image.sh || echo "dev.sh: no VM base image; VM tests will be skipped"
             bash .ci/setup-postgres.sh || echo "dev.sh: no PostgreSQL; its pass will be skipped"
         fi
         bash .ci/setup-hub.sh || echo "dev.sh: no configurable-http-proxy; Hub tests will be skipped"

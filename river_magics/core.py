@@ -664,9 +664,10 @@ class ClientCore:
 
     @io_method
     async def vps_create(self, /, **body: Any) -> dict[str, Any]:
-        """Create a VPS (image, cores, memory, gpus, target, ssh, public_key, name,
-        time_limit: seconds or "8h", after which it is stopped with a snapshot); with
-        ssh="generate" the answer holds `private_key`, shown this once."""
+        """Create a VPS (image, cores, memory, gpus, target, ssh, public_key, name; vm=True
+        and disk="20G" for a QEMU virtual machine; time_limit: seconds or "8h", after which
+        it is stopped with a snapshot); with ssh="generate" the answer holds `private_key`,
+        shown this once."""
         if body.get("time_limit") is not None:  # a typo fails here, before any request
             body["time_limit"] = parse_duration(body["time_limit"])
         return dict((await self._request("POST", "/vps", json=body))["vps"])

@@ -1,7 +1,7 @@
 """`%river vps ...`: persistent machines (see river_server/vps.py, docs/vps.md).
 
-%river vps create [--image IMG] [-c CORES] [-m 8G] [--gpus N] [-t NODE] [--name N] [--time 8h]
-                  [--ssh [--gen-key | --key FILE]]
+%river vps create [--image IMG | --vm [--disk 20G]] [-c CORES] [-m 8G] [--gpus N] [-t NODE]
+                  [--name N] [--time 8h] [--ssh [--gen-key | --key FILE]]
 %river vps list [--all] | status ID | stop ID | restart ID | pause ID | resume ID
 %river vps snapshot ID | snapshots ID [--delete N] | delete ID
 %river vps ssh ID | ssh-config ID            the SSH command / a ~/.ssh/config entry
@@ -60,6 +60,10 @@ def add_vps_commands(
     create.add_argument(
         "--ip-token", metavar="TOKEN", help="a reserved overlay address (%%river ip reserve)"
     )
+    create.add_argument(
+        "--vm", action="store_true", help="a QEMU virtual machine instead of a container"
+    )
+    create.add_argument("--disk", metavar="SIZE", help="a VM's disk size, e.g. 20G (default 8G)")
     create.add_argument("--ssh", action="store_true", help="enable SSH (key mode: none)")
     key = create.add_mutually_exclusive_group()
     key.add_argument("--gen-key", action="store_true", help="generate a key (printed once)")
@@ -132,6 +136,10 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["target"] = args.target
     if args.ip_token:
         body["ip_token"] = args.ip_token
+    if args.vm:
+        body["vm"] = True
+    if args.disk:
+        body["disk"] = args.disk
     if getattr(args, "time", None) is not None:
         body["time_limit"] = args.time
     if args.gen_key:

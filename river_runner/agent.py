@@ -65,6 +65,10 @@ class RunnerConfig:
     overlay_ip: str | None = None  # underlay address for the VXLAN overlay (None: stay off it)
     overlay_direct: bool = True  # peers' underlay reachable: direct overlay paths (no hub)
     data_cache_bytes: int = 16 * 1024**3  # pushed blobs kept on this node (LRU beyond)
+    # Whether this runner runs VM VPSes: {"ok", "reason", "accel"} (river_runner/vm_probe.py)
+    vm: dict[str, Any] = field(
+        default_factory=lambda: {"ok": False, "reason": "VMs are off on this runner"}
+    )
 
 
 class RunnerAgent:
@@ -166,6 +170,7 @@ class RunnerAgent:
             "memory": memory,
             "gpus": self.gpus.describe(),
             "backend": self.backend.name,
+            "vm": self.config.vm,
         }
 
     # ---- talking to the leader ------------------------------------------------------

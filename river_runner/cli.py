@@ -15,6 +15,7 @@ import socket
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from river_runner import metrics
 from river_runner.interpreters import parse_python_envs
@@ -195,6 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="this node cannot reach the other runners' underlay addresses directly (NAT, "
         "another site): its overlay traffic goes through the host's hub only",
     )
+    parser.add_argument(
+        "--vm-accel",
+        choices=["off", "kvm", "tcg"],
+        default="off",
+        help="VM VPSes (QEMU): kvm (the runner first checks that KVM really boots a guest) or "
+        "tcg (software emulation, much slower: only when asked for, never as a fallback); "
+        "off (the default): no VMs here",
+    )
+    parser.add_argument(
+        "--vm-image",
+        type=Path,
+        default=Path("/var/cache/river-images/river-vm"),
+        metavar="DIR",
+        help="the VM base image (base.qcow2, vmlinuz, initrd.img), as .ci/build-vm-image.sh "
+        "makes it",
+    )
+    parser.add_argument(
+        "--vm-probe-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long the VM probe waits for a guest kernel's first console line",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -257,6 +281,9 @@ def runner_command(argv: list[str]) -> int:
             task_env=task_env,
             python_envs=python_envs,
             data_cache_bytes=parse_memory(args.data_cache),
+            vm_accel=args.vm_accel,
+            vm_image=args.vm_image,
+            vm_probe_timeout=args.vm_probe_timeout,
         )
     )
 
@@ -308,6 +335,25 @@ def make_backend(
     )
 
 
+async def with_vms(
+    backend: Any, data_dir: Path, accel: str, image_dir: Path | None, timeout: float
+) -> tuple[Any, dict[str, Any]]:
+    """The backend, wrapped to run VMs too when the probe says this runner can; and the
+    `vm` fact (ok, reason, accel) the runner registers with."""
+    from river_runner.vm_probe import VmImage, probe
+
+    image = VmImage(image_dir or Path("/var/cache/river-images/river-vm"))
+    capability = await probe(accel, image, timeout)
+    log = logging.getLogger("river.runner")
+    (log.info if capability.ok or accel == "off" else log.warning)("VMs: %s", capability.reason)
+    if not capability.ok:
+        return backend, capability.to_json()
+    from river_runner.backends.vm import VmBackend
+    from river_runner.backends.with_vms import WithVms
+
+    return WithVms(backend, VmBackend(data_dir / "vms", image, accel)), capability.to_json()
+
+
 async def serve(
     *,
     host_url: str,
@@ -330,6 +376,9 @@ async def serve(
     task_env: tuple[str, ...] = (),
     python_envs: dict[str, str] | None = None,
     data_cache_bytes: int = 16 * 1024**3,
+    vm_accel: str = "off",
+    vm_image: Path | None = None,
+    vm_probe_timeout: float = 20.0,
 ) -> int:
     from river_runner.agent import RunnerAgent, RunnerConfig
     from river_runner.app import make_app
@@ -350,21 +399,19 @@ async def serve(
         overlay_direct=overlay_direct,
         data_cache_bytes=data_cache_bytes,
     )
-    agent = RunnerAgent(
-        config,
-        make_backend(
-            backend_name,
-            data_dir,
-            name,
-            shared_dir,
-            default_image,
-            task_account,
-            pids_limit,
-            task_env,
-            python_envs,
-        ),
-        GpuInventory(load_nvml(fake_gpus)),
+    backend = make_backend(
+        backend_name,
+        data_dir,
+        name,
+        shared_dir,
+        default_image,
+        task_account,
+        pids_limit,
+        task_env,
+        python_envs,
     )
+    backend, config.vm = await with_vms(backend, data_dir, vm_accel, vm_image, vm_probe_timeout)
+    agent = RunnerAgent(config, backend, GpuInventory(load_nvml(fake_gpus)))
     server = make_app(agent).listen(port, address=bind)
     await agent.start()
     logging.getLogger("river.runner").info(

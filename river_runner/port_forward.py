@@ -46,15 +46,11 @@ class _ForwardBase(RunnerHandler):
     """Resolve the task's address and connect to the port there."""
 
     async def _connect(self, task_id: str, port: str) -> socket.socket:
-        number = int(task_id)
-        backend = self.agent.backend
-        address = await asyncio.get_running_loop().run_in_executor(
-            None, backend.forward_address, number
-        )
-        if address is None:
+        target = await self.agent.backend.forward_target(int(task_id), parse_port(port))
+        if target is None:
             raise web.HTTPError(404, f"task {task_id} is not running here")
         try:
-            return await open_connection(address, parse_port(port))
+            return await open_connection(*target)
         except (OSError, asyncio.TimeoutError) as exc:
             raise web.HTTPError(
                 502, f"nothing answers on port {port} of task {task_id} ({exc or 'timeout'})"

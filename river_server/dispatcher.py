@@ -52,6 +52,14 @@ def request_from_json(data: dict[str, Any]) -> ResourceRequest:
     )
 
 
+def vm_launch(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a runner needs to boot a VM VPS (its id and disk size); None: not a VM."""
+    record = (spec or {}).get("vps") or {}
+    if not record.get("vm"):
+        return None
+    return {"vps_id": str(record["id"]), "disk": int(record["vm"].get("disk") or 0)}
+
+
 def _node_view(node: db.Node, online: bool) -> NodeView:
     return NodeView(
         name=node.name,
@@ -400,6 +408,25 @@ class Dispatcher:
         def queue(tasks: list[db.Task]) -> list[QueuedTask]:
             return gangs(tasks)
 
+        vms = [t for t in queued if vm_launch(t.spec)]
+        if vms:
+            # VMs first, on the nodes whose runner runs them; the rest as before, around them.
+            capable = self.connections.vm_nodes()
+            first = self.scheduler.plan(
+                queue(vms), [v for v in views if v.name in capable], held, now
+            )
+            if not capable:
+                why = "waiting for a node whose runner runs VMs (--vm-accel) to join"
+                first.waiting = {task_id: why for task_id in first.waiting}
+            rest = [t for t in queued if not vm_launch(t.spec)]
+            held = held + [
+                Held(p.node, p.cpus, p.memory, p.gpus) for p in first.placements.values()
+            ]
+            second = self._plan(rest, views, held, docker) if rest else SchedulePlan({}, {})
+            return SchedulePlan(
+                placements={**first.placements, **second.placements},
+                waiting={**first.waiting, **second.waiting},
+            )
         boxed = [t for t in queued if needs_container(t.spec)]
         if not boxed:
             return self.scheduler.plan(queue(queued), views, held, now)
@@ -451,6 +478,7 @@ class Dispatcher:
             "gpus": task.gpus or [],
             "name": task.name,
             "hostname": (spec.get("vps") or {}).get("hostname"),  # a VPS's: vps-<id>
+            "vm": vm_launch(spec),  # a VM VPS's disk and id (river_runner/backends/vm.py)
             # The runner ends it at the limit: SIGTERM, SIGKILL after the grace (agent.py).
             # A VPS is stopped by the host instead, with its snapshot (a normal stop).
             "time_limit": None if spec.get("vps") else spec.get("time_limit"),

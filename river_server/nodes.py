@@ -64,6 +64,24 @@ class Connection:
     last_report: frozenset[str] = frozenset()
     last_reconcile: float = 0.0
     dirty: bool = False
+    # Whether the runner runs VM VPSes (its probe's answer at registration): kept with the
+    # live connection, not in the database, as it is a fact of the running runner process.
+    vm: dict[str, Any] = field(default_factory=lambda: dict(NO_VM))
+
+
+NO_VM = {"ok": False, "reason": "the node's runner is not connected", "accel": "off"}
+
+
+def vm_fact(body: dict[str, Any]) -> dict[str, Any]:
+    """The `vm` a runner registers with, checked: ok, a reason (at most 500 characters)."""
+    given = body.get("vm")
+    if not isinstance(given, dict):
+        return {"ok": False, "reason": "the runner does not report VM support", "accel": "off"}
+    return {
+        "ok": given.get("ok") is True,
+        "reason": str(given.get("reason") or "")[:500],
+        "accel": str(given.get("accel") or "off")[:16],
+    }
 
 
 class NodeConnections:
@@ -79,6 +97,19 @@ class NodeConnections:
 
     def is_online(self, name: str) -> bool:
         return name in self.live
+
+    def vm_nodes(self) -> set[str]:
+        """Connected nodes whose runner runs VMs."""
+        return {name for name, c in self.live.items() if c.vm.get("ok")}
+
+    def no_vm_reason(self) -> str:
+        """Why no connected node runs VMs: each node's own reason, or that none is up."""
+        if not self.live:
+            return "no node is online to run a VM"
+        reasons = "; ".join(
+            f"{name}: {c.vm.get('reason')}" for name, c in sorted(self.live.items())
+        )
+        return f"no node here runs virtual machines ({reasons})"
 
 
 def _check_lengths(**values: str) -> None:
@@ -172,6 +203,7 @@ class NodeRegistry:
         online = self.is_online(node.name) if self.leading() else node.state == "online"
         data = node_json(node, free, online)
         connection = self._connections.get(node.name)
+        data["vm"] = dict(connection.vm) if connection is not None else dict(NO_VM)
         if connection is not None and connection.metrics:
             data["metrics"] = connection.metrics
             data["gpus"] = connection.gpus if connection.gpus is not None else data["gpus"]
@@ -218,7 +250,7 @@ class NodeRegistry:
             node.backend = str(body.get("backend") or "process")
             node.state = "online"
             node.last_seen = now
-        self._connections[name] = Connection(name, url, inbound, time.monotonic())
+        self._connections[name] = Connection(name, url, inbound, time.monotonic(), vm=vm_fact(body))
         kill = self.reconcile(name, body.get("running") or {})
         self.publish(node)
         self.dispatcher.wake()

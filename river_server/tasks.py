@@ -159,9 +159,13 @@ def _container_spec(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def needs_container(spec: dict[str, Any] | None) -> bool:
-    """Whether a task can only run on a docker-backend node."""
+    """Whether a task can only run on a docker-backend node (a VM VPS runs on a node
+    whose runner runs VMs instead: river_server/dispatcher.py)."""
     spec = spec or {}
-    return bool(spec.get("vps")) or any(spec.get(key) for key in CONTAINER_FIELDS)
+    vps = spec.get("vps")
+    if vps and vps.get("vm"):
+        return False
+    return bool(vps) or any(spec.get(key) for key in CONTAINER_FIELDS)
 
 
 class Queue(Protocol):

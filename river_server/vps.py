@@ -1,4 +1,4 @@
-"""VPSes: long-lived containers built on tasks (see docs/vps.md).
+"""VPSes: long-lived containers or QEMU VMs built on tasks (see docs/vps.md).
 
 A VPS has its own snowflake ID. Each time it runs it is one task of kind "vps" (an
 *incarnation*) whose `spec["vps"]` carries the VPS's record: id, SSH mode, snapshots, and
@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm.attributes import flag_modified
 
 from river_runner.protocol import TaskState
-from river_runner.spec import SpecError
+from river_runner.spec import SpecError, parse_memory
 from river_server import db, vps_apps
 from river_server.auth import role_at_least
 from river_server.runner_client import RunnerClient, RunnerUnreachable
@@ -54,6 +54,8 @@ fi
 while :; do sleep 3600 & wait $!; done"""
 SSH_KEYS_ENV = "RIVER_SSH_AUTHORIZED_KEYS"
 RESOURCE_FIELDS = ("cores", "memory", "gpus", "target", "time_limit")
+DEFAULT_VM_DISK = "8G"
+MIN_VM_DISK, MAX_VM_DISK = 2 * 1024**3, 2 * 1024**4
 
 
 def repository(vps_id: int | str) -> str:
@@ -166,6 +168,8 @@ class VpsService:
             "public_key": record.get("public_key"),
             "snapshots": list(record.get("snapshots") or []),
             "snapshot_node": record.get("snapshot_node"),
+            "vm": bool(record.get("vm")),
+            "disk": (record.get("vm") or {}).get("disk"),
             "ports": list(record.get("apps") or []),
             "ssh_proxy_port": self._ssh_port(record),
             "created_at": record.get("created_at"),
@@ -197,14 +201,7 @@ class VpsService:
 
     # ---- lifecycle ------------------------------------------------------------------
     def create(self, owner: str, body: dict[str, Any], role: str) -> tuple[db.Task, str | None]:
-        backend = body.get("backend", "docker")
-        if backend == "qemu" or body.get("qemu") or body.get("vm"):
-            raise TaskError(
-                400,
-                "QEMU virtual machines are a later issue; VPSes run as docker containers for now",
-            )
-        if backend != "docker":
-            raise SpecError(f"backend must be 'docker' (QEMU is a later issue), not {backend!r}")
+        vm = self._vm_settings(body)
         vps_id = self.ids.next_id()
         settings, private = _ssh_settings(body, vps_id)
         image = body.get("image") or None  # None: the runner's default image
@@ -216,9 +213,40 @@ class VpsService:
             "snapshots": [],
             **settings,
         }
+        if vm is not None:
+            record["vm"] = vm
         task_body = self._task_body(body, image, self.authorized_keys(record))
         task = self.tasks.submit(owner, task_body, role=role, vps=record)
         return task, private
+
+    def _vm_settings(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A VM's record ({"disk": bytes}) when the request asks for one, else None; a VM
+        request no node can run is refused with each node's reason."""
+        backend = body.get("backend") or "docker"
+        wanted = bool(body.get("vm")) or backend in ("vm", "qemu")
+        if backend not in ("docker", "vm", "qemu"):
+            raise SpecError(f"backend must be 'docker' or 'vm', not {backend!r}")
+        if not wanted:
+            if body.get("disk") not in (None, ""):
+                raise SpecError("'disk' sizes a VM's disk; add vm: true (--vm) or leave it out")
+            return None
+        for key in ("image", "mounts", "privileged", "environment"):
+            if body.get(key):
+                raise SpecError(
+                    f"'{key}' applies to container VPSes; a VM boots its runner's base image"
+                )
+        disk = parse_memory(body.get("disk") or DEFAULT_VM_DISK)
+        if not MIN_VM_DISK <= disk <= MAX_VM_DISK:
+            raise SpecError("disk must be between 2G and 2T, e.g. 20G")
+        capable = self.connections.vm_nodes()
+        if not capable:
+            raise TaskError(400, f"cannot create a VM: {self.connections.no_vm_reason()}")
+        target = str(body.get("target") or "").split(":")[0]
+        if target and target not in capable:
+            raise TaskError(
+                400, f"cannot create a VM on {target}: {self.connections.no_vm_reason()}"
+            )
+        return {"disk": disk}
 
     @staticmethod
     def _task_body(body: dict[str, Any], image: str | None, keys: str) -> dict[str, Any]:
@@ -315,7 +343,11 @@ class VpsService:
         river_server/vps_limits.py), shown as the stopped VPS's reason."""
         if TaskState(task.state).terminal:
             raise TaskError(409, f"the VPS is already {self.to_json(task)['state']}")
-        if task.state in (TaskState.RUNNING.value, TaskState.PAUSED.value):
+        if task.spec["vps"].get("vm"):
+            # A VM's disk stays on its node across the ACPI shutdown: it is the snapshot
+            # the next incarnation boots (river_runner/backends/vm.py).
+            task = self._save_record(task, snapshot_node=task.node)
+        elif task.state in (TaskState.RUNNING.value, TaskState.PAUSED.value):
             task = await self.snapshot(task)
         # (A VPS that never started has nothing to keep: it just ends.)
         task = self._save_record(task, stopped=True, stopped_reason=reason)
@@ -335,7 +367,9 @@ class VpsService:
             if task.spec.get(key):
                 body[key] = task.spec[key]
         image = record.get("image")
-        if record.get("snapshots"):
+        if record.get("vm") and record.get("snapshot_node"):
+            body["target"] = (task.request or {}).get("target") or record["snapshot_node"]
+        elif record.get("snapshots"):
             image = record["snapshots"][-1]
             # The image lives on that node; keep a target's NUMA/GPU parts when it had one.
             body["target"] = (task.request or {}).get("target") or record.get("snapshot_node")
@@ -410,7 +444,7 @@ class VpsService:
             await self.tasks.control(task, "kill")
         record = task.spec["vps"]
         node_name = record.get("snapshot_node") or task.node
-        if record.get("snapshots") and node_name:
+        if (record.get("snapshots") or record.get("vm")) and node_name:
             node = self.connections.get(node_name)
             if node is not None:
                 try:

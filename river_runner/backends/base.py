@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,8 @@ class TaskLaunch:
     # host, no overlay network); the process backend runs there anyway.
     host_network: bool = False
     hostname: str | None = None  # the container's hostname (VPSes: vps-<id>)
+    # A VM VPS (river_runner/backends/vm.py): {"vps_id", "disk": bytes}; None: no VM.
+    vm: dict[str, Any] | None = None
     # The data plane: {"push": {name: {"digest", "size"}}, "pull": [names]} (river_runner/data.py)
     data: dict[str, Any] | None = None
     # Seconds it may run, counted from its start here (None: no limit), and the seconds
@@ -119,6 +122,14 @@ class Backend(abc.ABC):
         """The address a task's ports are reached at from this runner (port forwarding), or
         None when the task does not run here. A process task listens on the runner itself."""
         return "127.0.0.1" if task_id in self.running() else None
+
+    async def forward_target(self, task_id: int, port: int) -> tuple[str, int] | None:
+        """(address, port) where a task's `port` is reached from this runner; None when the
+        task does not run here. The same port at `forward_address` unless a backend maps
+        ports (a VM's user-mode network forwards loopback ports to the guest)."""
+        loop = asyncio.get_running_loop()
+        address = await loop.run_in_executor(None, self.forward_address, task_id)
+        return None if address is None else (address, port)
 
     async def adopt(
         self, output_for: Callable[[int], OutputCallback], on_exit: ExitCallback

@@ -208,7 +208,16 @@ class VpsCreate(ContainerFields):
 
     ssh: Literal["disabled", "none", "upload", "generate"] | Literal[False] | None = None
     public_key: Annotated[str | None, Field(max_length=16384)] = None
-    backend: Annotated[str | None, Field(description="docker (qemu: a later issue)")] = None
+    backend: Annotated[str | None, Field(description="docker, or vm (as `vm: true`)")] = None
+    vm: bool = Field(
+        default=False,
+        description="a QEMU virtual machine instead of a container (a runner started with "
+        "--vm-accel); `image`, `mounts`, `privileged` do not apply",
+    )
+    disk: Annotated[
+        str | int | None,
+        Field(description="a VM's disk size, e.g. 20G (default 8G); VMs only"),
+    ] = None
 
     @field_validator("ssh", mode="before")
     @classmethod

@@ -181,6 +181,14 @@ class NodeFree(Response):
     gpus: list[int]
 
 
+class NodeVm(Response):
+    """Whether a node runs VM VPSes, as its runner's probe found (river_runner/vm_probe.py)."""
+
+    ok: bool
+    reason: str
+    accel: str = Field(description="kvm, tcg (emulation, only when asked for) or off")
+
+
 class Node(Response):
     """river_server/serialize.py node_json; `gpus` and `metrics` are what the runner
     reports (per-GPU util/memory/temperature, CPU and memory use), kept open."""
@@ -198,6 +206,7 @@ class Node(Response):
     metrics: dict[str, Any]
     last_seen: float
     registered_at: float
+    vm: NodeVm = Field(description="VM capability of the connected runner (offline: not ok)")
 
 
 class ShareRow(Response):
@@ -254,6 +263,8 @@ class Vps(Response):
     public_key: str | None
     snapshots: list[str]
     snapshot_node: str | None
+    vm: bool = Field(description="a QEMU virtual machine (else a container)")
+    disk: int | None = Field(description="a VM's disk size in bytes; null for a container")
     ports: list[VpsPort] = Field(description="apps started in the VPS (POST /vps/{id}/apps)")
     ssh_proxy_port: int | None = Field(
         description="port of the host's SSH proxy (`ssh -p PORT user+ID@host`); null when "

@@ -1,7 +1,7 @@
 """VPSes on the real Docker daemon: a Jupyter host with River and one docker runner.
 
 Lifecycle (create → running; a file written in the VPS survives stop → snapshot →
-restart), snapshot retention, ownership (another user gets 404), SSH key modes, QEMU refused,
+restart), snapshot retention, ownership (another user gets 404), SSH key modes, a VM with an image refused,
 and the terminal: a JupyterLab terminal whose shell runs in the container (through the
 runner's exec WebSocket) answers `hostname` with the container's, for its owner only.
 Files are written and read with `docker exec` on the daemon the runner uses (this machine's).
@@ -201,7 +201,7 @@ def test_ssh_modes_and_qemu(vcluster: Cluster, tokens: dict[str, str]) -> None:
     for body, needle in (
         ({"ssh": "upload"}, "public_key"),
         ({"ssh": "telnet"}, "ssh must be one of"),
-        ({"backend": "qemu"}, "later issue"),
+        ({"backend": "qemu"}, "applies to container VPSes"),
     ):
         response = vcluster.request(
             "POST", API, json={"image": BUSYBOX_IMAGE, **body}, **as_user(erin)

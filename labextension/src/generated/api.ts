@@ -5145,6 +5145,13 @@ export interface components {
             memory: number;
             gpus: number[];
         };
+        /** @description Whether a node runs VM VPSes, as its runner's probe found (river_runner/vm_probe.py). */
+        NodeVm: {
+            ok: boolean;
+            reason: string;
+            /** @description kvm, tcg (emulation, only when asked for) or off */
+            accel: string;
+        };
         /**
          * @description river_server/serialize.py node_json; `gpus` and `metrics` are what the runner
          *     reports (per-GPU util/memory/temperature, CPU and memory use), kept open.
@@ -5168,6 +5175,8 @@ export interface components {
             };
             last_seen: number;
             registered_at: number;
+            /** @description VM capability of the connected runner (offline: not ok) */
+            vm: components["schemas"]["NodeVm"];
         };
         /** @description One user's line of `GET /share` (river_server/fairshare.py `table`). */
         ShareRow: {
@@ -5222,6 +5231,10 @@ export interface components {
             public_key: string | null;
             snapshots: string[];
             snapshot_node: string | null;
+            /** @description a QEMU virtual machine (else a container) */
+            vm: boolean;
+            /** @description a VM's disk size in bytes; null for a container */
+            disk: number | null;
             /** @description apps started in the VPS (POST /vps/{id}/apps) */
             ports: components["schemas"]["VpsPort"][];
             /** @description port of the host's SSH proxy (`ssh -p PORT user+ID@host`); null when SSH is disabled or the host runs no proxy */
@@ -5578,10 +5591,20 @@ export interface components {
             /** @default null */
             public_key?: string | null;
             /**
-             * @description docker (qemu: a later issue)
+             * @description docker, or vm (as `vm: true`)
              * @default null
              */
             backend?: string | null;
+            /**
+             * @description a QEMU virtual machine instead of a container (a runner started with --vm-accel); `image`, `mounts`, `privileged` do not apply
+             * @default false
+             */
+            vm?: boolean;
+            /**
+             * @description a VM's disk size, e.g. 20G (default 8G); VMs only
+             * @default null
+             */
+            disk?: (string | number) | null;
         };
         /** @description POST /vps/{id}/exec: a command without a TTY. */
         VpsExec: {

@@ -1,0 +1,321 @@
+"""The `vm` backend: a VPS as a QEMU virtual machine (issue 19, docs/vps.md).
+
+Each VM VPS keeps one directory, named by the VPS's id (not the task's), under the
+runner's data dir: its copy-on-write qcow2 overlay over the base image, its NoCloud seed
+and its QMP socket. A stop (ACPI powerdown) keeps the directory, so the next incarnation
+of the VPS boots the same disk; only deleting the VPS (`forget`) removes it.
+
+QEMU boots the base image's kernel and initrd (-kernel/-initrd; the image has no boot
+loader), with the accelerator the runner's probe vouched for, user-mode networking and a
+host-side port forward per guest port asked for (SSH's at start, others added over QMP
+when a proxy first asks). Every control goes through QMP with the maintained `qemu.qmp`
+library: system_powerdown, stop/cont, quit.
+
+Not yet: adoption after a runner restart (a runner that stops ends its VMs, so none is
+left running unwatched), a tap on the runner's overlay bridge, GPU passthrough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from river_runner.backends.base import ExitCallback, Outcome, OutputCallback, TaskLaunch
+from river_runner.protocol import TaskState
+from river_runner.vm_probe import QEMU, VmImage, accel_args
+
+log = logging.getLogger("river.runner.vm")
+
+SSH_KEYS_ENV = "RIVER_SSH_AUTHORIZED_KEYS"  # what the host puts the VPS's keys in
+POWERDOWN_SECONDS = 60.0  # a clean ACPI shutdown's bound before QEMU is told to quit
+MIN_MEMORY = 256 * 1024**2
+DEFAULT_DISK = 8 * 1024**3
+# QEMU user-mode networking's fixed plan (the guest, its gateway and its DNS forwarder).
+USER_NET = {"address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": "10.0.2.3"}
+# The guest kernel's command line: eth0 without udev's rename (the seed names it so).
+KERNEL_APPEND = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
+
+
+@dataclass
+class _Vm:
+    task_id: int
+    vps_id: str
+    directory: Path
+    proc: asyncio.subprocess.Process
+    qmp: Any  # qemu.qmp.QMPClient
+    ports: dict[int, int] = field(default_factory=dict)  # guest port -> host port
+    paused: bool = False
+    killed: bool = False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mac_address(vps_id: str) -> str:
+    """A stable, locally administered MAC per VPS (QEMU's 52:54:00 prefix)."""
+    n = int(vps_id) & 0xFFFFFF
+    return f"52:54:00:{n >> 16:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
+
+
+def seed_files(hostname: str, keys: str, instance: str, mac: str) -> dict[str, str]:
+    """The NoCloud seed's files: the hostname, root's SSH keys (River's SSH proxy logs in
+    as root, the user's own key works on any address the VM has) and the NIC's address.
+
+    The address is static: QEMU's user-mode network always hands out the same plan
+    (USER_NET), and DHCP under emulation held the boot ~10 s in networking.service."""
+    key_lines = [k.strip() for k in keys.splitlines() if k.strip()]
+    user_data = "#cloud-config\n" + "\n".join(
+        [
+            f"hostname: {hostname}",
+            "disable_root: false",
+            "users: []",
+            "ssh_authorized_keys:",
+            *[f"  - {line}" for line in key_lines],
+        ]
+    )
+    return {
+        "meta-data": f"instance-id: {instance}\nlocal-hostname: {hostname}\n",
+        "user-data": user_data + "\n",
+        # Matched by MAC (cloud-init's ifupdown renderer takes no name patterns).
+        "network-config": (
+            f'version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: "{mac}"\n'
+            f"    set-name: eth0\n    addresses: [{USER_NET['address']}]\n"
+            f"    gateway4: {USER_NET['gateway']}\n"
+            f"    nameservers:\n      addresses: [{USER_NET['dns']}]\n"
+        ),
+    }
+
+
+class VmBackend:
+    """Runs VM VPSes; the runner's `WithVms` sends it the launches that ask for a VM."""
+
+    name = "vm"
+
+    def __init__(self, root: Path, image: VmImage, accel: str) -> None:
+        self.root = root
+        self.image = image
+        self.accel = accel
+        self._vms: dict[int, _Vm] = {}
+
+    def owns(self, task_id: int) -> bool:
+        return task_id in self._vms
+
+    def directory(self, vps_id: str) -> Path:
+        if not vps_id.isdigit():
+            raise ValueError(f"a VPS id is digits, not {vps_id!r}")
+        return self.root / vps_id
+
+    # ---- start ----------------------------------------------------------------------
+    async def start(
+        self, launch: TaskLaunch, on_output: OutputCallback, on_exit: ExitCallback
+    ) -> int:
+        vm = launch.vm or {}
+        vps_id = str(vm.get("vps_id") or launch.task_id)
+        directory = self.directory(vps_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        disk = directory / "disk.qcow2"
+        loop = asyncio.get_running_loop()
+        if not disk.exists():
+            size = int(vm.get("disk") or DEFAULT_DISK)
+            await loop.run_in_executor(None, self._make_overlay, disk, size)
+        seed = directory / "seed.iso"
+        files = seed_files(
+            launch.hostname or f"vps-{vps_id}",
+            launch.env.get(SSH_KEYS_ENV, ""),
+            f"river-{vps_id}",
+            mac_address(vps_id),
+        )
+        await loop.run_in_executor(None, self._make_seed, directory, seed, files)
+        qmp_path = directory / "qmp.sock"
+        qmp_path.unlink(missing_ok=True)
+        ssh_port = _free_port()
+        memory = max(launch.memory or 0, MIN_MEMORY) // 1024**2
+        argv = [
+            QEMU, "-name", f"river-vps-{vps_id}", "-machine", "q35", *accel_args(self.accel),
+            "-smp", str(max(1, len(launch.cpus))), "-m", str(memory),
+            "-nodefaults", "-display", "none", "-serial", "stdio",
+            "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
+            "-append", KERNEL_APPEND,
+            "-drive", f"file={disk},if=virtio,format=qcow2,discard=unmap",
+            "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
+            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            "-device", f"virtio-net-pci,netdev=net0,mac={mac_address(vps_id)}",
+            "-device", "virtio-rng-pci",
+            "-qmp", f"unix:{qmp_path},server=on,wait=off",
+        ]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # the runner's signals are not the VM's
+        )
+        try:
+            qmp = await self._connect_qmp(qmp_path, proc)
+        except Exception:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        watched = _Vm(launch.task_id, vps_id, directory, proc, qmp, ports={22: ssh_port})
+        self._vms[launch.task_id] = watched
+        asyncio.ensure_future(self._watch(watched, on_output, on_exit))
+        log.info("VM of VPS %s (task %s) started, pid %s", vps_id, launch.task_id, proc.pid)
+        return proc.pid
+
+    def _make_overlay(self, disk: Path, size: int) -> None:
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+             "-b", str(self.image.disk.resolve()), str(disk), str(size)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    @staticmethod
+    def _make_seed(directory: Path, seed: Path, files: dict[str, str]) -> None:
+        source = directory / "seed"
+        source.mkdir(exist_ok=True)
+        for name, text in files.items():
+            (source / name).write_text(text)
+        subprocess.run(
+            ["genisoimage", "-quiet", "-output", str(seed), "-volid", "cidata", "-joliet",
+             "-rock", *[str(source / name) for name in files]],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    @staticmethod
+    async def _connect_qmp(path: Path, proc: asyncio.subprocess.Process) -> Any:
+        from qemu.qmp import QMPClient
+
+        qmp = QMPClient(f"river-{proc.pid}")
+        for _ in range(200):  # QEMU creates the socket within a moment of starting
+            if proc.returncode is not None:
+                break
+            if path.exists():
+                await qmp.connect(str(path))
+                return qmp
+            await asyncio.sleep(0.05)
+        out = b""
+        if proc.stdout is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                out = await asyncio.wait_for(proc.stdout.read(2000), 1.0)
+        raise RuntimeError(f"QEMU did not start: {out.decode(errors='replace').strip()}")
+
+    async def _watch(self, vm: _Vm, on_output: OutputCallback, on_exit: ExitCallback) -> None:
+        """Pass the serial console to the task's log; report the end once QEMU exits."""
+        assert vm.proc.stdout is not None
+        async for raw in vm.proc.stdout:
+            on_output("stdout", raw.decode(errors="replace").rstrip("\r\n"))
+        code = await vm.proc.wait()
+        with contextlib.suppress(Exception):
+            await vm.qmp.disconnect()
+        self._vms.pop(vm.task_id, None)
+        (vm.directory / "qmp.sock").unlink(missing_ok=True)
+        if vm.killed:
+            outcome = Outcome(TaskState.KILLED, code, "the VM was shut down")
+        elif code == 0:
+            outcome = Outcome(TaskState.COMPLETED, 0, "the guest powered off")
+        else:
+            outcome = Outcome(TaskState.FAILED, code, f"QEMU exited with {code}")
+        on_exit(vm.task_id, outcome)
+
+    # ---- control --------------------------------------------------------------------
+    async def kill(self, task_id: int) -> bool:
+        """Ask the guest for a clean ACPI shutdown and return at once (the host's call does
+        not wait out a guest's shutdown); the VM's end is reported when QEMU exits. A guest
+        that ignores it is quit after POWERDOWN_SECONDS. The disk stays."""
+        vm = self._vms.get(task_id)
+        if vm is None:
+            return False
+        vm.killed = True
+        with contextlib.suppress(Exception):
+            if vm.paused:
+                await vm.qmp.execute("cont")
+            await vm.qmp.execute("system_powerdown")
+        asyncio.ensure_future(self._quit_after(vm, POWERDOWN_SECONDS))
+        return True
+
+    async def _quit_after(self, vm: _Vm, seconds: float) -> None:
+        """Quit QEMU (then SIGKILL it) unless it has exited within `seconds`."""
+        if await self._exited(vm, seconds):
+            return
+        log.info("VM of task %s: quitting QEMU", vm.task_id)
+        with contextlib.suppress(Exception):
+            await vm.qmp.execute("quit")
+        if not await self._exited(vm, 10.0):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(vm.proc.pid, signal.SIGKILL)
+            await vm.proc.wait()
+
+    @staticmethod
+    async def _exited(vm: _Vm, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(vm.proc.wait()), seconds)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def pause(self, task_id: int) -> bool:
+        vm = self._vms.get(task_id)
+        if vm is None:
+            return False
+        await vm.qmp.execute("stop")
+        vm.paused = True
+        return True
+
+    async def resume(self, task_id: int) -> bool:
+        vm = self._vms.get(task_id)
+        if vm is None:
+            return False
+        await vm.qmp.execute("cont")
+        vm.paused = False
+        return True
+
+    def running(self) -> dict[int, str]:
+        return {tid: ("paused" if vm.paused else "running") for tid, vm in self._vms.items()}
+
+    async def forward_target(self, task_id: int, port: int) -> tuple[str, int] | None:
+        """Where the guest's `port` is reached from this runner: a loopback port QEMU
+        forwards to it (added over QMP the first time a port is asked for)."""
+        vm = self._vms.get(task_id)
+        if vm is None:
+            return None
+        if port not in vm.ports:
+            host_port = _free_port()
+            rule = f"tcp:127.0.0.1:{host_port}-:{port}"
+            answer = await vm.qmp.execute(
+                "human-monitor-command", {"command-line": f"hostfwd_add net0 {rule}"}
+            )
+            if answer:
+                raise RuntimeError(f"QEMU refused a forward to port {port}: {answer}")
+            vm.ports[port] = host_port
+        return "127.0.0.1", vm.ports[port]
+
+    async def remove_disk(self, vps_id: str) -> bool:
+        """A deleted VPS: quit its VM if one still runs (no clean shutdown: the disk goes
+        anyway), then remove its disk and seed."""
+        directory = self.directory(vps_id)
+        for vm in [vm for vm in self._vms.values() if vm.vps_id == vps_id]:
+            vm.killed = True
+            await self._quit_after(vm, 0)
+        if not directory.exists():
+            return False
+        await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, directory)
+        return True
+
+    async def close(self) -> None:
+        """Quit every VM (no adoption yet: none may outlive the runner unwatched)."""
+        for vm in list(self._vms.values()):
+            vm.killed = True
+            await self._quit_after(vm, 0)

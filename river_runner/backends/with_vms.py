@@ -1,0 +1,87 @@
+"""A runner's backend plus its VMs: launches that ask for a VM go to the `vm` backend,
+everything else (and every VPS operation a VM does not have) to the runner's own backend.
+
+Why a wrapper and not a second backend slot in the agent: the agent, its HTTP handlers and
+the port forwarder all talk to one `Backend`; routing by task here keeps them unaware of
+VMs. Only a runner whose VM probe succeeded is wrapped (river_runner/cli.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from river_runner.backends.base import Backend, ExitCallback, OutputCallback, TaskLaunch
+from river_runner.backends.vm import VmBackend
+
+
+class WithVms(Backend):
+    def __init__(self, inner: Backend, vms: VmBackend) -> None:
+        self.inner = inner
+        self.vms = vms
+        self.name = inner.name  # what the host places containers by
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes this class lacks: the inner backend's extras
+        # (exec, account, scratch_root ...), found by the agent with getattr/hasattr.
+        return getattr(self.__dict__["inner"], name)
+
+    @property  # type: ignore[override]
+    def overlay_bridge(self) -> str | None:
+        return self.inner.overlay_bridge
+
+    @overlay_bridge.setter
+    def overlay_bridge(self, value: str | None) -> None:
+        self.inner.overlay_bridge = value
+
+    def _for(self, task_id: int) -> Backend | VmBackend:
+        return self.vms if self.vms.owns(task_id) else self.inner
+
+    async def start(
+        self, launch: TaskLaunch, on_output: OutputCallback, on_exit: ExitCallback
+    ) -> int | str:
+        if launch.vm:
+            return await self.vms.start(launch, on_output, on_exit)
+        return await self.inner.start(launch, on_output, on_exit)
+
+    async def kill(self, task_id: int) -> bool:
+        return await self._for(task_id).kill(task_id)
+
+    async def pause(self, task_id: int) -> bool:
+        return await self._for(task_id).pause(task_id)
+
+    async def resume(self, task_id: int) -> bool:
+        return await self._for(task_id).resume(task_id)
+
+    def running(self) -> dict[int, str]:
+        return {**self.inner.running(), **self.vms.running()}
+
+    def forward_address(self, task_id: int) -> str | None:
+        if self.vms.owns(task_id):
+            return "127.0.0.1"
+        return self.inner.forward_address(task_id)
+
+    async def forward_target(self, task_id: int, port: int) -> tuple[str, int] | None:
+        return await self._for(task_id).forward_target(task_id, port)
+
+    async def snapshot(self, task_id: int, repository: str, keep: int) -> dict[str, Any] | None:
+        inner = getattr(self.inner, "snapshot", None)
+        if self.vms.owns(task_id) or inner is None:
+            return None  # a VM keeps its disk across stops instead (docs/vps.md)
+        return await inner(task_id, repository, keep)
+
+    async def forget_snapshots(self, repository: str, only: list[int] | None = None) -> list[int]:
+        """A deleted VPS (`only` None) loses its VM disk too, if it had one here."""
+        if only is None:
+            await self.vms.remove_disk(repository.rpartition("/")[2])
+        inner = getattr(self.inner, "forget_snapshots", None)
+        return [] if inner is None else await inner(repository, only)
+
+    async def adopt(
+        self, output_for: Callable[[int], OutputCallback], on_exit: ExitCallback
+    ) -> list[int]:
+        return await self.inner.adopt(output_for, on_exit)
+
+    async def close(self) -> None:
+        await self.vms.close()
+        await self.inner.close()

@@ -1,0 +1,177 @@
+"""A VM VPS's life through River's API and SSH proxy, with a real guest (issue 19).
+
+One VM (TCG here: the same code as KVM apart from the accelerator flag) is shared by the
+steps, in order, because each boot of an emulated guest takes a minute: the owner logs
+in with the real OpenSSH client through River's SSH proxy and writes a file; pause makes
+SSH stop answering and resume brings it back; another user gets 404 on every call and is
+refused by the proxy; stop (ACPI shutdown) and restart boot the kept disk on the same
+node and the file is still there; delete leaves no QEMU process and no disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import Cluster, as_user, running_cluster, wait_for
+from tests.vm.conftest import IMAGE
+
+API = "/river/api/vps"
+NODE = "emu"
+BOOT_SECONDS = 300  # an emulated guest on a busy 2-core CI machine: create -> SSH answers
+
+
+def qemu_pids(vps_id: str) -> list[int]:
+    """QEMU processes of this VPS (the backend names each `-name river-vps-<id>`)."""
+    found = subprocess.run(
+        ["pgrep", "-f", f"river-vps-{vps_id} -machine"], capture_output=True, text=True
+    )
+    return [int(p) for p in found.stdout.split()]
+
+
+def ssh(vm: dict[str, Any], login: str, command: str, timeout: float = 60) -> str | None:
+    """`command`'s output through River's SSH proxy with the real OpenSSH client; None
+    when nothing answered in time (a paused guest never sends its banner)."""
+    try:
+        result = subprocess.run(
+            ["ssh", "-p", str(vm["ssh_proxy_port"]), "-i", vm["key_file"],
+             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "ConnectTimeout=10", f"{login}@127.0.0.1", command],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return None
+    vm["last_stderr"] = result.stderr
+    return result.stdout if result.returncode == 0 else None
+
+
+def wait_ssh(vm: dict[str, Any], timeout: float = BOOT_SECONDS) -> None:
+    """The guest boots after QEMU starts: retry until sshd answers (bounded)."""
+    wait_for(
+        lambda: ssh(vm, vm["login"], "echo ready", timeout=30) == "ready\n",
+        timeout,
+        interval=2.0,
+        what=f"sshd of VM VPS {vm['id']} ({vm.get('last_stderr')})",
+    )
+
+
+def state(cluster: Cluster, vm: dict[str, Any], want: str, timeout: float = 60) -> dict:
+    def check() -> dict[str, Any] | None:
+        vps = cluster.get(f"{API}/{vm['id']}", **as_user(vm["token"]))["vps"]
+        return vps if vps["state"] == want else None
+
+    return wait_for(check, timeout, what=f"VM VPS {vm['id']} to be {want}")
+
+
+def action(cluster: Cluster, vm: dict[str, Any], name: str) -> dict[str, Any]:
+    response = cluster.request("POST", f"{API}/{vm['id']}/{name}", **as_user(vm["token"]))
+    assert response.status_code == 200, response.text
+    return response.json()["vps"]
+
+
+@pytest.fixture(scope="module")
+def vcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if shutil.which("ssh") is None:
+        pytest.skip("no OpenSSH client (apt-get install openssh-client)")
+    root = tmp_path_factory.mktemp("vmlife")
+    runner = (NODE, "--vm-accel", "tcg", "--vm-image", str(IMAGE))
+    with running_cluster(root, runner, heartbeat_interval=1.0, heartbeat_misses=20) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def vm(vcluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """erin's running VM VPS (generated key), and frank, who owns nothing."""
+    tokens = vcluster.make_users("erin", "frank", label="vm lifecycle")
+    body = {"vm": True, "cores": 1, "memory": "1G", "disk": "3G", "ssh": "generate"}
+    response = vcluster.request("POST", API, json=body, **as_user(tokens["erin"]))
+    assert response.status_code == 201, response.text
+    created = response.json()["vps"]
+    key = tmp_path_factory.mktemp("vmkey") / "erin"
+    key.write_text(created["private_key"])
+    key.chmod(0o600)
+    vm = {
+        **created, "token": tokens["erin"], "frank": tokens["frank"], "key_file": str(key),
+        "login": f"erin+{created['id']}",
+        "dir": Path(vcluster.runners[NODE].data_dir) / "vms" / created["id"],
+    }  # fmt: skip
+    try:
+        running = state(vcluster, vm, "running")
+        vm.update(task_id=running["task_id"], ssh_proxy_port=running["ssh_proxy_port"])
+        yield vm
+    finally:
+        vcluster.request("DELETE", f"{API}/{vm['id']}", **as_user(vm["token"]))
+        # Only this test's VM: named by its VPS id, ended if the delete did not.
+        for pid in qemu_pids(vm["id"]):
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+
+
+def test_ssh_through_the_proxy_runs_commands_in_the_guest(vm: dict[str, Any]) -> None:
+    wait_ssh(vm)
+    assert ssh(vm, vm["login"], "echo hello > f; cat f") == "hello\n"
+    assert ssh(vm, vm["login"], "hostname") == f"vps-{vm['id']}\n"  # the seed's hostname
+
+
+def test_pause_stops_the_guest_and_resume_continues_it(
+    vcluster: Cluster, vm: dict[str, Any]
+) -> None:
+    wait_ssh(vm)
+    action(vcluster, vm, "pause")
+    state(vcluster, vm, "paused")
+    # QMP `stop`: QEMU still accepts on the forwarded port, but the guest sends no banner.
+    assert ssh(vm, vm["login"], "echo awake", timeout=20) is None
+    action(vcluster, vm, "resume")
+    state(vcluster, vm, "running")
+    wait_ssh(vm, timeout=60)
+    assert ssh(vm, vm["login"], "cat f") == "hello\n"
+
+
+def test_another_user_gets_404_and_the_proxy_refuses_him(
+    vcluster: Cluster, vm: dict[str, Any]
+) -> None:
+    frank = as_user(vm["frank"])
+    for method, path in (
+        ("GET", f"{API}/{vm['id']}"),
+        ("POST", f"{API}/{vm['id']}/stop"),
+        ("POST", f"{API}/{vm['id']}/pause"),
+        ("POST", f"{API}/{vm['id']}/restart"),
+        ("DELETE", f"{API}/{vm['id']}"),
+    ):
+        assert vcluster.request(method, path, **frank).status_code == 404, (method, path)
+    assert vcluster.get(API, **frank)["vps"] == []
+    assert ssh(vm, f"frank+{vm['id']}", "echo in") is None  # erin's key, frank's name
+    assert "Permission denied" in vm["last_stderr"]
+    assert ssh(vm, vm["login"], "cat f") == "hello\n"  # still erin's, still running
+
+
+def test_stop_and_restart_boot_the_kept_disk_on_the_same_node(
+    vcluster: Cluster, vm: dict[str, Any]
+) -> None:
+    first_task = vm["task_id"]
+    action(vcluster, vm, "stop")
+    state(vcluster, vm, "stopped", timeout=90)  # a clean ACPI shutdown of the guest
+    wait_for(lambda: not qemu_pids(vm["id"]), 30, what="QEMU to exit after the shutdown")
+    assert (vm["dir"] / "disk.qcow2").is_file()
+
+    action(vcluster, vm, "restart")
+    again = state(vcluster, vm, "running")
+    assert again["task_id"] != first_task and again["node"] == NODE
+    vm.update(task_id=again["task_id"], ssh_proxy_port=again["ssh_proxy_port"])
+    wait_ssh(vm)
+    assert ssh(vm, vm["login"], "cat f") == "hello\n"
+
+
+def test_delete_leaves_no_qemu_and_no_disk(vcluster: Cluster, vm: dict[str, Any]) -> None:
+    assert qemu_pids(vm["id"]) and vm["dir"].is_dir()
+    response = vcluster.request("DELETE", f"{API}/{vm['id']}", **as_user(vm["token"]))
+    assert response.status_code == 200, response.text
+    wait_for(lambda: not qemu_pids(vm["id"]), 30, what="QEMU to end")
+    wait_for(lambda: not vm["dir"].exists(), 30, what="the VM's directory to go")
+    gone = vcluster.request("GET", f"{API}/{vm['id']}", **as_user(vm["token"]))
+    assert gone.status_code == 404

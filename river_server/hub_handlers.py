@@ -109,4 +109,10 @@ class HubCallbackHandler(HubHandler):
 
 
 def handlers() -> list[tuple[str, Any]]:
-    return [(LOGIN_ROUTE, HubLoginHandler), (CALLBACK_ROUTE, HubCallbackHandler)]
+    from river_server.hub_servers import HUB_SERVER_ROUTE, HubServerProxyHandler
+
+    return [
+        (LOGIN_ROUTE, HubLoginHandler),
+        (CALLBACK_ROUTE, HubCallbackHandler),
+        (HUB_SERVER_ROUTE, HubServerProxyHandler),
+    ]

@@ -214,6 +214,8 @@ class VpsService:
             "created_at": time.time(),
             "snapshots": [],
             **settings,
+            # A JupyterHub server's port (river_server/hub_servers.py), kept by restarts.
+            "hub_port": body.get("hub_port") or None,
         }
         task_body = self._task_body(body, image, self.authorized_keys(record))
         task = self.tasks.submit(owner, task_body, role=role, vps=record)

@@ -200,6 +200,16 @@ class VpsCreate(ContainerFields):
     ssh: Literal["disabled", "none", "upload", "generate"] | Literal[False] | None = None
     public_key: Annotated[str | None, Field(max_length=16384)] = None
     backend: Annotated[str | None, Field(description="docker (qemu: a later issue)")] = None
+    hub_port: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=65535,
+            description="the port of a JupyterHub single-user server in it (RiverSpawner): "
+            "/river/hub/servers/<id>/ reaches that port without River's login (the server "
+            "checks the Hub's)",
+        ),
+    ] = None
 
     @field_validator("ssh", mode="before")
     @classmethod

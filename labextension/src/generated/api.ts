@@ -5269,6 +5269,11 @@ export interface components {
              * @default null
              */
             backend?: string | null;
+            /**
+             * @description the port of a JupyterHub single-user server in it (RiverSpawner): /river/hub/servers/<id>/ reaches that port without River's login (the server checks the Hub's)
+             * @default null
+             */
+            hub_port?: number | null;
         };
         /** @description POST /vps/{id}/exec: a command without a TTY. */
         VpsExec: {

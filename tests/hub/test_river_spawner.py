@@ -69,6 +69,10 @@ c.RiverSpawner.image = {IMAGE!r}
 c.RiverSpawner.default_memory = "1G"
 c.RiverSpawner.args = []
 c.Spawner.start_timeout = 240
+# The server in its container reaches the Hub's API on the docker bridge's gateway (this
+# machine), not on the Hub's loopback.
+c.JupyterHub.hub_bind_url = "http://0.0.0.0:{hub.api_port}"
+c.JupyterHub.hub_connect_url = "http://{{gateway}}:{hub.api_port}"
 c.Spawner.http_timeout = 120
 """
     river.extra_host_args = [
@@ -77,6 +81,8 @@ c.Spawner.http_timeout = 120
         "--RiverHost.hub_cache_seconds=2",
     ]
     client = docker.from_env()
+    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    hub.extra_config = hub.extra_config.replace("{gateway}", gateway)
     try:
         hub.start()
         os.environ["JUPYTERHUB_API_TOKEN"] = hub.river_token

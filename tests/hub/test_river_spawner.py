@@ -97,6 +97,10 @@ c.Spawner.http_timeout = 120
         for name in ("alice", "bob"):
             with contextlib.suppress(Exception):
                 hub.api("DELETE", f"/users/{name}/server")
+            with contextlib.suppress(Exception):  # every VPS the spawner made, even on failure
+                token = hub.token_of(name)
+                for vps in river_get(river, token, "/vps").json()["vps"]:
+                    _made_vps.add(f"river-vps/{vps['id']}")
         hub.close()
         river.close()
         for container in client.containers.list(

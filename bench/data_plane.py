@@ -14,12 +14,18 @@ for each size (MiB), a fresh float64 array (a new digest: nothing is deduplicate
   the task's load and its result frame, the runner's upload, the client's download; from
   the call to the returned value, so the task's start and the runner's fetch are included.
 
-Prints MB/s (2 x size moved) per path and the ratio river/floor (goal >= 0.5 at 1 GiB).
+Prints MB/s (2 x size moved) per path and the ratio river/floor (goal >= 0.5 at 1 GiB),
+then the median seconds of each stage of the River path: the client's framing and hashing,
+its upload, the runner's fetch, the task's start and run (load, cell, result frame), the
+runner's hash and upload of the result (from the runner's "river-timing" log lines), what
+is left between submit and "completed" (placement, events), and the client's download and
+unpickling.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import socket
 import statistics
@@ -33,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from river_magics import Client  # noqa: E402
+from river_magics.dataplane import frame  # noqa: E402
 from river_runner.data import cache_dir_name  # noqa: E402
 from tests.cluster import Cluster  # noqa: E402
 
@@ -70,12 +77,42 @@ def tcp_round_trip(data: memoryview) -> float:
     return took
 
 
-def river_round_trip(client: Client, array: np.ndarray) -> float:
+RUNNER_STAGES = ("fetch", "start", "run", "result-hash", "result-upload")
+STAGES = ("frame+hash", "upload", *RUNNER_STAGES, "other", "download+unpickle")
+TIMING = re.compile(r"river-timing task=(\d+) stage=(\S+) (?:bytes=\d+ )?seconds=([\d.]+)")
+
+
+def runner_stages(log: Path, task: str) -> dict[str, float]:
+    """The runner's stage timings of one task, from its log."""
+    found: dict[str, float] = {}
+    for match in TIMING.finditer(log.read_text(errors="replace")):
+        if match[1] == task:
+            found[match[2]] = float(match[3])
+    return found
+
+
+def river_round_trip(client: Client, array: np.ndarray, log: Path) -> tuple[float, dict]:
+    """Seconds from the array to the array back, and the seconds of each stage."""
     started = time.perf_counter()
-    values = client.submit(script="y = x", push={"x": array}, pull=["y"]).result(timeout=600)
+    made = frame(array, "x")
+    framed = time.perf_counter()
+    client.push_values({"x": made})
+    pushed = time.perf_counter()
+    handle = client.submit(script="y = x", push={"x": made}, pull=["y"])
+    handle.wait(timeout=600)
+    done = time.perf_counter()
+    values = handle.result(timeout=600)
     took = time.perf_counter() - started
+    stages = {
+        "frame+hash": framed - started,
+        "upload": pushed - framed,
+        "download+unpickle": started + took - done,
+    }
+    on_runner = runner_stages(log, str(handle.id))
+    stages.update({name: on_runner.get(name, float("nan")) for name in RUNNER_STAGES})
+    stages["other"] = done - pushed - sum(on_runner.get(n, 0.0) for n in RUNNER_STAGES)
     assert np.array_equal(values["y"], array)
-    return took
+    return took, stages
 
 
 def main() -> None:
@@ -87,9 +124,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="river-bench-data-"))
     cluster = Cluster(root, extra_host_args=[f"--RiverHost.data_user_max_bytes={256 * 1024**3}"])
     results: dict[int, dict[str, list[float]]] = {s: {"floor": [], "river": []} for s in sizes}
+    stages: dict[int, dict[str, list[float]]] = {s: {n: [] for n in STAGES} for s in sizes}
     try:
         cluster.start_host()
-        cluster.start_runner("n1", "--cpus", "0")
+        runner = cluster.start_runner("n1", "--cpus", "0")
         token = cluster.make_users("bench")["bench"]
         with Client(cluster.url, token) as client:
             for round_ in range(args.n):
@@ -97,7 +135,10 @@ def main() -> None:
                     array = np.arange(size * MiB // 8, dtype=np.float64)
                     array[0] = round_ + 0.5  # a new digest each round
                     results[size]["floor"].append(tcp_round_trip(memoryview(array).cast("B")))
-                    results[size]["river"].append(river_round_trip(client, array))
+                    took, split = river_round_trip(client, array, runner.log_path)
+                    results[size]["river"].append(took)
+                    for name, seconds in split.items():
+                        stages[size][name].append(seconds)
                     del array
                     print(f"round {round_ + 1} {size} MiB done", file=sys.stderr)
     finally:
@@ -118,6 +159,12 @@ def main() -> None:
             f"| {size} MiB | {moved / floor:,.0f} | {moved / river:,.0f} | "
             f"{floor / river:.2f} | {river:.2f} |"
         )
+    print()
+    print("| size | " + " | ".join(STAGES) + " |")
+    print("|---|" + "---|" * len(STAGES))
+    for size in sizes:
+        cells = [f"{statistics.median(stages[size][n]):.2f}" for n in STAGES]
+        print(f"| {size} MiB | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

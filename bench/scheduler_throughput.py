@@ -3,6 +3,11 @@
 The target is 10,000 queued tasks over 200 nodes at >= 2,000 placements/s in pure Python.
 A floor is measured in the same run (round-robin assignment with no checks at all) so the
 ratio shows what the policy itself costs on this machine, independent of its speed.
+
+Each case runs twice: plain FIFO with backfill, and with fair share on (`+ fair share`):
+the pass then also decays 50 users' usage and orders the queue by it, as the dispatcher
+does (river_server/fairshare.py); the floor for that is >= 100,000 placements/s at 200
+nodes. `--no-fair-share` prints the plain lines only.
 """
 
 from __future__ import annotations
@@ -16,10 +21,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from river_runner.spec import Placement, ResourceRequest, Target  # noqa: E402
+from river_server.fairshare import Usage, charges, order  # noqa: E402
 from river_server.scheduler import Held, NodeView, QueuedTask, Scheduler  # noqa: E402
 
 GIB = 1024**3
 NOW = 1_700_000_000.0
+USERS = 50
+HALF_LIFE = 7 * 86400.0
+# Recorded usage of each user, charged at different times (so decay does real work).
+USAGE = {
+    f"user{u}": Usage(core_seconds=1000.0 * (u + 1), gpu_seconds=10.0 * u, at=NOW - 3600 * u)
+    for u in range(USERS)
+}
+FAIR = {"on": True}
 
 # (weight, cores, memory GiB, gpus): mostly small CPU jobs, some GPU and wide jobs. About
 # 1.14 cores a task on average, so on an empty 200 x 64-core cluster most of them fit.
@@ -66,7 +80,8 @@ def make_queue(count: int, nodes: list[NodeView], rng: random.Random) -> list[Qu
             target = Target(rng.choice(nodes).name)
         request = ResourceRequest(cores=cores, memory=memory * GIB, gpus=gpus, target=target)
         # Submitted over the last minute: inside the backfill window.
-        queue.append(QueuedTask(i, request, NOW - 60 + i * 60 / count))
+        owner = f"user{rng.randrange(USERS)}"
+        queue.append(QueuedTask(i, request, NOW - 60 + i * 60 / count, owner))
     return queue
 
 
@@ -84,19 +99,30 @@ def floor(queue: list[QueuedTask], nodes: list[NodeView]) -> float:
 
 
 def run(label: str, queue: list[QueuedTask], nodes: list[NodeView], held: list[Held]) -> None:
+    measure(label, queue, nodes, held, fair=False)
+    if FAIR["on"]:
+        measure(label + " + fair share", queue, nodes, held, fair=True)
+
+
+def measure(
+    label: str, queue: list[QueuedTask], nodes: list[NodeView], held: list[Held], fair: bool
+) -> None:
     scheduler = Scheduler(backfill_window=300.0)
     best = float("inf")
     plan = None
     for _ in range(3):
         start = time.perf_counter()
-        plan = scheduler.plan(queue, nodes, held, NOW)
+        ordered = queue
+        if fair:  # what the dispatcher adds to a pass: decay every user, order the queue
+            ordered = order(queue, charges(USAGE, NOW, HALF_LIFE, 10.0))
+        plan = scheduler.plan(ordered, nodes, held, NOW)
         best = min(best, time.perf_counter() - start)
     assert plan is not None
     assert len(plan.placements) + len(plan.waiting) == len(queue)
     base = min(floor(queue, nodes) for _ in range(3))
     placed = len(plan.placements)
     print(
-        f"{label:<34} placed {placed:>6} waiting {len(plan.waiting):>6}  "
+        f"{label:<47} placed {placed:>6} waiting {len(plan.waiting):>6}  "
         f"{best:7.3f}s  {placed / best:>9,.0f} placements/s  "
         f"{len(queue) / best:>9,.0f} tasks/s  floor {base:.4f}s  ratio {best / base:5.1f}x"
     )
@@ -109,7 +135,11 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=64)
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-fair-share", action="store_true", help="only the plain FIFO-with-backfill lines"
+    )
     args = parser.parse_args()
+    FAIR["on"] = not args.no_fair_share
     rng = random.Random(args.seed)
     nodes = make_nodes(args.nodes, args.cpus, args.gpus)
     queue = make_queue(args.tasks, nodes, rng)
@@ -130,7 +160,7 @@ def main() -> None:
     ]
     run("50 blocked wide jobs first", wide + queue, nodes, held)
     # Everything old: starving tasks reserve nodes and hold later ones back.
-    old = [QueuedTask(t.id, t.request, t.submitted_at - 10_000) for t in queue]
+    old = [QueuedTask(t.id, t.request, t.submitted_at - 10_000, t.owner) for t in queue]
     run("starving queue (window expired)", old, nodes, held)
     # Worst case for the explanations: thousands of distinct shapes, almost none fit.
     full = [Held(n.name, n.cpus[4:], 500 * GIB, n.gpus[1:]) for n in nodes]

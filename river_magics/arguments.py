@@ -13,6 +13,7 @@ import shlex
 from typing import Any, NoReturn
 
 from river_runner.containers import parse_env_name, parse_mount
+from river_runner.durations import parse_duration
 from river_runner.ids import parse_id
 from river_runner.spec import SpecError, parse_memory, parse_request, parse_target
 from river_runner.wire.fields import parse_python
@@ -109,6 +110,15 @@ def seconds_arg(text: str) -> float:
     return value
 
 
+def time_arg(text: str) -> float:
+    """`--time 2h`: seconds, parsed as the host parses `time_limit`, so a typo is a usage
+    error before any request."""
+    try:
+        return parse_duration(text, "--time")
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def env_arg(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or any(c.isspace() for c in key):
@@ -170,6 +180,13 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
         help="processes torchrun starts on each member (at most its GPUs, else its cores)",
     )
     parser.add_argument("--name", help="a label shown in %%river tasks")
+    parser.add_argument(
+        "--time",
+        type=time_arg,
+        metavar="LIMIT",
+        help="time limit, e.g. 90m, 2h, 1d or seconds: at the limit SIGTERM, then SIGKILL "
+        "after the host's grace, and the task ends `timeout` (default: your role's)",
+    )
     parser.add_argument(
         "-e",
         "--env",
@@ -285,6 +302,12 @@ def build_parser() -> MagicArgumentParser:
     login.add_argument("--user", metavar="NAME", help="River user name (else asked for)")
 
     sub.add_parser("nodes", help="show the nodes and their free resources")
+    sub.add_parser(
+        "share",
+        help="fair share: each user's recent usage, share and queue priority",
+        description="Each user's recent (decayed) core- and GPU-seconds, their share of the "
+        "total and the resulting queue priority: 1 goes first.",
+    )
 
     tasks = sub.add_parser("tasks", help="show your tasks (--all: everyone's)")
     tasks.add_argument("-a", "--all", action="store_true", help="all users' tasks")
@@ -346,7 +369,7 @@ def build_parser() -> MagicArgumentParser:
     )
     _add_env_commands(sub)
     add_overlay_commands(sub, seconds_arg)
-    add_vps_commands(sub, count_arg, memory_arg, target_arg)
+    add_vps_commands(sub, count_arg, memory_arg, target_arg, time_arg)
 
     dashboard = sub.add_parser(
         "dashboard",

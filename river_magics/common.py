@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from river_runner.containers import parse_mount
+from river_runner.durations import parse_duration
 from river_runner.ids import parse_id
 from river_runner.protocol import TERMINAL_STATES
 from river_runner.spec import parse_memory, parse_target
@@ -122,6 +123,7 @@ def submit_body(
     ip_token: str | None = None,
     python: str | None = None,
     python_fallback: bool = False,
+    time_limit: float | str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The POST /tasks body, checked here first so a typo fails before any request.
 
@@ -161,6 +163,8 @@ def submit_body(
         body["privileged"] = True
     if ip_token:  # a reserved overlay address (%river ip reserve)
         body["ip_token"] = str(ip_token).strip()
+    if time_limit is not None:  # `90m`, `2h`, seconds: SpecError (a ValueError) if bad
+        body["time_limit"] = parse_duration(time_limit)
     if python:  # a script's interpreter on the node (river_runner.interpreters)
         if script is None:
             raise ValueError("python= picks the interpreter of a script, not of a command")

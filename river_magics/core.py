@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
+from river_runner.durations import parse_duration
 from river_runner.protocol import EVENT_LOG, EVENT_TASK, LEADER_HEADER, ROLE_HEADER, HostList
 
 from .bridge import io_iterator, io_method
@@ -229,6 +230,12 @@ class ClientCore:
     # -- tasks ------------------------------------------------------------------------
 
     @io_method
+    async def share(self) -> dict[str, Any]:
+        """Fair share: every user's decayed usage, share and queue priority (1 goes first),
+        with the half-life and GPU weight they were computed with."""
+        return dict((await self._request("GET", "/share"))["share"])
+
+    @io_method
     async def nodes(self) -> list[dict[str, Any]]:
         """Registered nodes with totals, free resources and metrics."""
         return await self._list("/nodes", "nodes")
@@ -296,6 +303,7 @@ class ClientCore:
         network: str | None = None,
         launcher: str | None = None,
         nproc_per_node: int | None = None,
+        time_limit: float | str | None = None,
         _array: dict[str, Any] | None = None,
     ) -> Any:
         """Queue a task: a command (argv list or shell string) or a Python `script`; its
@@ -307,6 +315,9 @@ class ClientCore:
         MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE ... (docs/api.md). With
         `launcher="torchrun", nproc_per_node=K` each member runs the script through
         `python -m torch.distributed.run` (K processes, WORLD_SIZE = nodes x K).
+
+        `time_limit` (seconds, or "90m", "2h", "1d"): at the limit the task gets SIGTERM,
+        then SIGKILL after the host's grace, and ends `timeout`.
 
         `push={"x": x}` makes `x` a variable of the remote script; `pull=["y"]` sends the
         script's `y` back, read with `handle.result()`. Target, memory and pushed values
@@ -341,6 +352,7 @@ class ClientCore:
             ip_token=ip_token,
             python=python,
             python_fallback=python_fallback,
+            time_limit=time_limit,
         )
         if _array is not None:
             body["array"] = _array
@@ -566,8 +578,11 @@ class ClientCore:
 
     @io_method
     async def vps_create(self, /, **body: Any) -> dict[str, Any]:
-        """Create a VPS (image, cores, memory, gpus, target, ssh, public_key, name); with
+        """Create a VPS (image, cores, memory, gpus, target, ssh, public_key, name,
+        time_limit: seconds or "8h", after which it is stopped with a snapshot); with
         ssh="generate" the answer holds `private_key`, shown this once."""
+        if body.get("time_limit") is not None:  # a typo fails here, before any request
+            body["time_limit"] = parse_duration(body["time_limit"])
         return dict((await self._request("POST", "/vps", json=body))["vps"])
 
     @io_method

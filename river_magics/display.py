@@ -8,6 +8,7 @@ and in a terminal IPython.
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ _STATE_COLORS = {
     "killed": "#c62828",
     "killed_oom": "#c62828",
     "lost": "#c62828",
+    "timeout": "#c62828",
     "online": "#2e7d32",
     "offline": "#c62828",
 }
@@ -129,7 +131,7 @@ def _waiting(task: Mapping[str, Any]) -> str:
     return ": ".join(parts) if parts else "-"
 
 
-_JOB_ENDERS = ("failed", "killed_oom", "lost", "killed")
+_JOB_ENDERS = ("failed", "killed_oom", "lost", "killed", "timeout")
 
 
 def job_state(members: Sequence[Mapping[str, Any]]) -> str:
@@ -236,6 +238,14 @@ def _elapsed(task: Mapping[str, Any]) -> str:
     return f" in {format_duration(max(float(end) - float(start), 0.0))}"
 
 
+def time_left(task: Mapping[str, Any], now: float | None = None) -> float | None:
+    """Seconds a started task with a time limit has left (None: no limit, not started)."""
+    limit, started = task.get("time_limit"), task.get("started_at")
+    if limit is None or started is None:
+        return None
+    return max(0.0, float(started) + float(limit) - (time.time() if now is None else now))
+
+
 def status_text(task: Mapping[str, Any]) -> str:
     """One line saying where a task stands, e.g. 'queued (position 2): waiting for 4 cores'."""
     state = str(task.get("state"))
@@ -260,6 +270,9 @@ def status_text(task: Mapping[str, Any]) -> str:
             resources.append(f"cpus {compress_ids(task['cpus'])}")
         if task.get("gpus"):
             resources.append(f"gpus {compress_ids(task['gpus'])}")
+        left = time_left(task)
+        if left is not None:
+            resources.append(f"{format_duration(left)} left")
         return text + (f" ({', '.join(resources)})" if resources else "")
     if state == "completed":
         return f"completed (exit {0 if exit_code is None else exit_code}){_elapsed(task)}"
@@ -268,7 +281,7 @@ def status_text(task: Mapping[str, Any]) -> str:
         return f"failed{code}{_elapsed(task)}" + (f": {reason}" if reason else "")
     if state == "killed_oom":
         return "killed: out of memory" + (f" ({reason})" if reason else "")
-    if state in ("killed", "lost"):
+    if state in ("killed", "lost", "timeout"):
         return state + _elapsed(task) + (f": {reason}" if reason else "")
     return state
 

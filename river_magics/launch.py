@@ -95,6 +95,7 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
         "mounts": getattr(args, "mount", None) or None,
         "privileged": getattr(args, "privileged", False),
         "ip_token": getattr(args, "ip_token", None),
+        "time_limit": getattr(args, "time", None),
         **python_option(args),
     }
 

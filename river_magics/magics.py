@@ -22,6 +22,7 @@ from .environments import run_env_command
 from .errors import RiverError
 from .launch import Follower, launch, write_line
 from .overlay import run_ip_command, run_overlay_command
+from .share_view import share_bundle
 from .vps import run_open_command, run_vps_command
 
 
@@ -92,6 +93,9 @@ class RiverMagics(Magics):
 
     def _do_nodes(self, args: argparse.Namespace, cell: str | None) -> None:
         show(nodes_bundle(self.client.nodes()))
+
+    def _do_share(self, args: argparse.Namespace, cell: str | None) -> None:
+        show(share_bundle(self.client.share()))
 
     def _do_tasks(self, args: argparse.Namespace, cell: str | None) -> None:
         show(tasks_bundle(self.client.tasks(all=args.all, state=args.state)))

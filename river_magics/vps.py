@@ -1,6 +1,6 @@
 """`%river vps ...`: persistent machines (see river_server/vps.py, docs/vps.md).
 
-%river vps create [--image IMG] [-c CORES] [-m 8G] [--gpus N] [-t NODE] [--name N]
+%river vps create [--image IMG] [-c CORES] [-m 8G] [--gpus N] [-t NODE] [--name N] [--time 8h]
                   [--ssh [--gen-key | --key FILE]]
 %river vps list [--all] | status ID | stop ID | restart ID | pause ID | resume ID
 %river vps snapshot ID | snapshots ID [--delete N] | delete ID
@@ -34,7 +34,9 @@ _COLUMNS = ("id", "name", "state", "node", "image", "ssh", "snapshots")
 ACTIONS = ("stop", "restart", "pause", "resume", "snapshot")
 
 
-def add_vps_commands(sub: Any, count_arg: Any, memory_arg: Any, target_arg: Any) -> None:
+def add_vps_commands(
+    sub: Any, count_arg: Any, memory_arg: Any, target_arg: Any, time_arg: Any
+) -> None:
     vps = sub.add_parser(
         "vps",
         help="persistent machines: long-lived containers with snapshots and terminals",
@@ -49,6 +51,12 @@ def add_vps_commands(sub: Any, count_arg: Any, memory_arg: Any, target_arg: Any)
     create.add_argument("-m", "--memory", type=memory_arg, metavar="SIZE", help="e.g. 8G")
     create.add_argument("--gpus", type=count_arg, default=0, metavar="N", help="GPU count")
     create.add_argument("-t", "--target", type=target_arg, metavar="NODE[:NUMA][::GPU,GPU]")
+    create.add_argument(
+        "--time",
+        type=time_arg,
+        metavar="LIMIT",
+        help="time limit, e.g. 8h or 1d: at the limit the VPS is stopped with a snapshot",
+    )
     create.add_argument(
         "--ip-token", metavar="TOKEN", help="a reserved overlay address (%%river ip reserve)"
     )
@@ -124,6 +132,8 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["target"] = args.target
     if args.ip_token:
         body["ip_token"] = args.ip_token
+    if getattr(args, "time", None) is not None:
+        body["time_limit"] = args.time
     if args.gen_key:
         body["ssh"] = "generate"
     elif args.key:

@@ -23,6 +23,7 @@ import httpx
 from river_runner import metrics
 from river_runner.backends.base import Backend, Outcome, TaskLaunch
 from river_runner.data import DataCache, DataFetchError, cache_dir_name
+from river_runner.durations import timeout_reason
 from river_runner.gpu import GpuInventory
 from river_runner.overlay import OverlayMember
 from river_runner.protocol import (
@@ -90,12 +91,17 @@ class RunnerAgent:
         self._line_seq: dict[int, int] = {}
         self._tail_chars = 0  # text in the outbox's last log message
         self._starting: set[int] = set()
+        self._started_at: dict[int, float] = {}  # perf_counter when the backend started it
         # Every host URL we were given; we talk to the one that leads (river_runner.protocol).
         self.hosts = HostList(split_host_urls(config.host_url))
         self.data = DataCache(self._data_root(), config.data_cache_bytes)
         self._pulling: set[int] = set()  # tasks whose pulled values go up when they end
         self._fetching: dict[int, asyncio.Future[None]] = {}  # pushed data on its way
         self._sending: set[int] = set()  # ended tasks whose pulled values are going up
+        # Time limits: a timer per limited task; a task whose timer fired ends `timeout`.
+        self._limit_timers: dict[int, asyncio.TimerHandle] = {}
+        self._timed_out: dict[int, str] = {}
+        self._stops: set[asyncio.Future[bool]] = set()
         self._http = httpx.AsyncClient(timeout=10.0)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
@@ -351,6 +357,7 @@ class RunnerAgent:
         # Until the backend has it, the task is reported as "starting": a host that does not
         # see it in a heartbeat could otherwise requeue it and run it twice.
         self._starting.add(launch.task_id)
+        began = time.perf_counter()
         try:
             if launch.data and launch.task_id not in self._fetching:
                 await self._prepare_data(launch)  # pull only: nothing to fetch
@@ -359,8 +366,33 @@ class RunnerAgent:
             )
         finally:
             self._starting.discard(launch.task_id)
+        if launch.time_limit:
+            self._limit_timers[launch.task_id] = asyncio.get_running_loop().call_later(
+                launch.time_limit,
+                self._time_up,
+                launch.task_id,
+                launch.time_limit,
+                launch.kill_grace,
+            )
         self._send(status_message(launch.task_id, TaskState.RUNNING, handle=str(handle)))
+        self._started_at[launch.task_id] = time.perf_counter()
+        if launch.data:
+            log.info(
+                "river-timing task=%s stage=start seconds=%.3f",
+                launch.task_id,
+                self._started_at[launch.task_id] - began,
+            )
         return handle
+
+    def _time_up(self, task_id: int, limit: float, grace: float) -> None:
+        """The limit is here: SIGTERM now, SIGKILL after the grace (the backend's), and
+        whatever way it then ends is reported as `timeout` (_report_exit)."""
+        self._limit_timers.pop(task_id, None)
+        self._timed_out[task_id] = timeout_reason(limit, grace)
+        log.info("task %s reached its time limit (%ss); terminating", task_id, limit)
+        stop = asyncio.ensure_future(self.backend.terminate(task_id, grace))
+        self._stops.add(stop)
+        stop.add_done_callback(self._stops.discard)
 
     def _output_callback(self, task_id: int):
         def on_output(
@@ -409,6 +441,13 @@ class RunnerAgent:
         self._send(status_message(task_id, state))
 
     def _on_exit(self, task_id: int, outcome: Outcome) -> None:
+        started = self._started_at.pop(task_id, None)
+        if started is not None:  # stage timings (bench/data_plane.py reads them)
+            log.info(
+                "river-timing task=%s stage=run seconds=%.3f",
+                task_id,
+                time.perf_counter() - started,
+            )
         if task_id in self._pulling:  # upload the pulled values, then report the end
             self._pulling.discard(task_id)
             self._sending.add(task_id)  # still reported, so the host does not lose it
@@ -432,6 +471,12 @@ class RunnerAgent:
 
     def _report_exit(self, task_id: int, outcome: Outcome) -> None:
         self._line_seq.pop(task_id, None)
+        timer = self._limit_timers.pop(task_id, None)
+        if timer is not None:
+            timer.cancel()
+        timed_out = self._timed_out.pop(task_id, None)
+        if timed_out and outcome.state != TaskState.KILLED_OOM:
+            outcome = Outcome(TaskState.TIMEOUT, outcome.exit_code, timed_out)
         extra: dict[str, Any] = {"detail": outcome.detail}
         if outcome.exit_code is not None:
             extra["exit_code"] = outcome.exit_code

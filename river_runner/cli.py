@@ -43,7 +43,7 @@ BUILTIN_COMMANDS = {
     name: f"river_magics.shell:{name}_command"
     for name in (
         *("login", "submit", "run", "tasks", "status", "logs", "kill", "nodes", "vps", "env"),
-        *("forward", "attach"),
+        *("forward", "attach", "share"),
     )
 }
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -30,6 +31,11 @@ CHUNK = 4 * 1024 * 1024
 ENV_IN = "RIVER_DATA_IN"
 ENV_OUT = "RIVER_DATA_OUT"
 DIGEST_HEADER = "X-River-Digest"
+# Beside ENV_OUT: the result's sha256 as the task computed it while writing
+# (river_magics.dataplane.DIGEST_SUFFIX; hashing a GiB again here took seconds).
+DIGEST_SUFFIX = ".sha256"
+# Stage timings (bench/data_plane.py reads these lines from the runner's log).
+log = logging.getLogger("river.runner.data")
 
 
 def container_data(
@@ -80,6 +86,17 @@ def file_digest(path: Path) -> str:
     return hasher.hexdigest()
 
 
+def task_digest(result: Path) -> str | None:
+    """The sha256 the task's script wrote beside its result while writing it (saves a
+    second read of a GiB here); None if it wrote none (the runner hashes the file). The
+    host checks the name against the bytes, so a wrong one fails only that task's pull."""
+    try:
+        text = (result.parent / (result.name + DIGEST_SUFFIX)).read_text().strip()
+    except OSError:
+        return None
+    return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else None
+
+
 def size_text(path: Path) -> str:
     try:
         return f"{path.stat().st_size / 2**20:.1f} MiB"
@@ -126,6 +143,7 @@ class DataCache:
             return target
         temp = self.tmp / f"{digest}.{time.monotonic_ns()}"
         hasher = hashlib.sha256()
+        started = time.perf_counter()
         try:
             url = f"{base}/river/api/runner/data/{digest}"
             async with http.stream(
@@ -164,6 +182,12 @@ class DataCache:
             self.evict(temp.stat().st_size)
             os.chmod(temp, 0o644)
             os.replace(temp, target)
+            log.info(
+                "river-timing task=%s stage=fetch bytes=%d seconds=%.3f",
+                task_id,
+                target.stat().st_size,
+                time.perf_counter() - started,
+            )
         except httpx.HTTPError as exc:
             raise DataFetchError(f"pushed blob {digest[:12]}: {exc}") from None
         finally:
@@ -221,9 +245,10 @@ class DataCache:
         try:
             if not result.exists():
                 return None
-            # Hashing a GiB takes seconds: off the event loop, which keeps heartbeating.
-            digest = await asyncio.to_thread(file_digest, result)
+            started = time.perf_counter()
+            digest = task_digest(result) or await asyncio.to_thread(file_digest, result)
             size = result.stat().st_size
+            hashed = time.perf_counter()
 
             async def body() -> Any:
                 with open(result, "rb") as handle:
@@ -239,6 +264,18 @@ class DataCache:
                     "Content-Length": str(size),
                 },
                 timeout=120.0,
+            )
+            log.info(
+                "river-timing task=%s stage=result-hash bytes=%d seconds=%.3f",
+                task_id,
+                size,
+                hashed - started,
+            )
+            log.info(
+                "river-timing task=%s stage=result-upload bytes=%d seconds=%.3f",
+                task_id,
+                size,
+                time.perf_counter() - hashed,
             )
             if response.status_code >= 400:
                 return f"the host refused the pulled values: {response.text[:300]}"

@@ -24,6 +24,8 @@ class TaskState(str, enum.Enum):
     KILLED = "killed"
     KILLED_OOM = "killed_oom"
     LOST = "lost"
+    # Ended at its time limit (SIGTERM, then SIGKILL after the grace): river_runner/agent.py
+    TIMEOUT = "timeout"
 
     @property
     def terminal(self) -> bool:
@@ -36,7 +38,14 @@ class TaskState(str, enum.Enum):
 
 
 TERMINAL_STATES = frozenset(
-    {TaskState.COMPLETED, TaskState.FAILED, TaskState.KILLED, TaskState.KILLED_OOM, TaskState.LOST}
+    {
+        TaskState.COMPLETED,
+        TaskState.FAILED,
+        TaskState.KILLED,
+        TaskState.KILLED_OOM,
+        TaskState.LOST,
+        TaskState.TIMEOUT,
+    }
 )
 
 # States a runner may report for a task it runs.
@@ -48,6 +57,7 @@ RUNNER_REPORTABLE = frozenset(
         TaskState.FAILED,
         TaskState.KILLED,
         TaskState.KILLED_OOM,
+        TaskState.TIMEOUT,
     }
 )
 

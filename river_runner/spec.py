@@ -185,7 +185,11 @@ def parse_request(body: dict[str, Any], *, min_cores: int = 0) -> ResourceReques
     unpinned and counts nothing against quotas (docs/security.md)."""
     target_text = body.get("target")
     target = parse_target(target_text) if target_text not in (None, "") else None
-    gpus = _as_int("gpus", body.get("gpus", 0) or 0, 0, MAX_GPUS)
+    gpus_given = body.get("gpus", 0)
+    # `false` is not a count: refused like `true`, not read as 0 by `or 0`.
+    gpus = _as_int(
+        "gpus", gpus_given if isinstance(gpus_given, bool) else gpus_given or 0, 0, MAX_GPUS
+    )
     if target and target.gpus and gpus and gpus != len(target.gpus):
         raise SpecError(
             f"--gpus {gpus} contradicts target {target} which names {len(target.gpus)} GPU(s)"

@@ -25,6 +25,7 @@ from river_server.handlers import accounts, api, environments, events, runner, s
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import data as data_handlers
 from river_server.handlers import overlay as overlay_handlers
+from river_server.handlers import share as share_handlers
 from river_server.handlers import vps as vps_handlers
 from river_server.job_ports import parse_range
 from river_server.leadership import SecondHostError
@@ -34,8 +35,12 @@ from river_server.private import make_private, open_private
 from river_server.proxy import PROXY_ROUTE, RiverProxyHandler
 from river_server.schema import SchemaError
 from river_server.services import HostConfig, River
+from river_server.time_limits import TimeLimits
+from river_server.usage import FairShareSettings
+from river_server.vps_limits import VpsLimitTimer
 
 API = r"/river/api"
+VPS_LIMIT_TICK_S = 1.0  # how late a VPS may be stopped past its time limit, at most
 
 
 def free_port() -> int:
@@ -214,6 +219,47 @@ class RiverHost(ExtensionApp):
         help="The least role (user, operator, admin) that may submit a host-network job: "
         "its members share their nodes' network stacks (docs/security.md).",
     ).tag(config=True)
+
+    time_limit_default = Dict(
+        {},
+        help="Run time a task or VPS gets when it names none, by role: e.g. "
+        "{'user': '1d'} (seconds or 90m, 2h, 1d). A role without an entry takes the nearest "
+        "lower role's; none at all: unlimited (or the role's maximum).",
+    ).tag(config=True)
+    time_limit_max = Dict(
+        {},
+        help="Longest run time a role may ask for (--time), e.g. {'user': '7d', "
+        "'operator': '30d'}; more is refused with 400 naming the maximum.",
+    ).tag(config=True)
+    time_limit_grace = Float(
+        30.0,
+        help="Seconds between SIGTERM and SIGKILL when a task reaches its time limit.",
+    ).tag(config=True)
+
+    fair_share = Bool(
+        True,
+        help="Order the queue between users by recent usage, lightest first (FIFO within "
+        "one user; quotas stay hard caps). Off: plain FIFO with backfill.",
+    ).tag(config=True)
+    fair_share_half_life = Float(
+        7 * 86400.0,
+        help="Seconds after which a user's recorded usage counts half (fair share's decay).",
+    ).tag(config=True)
+    fair_share_gpu_weight = Float(
+        10.0,
+        help="How many core-seconds one GPU-second counts as in a user's fair-share usage.",
+    ).tag(config=True)
+
+    @validate("time_limit_default", "time_limit_max")
+    def _check_time_limits(self, proposal: Any) -> dict:
+        name = proposal["trait"].name
+        try:
+            TimeLimits(
+                **{"default" if name.endswith("default") else "maximum": proposal["value"]}
+            ).checked()
+        except Exception as exc:
+            raise TraitError(f"c.RiverHost.{name}: {exc}") from None
+        return dict(proposal["value"])
 
     @validate("job_port_range")
     def _check_job_port_range(self, proposal: Any) -> str:
@@ -465,6 +511,14 @@ class RiverHost(ExtensionApp):
             ssh_max_relays_per_user=self.ssh_max_relays_per_user,
             job_port_range=self.job_port_range,
             host_network_role=self.host_network_role,
+            fair_share=FairShareSettings(
+                enabled=self.fair_share,
+                half_life=max(1.0, self.fair_share_half_life),
+                gpu_weight=max(0.0, self.fair_share_gpu_weight),
+            ),
+            time_limits=TimeLimits(
+                self.time_limit_default, self.time_limit_max, self.time_limit_grace
+            ),
             overlay=OverlaySettings(
                 enabled=self.overlay_enabled,
                 subnet=self.overlay_subnet,
@@ -513,6 +567,7 @@ class RiverHost(ExtensionApp):
         self.handlers.extend(
             [
                 (rf"{API}/nodes", api.NodesHandler),
+                (rf"{API}/share", share_handlers.ShareHandler),
                 (rf"{API}/tasks", api.TasksHandler),
                 (rf"{API}/tasks/([^/]+)", api.TaskHandler),
                 (rf"{API}/tasks/([^/]+)/(kill|pause|resume)", api.TaskActionHandler),
@@ -601,6 +656,11 @@ class RiverHost(ExtensionApp):
         every = sweep_interval(self.river.config.data_retention)
         self._data_sweep = PeriodicCallback(self._sweep_data, every * 1000)
         self._data_sweep.start()
+        # VPSes at their time limit are stopped with a snapshot (leader only; from the DB).
+        river = self.river
+        timer = VpsLimitTimer(river.sessions, river.db, river.vps, lambda: leadership.is_leader)
+        self._vps_limits = PeriodicCallback(timer.tick, VPS_LIMIT_TICK_S * 1000)
+        self._vps_limits.start()
         self._start_ssh_proxy(serverapp)
         if self.local_runner:
             self._start_local_runner(serverapp)
@@ -683,7 +743,7 @@ class RiverHost(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.river.ssh_proxy is not None:
             self.river.ssh_proxy.stop()
-        for callback in ("_liveness", "_leader_check", "_data_sweep"):
+        for callback in ("_liveness", "_leader_check", "_data_sweep", "_vps_limits"):
             periodic = getattr(self, callback, None)
             if periodic:
                 periodic.stop()

@@ -153,6 +153,18 @@ class Task(Base):
     # rank; both None for a single task.
     job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     job_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Fair share: up to when this task's run was added to its owner's usage (usage.py).
+    usage_charged_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class UsageRecord(Base):
+    """A user's decayed core- and GPU-seconds as of `at` (river_server/fairshare.py)."""
+
+    __tablename__ = "usage"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    core_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    at: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class JobPort(Base):

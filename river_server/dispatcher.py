@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from river_runner.protocol import TaskState
 from river_runner.spec import ResourceRequest, Target, parse_target
-from river_server import arrays, db, jobs, quotas
+from river_server import arrays, db, fairshare, jobs, quotas, usage
 from river_server.dbwork import DbWork
 from river_server.job_ports import DEFAULT_RANGE, PortRange, parse_range
 from river_server.runner_client import RunnerClient, RunnerNoAnswer
@@ -112,6 +112,7 @@ class Dispatcher:
         fence: Callable[[Session], bool] | None = None,
         overlay: OverlayService,
         job_ports: PortRange | None = None,
+        fair_share: usage.FairShareSettings | None = None,
     ) -> None:
         self.sessions = sessions
         self.work = work
@@ -129,6 +130,9 @@ class Dispatcher:
         self.fence = fence
         self.scheduler = Scheduler(backfill_window=backfill_window)
         self.wait_reasons: dict[int, str] = {}
+        # Fair share orders the queue between users (river_server/fairshare.py).
+        self.fair_share = fair_share or usage.FairShareSettings()
+        self._last_charge = 0.0
         self._held_by_node: dict[str, list[Held]] = {}
         self._wanted = False
         self._running: asyncio.Task | None = None
@@ -224,6 +228,8 @@ class Dispatcher:
             )
             # Tasks over their owner's (or group's) core/GPU quota wait outside the plan too.
             queued, over_quota = quotas.filter_queued(session, queued, ACTIVE_STATES)
+            if self.fair_share.enabled:
+                queued = self._fair_order(session, queued)
             views, held = self._views(session)
             plan = self._plan(queued, views, held, self._docker_nodes(session))
             by_id = {t.id: t for t in queued}
@@ -253,6 +259,22 @@ class Dispatcher:
                 continue
             self.work.call_on_loop(self._start_launch, task)
         return len(placed)
+
+    def _fair_order(self, session: Any, queued: list[db.Task]) -> list[db.Task]:
+        """Charge running tasks (at most every `interval` s), then lightest owner first."""
+        settings, now = self.fair_share, time.time()
+        if now - self._last_charge >= settings.interval:
+            self._last_charge = now
+            holding = session.scalars(
+                select(db.Task).where(
+                    db.Task.state.in_(ACTIVE_STATES), db.Task.started_at.is_not(None)
+                )
+            )
+            usage.charge(session, holding, now, settings)
+        charged = fairshare.charges(
+            usage.load(session), now, settings.half_life, settings.gpu_weight
+        )
+        return fairshare.order(queued, charged)
 
     def _start_launch(self, task: db.Task) -> None:
         launch = asyncio.ensure_future(self._launch(task))
@@ -341,6 +363,10 @@ class Dispatcher:
             "gpus": task.gpus or [],
             "name": task.name,
             "hostname": (spec.get("vps") or {}).get("hostname"),  # a VPS's: vps-<id>
+            # The runner ends it at the limit: SIGTERM, SIGKILL after the grace (agent.py).
+            # A VPS is stopped by the host instead, with its snapshot (a normal stop).
+            "time_limit": None if spec.get("vps") else spec.get("time_limit"),
+            "kill_grace": self.tasks.time_limits.grace,
         }
 
     def _still_assigning(self, task_id: int) -> bool:

@@ -45,6 +45,7 @@ ENDS_JOB = (
     TaskState.KILLED.value,
     TaskState.KILLED_OOM.value,
     TaskState.LOST.value,
+    TaskState.TIMEOUT.value,
 )
 
 

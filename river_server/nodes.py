@@ -29,6 +29,8 @@ from river_server.capacity import free_resources
 from river_server.dbwork import DbWork
 from river_server.events import EventBus
 from river_server.serialize import node_json
+from river_server.time_limits import overdue as past_limit
+from river_server.time_limits import timeout_reason
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -313,7 +315,8 @@ class NodeRegistry:
             connection.last_reconcile = time.monotonic()
         reported = {int(task_id) for task_id in running}
         grace = 2 * self.heartbeat_interval + 2.0
-        cutoff = time.time() - grace
+        now = time.time()
+        cutoff = now - grace
         kill: list[str] = []
         tasks = self.tasks
         with self.sessions() as session:
@@ -346,10 +349,28 @@ class NodeRegistry:
                 t for t in overdue if t.state != TaskState.QUEUED.value and t not in requeued
             ]
             lost = tasks.mark_lost(session, vanished, f"runner {name} no longer runs this task")
+            # Backstop of the runner's own timer (lost with a runner restart): a task it
+            # still reports well past limit + grace ends `timeout` here, and is killed there.
+            limits = tasks.time_limits
+            late = [
+                t
+                for t in expected
+                if t.id in reported
+                and not (t.spec or {}).get("vps")
+                and past_limit(t.started_at, (t.spec or {}).get("time_limit"), limits.grace, now)
+                and tasks.transition(
+                    session,
+                    t,
+                    TaskState.TIMEOUT,
+                    timeout_reason(t.spec["time_limit"], limits.grace)
+                    + f"; recorded by the host, runner {name} had not ended it",
+                )
+            ]
+            kill.extend(str(t.id) for t in late)
             expected_ids = {t.id for t in expected}
             for task_id in reported - expected_ids:
                 kill.append(str(task_id))
-            tasks.commit_and_publish(session, [*requeued, *lost])
+            tasks.commit_and_publish(session, [*requeued, *lost, *late])
         return kill
 
     # ---- liveness -------------------------------------------------------------------

@@ -165,6 +165,12 @@ def _decision(decision: str) -> dict[str, Any]:
 def _paths() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/nodes": {"get": op("List nodes", obj({"nodes": many(out.Node)}))},
+        "/share": {
+            "get": op(
+                "Fair share: each user's decayed usage, share and queue priority",
+                obj({"share": model(out.Share)}, ("share",)),
+            )
+        },
         "/tasks": {
             "get": op(
                 "List tasks (own unless all=1), newest first",

@@ -40,6 +40,8 @@ def task_json(
         "submitted_at": task.submitted_at,
         "started_at": task.started_at,
         "finished_at": task.finished_at,
+        # Seconds from started_at; clients show what is left (river_server/time_limits.py).
+        "time_limit": (task.spec or {}).get("time_limit"),
     }
 
 

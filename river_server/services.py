@@ -33,6 +33,8 @@ from river_server.private import make_private, private_file, tighten_tree
 from river_server.runner_client import RunnerClient
 from river_server.ssh_proxy import SshProxy
 from river_server.tasks import TaskService
+from river_server.time_limits import TimeLimits
+from river_server.usage import FairShareSettings
 from river_server.vps import VpsService
 
 
@@ -70,6 +72,8 @@ class HostConfig:
     max_tunnels_per_user: int = 32  # open `river forward` connections + `river attach` terminals
     job_port_range: str = "29500-29999"  # ports of host-network jobs (job_ports.py)
     host_network_role: str = "operator"  # least role that may submit a host-network job
+    time_limits: TimeLimits = field(default_factory=TimeLimits)  # by role (time_limits.py)
+    fair_share: FairShareSettings = field(default_factory=FairShareSettings)  # fairshare.py
     upgrade_db: bool = False  # upgrade an older PostgreSQL schema (SQLite: always, with a backup)
     db_loop_guard: bool = (
         False  # log every query run on the event loop (river_server/loop_guard.py)
@@ -156,6 +160,8 @@ class River:
             user_mount_prefixes=config.user_mount_prefixes,
             work=self.db,
             host_network_role=config.host_network_role,
+            time_limits=config.time_limits,
+            fair_share=config.fair_share,
         )
         self.dispatcher = Dispatcher(
             self.sessions,
@@ -170,6 +176,7 @@ class River:
             fence=self.leadership.fence,
             overlay=self.overlay,
             job_ports=parse_range(config.job_port_range),
+            fair_share=config.fair_share,
         )
         self.tasks.bind_queue(self.dispatcher)  # the one cycle: tasks <-> dispatcher
         self.vps = VpsService(

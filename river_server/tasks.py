@@ -41,6 +41,9 @@ from river_server.images import ImageRefused, check_images
 from river_server.logstore import LogStore
 from river_server.runner_client import RunnerClient, RunnerUnreachable
 from river_server.serialize import task_json
+from river_server.time_limits import TimeLimitRefused, TimeLimits
+from river_server.usage import FairShareSettings
+from river_server.usage import charge as charge_usage
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
@@ -193,6 +196,8 @@ class TaskService:
         user_mount_prefixes: tuple[str, ...],
         work: DbWork,
         host_network_role: str = "operator",
+        time_limits: TimeLimits | None = None,
+        fair_share: FairShareSettings | None = None,
     ) -> None:
         self.sessions = sessions
         # Sync methods here run on the DB threads; the async ones hand them there.
@@ -212,6 +217,10 @@ class TaskService:
         self.user_mount_prefixes = user_mount_prefixes
         # Who may ask for a host-network job (its ports: the dispatcher's, job_ports.py).
         self.host_network_role = host_network_role
+        # Per-role default and maximum run time, and the SIGTERM-to-SIGKILL grace.
+        self.time_limits = (time_limits or TimeLimits()).checked()
+        # A task giving back its resources is charged to its owner's usage at once.
+        self.fair_share = fair_share or FairShareSettings()
         self._queue: Queue | None = None
         self._stops: set[asyncio.Future[None]] = set()
 
@@ -286,13 +295,17 @@ class TaskService:
         if not isinstance(name, str) or len(name) > 256:
             raise SpecError("'name' must be a string of at most 256 characters")
         self.check_privileges(spec, role)
+        try:
+            limit = self.time_limits.resolve(body.get("time_limit"), role)
+        except TimeLimitRefused as exc:
+            raise TaskError(400, str(exc)) from None
+        if limit is not None:
+            spec["time_limit"] = limit
         try:  # River's own images (VPS snapshots, environments) are their owners' alone
             check_images(self.sessions, self.environments, owner, role, spec)
         except ImageRefused as exc:
             raise TaskError(exc.status, str(exc)) from None
-        reason = self.queue.infeasible(
-            request, container=needs_container(spec), size=size
-        )
+        reason = self.queue.infeasible(request, container=needs_container(spec), size=size)
         if reason:
             raise SpecError(reason)
         state = (
@@ -402,6 +415,8 @@ class TaskService:
         if TaskState(task.state) in TERMINAL_STATES:
             return False
         now = time.time()
+        if task.state in ACTIVE_STATES and not state.holds_resources and task.started_at:
+            charge_usage(session, [task], now, self.fair_share)
         task.state = state.value
         for key, value in fields.items():
             setattr(task, key, value)

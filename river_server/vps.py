@@ -53,7 +53,7 @@ elif [ -n "$RIVER_SSH_AUTHORIZED_KEYS" ]; then
 fi
 while :; do sleep 3600 & wait $!; done"""
 SSH_KEYS_ENV = "RIVER_SSH_AUTHORIZED_KEYS"
-RESOURCE_FIELDS = ("cores", "memory", "gpus", "target")
+RESOURCE_FIELDS = ("cores", "memory", "gpus", "target", "time_limit")
 
 
 def repository(vps_id: int | str) -> str:
@@ -173,7 +173,8 @@ class VpsService:
             "cpus": data.get("cpus"),
             "gpus": data.get("gpus"),
             "memory": data.get("memory"),
-            "reason": task.reason,
+            "reason": (record.get("stopped_reason") if record.get("stopped") else None)
+            or task.reason,
         }
 
     def _ssh_port(self, record: dict[str, Any]) -> int | None:
@@ -311,17 +312,19 @@ class VpsService:
         kept = [s for s in record["snapshots"] if s != image]
         return self._save_record(task, snapshots=kept)
 
-    async def stop(self, task: db.Task) -> db.Task:
+    async def stop(self, task: db.Task, reason: str | None = None) -> db.Task:
+        """Snapshot, then end it. `reason`: why, when not its owner's wish (a time limit,
+        river_server/vps_limits.py), shown as the stopped VPS's reason."""
         if TaskState(task.state).terminal:
             raise TaskError(409, f"the VPS is already {self.to_json(task)['state']}")
         if task.state in (TaskState.RUNNING.value, TaskState.PAUSED.value):
             task = await self.snapshot(task)
         # (A VPS that never started has nothing to keep: it just ends.)
-        task = self._save_record(task, stopped=True)
+        task = self._save_record(task, stopped=True, stopped_reason=reason)
         try:
             await self.tasks.control(task, "kill")
         except TaskError:
-            self._save_record(task, stopped=False)
+            self._save_record(task, stopped=False, stopped_reason=None)
             raise
         return task
 
@@ -330,7 +333,7 @@ class VpsService:
             raise TaskError(409, f"the VPS is {task.state}; stop it before restarting")
         record = dict(task.spec["vps"])
         body: dict[str, Any] = {"name": task.name, **_request_body(task.request or {})}
-        for key in ("env", "mounts", "privileged"):
+        for key in ("env", "mounts", "privileged", "time_limit"):
             if task.spec.get(key):
                 body[key] = task.spec[key]
         image = record.get("image")
@@ -339,6 +342,7 @@ class VpsService:
             # The image lives on that node; keep a target's NUMA/GPU parts when it had one.
             body["target"] = (task.request or {}).get("target") or record.get("snapshot_node")
         record["stopped"] = False
+        record["stopped_reason"] = None
         record["apps"] = []  # started apps end with the container
         record["incarnation"] = int(record.get("incarnation", 0)) + 1
         task_body = self._task_body(body, image, self.authorized_keys(record))

@@ -82,7 +82,8 @@ export const TERMINAL_STATES = new Set<string>([
   'failed',
   'killed',
   'killed_oom',
-  'lost'
+  'lost',
+  'timeout'
 ]);
 
 export function isTerminal(state: string): boolean {

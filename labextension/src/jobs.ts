@@ -17,7 +17,7 @@ export interface IJobRow {
 /** A row of a task list: a task of its own, or a job standing for its members. */
 export type Row = { task: ITask } | { job: IJobRow };
 
-const ENDERS = ['failed', 'killed_oom', 'lost', 'killed'];
+const ENDERS = ['failed', 'killed_oom', 'lost', 'killed', 'timeout'];
 
 /**
  * One state for a job: how it ended once every member has (the state of the member that

@@ -7,6 +7,7 @@ import { Widget } from '@lumino/widgets';
 
 import { INode, ITask, IVps, isTerminal } from './api';
 import { IJobRow, foldJobs, liveMember } from './jobs';
+import { timeLeftText } from './limits';
 import { RiverModel } from './model';
 
 export interface IPanelActions {
@@ -290,7 +291,8 @@ export class RiverPanel extends Widget {
       }
       const task = row.task;
       const detail = task.node
-        ? `on ${task.node}${task.exit_code != null ? ` · exit ${task.exit_code}` : ''}`
+        ? `on ${task.node}${task.exit_code != null ? ` · exit ${task.exit_code}` : ''}` +
+          timeLeftText(task)
         : (task.reason ?? task.wait_reason ?? '');
       list.append(this.taskRow(task, detail));
     }

@@ -30,6 +30,7 @@ from ..arguments import (
     env_name_arg,
     memory_arg,
     target_arg,
+    time_arg,
 )
 from ..client import Client, TaskHandle, is_terminal
 from ..common import normalize_url
@@ -37,6 +38,7 @@ from ..display import nodes_bundle, status_text, task_bundle, tasks_bundle
 from ..environments import environments_bundle
 from ..errors import RiverError
 from ..launch import Follower, job_options, task_options, write_line
+from ..share_view import share_bundle
 from ..usage import UsageError
 from ..vps import _create_body, add_vps_commands, vps_bundle
 from ..vps_apps import ssh_command, ssh_config, start_jupyter, start_tensorboard, terminal_url
@@ -387,6 +389,20 @@ def _nodes(argv: list[str]) -> int:
     return 0
 
 
+def _share(argv: list[str]) -> int:
+    """river share"""
+    parser = ShellParser(
+        prog="river share",
+        parents=[connection_options()],
+        description="Fair share: each user's recent usage, share and queue priority.",
+    )
+    args = parser.parse_args(argv)
+    with _client(args) as client:
+        share = client.share()
+    _show(args, share, share_bundle(share))
+    return 0
+
+
 # ---- vps and env ----------------------------------------------------------------------------
 
 
@@ -394,7 +410,7 @@ def _vps(argv: list[str]) -> int:
     """river vps create|list|status|stop|restart|pause|resume|snapshot|delete ..."""
     parser = ShellParser(prog="river", description="Persistent machines (docs/vps.md).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_vps_commands(sub, count_arg, memory_arg, target_arg)
+    add_vps_commands(sub, count_arg, memory_arg, target_arg, time_arg)
     _add_connection_options(sub.choices["vps"])
     args = parser.parse_args(["vps", *argv])
     action = args.vps_command
@@ -504,6 +520,7 @@ COMMANDS: dict[str, Command] = {
         ("logs", _logs),
         ("kill", _kill),
         ("nodes", _nodes),
+        ("share", _share),
         ("vps", _vps),
         ("env", _env),
         *STREAM_COMMANDS.items(),

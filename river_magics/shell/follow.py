@@ -22,6 +22,7 @@ from ..launch import KILL_WAIT, write_line
 
 INTERRUPTED = 130  # what a shell reports for a command ended by SIGINT
 KILLED = 137  # 128 + SIGKILL, as a shell reports for a killed job
+TIMED_OUT = 124  # what coreutils' timeout(1) exits with when the limit ended the command
 
 
 def exit_code(task: Mapping[str, Any] | None) -> int:
@@ -33,6 +34,8 @@ def exit_code(task: Mapping[str, Any] | None) -> int:
         return int(code or 0)
     if state in ("killed", "killed_oom"):
         return KILLED
+    if state == "timeout":  # whatever its own code after SIGTERM: the limit ended it
+        return TIMED_OUT
     if isinstance(code, int) and code > 0:
         return min(code, 255)
     return 1

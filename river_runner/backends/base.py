@@ -57,6 +57,10 @@ class TaskLaunch:
     hostname: str | None = None  # the container's hostname (VPSes: vps-<id>)
     # The data plane: {"push": {name: {"digest", "size"}}, "pull": [names]} (river_runner/data.py)
     data: dict[str, Any] | None = None
+    # Seconds it may run, counted from its start here (None: no limit), and the seconds
+    # between SIGTERM and SIGKILL at the limit (river_runner/agent.py enforces both).
+    time_limit: float | None = None
+    kill_grace: float = 30.0
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> TaskLaunch:
@@ -92,6 +96,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def kill(self, task_id: int) -> bool:
         """Stop the task for good; its on_exit reports KILLED. False if unknown."""
+
+    async def terminate(self, task_id: int, grace: float) -> bool:
+        """SIGTERM the task, SIGKILL it `grace` seconds later if it still runs (a time
+        limit: the task may save its work). Default: a plain kill. False if unknown."""
+        return await self.kill(task_id)
 
     @abc.abstractmethod
     async def pause(self, task_id: int) -> bool: ...

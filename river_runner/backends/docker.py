@@ -655,6 +655,23 @@ class DockerBackend(DockerVpsOps, Backend):
                 await self._call(self.api.unpause, watched.container_id)
         return True
 
+    async def terminate(self, task_id: int, grace: float) -> bool:
+        """`docker stop -t GRACE`: SIGTERM to the container's main process, SIGKILL after."""
+        watched = self._tasks.get(task_id)
+        if watched is None:
+            return False
+        watched.kill_requested = True
+        with contextlib.suppress(OSError):
+            (watched.task_dir / KILLED_MARKER).write_text(str(time.time()))
+        if watched.paused:  # a frozen process cannot handle its SIGTERM
+            with contextlib.suppress(docker.errors.APIError):
+                await self._call(self.api.unpause, watched.container_id)
+        try:
+            await self._call(self.api.stop, watched.container_id, timeout=max(1, round(grace)))
+        except docker.errors.NotFound:
+            return True  # already gone; the waiter reports
+        return True
+
     async def _set_paused(self, task_id: int, paused: bool) -> bool:
         watched = self._tasks.get(task_id)
         if watched is None:

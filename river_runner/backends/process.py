@@ -350,6 +350,26 @@ class ProcessBackend(Backend):
             os.kill(running.supervisor_pid, signal.SIGTERM)
         return True
 
+    async def terminate(self, task_id: int, grace: float) -> bool:
+        """SIGTERM the task's process group (thawed first), SIGKILL it after `grace`; the
+        supervisor records the exit (the agent reports the time limit as the reason)."""
+        running = self._tasks.get(task_id)
+        child = self._child_pid(running) if running else None
+        if running is None or child is None:
+            return await self.kill(task_id)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child, signal.SIGCONT)
+            os.killpg(child, signal.SIGTERM)
+        running.paused = False
+        asyncio.get_running_loop().call_later(grace, self._kill_group_if, running, child)
+        return True
+
+    def _kill_group_if(self, running: _Running, child: int) -> None:
+        """The grace is over: SIGKILL what is left of that task's group."""
+        if self._tasks.get(running.task_id) is running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)
+
     async def _signal_group(self, task_id: int, sig: int) -> bool:
         running = self._tasks.get(task_id)
         child = self._child_pid(running) if running else None

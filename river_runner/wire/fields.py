@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationInfo
 
 from river_runner.containers import parse_env_name, parse_image, parse_mount
+from river_runner.durations import MAX_TIME_LIMIT, parse_duration
 from river_runner.spec import (
     MAX_CORES,
     MAX_GPUS,
@@ -73,7 +74,10 @@ def _cores(value: Any, info: ValidationInfo) -> int:
 
 
 def _gpus(value: Any) -> int | None:
-    return None if value is None else _as_int("gpus", value or 0, 0, MAX_GPUS)
+    # A boolean is refused, not read as 0 (`False or 0`): a count is wanted.
+    if value is None:
+        return None
+    return _as_int("gpus", value if isinstance(value, bool) else value or 0, 0, MAX_GPUS)
 
 
 def _memory(value: Any) -> int | str | None:
@@ -170,3 +174,11 @@ Python = Annotated[
     checked(parse_python),
 ]
 Label = Annotated[str | None, Field(max_length=128), StoredText]
+TimeLimit = Annotated[
+    Annotated[float, Field(gt=0, le=MAX_TIME_LIMIT)] | Annotated[str, Field(max_length=32)] | None,
+    Field(
+        description="how long it may run: seconds, or 90m, 2h, 1d; at the limit SIGTERM, then "
+        "SIGKILL after the host's grace, and the task ends `timeout`"
+    ),
+    checked(parse_duration),
+]

@@ -30,6 +30,8 @@ def is_cache_buster(name: str, values: list[bytes]) -> bool:
     # Milliseconds since 1970 have 13 digits until the year 2286; a short number such as
     # `?0=` is a mistake like any other unknown parameter.
     return name.isdigit() and 12 <= len(name) <= 16 and all(value == b"" for value in values)
+
+
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 1000  # what `GET /river/api/tasks` always answered with
 FLAG_VALUES = ("0", "1", "true", "false")

@@ -32,6 +32,7 @@ from river_runner.wire.fields import (
     Seconds,
     StoredText,
     Target,
+    TimeLimit,
     UserName,
 )
 
@@ -79,6 +80,7 @@ class ContainerFields(Request):
     image: Image = None
     mounts: Mounts = None
     privileged: bool = False
+    time_limit: TimeLimit = None
     ip_token: Annotated[
         str | None,
         Field(max_length=128, description="a reserved overlay address's token"),

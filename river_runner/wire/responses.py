@@ -28,6 +28,7 @@ TaskState = Literal[
     "killed",
     "killed_oom",
     "lost",
+    "timeout",
 ]
 SshMode = Literal["disabled", "none", "upload", "generate"]
 Id = Annotated[str, Field(pattern=r"^[0-9]{1,19}$")]
@@ -116,7 +117,9 @@ class Task(Response):
     gpus: list[int]
     memory: int | None
     array: TaskArray | None
-    job: TaskJob | None = Field(description="a member of a multi-node job (nodes=N); null otherwise")
+    job: TaskJob | None = Field(
+        description="a member of a multi-node job (nodes=N); null otherwise"
+    )
     overlay_ip: str | None
     exit_code: int | None
     reason: str | None
@@ -125,6 +128,9 @@ class Task(Response):
     submitted_at: float
     started_at: float | None
     finished_at: float | None
+    time_limit: float | None = Field(
+        description="seconds it may run (from started_at); at the limit it ends `timeout`"
+    )
     spec: dict[str, Any] | None = sometimes(
         "command/script/env/workdir/...: only for the owner and operators"
     )
@@ -187,6 +193,29 @@ class Node(Response):
     metrics: dict[str, Any]
     last_seen: float
     registered_at: float
+
+
+class ShareRow(Response):
+    """One user's line of `GET /share` (river_server/fairshare.py `table`)."""
+
+    user: str
+    core_seconds: float = Field(description="decayed core-seconds")
+    gpu_seconds: float = Field(description="decayed GPU-seconds")
+    charge: float = Field(description="core_seconds + gpu_weight x gpu_seconds")
+    share: float = Field(description="this user's fraction of every user's charge (0..1)")
+    priority: int = Field(
+        description="1 goes first: the queue is ordered by charge, lightest first"
+    )
+
+
+class Share(Response):
+    """GET /share: fair share's settings and every user with recorded usage."""
+
+    enabled: bool = Field(description="whether fair share orders the queue (else FIFO)")
+    half_life: float = Field(description="seconds over which usage halves")
+    gpu_weight: float = Field(description="core-seconds one GPU-second counts as")
+    at: float = Field(description="when the figures were decayed to (unix seconds)")
+    users: list[ShareRow]
 
 
 # ---- VPS -------------------------------------------------------------------------------
@@ -391,6 +420,8 @@ RESPONSE_MODELS: tuple[type[Response], ...] = (
     Blob,
     DataBlob,
     Node,
+    ShareRow,
+    Share,
     Vps,
     Snapshot,
     ExecResult,

@@ -58,6 +58,10 @@ def vcluster(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
                 for tag in image.tags:
                     with contextlib.suppress(docker.errors.APIError):
                         docker_client.images.remove(tag, force=True)
+        # A snapshot untagged while a container still ran from it stays behind untagged.
+        for image in docker_client.images.list(all=True, filters={"label": f"river.runner={NODE}"}):
+            with contextlib.suppress(docker.errors.APIError):
+                docker_client.images.remove(image.id, force=True)
 
 
 @pytest.fixture(scope="module")

@@ -244,3 +244,27 @@ def test_a_task_killed_while_its_runner_fetches_never_starts(
     )
     assert f"task {handle.id}: pushed data ready" not in runner_log.read_text()
     assert not marker.exists()
+
+
+def test_a_result_whose_digest_does_not_match_its_bytes_is_refused_and_leaves_nothing(
+    cluster: Cluster, tokens: dict[str, str]
+) -> None:
+    """The task names its result by the sha256 it took while writing it (the runner does
+    not read a GiB twice); the host still checks that name against the bytes it gets."""
+    lie = (
+        "import atexit, os\n"
+        "def _lie():\n"
+        "    with open(os.environ['RIVER_DATA_OUT'] + '.sha256', 'w') as out:\n"
+        "        out.write('0' * 64)\n"
+        "atexit.register(_lie)\n"  # after the script wrote the true digest
+        "y = x + 1\n"
+    )
+    with Client(cluster.url, tokens["alice"]) as client:
+        handle = client.submit(script=lie, push={"x": np.arange(100_000)}, pull=["y"])
+        final = handle.wait(timeout=60)
+    assert final["state"] == "failed", final
+    assert "refused the pulled values" in final["reason"], final
+    assert f"not {'0' * 64}" in final["reason"], final
+    answer = httpx.get(f"{cluster.url}{A}/tasks/{handle.id}/pulled", **as_user(tokens["alice"]))
+    assert answer.status_code == 404, answer.text
+    assert _temps(cluster) == []

@@ -74,6 +74,7 @@ class Row:
 ROUTES: list[Row] = [
     # ---- cluster state and tasks
     Row("GET", rf"{A}/nodes", f"{A}/nodes", EVERYONE),
+    Row("GET", rf"{A}/share", f"{A}/share", EVERYONE),
     Row("GET", rf"{A}/tasks", f"{A}/tasks?all=1", EVERYONE),
     Row("POST", rf"{A}/tasks", f"{A}/tasks", E(NO, 403, 201, 201, 201), {"command": ["true"]}),
     Row("GET", rf"{A}/tasks/([^/]+)", f"{A}/tasks/{{task}}", EVERYONE),

@@ -93,3 +93,18 @@ def test_snowflakes_are_ordered_and_unique() -> None:
     for bad in ("abc", "-1", "0", str(2**64)):
         with pytest.raises(ValueError):
             parse_id(bad)
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_a_boolean_is_not_a_gpu_count(flag: bool) -> None:
+    """`gpus: false` was read as 0 (`False or 0`), while `true` was refused: both are
+    refused now, by the parser and by the wire models of tasks and VPSes alike."""
+    from pydantic import ValidationError
+
+    from river_runner.wire.requests import TaskSubmit, VpsCreate
+
+    with pytest.raises(SpecError, match="gpus must be a whole number"):
+        parse_request({"gpus": flag})
+    for model, body in ((TaskSubmit, {"command": ["true"]}), (VpsCreate, {"image": "busybox"})):
+        with pytest.raises(ValidationError, match="gpus must be a whole number"):
+            model.model_validate({**body, "gpus": flag})

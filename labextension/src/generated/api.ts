@@ -51,6 +51,53 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/river/api/share": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Fair share: each user's decayed usage, share and queue priority */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            share: components["schemas"]["Share"];
+                        };
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/river/api/tasks": {
         parameters: {
             query?: never;
@@ -4840,7 +4887,7 @@ export interface components {
             /** @enum {string} */
             kind: "command" | "python" | "vps";
             /** @enum {string} */
-            state: "pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost";
+            state: "pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost" | "timeout";
             request: components["schemas"]["ResourceRequest"];
             node: string | null;
             cpus: number[];
@@ -4857,6 +4904,8 @@ export interface components {
             submitted_at: number;
             started_at: number | null;
             finished_at: number | null;
+            /** @description seconds it may run (from started_at); at the limit it ends `timeout` */
+            time_limit: number | null;
             /** @description command/script/env/workdir/...: only for the owner and operators */
             spec?: {
                 [key: string]: unknown;
@@ -4919,6 +4968,32 @@ export interface components {
             last_seen: number;
             registered_at: number;
         };
+        /** @description One user's line of `GET /share` (river_server/fairshare.py `table`). */
+        ShareRow: {
+            user: string;
+            /** @description decayed core-seconds */
+            core_seconds: number;
+            /** @description decayed GPU-seconds */
+            gpu_seconds: number;
+            /** @description core_seconds + gpu_weight x gpu_seconds */
+            charge: number;
+            /** @description this user's fraction of every user's charge (0..1) */
+            share: number;
+            /** @description 1 goes first: the queue is ordered by charge, lightest first */
+            priority: number;
+        };
+        /** @description GET /share: fair share's settings and every user with recorded usage. */
+        Share: {
+            /** @description whether fair share orders the queue (else FIFO) */
+            enabled: boolean;
+            /** @description seconds over which usage halves */
+            half_life: number;
+            /** @description core-seconds one GPU-second counts as */
+            gpu_weight: number;
+            /** @description when the figures were decayed to (unix seconds) */
+            at: number;
+            users: components["schemas"]["ShareRow"][];
+        };
         /** @description An app started in a VPS (POST /vps/{id}/apps). */
         VpsPort: {
             port: number;
@@ -4934,9 +5009,9 @@ export interface components {
             owner: string;
             hostname: string | null;
             /** @description the current incarnation's task state, or `stopped` */
-            state: ("pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost") | "stopped";
+            state: ("pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost" | "timeout") | "stopped";
             /** @enum {string} */
-            task_state: "pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost";
+            task_state: "pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost" | "timeout";
             task_id: string;
             node: string | null;
             image: string | null;
@@ -5148,6 +5223,11 @@ export interface components {
             /** @default false */
             privileged?: boolean;
             /**
+             * @description how long it may run: seconds, or 90m, 2h, 1d; at the limit SIGTERM, then SIGKILL after the host's grace, and the task ends `timeout`
+             * @default null
+             */
+            time_limit?: (number | string) | null;
+            /**
              * @description a reserved overlay address's token
              * @default null
              */
@@ -5255,6 +5335,11 @@ export interface components {
             mounts?: string[] | null;
             /** @default false */
             privileged?: boolean;
+            /**
+             * @description how long it may run: seconds, or 90m, 2h, 1d; at the limit SIGTERM, then SIGKILL after the host's grace, and the task ends `timeout`
+             * @default null
+             */
+            time_limit?: (number | string) | null;
             /**
              * @description a reserved overlay address's token
              * @default null

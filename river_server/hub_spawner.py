@@ -22,6 +22,7 @@ the home and installed packages come back with the next start).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,13 @@ from traitlets import Float, List, Unicode, default
 from river_server.hub_spawn import SERVER_ROLE_SCOPES
 
 RUNNING = ("running", "paused")
+SERVER_LOG = "/tmp/river-jupyterhub-singleuser.log"
+SERVER_EXIT = "/tmp/river-jupyterhub-singleuser.exit"
+# "exited N; its last output: ..." once the server's process has ended, else nothing.
+SERVER_REPORT = (
+    f"[ -f {SERVER_EXIT} ] && printf 'exited %s; its last output:\\n' \"$(cat {SERVER_EXIT})\" "
+    f"&& tail -c 3000 {SERVER_LOG}"
+)
 STARTING = ("pending_approval", "queued", "assigning")
 
 FORM = """
@@ -60,6 +68,17 @@ class RiverSpawner(Spawner):
     """A Hub user's server in a River VPS of that user (docs/jupyterhub.md)."""
 
     river_url = Unicode(config=True, help="River as the Hub reaches it, e.g. http://10.0.0.1:8888")
+    servers_url = Unicode(
+        config=True,
+        help="River's JupyterHub-servers listener as the Hub's proxy reaches it "
+        "(c.RiverHost.hub_servers_port), e.g. http://10.0.0.1:8890: every server's proxy target",
+    )
+    river_url_in_server = Unicode(
+        "",
+        config=True,
+        help="RIVER_URL inside a server's container, where River is reached from there "
+        "(empty: river_url)",
+    )
     river_service_name = Unicode("river", config=True, help="River's name in JupyterHub.services")
     image = Unicode(
         "", config=True, help="Default image of a new server's VPS (it needs jupyterhub-singleuser)"
@@ -181,16 +200,50 @@ class RiverSpawner(Spawner):
             "command": self._command(), "detach": True,
         })  # fmt: skip
         self._note("jupyterhub-singleuser started; waiting for it to answer")
-        return self.river_url.rstrip("/")
+        await self._wait_answering()
+        self._note("the server answers")
+        return self.servers_url.rstrip("/")
 
     def _command(self) -> list[str]:
         env = self.get_env()
-        env["RIVER_URL"] = self.river_url.rstrip("/")
+        env["RIVER_URL"] = self.river_url_in_server or self.river_url.rstrip("/")
         env["RIVER_TOKEN"] = self.api_token
         assignments = [f"{key}={value}" for key, value in env.items()]
         argv = [*self.cmd, *self.get_args()]
-        # In the home directory (it is kept by the VPS's snapshots), with the Hub's env.
-        return ["/bin/sh", "-c", 'cd "$HOME" && exec "$@"', "sh", "env", *assignments, *argv]
+        # In the home directory (it is kept by the VPS's snapshots), with the Hub's env; its
+        # output and exit status go to files start() reads, so a server that dies says why.
+        script = (
+            f'rm -f {SERVER_EXIT}; cd "$HOME" || exit 1; '
+            f'"$@" >{SERVER_LOG} 2>&1; echo $? >{SERVER_EXIT}'
+        )
+        return ["/bin/sh", "-c", script, "sh", "env", *assignments, *argv]
+
+    async def _wait_answering(self) -> None:
+        """Until the server answers at the Hub's proxy target, or its process has ended:
+        then the spawn fails at once with the server's own last output (the Hub would
+        otherwise wait out http_timeout and say only that it timed out)."""
+        url = f"{self.servers_url.rstrip('/')}{self.user.url.rstrip('/')}/api"
+        deadline = time.monotonic() + self.http_timeout
+        async with httpx.AsyncClient(timeout=10) as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    answer = await client.get(url)  # jupyter_server's version, no login
+                    if answer.status_code == 200 and "version" in answer.json():
+                        return
+                ended = await self._call("POST", f"/vps/{self.vps_id}/exec", json={
+                    "command": ["/bin/sh", "-c", SERVER_REPORT], "detach": False,
+                })  # fmt: skip
+                output = str(ended.get("output", ""))
+                if output.startswith("exited"):
+                    raise RiverError(
+                        f"jupyterhub-singleuser in VPS {self.vps_id} {output.strip()[:4000]}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RiverError(
+                        f"jupyterhub-singleuser in VPS {self.vps_id} did not answer at {url} "
+                        f"within {self.http_timeout} s; its output is in {SERVER_LOG} there"
+                    )
+                await asyncio.sleep(self.poll_seconds)
 
     async def _wait(self, done: Any, report: bool = False) -> dict[str, Any]:
         deadline = time.monotonic() + self.start_timeout

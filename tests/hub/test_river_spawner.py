@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster import Cluster, wait_for
+from river_server.hub_spawner import SERVER_LOG
+from tests.cluster import Cluster, free_port, wait_for
 from tests.hub.hubfixture import Hub, hub_problem
 
 try:
@@ -60,13 +61,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, Cluste
     root = tmp_path_factory.mktemp("spawner")
     (root / "river").mkdir()
     river = Cluster(root / "river", heartbeat_interval=1.0, heartbeat_misses=10)
+    servers_port = free_port()
+    servers_url = f"http://127.0.0.1:{servers_port}"
     hub = Hub(root / "hub", river_url=river.url)
     hub.extra_config = f"""
 from river_server.hub_spawner import RiverSpawner
 c.JupyterHub.spawner_class = RiverSpawner
 c.RiverSpawner.river_url = {river.url!r}
+c.RiverSpawner.servers_url = {servers_url!r}
 c.RiverSpawner.image = {IMAGE!r}
 c.RiverSpawner.default_memory = "1G"
+# The fixture's c.Spawner.cmd/args (a server on this machine) would apply to RiverSpawner
+# too: the server's command is the image's.
+c.RiverSpawner.cmd = ["jupyterhub-singleuser", "--allow-root"]
 c.RiverSpawner.args = []
 c.Spawner.start_timeout = 240
 # The server in its container reaches the Hub's API on the docker bridge's gateway (this
@@ -79,6 +86,7 @@ c.Spawner.http_timeout = 120
         f"--RiverHost.hub_api_url={hub.api_url}",
         f"--RiverHost.hub_public_url={hub.url}",
         "--RiverHost.hub_cache_seconds=2",
+        f"--RiverHost.hub_servers_port={servers_port}",
     ]
     client = docker.from_env()
     gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
@@ -116,6 +124,21 @@ c.Spawner.http_timeout = 120
 
 
 _made_vps: set[str] = set()
+
+
+def servers_url(river: Cluster) -> str:
+    """River's JupyterHub-servers listener (c.RiverHost.hub_servers_port)."""
+    flag = next(a for a in river.extra_host_args if a.startswith("--RiverHost.hub_servers_port="))
+    return f"http://127.0.0.1:{flag.split('=', 1)[1]}"
+
+
+def server_output(river: Cluster, token: str, vps_id: str) -> str:
+    """The single-user server's own output in its VPS (for failure messages)."""
+    answer = httpx.post(
+        f"{river.url}/river/api/vps/{vps_id}/exec", headers={"Authorization": f"token {token}"},
+        json={"command": ["tail", "-c", "4000", SERVER_LOG]}, timeout=30,
+    )  # fmt: skip
+    return answer.text
 
 
 def river_get(river: Cluster, token: str, path: str) -> httpx.Response:
@@ -166,11 +189,26 @@ def test_a_spawned_server_is_the_users_vps_kept_across_stop_and_start(
 
     # The Hub's proxy reaches the server (through River); the server checks the Hub's token.
     status = through_hub(hub, "GET", "/user/alice/api/status", alice)
-    assert status.status_code == 200, status.text
+    assert status.status_code == 200, (status.text, server_output(river, alice, vps["id"]))
     refused = through_hub(hub, "GET", "/user/alice/api/status", bob)
     assert refused.status_code == 403, refused.text
-    # Nor does River's route open it without the Hub's say.
-    direct = httpx.get(f"{river.url}/user/alice/api/status", timeout=30)
+    # River's own origin has no /user/ route: a user's server never runs JavaScript there.
+    for token in (alice, bob):
+        on_river = httpx.get(
+            f"{river.url}/user/alice/api/status", headers={"Authorization": f"token {token}"},
+            timeout=30,
+        )  # fmt: skip
+        assert on_river.status_code == 404, on_river.text
+    # The servers listener serves only /user/<name>/ forwards: no River route, no cookie...
+    servers = servers_url(river)
+    for path in ("/river/api/me", "/lab", "/login", "/river/proxy/absolute/1/8888/", "/"):
+        other = httpx.get(
+            f"{servers}{path}", headers={"Authorization": f"token {alice}"}, timeout=30
+        )
+        assert other.status_code == 404, (path, other.text)
+        assert "set-cookie" not in other.headers, (path, other.headers)
+    # ... and the server itself still checks the Hub's login there.
+    direct = httpx.get(f"{servers}/user/alice/api/status", timeout=30)
     assert direct.status_code == 403, direct.text
 
     # A file in the home, then stop (snapshot) and start again: the file is back.

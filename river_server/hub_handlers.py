@@ -109,10 +109,6 @@ class HubCallbackHandler(HubHandler):
 
 
 def handlers() -> list[tuple[str, Any]]:
-    from river_server.hub_servers import HUB_SERVER_ROUTE, HubServerProxyHandler
-
-    return [
-        (LOGIN_ROUTE, HubLoginHandler),
-        (CALLBACK_ROUTE, HubCallbackHandler),
-        (HUB_SERVER_ROUTE, HubServerProxyHandler),
-    ]
+    # Not `/user/<name>/`: Hub servers are forwarded on a listener of their own
+    # (river_server/hub_servers.py), never on River's origin.
+    return [(LOGIN_ROUTE, HubLoginHandler), (CALLBACK_ROUTE, HubCallbackHandler)]

@@ -81,14 +81,6 @@ POLICY: tuple[RouteRule, ...] = (
         f"{_JS}.base.handlers.PublicStaticFileHandler",
         Access.PUBLIC,
     ),
-    # JupyterHub single-user servers in VPSes (river_server/hub_servers.py): the server
-    # checks the Hub's OAuth on every request itself, as behind the Hub's own proxy.
-    _rule(
-        r"/user/([^/]+)(/.*)?",
-        "river_server.hub_servers.HubServerProxyHandler",
-        Access.PUBLIC,
-        ALL_METHODS,
-    ),
     # The lab page and what it loads to render.
     _rule("/?", f"{_JS}.base.handlers.RedirectWithParams"),
     _rule("/.*/", f"{_JS}.base.handlers.TrailingSlashHandler"),

@@ -7,7 +7,9 @@
 #   river-test-busybox  /bin/busybox (static) + applet symlinks: ~2 MB, for fast benchmarks
 #   river-test-vps      as river-test-python + openssh-server (no host keys: a VPS makes
 #                       its own), procps, and jupyter-server + ipykernel from PyPI with a
-#                       python3 kernelspec: the image the VPS tests run
+#                       python3 kernelspec, and jupyterhub (its `jupyterhub-singleuser`,
+#                       the command RiverSpawner runs; pinned to the version the venv's
+#                       Hub runs, $JUPYTERHUB_VERSION): the image the VPS and Hub tests run
 # Each rootfs tarball is cached under ${RIVER_IMAGE_CACHE:-/var/cache/river-images}, keyed
 # by a hash of this script, so a re-run (or a fresh daemon on the same machine) is quick.
 # An image is rebuilt only when it is missing or was built by another version of this
@@ -24,6 +26,9 @@ CACHE=${RIVER_IMAGE_CACHE:-/var/cache/river-images}
 SUITE=${RIVER_DEBIAN_SUITE:-bookworm}
 MIRROR=${RIVER_DEBIAN_MIRROR:-}
 FORCE=${RIVER_IMAGES_FORCE:-0}
+# The Hub's version in pyproject's venv: a single-user server of another version works but
+# the Hub warns on every spawn. Bump both together.
+JUPYTERHUB_VERSION=6.1.1
 SCRIPT_PATH=$(readlink -f "${BASH_SOURCE[0]}")
 BUILD_HASH=$(sha256sum "$SCRIPT_PATH" | cut -c1-16)
 T0=$(date +%s%N)
@@ -219,10 +224,11 @@ rootfs_python() {
 
 rootfs_vps() {
     # What a VPS needs: sshd (host keys are made per VPS at start, `ssh-keygen -A`), and a
-    # Jupyter server with a python3 kernel. procps comes with openssh-server.
+    # Jupyter server with a python3 kernel, which jupyterhub-singleuser can run as a Hub
+    # user's server (RiverSpawner). procps comes with openssh-server.
     debootstrap_rootfs "$1" python3-minimal,python3,openssh-server,procps
     rm -f "$1"/etc/ssh/ssh_host_*
-    pip_install_rootfs "$1" jupyter-server ipykernel
+    pip_install_rootfs "$1" jupyter-server ipykernel "jupyterhub==$JUPYTERHUB_VERSION"
     # Replaces the kernelspec in ipykernel's wheel (argv "python", which bookworm lacks)
     # with one that runs /usr/bin/python3.
     chroot "$1" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root \

@@ -429,6 +429,18 @@ class RiverHost(ExtensionApp):
         "the Hub again (silently while logged in there), which re-reads the role.",
     ).tag(config=True)
 
+    hub_servers_port = Int(
+        0,
+        help="Port of River's JupyterHub-servers listener: the Hub proxy's target for "
+        "RiverSpawner servers (/user/<name>/ only, never River's UI or API; "
+        "docs/jupyterhub.md). 0: no listener (no RiverSpawner).",
+    ).tag(config=True)
+    hub_servers_address = Unicode(
+        "127.0.0.1",
+        help="Address the JupyterHub-servers listener binds: where the Hub's proxy reaches "
+        "it (loopback when the Hub runs on River's machine). Only the Hub's proxy should.",
+    ).tag(config=True)
+
     def _hub_identity(self) -> Any:
         """The Hub as an identity source, or None without c.RiverHost.hub_api_url."""
         if not self.hub_api_url:
@@ -680,6 +692,7 @@ class RiverHost(ExtensionApp):
         self._vps_limits = PeriodicCallback(timer.tick, VPS_LIMIT_TICK_S * 1000)
         self._vps_limits.start()
         self._start_ssh_proxy(serverapp)
+        self._start_hub_servers(serverapp)
         if self.local_runner:
             self._start_local_runner(serverapp)
 
@@ -731,6 +744,33 @@ class RiverHost(ExtensionApp):
             return
         self.river.attach_ssh_proxy(proxy)
 
+    def _start_hub_servers(self, serverapp) -> None:  # noqa: ANN001
+        """The JupyterHub-servers listener (river_server/hub_servers.py), when configured;
+        a port already taken is logged, as for the SSH proxy."""
+        self._hub_servers = None
+        if self.hub_servers_port <= 0:
+            return
+        from river_server import hub_servers
+
+        try:
+            self._hub_servers = hub_servers.listen(
+                serverapp.web_app.settings, self.hub_servers_address, self.hub_servers_port
+            )
+        except OSError as exc:
+            self.log.error(
+                "River JupyterHub servers: cannot listen on %s:%s (%s); set "
+                "c.RiverHost.hub_servers_port",
+                self.hub_servers_address,
+                self.hub_servers_port,
+                exc,
+            )
+            return
+        self.log.info(
+            "River JupyterHub servers listen on %s:%s",
+            self.hub_servers_address,
+            self.hub_servers_port,
+        )
+
     def _start_local_runner(self, serverapp) -> None:  # noqa: ANN001
         port = free_port()
         host_url = f"http://127.0.0.1:{serverapp.port}{serverapp.base_url.rstrip('/')}"
@@ -761,6 +801,8 @@ class RiverHost(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.river.ssh_proxy is not None:
             self.river.ssh_proxy.stop()
+        if getattr(self, "_hub_servers", None) is not None:
+            self._hub_servers.stop()
         for callback in ("_liveness", "_leader_check", "_data_sweep", "_vps_limits"):
             periodic = getattr(self, callback, None)
             if periodic:

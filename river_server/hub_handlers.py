@@ -109,4 +109,6 @@ class HubCallbackHandler(HubHandler):
 
 
 def handlers() -> list[tuple[str, Any]]:
+    # Not `/user/<name>/`: Hub servers are forwarded on a listener of their own
+    # (river_server/hub_servers.py), never on River's origin.
     return [(LOGIN_ROUTE, HubLoginHandler), (CALLBACK_ROUTE, HubCallbackHandler)]

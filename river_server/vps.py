@@ -212,6 +212,8 @@ class VpsService:
             "created_at": time.time(),
             "snapshots": [],
             **settings,
+            # A JupyterHub server's port (river_server/hub_servers.py), kept by restarts.
+            "hub_port": body.get("hub_port") or None,
         }
         if vm is not None:
             record["vm"] = vm

@@ -19,6 +19,10 @@ MAX_HEAD = 64 * 1024
 CONNECT_TIMEOUT_S = 10.0
 # Headers that belong to the hop from the host, not to the request for the task's app.
 # Tornado has already read (and de-chunked) the body, so its framing is set again here.
+# The app's own `Authorization` (a JupyterHub token for a Hub server behind River's servers
+# listener), carried to the runner under this name because the hop's `Authorization` is
+# the runner credential; the runner's last hop sends it to the app as `Authorization`.
+APP_AUTHORIZATION = "X-River-App-Authorization"
 _DROPPED = {
     "authorization",
     "connection",
@@ -60,7 +64,11 @@ def request_head(
     Content-Length, and one request per connection (or an upgrade)."""
     dropped = _DROPPED - {"authorization"} if keep_authorization else _DROPPED
     lines = [f"{method} {target} HTTP/1.1"]
-    lines += [f"{name}: {value}" for name, value in headers if name.lower() not in dropped]
+    for name, value in headers:
+        if not keep_authorization and name.lower() == APP_AUTHORIZATION.lower():
+            lines.append(f"Authorization: {value}")  # the app's own, carried past the hop
+        elif name.lower() not in dropped:
+            lines.append(f"{name}: {value}")
     lines.append("Connection: Upgrade" if upgrade else "Connection: close")
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")

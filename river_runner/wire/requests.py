@@ -218,6 +218,16 @@ class VpsCreate(ContainerFields):
         str | int | None,
         Field(description="a VM's disk size, e.g. 20G (default 8G); VMs only"),
     ] = None
+    hub_port: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=65535,
+            description="the port of a JupyterHub single-user server in it (RiverSpawner): "
+            "the hub-servers listener (c.RiverHost.hub_servers_port) forwards /user/<name>/ "
+            "there without River's login (the server checks the Hub's)",
+        ),
+    ] = None
 
     @field_validator("ssh", mode="before")
     @classmethod

@@ -50,6 +50,7 @@ class Hub:
     river_token: str = field(default_factory=lambda: secrets.token_hex(32))
     tester_token: str = field(default_factory=lambda: secrets.token_hex(32))
     process: subprocess.Popen | None = None
+    extra_config: str = ""  # appended to jupyterhub_config.py (e.g. another spawner)
 
     @property
     def url(self) -> str:
@@ -77,22 +78,22 @@ c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = {self.api_port}
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
 c.ConfigurableHTTPProxy.command = [{str(PROXY)!r}]
-c.JupyterHub.db_url = "sqlite:///{self.root / 'hub.sqlite'}"
-c.JupyterHub.cookie_secret_file = {str(self.root / 'cookie_secret')!r}
-c.JupyterHub.pid_file = {str(self.root / 'hub.pid')!r}
+c.JupyterHub.db_url = "sqlite:///{self.root / "hub.sqlite"}"
+c.JupyterHub.cookie_secret_file = {str(self.root / "cookie_secret")!r}
+c.JupyterHub.pid_file = {str(self.root / "hub.pid")!r}
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = {HUB_PASSWORD!r}
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {{"hubadmin"}}
 c.JupyterHub.spawner_class = "simple"
-c.SimpleLocalProcessSpawner.home_dir_template = {str(self.root / 'homes' / '{username}')!r}
+c.SimpleLocalProcessSpawner.home_dir_template = {str(self.root / "homes" / "{username}")!r}
 c.Spawner.cmd = [{sys.executable!r}, "-m", "jupyterhub.singleuser"]
 c.Spawner.args = {args!r}
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
 c.JupyterHub.services = [
     {{"name": "river", "api_token": {self.river_token!r},
-      "oauth_redirect_uri": {self.river_url + '/river/hub/oauth_callback'!r},
+      "oauth_redirect_uri": {self.river_url + "/river/hub/oauth_callback"!r},
       "oauth_no_confirm": True}},
     {{"name": "tester", "api_token": {self.tester_token!r}}},
 ]
@@ -102,6 +103,7 @@ c.JupyterHub.load_roles = [
       "scopes": ["admin:users", "admin:groups", "admin:servers", "tokens", "read:users"]}},
 ]
 configure_spawner(c, river_url={self.river_url!r})
+{self.extra_config}
 """
 
     def start(self, timeout: float = 90.0) -> None:
@@ -127,13 +129,17 @@ configure_spawner(c, river_url={self.river_url!r})
         except httpx.HTTPError:
             return False
 
-    def api(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> httpx.Response:
+    def api(
+        self, method: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
         headers = {"Authorization": f"token {token or self.tester_token}"}
         return httpx.request(method, f"{self.api_url}{path}", headers=headers, timeout=30, **kwargs)
 
     def ok(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.api(method, path, **kwargs)
-        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
+        assert response.status_code < 300, (
+            f"{method} {path}: {response.status_code} {response.text}"
+        )
         return response.json() if response.content else None
 
     def add_users(self, *names: str, admin: bool = False) -> None:

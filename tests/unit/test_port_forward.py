@@ -58,3 +58,18 @@ def test_redirects_stay_under_the_prefix() -> None:
         prefixed_location("/river/proxy/absolute/70/x", prefix)
         == f"{prefix}/river/proxy/absolute/70/x"
     )
+
+
+def test_the_apps_own_authorization_reaches_it_past_the_runner_hop() -> None:
+    """A Hub server's token travels host → runner as X-River-App-Authorization (the hop's
+    Authorization is the runner credential) and reaches the app as Authorization."""
+    headers = [
+        ("Authorization", "river-runner s3cret"),
+        ("X-River-App-Authorization", "token hub-token"),
+    ]
+    to_runner = request_head("GET", "/", headers, b"", upgrade=False, keep_authorization=True)
+    assert b"X-River-App-Authorization: token hub-token" in to_runner  # the host's hop
+    to_app = request_head("GET", "/", headers, b"", upgrade=False).decode().split("\r\n")
+    assert "Authorization: token hub-token" in to_app
+    assert "Authorization: river-runner s3cret" not in to_app
+    assert not any(line.lower().startswith("x-river-app-authorization") for line in to_app)

@@ -5605,6 +5605,11 @@ export interface components {
              * @default null
              */
             disk?: (string | number) | null;
+            /**
+             * @description the port of a JupyterHub single-user server in it (RiverSpawner): the hub-servers listener (c.RiverHost.hub_servers_port) forwards /user/<name>/ there without River's login (the server checks the Hub's)
+             * @default null
+             */
+            hub_port?: number | null;
         };
         /** @description POST /vps/{id}/exec: a command without a TTY. */
         VpsExec: {

@@ -27,6 +27,8 @@ from typing import Any
 
 import httpx
 
+from river_runner.blobwrite import BlobWriter
+
 CHUNK = 4 * 1024 * 1024
 ENV_IN = "RIVER_DATA_IN"
 ENV_OUT = "RIVER_DATA_OUT"
@@ -71,11 +73,6 @@ def cache_dir_name(runner: str, data_dir: Path) -> str:
     """The cache's directory name beside the tasks' scratch directories."""
     key = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
     return f"river-data-{runner}-{key}"
-
-
-def _consume(data: bytes, hasher: Any, handle: Any) -> None:
-    hasher.update(data)
-    handle.write(data)
 
 
 def file_digest(path: Path) -> str:
@@ -134,16 +131,19 @@ class DataCache:
         task_id: int,
         digest: str,
         base: str = "",
+        size: int | None = None,
     ) -> Path:
         """The blob's local file, fetched from the host (at `base`, the leader's URL)
-        unless already cached."""
+        unless already cached. A cached file of another `size` than the task's reference
+        says is fetched again: cache files are not fsynced (river_runner/blobwrite.py), so
+        a power loss may leave one shortened under its name."""
         target = self.path(digest)
-        if target.exists():
+        if target.exists() and (size is None or target.stat().st_size == size):
             os.utime(target)  # LRU: a hit is a use
             return target
         temp = self.tmp / f"{digest}.{time.monotonic_ns()}"
-        hasher = hashlib.sha256()
         started = time.perf_counter()
+        writer: BlobWriter | None = None
         try:
             url = f"{base}/river/api/runner/data/{digest}"
             async with http.stream(
@@ -155,29 +155,15 @@ class DataCache:
                         f"pushed blob {digest[:12]}: the host said {response.status_code} "
                         f"{response.text[:200]}"
                     )
-                # Hash and write in a thread (both release the GIL) while the next bytes
-                # arrive: on the event loop they halved the fetch rate of a GiB.
-                with open(temp, "wb") as handle:
-                    pending: asyncio.Future[None] | None = None
-                    batch: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_raw():
-                        batch.append(chunk)
-                        size += len(chunk)
-                        if size < CHUNK:
-                            continue
-                        if pending is not None:
-                            await pending
-                        pending = asyncio.ensure_future(
-                            asyncio.to_thread(_consume, b"".join(batch), hasher, handle)
-                        )
-                        self.fetched_bytes += size
-                        batch, size = [], 0
-                    if pending is not None:
-                        await pending
-                    _consume(b"".join(batch), hasher, handle)
-                    self.fetched_bytes += size
-            if hasher.hexdigest() != digest:
+                # Straight into the cache file: one copy into a reused buffer here, hash and
+                # write in one thread while the next bytes arrive (river_runner/blobwrite.py).
+                length = response.headers.get("Content-Length", "")
+                writer = BlobWriter(temp, int(length) if length.isdigit() else None)
+                async for piece in response.aiter_raw():
+                    await writer.write(piece)
+                    self.fetched_bytes += len(piece)
+                got = await writer.finish()
+            if got != digest:
                 raise DataFetchError(f"pushed blob {digest[:12]} arrived damaged (digest)")
             self.evict(temp.stat().st_size)
             os.chmod(temp, 0o644)
@@ -190,7 +176,11 @@ class DataCache:
             )
         except httpx.HTTPError as exc:
             raise DataFetchError(f"pushed blob {digest[:12]}: {exc}") from None
+        except OSError as exc:  # the cache's disk (full, gone): say so, not a traceback
+            raise DataFetchError(f"pushed blob {digest[:12]}: writing the cache: {exc}") from None
         finally:
+            if writer is not None:
+                writer.abort()
             temp.unlink(missing_ok=True)
         return target
 
@@ -223,7 +213,9 @@ class DataCache:
         push = data.get("push") or {}
         if push:
             paths = {
-                name: str(await self.fetch(http, headers, task_id, ref["digest"], base))
+                name: str(
+                    await self.fetch(http, headers, task_id, ref["digest"], base, ref.get("size"))
+                )
                 for name, ref in push.items()
             }
             env[ENV_IN] = json.dumps(paths)

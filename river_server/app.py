@@ -24,10 +24,12 @@ from river_server.environments import EnvironmentLimits
 from river_server.handlers import accounts, api, environments, events, runner, streams
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import data as data_handlers
+from river_server.handlers import history as history_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import share as share_handlers
 from river_server.handlers import task_files as file_handlers
 from river_server.handlers import vps as vps_handlers
+from river_server.history import HOUR, HistorySettings
 from river_server.job_ports import parse_range
 from river_server.leadership import SecondHostError
 from river_server.overlay import OverlaySettings
@@ -262,6 +264,25 @@ class RiverHost(ExtensionApp):
     fair_share_gpu_weight = Float(
         10.0,
         help="How many core-seconds one GPU-second counts as in a user's fair-share usage.",
+    ).tag(config=True)
+
+    history_step = Float(
+        10.0,
+        help="Seconds between the points of each node's metrics history (the panel's charts).",
+    ).tag(config=True)
+    history_keep = Float(
+        86400.0,
+        help="Seconds a node's history keeps every point; older ones are averaged into "
+        "buckets of history_coarse_step seconds.",
+    ).tag(config=True)
+    history_coarse_step = Float(
+        600.0, help="Seconds each averaged (older) point of a node's history covers."
+    ).tag(config=True)
+    history_coarse_keep = Float(
+        30 * 86400.0, help="Seconds averaged node history is kept; older points are dropped."
+    ).tag(config=True)
+    usage_history_keep = Float(
+        90 * 86400.0, help="Seconds the per-user hourly usage history is kept."
     ).tag(config=True)
 
     @validate("time_limit_default", "time_limit_max")
@@ -546,6 +567,13 @@ class RiverHost(ExtensionApp):
                 self.time_limit_default, self.time_limit_max, self.time_limit_grace
             ),
             priorities=Priorities(self.priority_max, self.preempt_grace),
+            history=HistorySettings(
+                step=max(0.5, self.history_step),
+                fine_keep=max(self.history_step, self.history_keep),
+                coarse_step=max(self.history_step, self.history_coarse_step),
+                coarse_keep=max(0.0, self.history_coarse_keep),
+                usage_keep=max(HOUR, self.usage_history_keep),
+            ),
             overlay=OverlaySettings(
                 enabled=self.overlay_enabled,
                 subnet=self.overlay_subnet,
@@ -595,6 +623,8 @@ class RiverHost(ExtensionApp):
             [
                 (rf"{API}/nodes", api.NodesHandler),
                 (rf"{API}/share", share_handlers.ShareHandler),
+                (rf"{API}/nodes/([^/]+)/history", history_handlers.NodeHistoryHandler),
+                (rf"{API}/usage/history", history_handlers.UsageHistoryHandler),
                 (rf"{API}/tasks", api.TasksHandler),
                 (rf"{API}/tasks/([^/]+)", api.TaskHandler),
                 (rf"{API}/tasks/([^/]+)/(kill|pause|resume)", api.TaskActionHandler),

@@ -171,6 +171,31 @@ class UsageRecord(Base):
     at: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class NodeHistory(Base):
+    """A node's metrics at one time, fine or averaged into a coarse bucket (history.py)."""
+
+    __tablename__ = "node_history"
+    __table_args__ = (Index("ix_node_history_node_at", "node", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[int] = mapped_column(Integer)  # 0: fine, 1: coarse
+    at: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer, default=1)  # heartbeats averaged here
+    cpu: Mapped[float | None] = mapped_column(Float, nullable=True)  # percent
+    memory: Mapped[float | None] = mapped_column(Float, nullable=True)  # percent
+    gpus: Mapped[list] = mapped_column(JSON, default=list)  # [[util %, memory %], ...]
+
+
+class UsageHour(Base):
+    """A user's undecayed core- and GPU-seconds in one clock hour (history.py)."""
+
+    __tablename__ = "usage_history"
+    user: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[float] = mapped_column(Float, primary_key=True)  # start, unix seconds
+    core_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class JobPort(Base):
     """A port a host-network job holds on one node (river_server/job_ports.py): one row per
     member, so two host-mode jobs on a node never get the same port. A row counts while

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from river_runner.protocol import EVENT_NODE, TaskState
-from river_server import db
+from river_server import db, history
 from river_server.auth import hash_secret, new_secret, secrets_match
 from river_server.capacity import free_resources
 from river_server.dbwork import DbWork
 from river_server.events import EventBus
+from river_server.history import HistorySettings
 from river_server.serialize import node_json
 from river_server.time_limits import overdue as past_limit
 from river_server.time_limits import timeout_reason
@@ -140,6 +141,7 @@ class NodeRegistry:
         *,
         work: DbWork,
         leading: Callable[[], bool] = lambda: True,
+        history_settings: HistorySettings | None = None,
     ) -> None:
         self.sessions = sessions
         self.work = work
@@ -160,6 +162,9 @@ class NodeRegistry:
         self._last_flush = time.monotonic()
         self._last_check = time.monotonic()
         self.started_at = time.time()
+        self.history = history_settings or HistorySettings()
+        self._last_history = 0.0  # monotonic: when the last history point was recorded
+        self._last_compact = time.monotonic()
 
     # ---- queries --------------------------------------------------------------------
     def connection(self, name: str) -> Connection | None:
@@ -334,6 +339,19 @@ class NodeRegistry:
                 if batch:
                     session.execute(update(db.Node), batch)
 
+    def record_history(self) -> None:
+        """One history point per connected node that reports metrics (history.py); the
+        liveness timer calls it every `history.step` seconds, on the leader only."""
+        at = time.time()
+        points = {
+            c.name: history.sample_of(at, c.metrics, c.gpus)
+            for c in list(self._connections.values())
+            if c.metrics
+        }
+        if points:
+            with self.sessions.begin() as session:
+                history.record(session, points)
+
     def reconcile(self, name: str, running: dict[str, str]) -> list[str]:
         """Compare what a runner runs with what the host expects of it.
 
@@ -429,6 +447,13 @@ class NodeRegistry:
         if now - self._last_flush > METRICS_FLUSH_SECONDS:
             self._last_flush = now
             self.flush_metrics()
+        if now - self._last_history >= self.history.step:
+            self._last_history = now
+            self.record_history()
+        if now - self._last_compact >= self.history.compact_every:
+            self._last_compact = now
+            with self.sessions.begin() as session:
+                history.compact(session, time.time(), self.history)
         for name, connection in list(self._connections.items()):
             if now - connection.last_seen > timeout:
                 self._connections.pop(name, None)

@@ -134,6 +134,7 @@ ENV_NAME = path_param("name", {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-
 USER = path_param("name", USER_NAME)
 GROUP = path_param("name", USER_NAME)
 MEMBER = path_param("user", USER_NAME)
+NODE_NAME = path_param("name", {"type": "string", "minLength": 1, "maxLength": 64})
 DIGEST = path_param("digest", {"type": "string", "pattern": "^[0-9a-f]{64}$"})
 NUMBER_ID = path_param("id", {"type": "string", "pattern": "^[0-9]{1,12}$"})
 
@@ -169,6 +170,24 @@ def _paths() -> dict[str, Any]:
             "get": op(
                 "Fair share: each user's decayed usage, share and queue priority",
                 obj({"share": model(out.Share)}, ("share",)),
+            )
+        },
+        "/nodes/{name}/history": {
+            "get": op(
+                "A node's metrics history (CPU, memory, each GPU), averaged per step",
+                obj({"history": model(out.NodeHistory)}, ("history",)),
+                params=[NODE_NAME],
+                query=qs.NodeHistoryQuery,
+                errors=("400", "403", "404"),
+            )
+        },
+        "/usage/history": {
+            "get": op(
+                "Core- and GPU-seconds over time: the cluster's total and per user (your "
+                "own below operator)",
+                obj({"usage": model(out.UsageHistory)}, ("usage",)),
+                query=qs.UsageHistoryQuery,
+                errors=("400", "403"),
             )
         },
         "/tasks": {

@@ -22,6 +22,7 @@ from river_server.dbwork import DbWork, pool_readers
 from river_server.dispatcher import Dispatcher
 from river_server.environments import EnvironmentLimits, EnvironmentService
 from river_server.events import EventBus
+from river_server.history import HistorySettings
 from river_server.job_ports import parse_range
 from river_server.leadership import Leadership
 from river_server.limits import StreamGate
@@ -76,6 +77,7 @@ class HostConfig:
     time_limits: TimeLimits = field(default_factory=TimeLimits)  # by role (time_limits.py)
     fair_share: FairShareSettings = field(default_factory=FairShareSettings)  # fairshare.py
     priorities: Priorities = field(default_factory=Priorities)  # by role (priorities.py)
+    history: HistorySettings = field(default_factory=HistorySettings)  # charts (history.py)
     upgrade_db: bool = False  # upgrade an older PostgreSQL schema (SQLite: always, with a backup)
     db_loop_guard: bool = (
         False  # log every query run on the event loop (river_server/loop_guard.py)
@@ -205,6 +207,7 @@ class River:
             self.boot_id,
             work=self.db,
             leading=lambda: self.leadership.is_leader,
+            history_settings=config.history,
         )
         self.ssh_proxy: SshProxy | None = None  # set by attach_ssh_proxy once it listens
 

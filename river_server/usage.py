@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from river_server import db
+from river_server import db, history
 from river_server.fairshare import DEFAULT_GPU_WEIGHT, DEFAULT_HALF_LIFE, Usage, table
 
 
@@ -49,6 +49,8 @@ def charge(
         task.usage_charged_at = now
         if not cores and not gpus:
             continue
+        # The same run, undecayed and by clock hour, for the usage charts (history.py).
+        history.charge_hours(session, task.owner, cores, gpus, since, now)
         row = rows.get(task.owner) or session.get(db.UsageRecord, task.owner)
         if row is None:
             row = db.UsageRecord(name=task.owner, core_seconds=0.0, gpu_seconds=0.0, at=now)

@@ -27,6 +27,7 @@ import { ITaskRef, IVps, RiverAPI, RiverAPIError } from './api';
 import { liveMember } from './jobs';
 import { LogView } from './logs';
 import { RiverModel } from './model';
+import { HistoryCharts } from './charts';
 import { RiverPanel } from './panel';
 import { RiverStatus } from './statusbar';
 
@@ -76,32 +77,39 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const model = new RiverModel(api);
     const { commands, shell } = app;
 
-    const panel = new RiverPanel(model, {
-      kill: task => void commands.execute(CommandIDs.kill, { id: task.id }),
-      killJob: job => {
-        const member = liveMember(job);
-        if (member) {
-          void commands.execute(CommandIDs.kill, {
-            id: member.id,
-            job: job.id,
-            members: job.members.length
-          });
-        }
+    const charts = new HistoryCharts(api, () => [...model.nodes.keys()]);
+    const panel = new RiverPanel(
+      model,
+      {
+        kill: task => void commands.execute(CommandIDs.kill, { id: task.id }),
+        killJob: job => {
+          const member = liveMember(job);
+          if (member) {
+            void commands.execute(CommandIDs.kill, {
+              id: member.id,
+              job: job.id,
+              members: job.members.length
+            });
+          }
+        },
+        logs: task => void commands.execute(CommandIDs.logs, { id: task.id }),
+        openPort: (id, port, path) =>
+          void commands.execute(
+            CommandIDs.openPort,
+            port ? { id, port, ...(path ? { path } : {}) } : { id }
+          ),
+        terminal: vps =>
+          void commands.execute(CommandIDs.terminal, { id: vps.id }),
+        jupyter: vps =>
+          void commands.execute(CommandIDs.jupyter, { id: vps.id })
       },
-      logs: task => void commands.execute(CommandIDs.logs, { id: task.id }),
-      openPort: (id, port, path) =>
-        void commands.execute(
-          CommandIDs.openPort,
-          port ? { id, port, ...(path ? { path } : {}) } : { id }
-        ),
-      terminal: vps =>
-        void commands.execute(CommandIDs.terminal, { id: vps.id }),
-      jupyter: vps => void commands.execute(CommandIDs.jupyter, { id: vps.id })
-    });
+      charts
+    );
     panel.title.icon = riverIcon;
     shell.add(panel, 'left', { rank: 250 });
     restorer?.add(panel, 'river-panel');
     model.start();
+    charts.start();
 
     const logs = new WidgetTracker<MainAreaWidget<LogView>>({
       namespace: 'river-logs'

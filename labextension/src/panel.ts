@@ -9,6 +9,7 @@ import { INode, ITask, IVps, isTerminal } from './api';
 import { IJobRow, foldJobs, liveMember } from './jobs';
 import { timeLeftText } from './limits';
 import { RiverModel } from './model';
+import { HistoryCharts } from './charts';
 
 export interface IPanelActions {
   kill(task: ITask): void;
@@ -100,7 +101,8 @@ function button(
 export class RiverPanel extends Widget {
   constructor(
     private readonly model: RiverModel,
-    private readonly actions: IPanelActions
+    private readonly actions: IPanelActions,
+    private readonly charts: HistoryCharts | null = null
   ) {
     super();
     this.id = 'river-panel';
@@ -156,6 +158,9 @@ export class RiverPanel extends Widget {
     } else {
       sections.push(
         this.section('cluster', 'Cluster', this.nodes()),
+        ...(this.charts
+          ? [this.section('history', 'History', this.charts.overview())]
+          : []),
         this.section('queue', `Queue (${m.queue().length})`, this.queue()),
         this.section('tasks', 'My tasks', this.myTasks())
       );
@@ -238,6 +243,9 @@ export class RiverPanel extends Widget {
         `${used}/${node.cores} held`
       )
     );
+    if (this.charts) {
+      card.append(this.charts.sparkline(node.name));
+    }
     for (const gpu of node.gpus ?? []) {
       const memPct = gpu.memory
         ? (100 * (gpu.memory_used ?? 0)) / gpu.memory

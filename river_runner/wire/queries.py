@@ -168,6 +168,41 @@ class AllocationRelease(Query):
     force: Annotated[Flag, Field(description="1: even if the runner is online")] = False
 
 
+Since = Annotated[
+    float | None,
+    Field(ge=0, le=2**40, description="unix seconds: the points from this time on"),
+]
+
+
+class NodeHistoryQuery(Query):
+    """GET /nodes/{name}/history (since defaults to one hour ago)."""
+
+    since: Since = None
+    step: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=30 * 86400,
+            description="seconds between points (widened to the stored resolution, and so "
+            "that one answer holds at most 2000 points)",
+        ),
+    ] = 10.0
+
+
+class UsageHistoryQuery(Query):
+    """GET /usage/history (since defaults to 24 hours ago)."""
+
+    since: Since = None
+    step: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=366 * 86400,
+            description="seconds per bucket, rounded up to whole hours",
+        ),
+    ] = 3600.0
+
+
 QUERY_MODELS: tuple[type[Query], ...] = (
     NoQuery,
     IdPage,
@@ -181,4 +216,6 @@ QUERY_MODELS: tuple[type[Query], ...] = (
     EventsQuery,
     EnvironmentDelete,
     AllocationRelease,
+    NodeHistoryQuery,
+    UsageHistoryQuery,
 )

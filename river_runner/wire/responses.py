@@ -232,6 +232,55 @@ class Share(Response):
     users: list[ShareRow]
 
 
+class GpuPoint(Response):
+    """One GPU at one history point (null: the runner did not report the figure)."""
+
+    util: float | None = Field(description="utilisation, percent")
+    memory: float | None = Field(description="memory in use, percent")
+
+
+class NodePoint(Response):
+    """A node's metrics averaged over one step of `GET /nodes/{name}/history`."""
+
+    at: float = Field(description="start of the step (unix seconds)")
+    cpu: float | None = Field(description="CPU use, percent")
+    memory: float | None = Field(description="memory in use, percent")
+    gpus: list[GpuPoint]
+    samples: int = Field(description="how many recorded samples this point averages")
+
+
+class NodeHistory(Response):
+    """GET /nodes/{name}/history (river_server/history.py)."""
+
+    node: str
+    since: float
+    step: float = Field(description="seconds per point (widened to at most 2000 points)")
+    points: list[NodePoint]
+
+
+class UsagePoint(Response):
+    """Core- and GPU-seconds run in one bucket (undecayed, unlike fair share's)."""
+
+    at: float = Field(description="start of the bucket (unix seconds)")
+    core_seconds: float
+    gpu_seconds: float
+
+
+class UserUsage(Response):
+    user: str
+    points: list[UsagePoint]
+
+
+class UsageHistory(Response):
+    """GET /usage/history: the cluster's total and per-user series (own only below
+    operator)."""
+
+    since: float
+    step: float = Field(description="seconds per bucket (whole hours)")
+    total: list[UsagePoint]
+    users: list[UserUsage]
+
+
 # ---- VPS -------------------------------------------------------------------------------
 
 
@@ -438,6 +487,12 @@ RESPONSE_MODELS: tuple[type[Response], ...] = (
     Node,
     ShareRow,
     Share,
+    GpuPoint,
+    NodePoint,
+    NodeHistory,
+    UsagePoint,
+    UserUsage,
+    UsageHistory,
     Vps,
     Snapshot,
     ExecResult,

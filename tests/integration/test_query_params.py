@@ -45,7 +45,7 @@ def query_routes() -> list[tuple[str, str, str, type[Query]]]:
 
 def wrong_value(schema: dict[str, Any]) -> str:
     """A value the parameter's schema does not allow."""
-    if schema.get("type") == "integer":
+    if schema.get("type") in ("integer", "number"):
         return "many"
     if "enum" in schema or "pattern" in schema or schema.get("type") == "array":
         return "!nope!"

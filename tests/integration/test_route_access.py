@@ -75,6 +75,16 @@ ROUTES: list[Row] = [
     # ---- cluster state and tasks
     Row("GET", rf"{A}/nodes", f"{A}/nodes", EVERYONE),
     Row("GET", rf"{A}/share", f"{A}/share", EVERYONE),
+    # Metrics and usage history (river_server/history.py): this host has no runner, so a
+    # node's history is 404 to every logged-in caller (viewers read a real one in
+    # tests/integration/test_history.py); usage is everyone's, filtered by role.
+    Row(
+        "GET",
+        rf"{A}/nodes/([^/]+)/history",
+        f"{A}/nodes/no-such-node/history",
+        E(NO, 404, 404, 404, 404),
+    ),
+    Row("GET", rf"{A}/usage/history", f"{A}/usage/history", EVERYONE),
     Row("GET", rf"{A}/tasks", f"{A}/tasks?all=1", EVERYONE),
     Row("POST", rf"{A}/tasks", f"{A}/tasks", E(NO, 403, 201, 201, 201), {"command": ["true"]}),
     Row("GET", rf"{A}/tasks/([^/]+)", f"{A}/tasks/{{task}}", EVERYONE),

@@ -98,6 +98,139 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/river/api/nodes/{name}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A node's metrics history (CPU, memory, each GPU), averaged per step */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description unix seconds: the points from this time on */
+                    since?: number;
+                    /** @description seconds between points (widened to the stored resolution, and so that one answer holds at most 2000 points) */
+                    step?: number;
+                };
+                header?: never;
+                path: {
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            history: components["schemas"]["NodeHistory"];
+                        };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description no such thing, or not yours to see */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/river/api/usage/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Core- and GPU-seconds over time: the cluster's total and per user (your own below operator) */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description unix seconds: the points from this time on */
+                    since?: number;
+                    /** @description seconds per bucket, rounded up to whole hours */
+                    step?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            usage: components["schemas"]["UsageHistory"];
+                        };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/river/api/tasks": {
         parameters: {
             query?: never;
@@ -5203,6 +5336,55 @@ export interface components {
             /** @description when the figures were decayed to (unix seconds) */
             at: number;
             users: components["schemas"]["ShareRow"][];
+        };
+        /** @description One GPU at one history point (null: the runner did not report the figure). */
+        GpuPoint: {
+            /** @description utilisation, percent */
+            util: number | null;
+            /** @description memory in use, percent */
+            memory: number | null;
+        };
+        /** @description A node's metrics averaged over one step of `GET /nodes/{name}/history`. */
+        NodePoint: {
+            /** @description start of the step (unix seconds) */
+            at: number;
+            /** @description CPU use, percent */
+            cpu: number | null;
+            /** @description memory in use, percent */
+            memory: number | null;
+            gpus: components["schemas"]["GpuPoint"][];
+            /** @description how many recorded samples this point averages */
+            samples: number;
+        };
+        /** @description GET /nodes/{name}/history (river_server/history.py). */
+        NodeHistory: {
+            node: string;
+            since: number;
+            /** @description seconds per point (widened to at most 2000 points) */
+            step: number;
+            points: components["schemas"]["NodePoint"][];
+        };
+        /** @description Core- and GPU-seconds run in one bucket (undecayed, unlike fair share's). */
+        UsagePoint: {
+            /** @description start of the bucket (unix seconds) */
+            at: number;
+            core_seconds: number;
+            gpu_seconds: number;
+        };
+        UserUsage: {
+            user: string;
+            points: components["schemas"]["UsagePoint"][];
+        };
+        /**
+         * @description GET /usage/history: the cluster's total and per-user series (own only below
+         *     operator).
+         */
+        UsageHistory: {
+            since: number;
+            /** @description seconds per bucket (whole hours) */
+            step: number;
+            total: components["schemas"]["UsagePoint"][];
+            users: components["schemas"]["UserUsage"][];
         };
         /** @description An app started in a VPS (POST /vps/{id}/apps). */
         VpsPort: {

@@ -1,0 +1,107 @@
+"""History charts in the lab panel (issue #21): after a task runs, each node card's
+sparkline and the cluster chart have drawn points, coloured from the current theme, in
+JupyterLab's light and dark themes alike.
+
+The lab loads this checkout's built extension (labextension/prebuilt, `jlpm build`) through
+JUPYTER_PATH, ahead of the copy installed in the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import ADMIN_PASSWORD, ARTIFACTS
+from tests.browser.test_labextension import expect, open_panel
+from tests.cluster import REPO, Cluster
+
+PREBUILT = REPO / "labextension" / "prebuilt"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if not (PREBUILT / "package.json").exists():
+        pytest.skip("build the lab extension first: cd labextension && sh jlpm.sh build")
+    root = tmp_path_factory.mktemp("charts")
+    (root / "jpath" / "labextensions").mkdir(parents=True)
+    (root / "jpath" / "labextensions" / "jupyter-river-labextension").symlink_to(PREBUILT)
+    saved = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = str(root / "jpath")
+    cluster = Cluster(
+        root,
+        app="lab",
+        extra_host_args=["--LabApp.expose_app_in_browser=True", "--RiverHost.history_step=1"],
+    )
+    try:
+        cluster.start_host(timeout=120)
+        cluster.start_runner("alpha", "--cpus", "0")
+        response = cluster.request(
+            "PATCH", "/river/api/users/admin", json={"password": ADMIN_PASSWORD}
+        )
+        assert response.status_code == 200, response.text
+        task = cluster.submit(command=["sleep", "1"])
+        cluster.wait_task(task["id"], "completed")
+        yield cluster
+    finally:
+        cluster.close()
+        if saved is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = saved
+
+
+DRAWN = """el => {
+  const u = el.uplot;
+  if (!u) return null;
+  const canvas = el.querySelector('canvas');
+  return {
+    xs: u.data[0].length,
+    cpu: u.data[1].filter(v => v !== null).length,
+    stroke: u.series[1].stroke(),
+    canvas: canvas ? canvas.width : 0,
+    brand: getComputedStyle(document.body).getPropertyValue('--jp-brand-color1').trim(),
+  };
+}"""
+
+
+def _drawn(page: Any, selector: str, least: int = 2) -> dict[str, Any]:
+    element = page.locator(selector)
+    expect(element).to_be_attached(timeout=60_000)
+    page.wait_for_function(
+        f"() => Number(document.querySelector('{selector}')?.dataset.points) >= {least}",
+        timeout=60_000,
+    )
+    info = element.evaluate(DRAWN)
+    assert info and info["xs"] >= least and info["cpu"] >= least and info["canvas"] > 0, info
+    assert info["stroke"] == info["brand"], info  # coloured from the theme
+    return info
+
+
+def test_sparklines_and_cluster_chart_draw_points_in_both_themes(page: Any, lab: Cluster) -> None:
+    open_panel(page)
+    spark = '.jp-River-spark[data-node="alpha"]'
+    cluster = '.jp-River-chart[data-chart="cluster"]'
+    light = _drawn(page, spark), _drawn(page, cluster)
+    expect(page.locator('.jp-River-chart[data-chart="usage"]')).to_have_attribute(
+        "data-users", "admin", timeout=60_000
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "charts-light.png"))
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme',"
+        " {theme: 'JupyterLab Dark'})"
+    )
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=60_000)
+    page.wait_for_function(
+        f"() => document.querySelector('{spark}').dataset.theme === 'JupyterLab Dark'",
+        timeout=60_000,
+    )
+    dark = _drawn(page, spark), _drawn(page, cluster)
+    assert dark[0]["stroke"] != light[0]["stroke"], (light, dark)
+    page.screenshot(path=str(ARTIFACTS / "charts-dark.png"))
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme',"
+        " {theme: 'JupyterLab Light'})"
+    )

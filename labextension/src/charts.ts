@@ -84,7 +84,7 @@ export class HistoryCharts {
   sparkline(node: string): HTMLElement {
     return this.chart(`node:${node}`, true, el => {
       el.classList.add('jp-River-spark');
-      el.dataset.node = node;
+      el.dataset.sparkNode = node; // not data-node: that names the node card itself
       el.title = `${node}: CPU, memory and GPU use over the last hour`;
     }).element;
   }

@@ -81,7 +81,7 @@ def _drawn(page: Any, selector: str, least: int = 2) -> dict[str, Any]:
 
 def test_sparklines_and_cluster_chart_draw_points_in_both_themes(page: Any, lab: Cluster) -> None:
     open_panel(page)
-    spark = '.jp-River-spark[data-node="alpha"]'
+    spark = '.jp-River-spark[data-spark-node="alpha"]'
     cluster = '.jp-River-chart[data-chart="cluster"]'
     light = _drawn(page, spark), _drawn(page, cluster)
     expect(page.locator('.jp-River-chart[data-chart="usage"]')).to_have_attribute(

@@ -146,6 +146,7 @@ def main() -> None:
         key = work / "bare"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         runner = (NODE, "--vm-accel", args.accel, "--vm-image", str(image.directory))
+        (work / "cluster").mkdir()
         with running_cluster(work / "cluster", runner, heartbeat_interval=1.0) as cluster:
             token = cluster.make_users("bench", label="vm bench")["bench"]
             rows: list[dict[str, float]] = []

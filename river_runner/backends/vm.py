@@ -11,8 +11,14 @@ host-side port forward per guest port asked for (SSH's at start, others added ov
 when a proxy first asks). Every control goes through QMP with the maintained `qemu.qmp`
 library: system_powerdown, stop/cont, quit.
 
-Not yet: adoption after a runner restart (a runner that stops ends its VMs, so none is
-left running unwatched), a tap on the runner's overlay bridge, GPU passthrough.
+A VM outlives its runner (river_runner/backends/vm_state.py): QEMU runs in a session of its
+own, writes its serial console to a file in the VM's directory (not a pipe that would break
+with the runner), and `vm.json` there records its pid, task and forwarded ports. A restarted
+runner `adopt`s every VM whose QEMU still runs: it reconnects over QMP, replays the console
+with its line numbers and watches the process through a pidfd (it is no longer a child).
+
+Not yet: a tap on the runner's overlay bridge, GPU passthrough (the decisions are in
+river_runner/vfio.py, the wiring is not).
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from river_runner.backends.base import ExitCallback, Outcome, OutputCallback, TaskLaunch
+from river_runner.backends.vm_state import VmState, qemu_alive, wait_pid_exit
 from river_runner.protocol import TaskState
 from river_runner.vm_probe import QEMU, VmImage, accel_args
 
@@ -45,16 +53,27 @@ USER_NET = {"address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": "10.0.2.3"}
 KERNEL_APPEND = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
 
 
+CONSOLE_POLL_SECONDS = 0.2  # how often the console file is read for new lines
+
+
 @dataclass
 class _Vm:
     task_id: int
     vps_id: str
     directory: Path
-    proc: asyncio.subprocess.Process
+    pid: int
     qmp: Any  # qemu.qmp.QMPClient
+    proc: asyncio.subprocess.Process | None = None  # None once adopted (not our child)
     ports: dict[int, int] = field(default_factory=dict)  # guest port -> host port
     paused: bool = False
     killed: bool = False
+    ended: asyncio.Future[int | None] | None = None  # QEMU's exit code (None: adopted)
+
+    def save(self) -> None:
+        """Record what a restarted runner needs to take this VM over."""
+        VmState(self.task_id, self.vps_id, self.pid, dict(self.ports), self.killed).write(
+            self.directory
+        )
 
 
 def _free_port() -> int:
@@ -108,6 +127,7 @@ class VmBackend:
         self.image = image
         self.accel = accel
         self._vms: dict[int, _Vm] = {}
+        self._watchers: dict[int, asyncio.Future[None]] = {}
 
     def owns(self, task_id: int) -> bool:
         return task_id in self._vms
@@ -140,12 +160,15 @@ class VmBackend:
         await loop.run_in_executor(None, self._make_seed, directory, seed, files)
         qmp_path = directory / "qmp.sock"
         qmp_path.unlink(missing_ok=True)
+        console = directory / "console.log"
+        console.unlink(missing_ok=True)  # each incarnation's log starts at line 1
         ssh_port = _free_port()
         memory = max(launch.memory or 0, MIN_MEMORY) // 1024**2
         argv = [
             QEMU, "-name", f"river-vps-{vps_id}", "-machine", "q35", *accel_args(self.accel),
             "-smp", str(max(1, len(launch.cpus))), "-m", str(memory),
-            "-nodefaults", "-display", "none", "-serial", "stdio",
+            "-nodefaults", "-display", "none",
+            "-chardev", f"file,id=console,path={console}", "-serial", "chardev:console",
             "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
             "-append", KERNEL_APPEND,
             "-drive", f"file={disk},if=virtio,format=qcow2,discard=unmap",
@@ -155,13 +178,15 @@ class VmBackend:
             "-device", "virtio-rng-pci",
             "-qmp", f"unix:{qmp_path},server=on,wait=off",
         ]  # fmt: skip
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # the runner's signals are not the VM's
-        )
+        # QEMU's own messages go to a file, not a pipe that would break with the runner.
+        with (directory / "qemu.log").open("wb") as qemu_log:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=qemu_log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # the runner's signals (and its end) are not the VM's
+            )
         try:
             qmp = await self._connect_qmp(qmp_path, proc)
         except Exception:
@@ -169,9 +194,10 @@ class VmBackend:
                 proc.kill()
             await proc.wait()
             raise
-        watched = _Vm(launch.task_id, vps_id, directory, proc, qmp, ports={22: ssh_port})
+        watched = _Vm(launch.task_id, vps_id, directory, proc.pid, qmp, proc, {22: ssh_port})
+        watched.save()
         self._vms[launch.task_id] = watched
-        asyncio.ensure_future(self._watch(watched, on_output, on_exit))
+        self._watch(watched, on_output, on_exit)
         log.info("VM of VPS %s (task %s) started, pid %s", vps_id, launch.task_id, proc.pid)
         return proc.pid
 
@@ -206,29 +232,80 @@ class VmBackend:
                 await qmp.connect(str(path))
                 return qmp
             await asyncio.sleep(0.05)
-        out = b""
-        if proc.stdout is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                out = await asyncio.wait_for(proc.stdout.read(2000), 1.0)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), 1.0)
+        out = (path.parent / "qemu.log").read_bytes()[-2000:]
         raise RuntimeError(f"QEMU did not start: {out.decode(errors='replace').strip()}")
 
-    async def _watch(self, vm: _Vm, on_output: OutputCallback, on_exit: ExitCallback) -> None:
-        """Pass the serial console to the task's log; report the end once QEMU exits."""
-        assert vm.proc.stdout is not None
-        async for raw in vm.proc.stdout:
-            on_output("stdout", raw.decode(errors="replace").rstrip("\r\n"))
-        code = await vm.proc.wait()
+    def _watch(self, vm: _Vm, on_output: OutputCallback, on_exit: ExitCallback) -> None:
+        loop = asyncio.get_running_loop()
+        vm.ended = loop.create_future()
+        self._watchers[vm.task_id] = asyncio.ensure_future(self._follow(vm, on_output, on_exit))
+
+    async def _follow(self, vm: _Vm, on_output: OutputCallback, on_exit: ExitCallback) -> None:
+        """Pass the serial console to the task's log (line numbers from the file, so an
+        adopting runner's replay is deduplicated by the host); report the end once QEMU
+        exits."""
+        assert vm.ended is not None
+        exit_waiter = asyncio.ensure_future(self._wait_exit(vm))
+        try:
+            await self._relay_console(vm, exit_waiter, on_output)
+        except asyncio.CancelledError:  # the runner is closing: the VM runs on, unwatched
+            exit_waiter.cancel()
+            raise
+        code = exit_waiter.result()
+        await self._finish(vm, code, on_exit)
+
+    @staticmethod
+    async def _relay_console(
+        vm: _Vm, exit_waiter: asyncio.Future[int | None], on_output: OutputCallback
+    ) -> None:
+        """Read new console lines until QEMU has exited (then once more)."""
+        console = vm.directory / "console.log"
+        offset, seq, partial = 0, 0, b""
+        while True:
+            done = exit_waiter.done()
+            with contextlib.suppress(FileNotFoundError):
+                with console.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                offset += len(chunk)
+                *lines, partial = (partial + chunk).split(b"\n")
+                for raw in lines:
+                    seq += 1
+                    on_output("stdout", raw.decode(errors="replace").rstrip("\r"), seq)
+            if done:
+                break
+            await asyncio.wait([exit_waiter], timeout=CONSOLE_POLL_SECONDS)
+        if partial:
+            on_output("stdout", partial.decode(errors="replace").rstrip("\r"), seq + 1)
+
+    async def _finish(self, vm: _Vm, code: int | None, on_exit: ExitCallback) -> None:
+        assert vm.ended is not None
         with contextlib.suppress(Exception):
             await vm.qmp.disconnect()
         self._vms.pop(vm.task_id, None)
+        self._watchers.pop(vm.task_id, None)
         (vm.directory / "qmp.sock").unlink(missing_ok=True)
+        VmState.remove(vm.directory)
+        vm.ended.set_result(code)
         if vm.killed:
             outcome = Outcome(TaskState.KILLED, code, "the VM was shut down")
         elif code == 0:
             outcome = Outcome(TaskState.COMPLETED, 0, "the guest powered off")
+        elif code is None:
+            outcome = Outcome(TaskState.COMPLETED, None, "the VM ended (exit code unknown)")
         else:
             outcome = Outcome(TaskState.FAILED, code, f"QEMU exited with {code}")
         on_exit(vm.task_id, outcome)
+
+    @staticmethod
+    async def _wait_exit(vm: _Vm) -> int | None:
+        """QEMU's exit: its code when it is our child, else None once its pidfd fires."""
+        if vm.proc is not None:
+            return await vm.proc.wait()
+        await wait_pid_exit(vm.pid)
+        return None
 
     # ---- control --------------------------------------------------------------------
     async def kill(self, task_id: int) -> bool:
@@ -239,6 +316,7 @@ class VmBackend:
         if vm is None:
             return False
         vm.killed = True
+        vm.save()  # a runner that adopts this VM reports its end as a kill too
         with contextlib.suppress(Exception):
             if vm.paused:
                 await vm.qmp.execute("cont")
@@ -255,13 +333,14 @@ class VmBackend:
             await vm.qmp.execute("quit")
         if not await self._exited(vm, 10.0):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(vm.proc.pid, signal.SIGKILL)
-            await vm.proc.wait()
+                os.killpg(vm.pid, signal.SIGKILL)
+            await self._exited(vm, 10.0)
 
     @staticmethod
     async def _exited(vm: _Vm, seconds: float) -> bool:
+        assert vm.ended is not None
         try:
-            await asyncio.wait_for(asyncio.shield(vm.proc.wait()), seconds)
+            await asyncio.wait_for(asyncio.shield(vm.ended), seconds)
             return True
         except asyncio.TimeoutError:
             return False
@@ -300,6 +379,7 @@ class VmBackend:
             if answer:
                 raise RuntimeError(f"QEMU refused a forward to port {port}: {answer}")
             vm.ports[port] = host_port
+            vm.save()  # an adopting runner keeps using the same forward
         return "127.0.0.1", vm.ports[port]
 
     async def remove_disk(self, vps_id: str) -> bool:
@@ -314,8 +394,60 @@ class VmBackend:
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, directory)
         return True
 
+    async def adopt(
+        self, output_for: Callable[[int], OutputCallback], on_exit: ExitCallback
+    ) -> list[int]:
+        """Take over the VMs a previous runner process left running (see the module's
+        docstring); report the end of those whose QEMU died while no runner watched."""
+        adopted: list[int] = []
+        if not self.root.is_dir():
+            return adopted
+        for directory in sorted(self.root.iterdir()):
+            state = VmState.read(directory)
+            if state is None or state.task_id in self._vms:
+                continue
+            adopted.append(state.task_id)
+            if not qemu_alive(state.pid, state.vps_id):
+                VmState.remove(directory)
+                why = (
+                    "the VM was shut down" if state.killed else "QEMU ended while no runner watched"
+                )
+                kind = TaskState.KILLED if state.killed else TaskState.LOST
+                on_exit(state.task_id, Outcome(kind, None, why))
+                continue
+            try:
+                qmp = await self._reconnect_qmp(directory / "qmp.sock", state.pid)
+                status = await qmp.execute("query-status")
+            except Exception as exc:  # QEMU alive but its QMP gone: it cannot be controlled
+                log.warning("VM of VPS %s: cannot adopt (%s); quitting it", state.vps_id, exc)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(state.pid, signal.SIGKILL)
+                VmState.remove(directory)
+                on_exit(state.task_id, Outcome(TaskState.LOST, None, f"QMP unreachable: {exc}"))
+                continue
+            vm = _Vm(state.task_id, state.vps_id, directory, state.pid, qmp, None, state.ports)
+            vm.paused, vm.killed = status.get("status") == "paused", state.killed
+            self._vms[vm.task_id] = vm
+            self._watch(vm, output_for(vm.task_id), on_exit)
+            log.info("adopted the VM of VPS %s (task %s, pid %s)", vm.vps_id, vm.task_id, vm.pid)
+        return adopted
+
+    @staticmethod
+    async def _reconnect_qmp(path: Path, pid: int) -> Any:
+        from qemu.qmp import QMPClient
+
+        qmp = QMPClient(f"river-{pid}")
+        await asyncio.wait_for(qmp.connect(str(path)), 10.0)
+        return qmp
+
     async def close(self) -> None:
-        """Quit every VM (no adoption yet: none may outlive the runner unwatched)."""
-        for vm in list(self._vms.values()):
-            vm.killed = True
-            await self._quit_after(vm, 0)
+        """Leave the VMs running for the next runner process to adopt: only let go of
+        their QMP connections and stop watching them."""
+        for task_id, watcher in list(self._watchers.items()):
+            watcher.cancel()
+            vm = self._vms.get(task_id)
+            if vm is not None:
+                with contextlib.suppress(Exception):
+                    await vm.qmp.disconnect()
+        self._watchers.clear()
+        self._vms.clear()

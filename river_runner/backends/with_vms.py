@@ -80,7 +80,9 @@ class WithVms(Backend):
     async def adopt(
         self, output_for: Callable[[int], OutputCallback], on_exit: ExitCallback
     ) -> list[int]:
-        return await self.inner.adopt(output_for, on_exit)
+        """The inner backend's leftovers and the VMs a previous runner left running."""
+        vms = await self.vms.adopt(output_for, on_exit)
+        return [*await self.inner.adopt(output_for, on_exit), *vms]
 
     async def close(self) -> None:
         await self.vms.close()

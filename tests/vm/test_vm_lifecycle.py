@@ -2,15 +2,19 @@
 
 One VM (TCG here: the same code as KVM apart from the accelerator flag) is shared by the
 steps, in order, because each boot of an emulated guest takes a minute: the owner logs
-in with the real OpenSSH client through River's SSH proxy and writes a file; pause makes
-SSH stop answering and resume brings it back; another user gets 404 on every call and is
-refused by the proxy; stop (ACPI shutdown) and restart boot the kept disk on the same
-node and the file is still there; delete leaves no QEMU process and no disk.
+in with the real OpenSSH client through River's SSH proxy and writes a file; an HTTP server
+in the guest answers through /river/proxy/<vps>/<port>/ (a QMP hostfwd added on first use);
+pause makes SSH stop answering and resume brings it back; another user gets 404 on every
+call and is refused by both proxies; the runner is SIGKILLed and restarted and adopts the
+still-running VM (same QEMU, SSH, the HTTP forward and pause still work); stop (ACPI
+shutdown) and restart boot the kept disk on the same node and the file is still there;
+delete leaves no QEMU process and no disk.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +122,32 @@ def test_ssh_through_the_proxy_runs_commands_in_the_guest(vm: dict[str, Any]) ->
     assert ssh(vm, vm["login"], "hostname") == f"vps-{vm['id']}\n"  # the seed's hostname
 
 
+HTTP_PORT = 8000
+
+
+def proxied(cluster: Cluster, vm: dict[str, Any], token: str, path: str = "/f") -> Any:
+    return cluster.request("GET", f"/river/proxy/{vm['id']}/{HTTP_PORT}{path}", **as_user(token))
+
+
+def test_an_http_server_in_the_guest_answers_through_the_proxy(
+    vcluster: Cluster, vm: dict[str, Any]
+) -> None:
+    wait_ssh(vm)
+    start = (
+        f"setsid nohup python3 -m http.server {HTTP_PORT} --directory /root "
+        "</dev/null >/dev/null 2>&1 & echo started"
+    )
+    assert ssh(vm, vm["login"], start) == "started\n"
+    answer = wait_for(
+        lambda: (r := proxied(vcluster, vm, vm["token"])).status_code == 200 and r,
+        60,
+        what="the guest's HTTP server through /river/proxy",
+    )
+    assert answer.text == "hello\n"  # the file written over SSH, served by the guest
+    assert proxied(vcluster, vm, vm["frank"]).status_code == 404  # not his VPS
+    assert proxied(vcluster, vm, vcluster.token).status_code == 403  # admin: not his page
+
+
 def test_pause_stops_the_guest_and_resume_continues_it(
     vcluster: Cluster, vm: dict[str, Any]
 ) -> None:
@@ -148,6 +178,33 @@ def test_another_user_gets_404_and_the_proxy_refuses_him(
     assert ssh(vm, f"frank+{vm['id']}", "echo in") is None  # erin's key, frank's name
     assert "Permission denied" in vm["last_stderr"]
     assert ssh(vm, vm["login"], "cat f") == "hello\n"  # still erin's, still running
+
+
+def test_a_restarted_runner_adopts_the_running_vm(vcluster: Cluster, vm: dict[str, Any]) -> None:
+    wait_ssh(vm)
+    before = qemu_pids(vm["id"])
+    assert len(before) == 1 and (vm["dir"] / "vm.json").is_file()
+    vcluster.runners[NODE].kill(signal.SIGKILL)  # no chance to clean up
+    assert qemu_pids(vm["id"]) == before  # QEMU is not the runner's to take along
+    runner = vcluster.start_runner(NODE, wait_online=False)
+    assert runner.log_path is not None
+    wait_for(  # the node still looks online to the host: wait for the new process itself
+        lambda: f"adopted the VM of VPS {vm['id']}" in runner.log_path.read_text(),
+        60,
+        what="the restarted runner to adopt the VM",
+    )
+    wait_for(lambda: "registered with" in runner.log_path.read_text().split("adopted")[-1], 30)
+    vps = state(vcluster, vm, "running")
+    assert vps["task_id"] == vm["task_id"]  # the same incarnation, not a new one
+    assert ssh(vm, vm["login"], "cat f") == "hello\n"
+    assert proxied(vcluster, vm, vm["token"]).text == "hello\n"  # the recorded forward
+    action(vcluster, vm, "pause")  # QMP reconnected: control works on the adopted VM
+    state(vcluster, vm, "paused")
+    assert ssh(vm, vm["login"], "echo awake", timeout=20) is None
+    action(vcluster, vm, "resume")
+    state(vcluster, vm, "running")
+    wait_ssh(vm, timeout=60)
+    assert qemu_pids(vm["id"]) == before
 
 
 def test_stop_and_restart_boot_the_kept_disk_on_the_same_node(

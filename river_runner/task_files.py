@@ -36,10 +36,32 @@ class FileError(Exception):
         self.status = status
 
 
+# Leading bytes of the compressed streams tarfile (and dockerd) would expand.
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"(\xb5/\xfd": "zstd"}
+
+
 def check_archive(blob: BinaryIO, top: str) -> None:
     """Refuse an archive with more than one top-level name, one unlike `top`, an absolute
-    or `..` member, a link or a device (before anything is written)."""
-    with tarfile.open(fileobj=blob, mode="r|*") as tar:
+    or `..` member, a link or a device (before anything is written). Only a plain tar is
+    read: a compressed one expands beyond the blob's bound (a gzip of zeros a thousandfold),
+    so the bytes placed are never more than the bytes the owner's bounds let them upload."""
+    start = blob.read(6)
+    blob.seek(0)
+    for magic, kind in COMPRESSED.items():
+        if start.startswith(magic):
+            raise FileError(
+                400,
+                f"the archive is {kind}-compressed; put takes a plain "
+                "(uncompressed) tar stream, as the client sends",
+            )
+    try:
+        _check_members(blob, top)
+    except tarfile.TarError as exc:
+        raise FileError(400, f"the blob is not a plain (uncompressed) tar stream: {exc}") from None
+
+
+def _check_members(blob: BinaryIO, top: str) -> None:
+    with tarfile.open(fileobj=blob, mode="r|") as tar:
         for member in tar:
             name = member.name
             parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -78,7 +100,7 @@ def put(root, path, blob):
     resolve(root, os.path.relpath(parent, os.path.realpath(root)) + "/x")
     stage = tempfile.mkdtemp(prefix=".river-put-", dir=parent)
     try:
-        with tarfile.open(blob, "r:*") as tar:
+        with tarfile.open(blob, "r:") as tar:
             tar.extractall(stage, filter="data")
         (entry,) = os.listdir(stage)
         os.replace(os.path.join(stage, entry), target)
@@ -133,12 +155,16 @@ async def _helper(
         raise FileError(500, f"the copy failed: {message.splitlines()[-1:] or message}")
 
 
+def _check_file(blob: Path, top: str) -> None:
+    with open(blob, "rb") as handle:
+        check_archive(handle, top)
+
+
 async def put_process(
     python: str, account: tuple[int, int] | None, root: Path, path: str, blob: Path
 ) -> None:
     """Unpack the tar `blob` at `path` inside the process task's directory `root`."""
-    with open(blob, "rb") as handle:
-        check_archive(handle, posixpath.basename(path.rstrip("/")))
+    await asyncio.to_thread(_check_file, blob, posixpath.basename(path.rstrip("/")))
     await _helper(python, account, ["put", str(root), path, str(blob)], asyncio.subprocess.DEVNULL)
 
 
@@ -176,7 +202,7 @@ def _owned(blob: BinaryIO, uid: int, gid: int) -> io.BytesIO | BinaryIO:
         return blob
     out = io.BytesIO()
     with (
-        tarfile.open(fileobj=blob, mode="r|*") as source,
+        tarfile.open(fileobj=blob, mode="r|") as source,
         tarfile.open(fileobj=out, mode="w") as target,
     ):
         for member in source:

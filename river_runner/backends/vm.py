@@ -173,7 +173,10 @@ class VmBackend:
             "-append", KERNEL_APPEND,
             "-drive", f"file={disk},if=virtio,format=qcow2,discard=unmap",
             "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
-            "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            # restrict=on: the guest opens no connection out. User-mode net maps 10.0.2.2
+            # to this machine's loopback (the runner's API, other VMs' forwards, loopback
+            # services of other users' tasks); hostfwd, inbound, still works.
+            "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
             "-device", f"virtio-net-pci,netdev=net0,mac={mac_address(vps_id)}",
             "-device", "virtio-rng-pci",
             "-qmp", f"unix:{qmp_path},server=on,wait=off",

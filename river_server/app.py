@@ -16,6 +16,7 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
+from river_runner.durations import parse_duration
 from river_runner.spec import SpecError, parse_memory
 from river_server import route_policy
 from river_server.auth import LOGIN_THROTTLE, ensure_user
@@ -28,6 +29,7 @@ from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import share as share_handlers
 from river_server.handlers import task_files as file_handlers
 from river_server.handlers import vps as vps_handlers
+from river_server.idle_cull import IdleCuller, IdlePolicy
 from river_server.job_ports import parse_range
 from river_server.leadership import SecondHostError
 from river_server.overlay import OverlaySettings
@@ -237,6 +239,40 @@ class RiverHost(ExtensionApp):
         30.0,
         help="Seconds between SIGTERM and SIGKILL when a task reaches its time limit.",
     ).tag(config=True)
+
+    idle_cull_window = Unicode(
+        "",
+        help="Stop (with a snapshot) a running VPS whose CPU, and GPUs if it has any, stayed "
+        "under idle_cpu_threshold / idle_gpu_threshold for this long, e.g. '2h' (seconds "
+        "or 90m, 2h, 1d). Empty or '0': no idle culling (the default). `restart` brings a "
+        "culled VPS back; operators may create VPSes with no_cull (docs/vps.md).",
+    ).tag(config=True)
+    idle_cpu_threshold = Float(
+        5.0,
+        help="Idle culling: a VPS under this CPU percent (of one core; 100 = one core busy) "
+        "counts as idle.",
+    ).tag(config=True)
+    idle_gpu_threshold = Float(
+        5.0,
+        help="Idle culling: a VPS whose GPUs are all under this utilisation percent counts "
+        "as idle (a VPS without GPUs is judged by its CPU alone).",
+    ).tag(config=True)
+
+    @validate("idle_cull_window")
+    def _check_idle_cull_window(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip()
+        if value not in ("", "0"):
+            try:
+                parse_duration(value, "idle_cull_window")
+            except SpecError as exc:
+                raise TraitError(f"c.RiverHost.{exc}") from None
+        return value
+
+    def idle_policy(self) -> IdlePolicy:
+        """The culling rule from the traits (window 0: off)."""
+        window = self.idle_cull_window
+        seconds = 0.0 if window in ("", "0") else parse_duration(window, "idle_cull_window")
+        return IdlePolicy(seconds, self.idle_cpu_threshold, self.idle_gpu_threshold)
 
     priority_max = Dict(
         dict(DEFAULT_PRIORITY_MAX),
@@ -679,6 +715,17 @@ class RiverHost(ExtensionApp):
         timer = VpsLimitTimer(river.sessions, river.db, river.vps, lambda: leadership.is_leader)
         self._vps_limits = PeriodicCallback(timer.tick, VPS_LIMIT_TICK_S * 1000)
         self._vps_limits.start()
+        # Idle VPSes are stopped with a snapshot (leader only; judged from the DB's record).
+        culler = IdleCuller(
+            river.sessions,
+            river.db,
+            river.vps,
+            river.connections,
+            self.idle_policy(),
+            lambda: leadership.is_leader,
+        )
+        self._idle_cull = PeriodicCallback(culler.tick, VPS_LIMIT_TICK_S * 1000)
+        self._idle_cull.start()
         self._start_ssh_proxy(serverapp)
         if self.local_runner:
             self._start_local_runner(serverapp)
@@ -761,7 +808,7 @@ class RiverHost(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.river.ssh_proxy is not None:
             self.river.ssh_proxy.stop()
-        for callback in ("_liveness", "_leader_check", "_data_sweep", "_vps_limits"):
+        for callback in ("_liveness", "_leader_check", "_data_sweep", "_vps_limits", "_idle_cull"):
             periodic = getattr(self, callback, None)
             if periodic:
                 periodic.stop()

@@ -218,6 +218,11 @@ class VpsCreate(ContainerFields):
         str | int | None,
         Field(description="a VM's disk size, e.g. 20G (default 8G); VMs only"),
     ] = None
+    no_cull: bool = Field(
+        default=False,
+        description="never stop this VPS for being idle (c.RiverHost.idle_cull_window); "
+        "operators and admins only (403 for a user)",
+    )
 
     @field_validator("ssh", mode="before")
     @classmethod

@@ -276,6 +276,9 @@ class Vps(Response):
     gpus: list[int]
     memory: int | None
     reason: str | None
+    no_cull: bool = Field(
+        default=False, description="never stopped for being idle (set by an operator)"
+    )
     private_key: str | None = sometimes(
         "ssh=generate only, in the create answer, once; never stored"
     )

@@ -5245,6 +5245,11 @@ export interface components {
             gpus: number[];
             memory: number | null;
             reason: string | null;
+            /**
+             * @description never stopped for being idle (set by an operator)
+             * @default false
+             */
+            no_cull?: boolean;
             /** @description ssh=generate only, in the create answer, once; never stored */
             private_key?: string;
         };
@@ -5605,6 +5610,11 @@ export interface components {
              * @default null
              */
             disk?: (string | number) | null;
+            /**
+             * @description never stop this VPS for being idle (c.RiverHost.idle_cull_window); operators and admins only (403 for a user)
+             * @default false
+             */
+            no_cull?: boolean;
         };
         /** @description POST /vps/{id}/exec: a command without a TTY. */
         VpsExec: {

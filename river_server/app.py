@@ -25,6 +25,7 @@ from river_server.environments import EnvironmentLimits
 from river_server.handlers import accounts, api, environments, events, runner, streams
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import data as data_handlers
+from river_server.handlers import leases as lease_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import share as share_handlers
 from river_server.handlers import task_files as file_handlers
@@ -44,6 +45,7 @@ from river_server.usage import FairShareSettings
 from river_server.vps_limits import VpsLimitTimer
 
 API = r"/river/api"
+LEASE_SWEEP_S = 1.0  # how late a lapsed kernel lease's tasks may be killed, at most
 VPS_LIMIT_TICK_S = 1.0  # how late a VPS may be stopped past its time limit, at most
 
 
@@ -239,6 +241,20 @@ class RiverHost(ExtensionApp):
         30.0,
         help="Seconds between SIGTERM and SIGKILL when a task reaches its time limit.",
     ).tag(config=True)
+
+    kernel_lease_seconds = Float(
+        30.0,
+        help="How long a notebook kernel's lease lives unless renewed (the kernel renews it "
+        "every third of this): tasks submitted with --bind-kernel are killed this long "
+        "(plus a second) after their kernel shuts down or dies.",
+    ).tag(config=True)
+
+    @validate("kernel_lease_seconds")
+    def _check_kernel_lease_seconds(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 1.0 <= value <= 3600.0:
+            raise TraitError("c.RiverHost.kernel_lease_seconds must be between 1 and 3600")
+        return value
 
     idle_cull_window = Unicode(
         "",
@@ -547,6 +563,7 @@ class RiverHost(ExtensionApp):
             environment_limits=self._environment_limits(),
             require_approval=self.require_approval,
             vps_snapshots_keep=self.vps_snapshots_keep,
+            kernel_lease_seconds=self.kernel_lease_seconds,
             task_spec_max_bytes=self.task_spec_max_bytes,
             max_tasks_per_user=self.max_tasks_per_user,
             log_max_bytes=self.log_max_bytes,
@@ -619,6 +636,8 @@ class RiverHost(ExtensionApp):
             [
                 (rf"{API}/nodes", api.NodesHandler),
                 (rf"{API}/share", share_handlers.ShareHandler),
+                (rf"{API}/leases", lease_handlers.LeasesHandler),
+                (rf"{API}/leases/([^/]+)/(renew|release)", lease_handlers.LeaseActionHandler),
                 (rf"{API}/tasks", api.TasksHandler),
                 (rf"{API}/tasks/([^/]+)", api.TaskHandler),
                 (rf"{API}/tasks/([^/]+)/(kill|pause|resume)", api.TaskActionHandler),
@@ -726,6 +745,12 @@ class RiverHost(ExtensionApp):
         )
         self._idle_cull = PeriodicCallback(culler.tick, VPS_LIMIT_TICK_S * 1000)
         self._idle_cull.start()
+        # Tasks of kernels that went away (lapsed leases) are killed (leader only; DB-driven).
+        self._lease_sweep = PeriodicCallback(
+            lambda: river.leases.sweep() if leadership.is_leader else None,
+            LEASE_SWEEP_S * 1000,
+        )
+        self._lease_sweep.start()
         self._start_ssh_proxy(serverapp)
         if self.local_runner:
             self._start_local_runner(serverapp)
@@ -808,7 +833,7 @@ class RiverHost(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.river.ssh_proxy is not None:
             self.river.ssh_proxy.stop()
-        for callback in ("_liveness", "_leader_check", "_data_sweep", "_vps_limits", "_idle_cull"):
+        for callback in ("_liveness", "_leader_check", "_data_sweep", "_vps_limits", "_idle_cull", "_lease_sweep"):
             periodic = getattr(self, callback, None)
             if periodic:
                 periodic.stop()

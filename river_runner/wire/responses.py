@@ -222,6 +222,16 @@ class ShareRow(Response):
     )
 
 
+class Lease(Response):
+    """A notebook kernel's lease (POST /leases): tasks submitted with it are killed when it
+    lapses unless renewed (river_server/leases.py)."""
+
+    id: Id
+    owner: str
+    expires_at: float = Field(description="when it lapses unless renewed (unix seconds)")
+    seconds: float = Field(description="how far each renewal pushes the expiry")
+
+
 class Share(Response):
     """GET /share: fair share's settings and every user with recorded usage."""
 
@@ -441,6 +451,7 @@ RESPONSE_MODELS: tuple[type[Response], ...] = (
     Node,
     ShareRow,
     Share,
+    Lease,
     Vps,
     Snapshot,
     ExecResult,

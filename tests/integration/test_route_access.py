@@ -75,6 +75,19 @@ ROUTES: list[Row] = [
     # ---- cluster state and tasks
     Row("GET", rf"{A}/nodes", f"{A}/nodes", EVERYONE),
     Row("GET", rf"{A}/share", f"{A}/share", EVERYONE),
+    Row("POST", rf"{A}/leases", f"{A}/leases", E(NO, 403, 201, 201, 201)),
+    Row(
+        "POST",
+        rf"{A}/leases/([^/]+)/(renew|release)",
+        f"{A}/leases/1/renew",
+        E(NO, 403, 404, 404, 404),
+    ),
+    Row(
+        "POST",
+        rf"{A}/leases/([^/]+)/(renew|release)",
+        f"{A}/leases/1/release",
+        E(NO, 403, 404, 404, 404),
+    ),
     Row("GET", rf"{A}/tasks", f"{A}/tasks?all=1", EVERYONE),
     Row("POST", rf"{A}/tasks", f"{A}/tasks", E(NO, 403, 201, 201, 201), {"command": ["true"]}),
     Row("GET", rf"{A}/tasks/([^/]+)", f"{A}/tasks/{{task}}", EVERYONE),

@@ -65,6 +65,9 @@ def add_vps_commands(
     )
     create.add_argument("--disk", metavar="SIZE", help="a VM's disk size, e.g. 20G (default 8G)")
     create.add_argument(
+        "--priority", type=int, metavar="N", help="queue priority (higher first; role-bounded)"
+    )
+    create.add_argument(
         "--no-cull",
         action="store_true",
         help="never stop it for being idle (the host's idle culling); operators only",
@@ -147,6 +150,8 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["disk"] = args.disk
     if getattr(args, "time", None) is not None:
         body["time_limit"] = args.time
+    if getattr(args, "priority", None) is not None:
+        body["priority"] = args.priority
     if getattr(args, "no_cull", False):
         body["no_cull"] = True
     if args.gen_key:

@@ -53,7 +53,7 @@ elif [ -n "$RIVER_SSH_AUTHORIZED_KEYS" ]; then
 fi
 while :; do sleep 3600 & wait $!; done"""
 SSH_KEYS_ENV = "RIVER_SSH_AUTHORIZED_KEYS"
-RESOURCE_FIELDS = ("cores", "memory", "gpus", "target", "time_limit")
+RESOURCE_FIELDS = ("cores", "memory", "gpus", "target", "time_limit", "priority")
 DEFAULT_VM_DISK = "8G"
 MIN_VM_DISK, MAX_VM_DISK = 2 * 1024**3, 2 * 1024**4
 
@@ -207,6 +207,11 @@ class VpsService:
                 403,
                 f"no_cull (never stopped for being idle) needs the operator role; you are "
                 f"{role}: leave it out, or ask an operator",
+            )
+        if body.get("preemptible"):
+            raise SpecError(
+                "a VPS cannot be preemptible yet (displacing one would need a snapshot first); "
+                "leave 'preemptible' out, or submit a task"
             )
         vm = self._vm_settings(body)
         vps_id = self.ids.next_id()
@@ -375,6 +380,8 @@ class VpsService:
         for key in ("env", "mounts", "privileged", "time_limit"):
             if task.spec.get(key):
                 body[key] = task.spec[key]
+        if task.priority:
+            body["priority"] = task.priority
         image = record.get("image")
         if record.get("vm") and record.get("snapshot_node"):
             body["target"] = (task.request or {}).get("target") or record["snapshot_node"]

@@ -85,6 +85,17 @@ def test_no_cull_needs_the_operator_role(ccluster: Cluster) -> None:
     assert "operator role" in answer.json()["message"]
 
 
+def test_a_vps_keeps_its_priority_and_cannot_be_preemptible(ccluster: Cluster) -> None:
+    refused = ccluster.request("POST", API, json={"image": BUSYBOX_IMAGE, "preemptible": True})
+    assert refused.status_code == 400, refused.text
+    assert "cannot be preemptible" in refused.json()["message"]
+    vps = create(ccluster, name="urgent", cores=0, priority=3)
+    task = ccluster.get(f"/river/api/tasks/{vps['task_id']}")["task"]
+    assert task["priority"] == 3, task
+    wait_state(ccluster, vps["id"], "running")
+    assert ccluster.request("DELETE", f"{API}/{vps['id']}").status_code == 200
+
+
 def test_an_idle_vps_is_culled_and_restarts_from_its_snapshot(ccluster: Cluster) -> None:
     # The busy one first: its CPU loop starts as soon as it runs, well inside the window.
     busy = create(ccluster, name="busy", cores=1)

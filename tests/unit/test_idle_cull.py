@@ -47,3 +47,17 @@ def test_busy_when_cpu_or_any_gpu_is_over_its_threshold() -> None:
     assert policy.reason(False).startswith("idle for 2h (CPU under 5%)")
     assert "GPU under 10%" in policy.reason(True)
     assert not IdlePolicy().on
+
+
+def test_river_tasks_shows_priority_and_requeues_only_where_set() -> None:
+    from river_magics.display import tasks_bundle
+
+    plain = {"id": "1", "name": "a", "owner": "o", "state": "running", "priority": 0}
+    urgent = {"id": "2", "name": "b", "owner": "o", "state": "queued", "priority": 5}
+    displaced = {**plain, "id": "3", "requeues": 2}
+    assert "priority" not in tasks_bundle([plain])["text/plain"]
+    text = tasks_bundle([plain, urgent, displaced])["text/plain"]
+    assert "priority / requeues" in text
+    assert "requeued 2x" in text
+    lines = [line for line in text.splitlines() if line.strip().startswith("2 ")]
+    assert lines and lines[0].rstrip().endswith("5"), text

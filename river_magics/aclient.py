@@ -49,6 +49,7 @@ class AsyncClient(ClientCore):
         await self.aclose()
 
     async def aclose(self) -> None:
+        await asyncio.to_thread(self._release_lease)  # bound tasks end with a clean close
         await self._http.aclose()
 
     close = aclose

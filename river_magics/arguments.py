@@ -237,6 +237,12 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="return a TaskHandle at once instead of streaming the output",
     )
+    parser.add_argument(
+        "--bind-kernel",
+        action="store_true",
+        help="kill the task when this notebook kernel shuts down or dies (a lease the "
+        "kernel renews); default: it runs on, detached from the kernel",
+    )
 
 
 def mount_arg(text: str) -> str:

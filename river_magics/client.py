@@ -62,6 +62,7 @@ class Client(Blocking, ClientCore):
         self.close()
 
     def close(self) -> None:
+        self._release_lease()  # bound tasks end with a clean close, not a lease later
         self._http.close()
 
     # -- blocking I/O: async in form only, never suspends ---------------------------------

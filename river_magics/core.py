@@ -45,6 +45,7 @@ from .dataplane import Frame, data_spec, frames_of, upload_chunks, wrap_data_scr
 from .errors import RiverConnectionError, RiverError
 from .events import aparse_sse
 from .file_copy import file_blob, file_chunks, file_name, pack, unpack
+from .lease import KernelLease
 from .payload import PUSH_LIMIT, check_names
 from .progress import Progress
 from .resolve import check_ref, not_found_message, pick
@@ -97,6 +98,7 @@ class ClientCore:
 
     _handle_class: ClassVar[type[HandleCore]]
     _group_class: ClassVar[type[GroupCore[Any]]]
+    _lease: KernelLease | None = None  # made on the first bind_kernel submission
 
     def __init__(self, url: str | Sequence[str] | None = None, token: str | None = None) -> None:
         given = split_urls(url or os.environ.get("RIVER_URL") or "")
@@ -309,6 +311,7 @@ class ClientCore:
         files: Mapping[str, str | os.PathLike[str]] | None = None,
         priority: int | None = None,
         preemptible: bool = False,
+        bind_kernel: bool = False,
         _array: dict[str, Any] | None = None,
     ) -> Any:
         """Queue a task: a command (argv list or shell string) or a Python `script`; its
@@ -324,6 +327,8 @@ class ClientCore:
         `time_limit` (seconds, or "90m", "2h", "1d"): at the limit the task gets SIGTERM,
         then SIGKILL after the host's grace, and ends `timeout`. `priority` (higher goes
         first, bounded by role) and `preemptible=True` (it may be displaced and requeued).
+        `bind_kernel=True`: the task is killed when this process (the notebook kernel) goes
+        away: it names this client's lease, renewed by a daemon thread (river_magics/lease.py).
 
         `push={"x": x}` makes `x` a variable of the remote script; `pull=["y"]` sends the
         script's `y` back, read with `handle.result()`. Target, memory and pushed values
@@ -369,6 +374,8 @@ class ClientCore:
         )
         if _array is not None:
             body["array"] = _array
+        if bind_kernel:
+            body["lease"] = await self._kernel_lease()
         if data is not None:
             body["data"] = data
             pull_names = list(data["pull"])
@@ -386,6 +393,27 @@ class ClientCore:
             return self._group_class(self, handles, labels)
         task = answer["task"]
         return self._handle_class(self, task["id"], task, pull=pull_names)
+
+    async def _kernel_lease(self) -> str:
+        """This client's lease id, made (and its renewer started) on first use."""
+        lease = self._lease
+        if lease is None or not lease.alive:
+            made = (await self._request("POST", "/leases", json={}))["lease"]
+            headers = client_headers(self._token)
+            lease = KernelLease(made["id"], made["seconds"], self._lease_api, headers)
+            self._lease = lease
+        return str(lease.id)
+
+    def _lease_api(self) -> str:
+        """The API base the lease's renewer posts to: the current host (after failover)."""
+        return self._api
+
+    def _release_lease(self) -> None:
+        """End this client's lease at once (a clean close): its bound tasks are killed."""
+        lease = self._lease
+        if lease is not None:
+            self._lease = None
+            lease.release()
 
     @io_method
     async def push_values(self, values: Mapping[str, Any]) -> dict[str, Frame]:

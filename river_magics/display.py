@@ -196,7 +196,22 @@ def tasks_bundle(tasks: Sequence[Mapping[str, Any]]) -> Bundle:
         ]
         for task in tasks
     ]
+    if any(_priority_text(t) for t in tasks):  # a column only where it says something
+        headers.append("priority / requeues")
+        for row, task in zip(rows, tasks, strict=True):
+            row.append(_priority_text(task) or "-")
     return table_bundle(headers, rows, state_col=3)
+
+
+def _priority_text(task: Mapping[str, Any]) -> str:
+    """`5`, `5, requeued 2x`, `requeued 1x`: a task's non-default priority and how often it
+    was displaced and put back in the queue; empty for a plain task."""
+    parts = []
+    if task.get("priority"):
+        parts.append(str(task["priority"]))
+    if task.get("requeues"):
+        parts.append(f"requeued {task['requeues']}x")
+    return ", ".join(parts)
 
 
 def task_bundle(task: Mapping[str, Any]) -> Bundle:

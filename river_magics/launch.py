@@ -98,6 +98,7 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
         "time_limit": getattr(args, "time", None),
         "priority": getattr(args, "priority", None),
         "preemptible": getattr(args, "preemptible", False),
+        "bind_kernel": getattr(args, "bind_kernel", False),
         **python_option(args),
     }
 

@@ -64,6 +64,14 @@ def add_vps_commands(
         "--vm", action="store_true", help="a QEMU virtual machine instead of a container"
     )
     create.add_argument("--disk", metavar="SIZE", help="a VM's disk size, e.g. 20G (default 8G)")
+    create.add_argument(
+        "--priority", type=int, metavar="N", help="queue priority (higher first; role-bounded)"
+    )
+    create.add_argument(
+        "--no-cull",
+        action="store_true",
+        help="never stop it for being idle (the host's idle culling); operators only",
+    )
     create.add_argument("--ssh", action="store_true", help="enable SSH (key mode: none)")
     key = create.add_mutually_exclusive_group()
     key.add_argument("--gen-key", action="store_true", help="generate a key (printed once)")
@@ -142,6 +150,10 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["disk"] = args.disk
     if getattr(args, "time", None) is not None:
         body["time_limit"] = args.time
+    if getattr(args, "priority", None) is not None:
+        body["priority"] = args.priority
+    if getattr(args, "no_cull", False):
+        body["no_cull"] = True
     if args.gen_key:
         body["ssh"] = "generate"
     elif args.key:

@@ -36,6 +36,7 @@ from river_runner.protocol import (
     split_host_urls,
     status_message,
 )
+from river_runner.task_cpu import MAX_REPORTED, CpuMeter
 from river_runner.task_inputs import fetch_files
 
 log = logging.getLogger("river.runner")
@@ -76,6 +77,7 @@ class RunnerAgent:
         self.config = config
         self.backend = backend
         self.gpus = gpus
+        self.cpu_meter = CpuMeter()
         self.overlay = OverlayMember(
             config.overlay_ip,
             config.data_dir,
@@ -275,6 +277,7 @@ class RunnerAgent:
             "metrics": metrics.sample(),
             "gpus": self.gpus.describe(),
             "running": self._running_report(),
+            "task_cpu": await self._task_cpu(),
         }
         response = await self._post("/river/api/runner/heartbeat", json=body, headers=self._auth())
         if response.status_code in (401, 404):
@@ -288,6 +291,17 @@ class RunnerAgent:
             return
         self._apply_reconcile(data)
         await self.overlay.on_heartbeat(data)  # direct overlay paths to peer runners
+
+    async def _task_cpu(self) -> dict[str, float]:
+        """Each running task's CPU percent since the last beat (the host's idle culling);
+        read off the loop: a process tree is a /proc walk."""
+        running = [tid for tid, state in self.backend.running().items() if state == "running"]
+
+        def read() -> dict[int, float | None]:
+            return {tid: self.backend.cpu_seconds(tid) for tid in running[: MAX_REPORTED * 2]}
+
+        readings = await asyncio.get_running_loop().run_in_executor(None, read)
+        return self.cpu_meter.percents(readings)
 
     def _apply_reconcile(self, data: dict[str, Any]) -> None:
         for task_id in data.get("kill", []):

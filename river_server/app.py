@@ -16,6 +16,7 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
+from river_runner.durations import parse_duration
 from river_runner.spec import SpecError, parse_memory
 from river_server import route_policy
 from river_server.auth import LOGIN_THROTTLE, ensure_user
@@ -25,11 +26,13 @@ from river_server.handlers import accounts, api, environments, events, runner, s
 from river_server.handlers import blobs as blob_handlers
 from river_server.handlers import data as data_handlers
 from river_server.handlers import history as history_handlers
+from river_server.handlers import leases as lease_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import share as share_handlers
 from river_server.handlers import task_files as file_handlers
 from river_server.handlers import vps as vps_handlers
 from river_server.history import HOUR, HistorySettings
+from river_server.idle_cull import IdleCuller, IdlePolicy
 from river_server.job_ports import parse_range
 from river_server.leadership import SecondHostError
 from river_server.overlay import OverlaySettings
@@ -44,6 +47,7 @@ from river_server.usage import FairShareSettings
 from river_server.vps_limits import VpsLimitTimer
 
 API = r"/river/api"
+LEASE_SWEEP_S = 1.0  # how late a lapsed kernel lease's tasks may be killed, at most
 VPS_LIMIT_TICK_S = 1.0  # how late a VPS may be stopped past its time limit, at most
 
 
@@ -239,6 +243,54 @@ class RiverHost(ExtensionApp):
         30.0,
         help="Seconds between SIGTERM and SIGKILL when a task reaches its time limit.",
     ).tag(config=True)
+
+    kernel_lease_seconds = Float(
+        30.0,
+        help="How long a notebook kernel's lease lives unless renewed (the kernel renews it "
+        "every third of this): tasks submitted with --bind-kernel are killed this long "
+        "(plus a second) after their kernel shuts down or dies.",
+    ).tag(config=True)
+
+    @validate("kernel_lease_seconds")
+    def _check_kernel_lease_seconds(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not 1.0 <= value <= 3600.0:
+            raise TraitError("c.RiverHost.kernel_lease_seconds must be between 1 and 3600")
+        return value
+
+    idle_cull_window = Unicode(
+        "",
+        help="Stop (with a snapshot) a running VPS whose CPU, and GPUs if it has any, stayed "
+        "under idle_cpu_threshold / idle_gpu_threshold for this long, e.g. '2h' (seconds "
+        "or 90m, 2h, 1d). Empty or '0': no idle culling (the default). `restart` brings a "
+        "culled VPS back; operators may create VPSes with no_cull (docs/vps.md).",
+    ).tag(config=True)
+    idle_cpu_threshold = Float(
+        5.0,
+        help="Idle culling: a VPS under this CPU percent (of one core; 100 = one core busy) "
+        "counts as idle.",
+    ).tag(config=True)
+    idle_gpu_threshold = Float(
+        5.0,
+        help="Idle culling: a VPS whose GPUs are all under this utilisation percent counts "
+        "as idle (a VPS without GPUs is judged by its CPU alone).",
+    ).tag(config=True)
+
+    @validate("idle_cull_window")
+    def _check_idle_cull_window(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip()
+        if value not in ("", "0"):
+            try:
+                parse_duration(value, "idle_cull_window")
+            except SpecError as exc:
+                raise TraitError(f"c.RiverHost.{exc}") from None
+        return value
+
+    def idle_policy(self) -> IdlePolicy:
+        """The culling rule from the traits (window 0: off)."""
+        window = self.idle_cull_window
+        seconds = 0.0 if window in ("", "0") else parse_duration(window, "idle_cull_window")
+        return IdlePolicy(seconds, self.idle_cpu_threshold, self.idle_gpu_threshold)
 
     priority_max = Dict(
         dict(DEFAULT_PRIORITY_MAX),
@@ -544,6 +596,7 @@ class RiverHost(ExtensionApp):
             environment_limits=self._environment_limits(),
             require_approval=self.require_approval,
             vps_snapshots_keep=self.vps_snapshots_keep,
+            kernel_lease_seconds=self.kernel_lease_seconds,
             task_spec_max_bytes=self.task_spec_max_bytes,
             max_tasks_per_user=self.max_tasks_per_user,
             log_max_bytes=self.log_max_bytes,
@@ -625,6 +678,8 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/share", share_handlers.ShareHandler),
                 (rf"{API}/nodes/([^/]+)/history", history_handlers.NodeHistoryHandler),
                 (rf"{API}/usage/history", history_handlers.UsageHistoryHandler),
+                (rf"{API}/leases", lease_handlers.LeasesHandler),
+                (rf"{API}/leases/([^/]+)/(renew|release)", lease_handlers.LeaseActionHandler),
                 (rf"{API}/tasks", api.TasksHandler),
                 (rf"{API}/tasks/([^/]+)", api.TaskHandler),
                 (rf"{API}/tasks/([^/]+)/(kill|pause|resume)", api.TaskActionHandler),
@@ -721,6 +776,23 @@ class RiverHost(ExtensionApp):
         timer = VpsLimitTimer(river.sessions, river.db, river.vps, lambda: leadership.is_leader)
         self._vps_limits = PeriodicCallback(timer.tick, VPS_LIMIT_TICK_S * 1000)
         self._vps_limits.start()
+        # Idle VPSes are stopped with a snapshot (leader only; judged from the DB's record).
+        culler = IdleCuller(
+            river.sessions,
+            river.db,
+            river.vps,
+            river.connections,
+            self.idle_policy(),
+            lambda: leadership.is_leader,
+        )
+        self._idle_cull = PeriodicCallback(culler.tick, VPS_LIMIT_TICK_S * 1000)
+        self._idle_cull.start()
+        # Tasks of kernels that went away (lapsed leases) are killed (leader only; DB-driven).
+        self._lease_sweep = PeriodicCallback(
+            lambda: river.leases.sweep() if leadership.is_leader else None,
+            LEASE_SWEEP_S * 1000,
+        )
+        self._lease_sweep.start()
         self._start_ssh_proxy(serverapp)
         self._start_hub_servers(serverapp)
         if self.local_runner:
@@ -833,7 +905,10 @@ class RiverHost(ExtensionApp):
             self.river.ssh_proxy.stop()
         if getattr(self, "_hub_servers", None) is not None:
             self._hub_servers.stop()
-        for callback in ("_liveness", "_leader_check", "_data_sweep", "_vps_limits"):
+        for callback in (
+            *("_liveness", "_leader_check", "_data_sweep"),
+            *("_vps_limits", "_idle_cull", "_lease_sweep"),
+        ):
             periodic = getattr(self, callback, None)
             if periodic:
                 periodic.stop()

@@ -159,6 +159,20 @@ class Task(Base):
     # was displaced and put back in the queue (river_server/preemption.py).
     priority: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: 0
     requeues: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: 0
+    # Kernel-bound (revision 0009): the notebook kernel's lease; killed when it lapses
+    # (river_server/leases.py). None: detached, the default.
+    lease_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+
+
+class KernelLease(Base):
+    """A notebook kernel's lease (river_server/leases.py): renewed by the kernel while it
+    lives; when it lapses (or is released) the tasks bound to it are killed."""
+
+    __tablename__ = "kernel_leases"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class UsageRecord(Base):

@@ -68,8 +68,24 @@ class Connection:
     # Whether the runner runs VM VPSes (its probe's answer at registration): kept with the
     # live connection, not in the database, as it is a fact of the running runner process.
     vm: dict[str, Any] = field(default_factory=lambda: dict(NO_VM))
+    # Each running task's CPU percent (of one core) in the last beat, for idle culling
+    # (river_server/idle_cull.py); kept in memory: only the leader's culler reads it.
+    task_cpu: dict[str, float] = field(default_factory=dict)
 
 
+def task_cpu_report(value: Any) -> dict[str, float]:
+    """A beat's per-task CPU figures, kept only where well formed and bounded (a runner's
+    bad report must not grow the host's memory or break its culler)."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, float] = {}
+    for task_id, percent in list(value.items())[:MAX_TASK_CPU]:
+        if isinstance(task_id, str) and isinstance(percent, int | float) and percent >= 0:
+            out[task_id] = float(percent)
+    return out
+
+
+MAX_TASK_CPU = 1024
 NO_VM = {"ok": False, "reason": "the node's runner is not connected", "accel": "off"}
 
 
@@ -294,6 +310,7 @@ class NodeRegistry:
         now = time.monotonic()
         connection.last_seen = now
         connection.metrics = body.get("metrics") or {}
+        connection.task_cpu = task_cpu_report(body.get("task_cpu"))
         if body.get("gpus") is not None:
             connection.gpus = body["gpus"]
         connection.dirty = True

@@ -150,6 +150,18 @@ def _task_action(action: str, text: str) -> dict[str, Any]:
     }
 
 
+def _lease_action(text: str) -> dict[str, Any]:
+    return {
+        "post": op(
+            text,
+            obj({"lease": model(out.Lease)}, ("lease",)),
+            params=[TASK_ID],
+            errors=("400", "403", "404", "409"),
+            role="user",
+        )
+    }
+
+
 def _decision(decision: str) -> dict[str, Any]:
     return {
         "post": op(
@@ -190,6 +202,20 @@ def _paths() -> dict[str, Any]:
                 errors=("400", "403"),
             )
         },
+        "/leases": {
+            "post": op(
+                "Make a kernel lease for kernel-bound tasks (`lease` on POST /tasks); renew "
+                "it within `seconds` or its tasks are killed",
+                obj({"lease": model(out.Lease)}, ("lease",)),
+                status="201",
+                errors=("400", "403"),
+                role="user",
+            )
+        },
+        "/leases/{id}/renew": _lease_action("Renew a kernel lease (its owner)"),
+        "/leases/{id}/release": _lease_action(
+            "Release a kernel lease now: its bound tasks are killed (a clean client close)"
+        ),
         "/tasks": {
             "get": op(
                 "List tasks (own unless all=1), newest first",

@@ -25,6 +25,7 @@ from river_server.events import EventBus
 from river_server.history import HistorySettings
 from river_server.job_ports import parse_range
 from river_server.leadership import Leadership
+from river_server.leases import LeaseService
 from river_server.limits import StreamGate
 from river_server.logstore import LogStore
 from river_server.loop_guard import LoopGuard
@@ -55,6 +56,7 @@ class HostConfig:
     user_mount_prefixes: tuple[str, ...] = ()  # host paths users (not operators) may mount
     require_approval: bool = False  # tasks of `user`s wait in pending_approval
     vps_snapshots_keep: int = 3  # docker commit images kept per VPS
+    kernel_lease_seconds: float = 30.0  # a kernel lease's life unless renewed (leases.py)
     # Bounds on environment containers and execs on the head node's Docker
     environment_limits: EnvironmentLimits = field(default_factory=EnvironmentLimits)
     overlay: OverlaySettings = field(default_factory=OverlaySettings)  # VXLAN hub (design §4)
@@ -192,6 +194,14 @@ class River:
             self.runner_client,
             self.log,
             config.vps_snapshots_keep,
+        )
+        self.leases = LeaseService(
+            self.sessions,
+            self.db,
+            self.tasks,
+            self.connections,
+            self.ids,
+            config.kernel_lease_seconds,
         )
         self.nodes = NodeRegistry(
             self.sessions,

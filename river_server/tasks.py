@@ -31,7 +31,7 @@ from river_runner.protocol import (
     TaskState,
 )
 from river_runner.spec import ResourceRequest, SpecError, parse_request
-from river_server import db, jobs, preemption
+from river_server import db, jobs, leases, preemption
 from river_server.arrays import array_env, parse_array
 from river_server.auth import role_at_least
 from river_server.blobs import BlobStore
@@ -316,6 +316,7 @@ class TaskService:
             raise TaskError(400, str(exc)) from None
         if body.get("preemptible"):
             spec["preemptible"] = True
+        lease_id = self._bound_lease(owner, body.get("lease"))
         try:  # River's own images (VPS snapshots, environments) are their owners' alone
             check_images(self.sessions, self.environments, owner, role, spec)
         except ImageRefused as exc:
@@ -351,6 +352,7 @@ class TaskService:
                     job_id=job_id,
                     job_rank=None if job_id is None else rank,
                     priority=priority,
+                    lease_id=lease_id,
                 )
             )
         with self.sessions.begin() as session:
@@ -545,6 +547,21 @@ class TaskService:
             fresh = session.get(db.Task, task_id)
             if fresh is not None and (fresh.spec or {}).get("preempting"):
                 fresh.spec = {k: v for k, v in fresh.spec.items() if k != "preempting"}
+
+    def _bound_lease(self, owner: str, value: Any) -> int | None:
+        """The kernel lease a submission binds it to (river_server/leases.py), or None."""
+        if value in (None, ""):
+            return None
+        with self.sessions() as session:
+            try:
+                return leases.bound_lease(session, owner, value, time.time())
+            except leases.LeaseRefused as exc:
+                raise TaskError(exc.status, str(exc)) from None
+
+    def end_now(self, task_id: int, why: str) -> db.Task:
+        """Record the task KILLED with `why` (unless already final), before its runner is
+        told: a lapsed kernel lease (leases.py). The runner's late report cannot undo it."""
+        return self._end_here(task_id, why)
 
     def _end_here(self, task_id: int, why: str) -> db.Task:
         """Record KILLED (unless already final) before anyone hears of it."""

@@ -53,7 +53,7 @@ elif [ -n "$RIVER_SSH_AUTHORIZED_KEYS" ]; then
 fi
 while :; do sleep 3600 & wait $!; done"""
 SSH_KEYS_ENV = "RIVER_SSH_AUTHORIZED_KEYS"
-RESOURCE_FIELDS = ("cores", "memory", "gpus", "target", "time_limit")
+RESOURCE_FIELDS = ("cores", "memory", "gpus", "target", "time_limit", "priority")
 DEFAULT_VM_DISK = "8G"
 MIN_VM_DISK, MAX_VM_DISK = 2 * 1024**3, 2 * 1024**4
 
@@ -179,6 +179,7 @@ class VpsService:
             "memory": data.get("memory"),
             "reason": (record.get("stopped_reason") if record.get("stopped") else None)
             or task.reason,
+            "no_cull": bool(record.get("no_cull")),
         }
 
     def _ssh_port(self, record: dict[str, Any]) -> int | None:
@@ -201,6 +202,17 @@ class VpsService:
 
     # ---- lifecycle ------------------------------------------------------------------
     def create(self, owner: str, body: dict[str, Any], role: str) -> tuple[db.Task, str | None]:
+        if body.get("no_cull") and not role_at_least(role, "operator"):
+            raise TaskError(
+                403,
+                f"no_cull (never stopped for being idle) needs the operator role; you are "
+                f"{role}: leave it out, or ask an operator",
+            )
+        if body.get("preemptible"):
+            raise SpecError(
+                "a VPS cannot be preemptible yet (displacing one would need a snapshot first); "
+                "leave 'preemptible' out, or submit a task"
+            )
         vm = self._vm_settings(body)
         vps_id = self.ids.next_id()
         settings, private = _ssh_settings(body, vps_id)
@@ -217,6 +229,8 @@ class VpsService:
         }
         if vm is not None:
             record["vm"] = vm
+        if body.get("no_cull"):
+            record["no_cull"] = True
         task_body = self._task_body(body, image, self.authorized_keys(record))
         task = self.tasks.submit(owner, task_body, role=role, vps=record)
         return task, private
@@ -368,6 +382,8 @@ class VpsService:
         for key in ("env", "mounts", "privileged", "time_limit"):
             if task.spec.get(key):
                 body[key] = task.spec[key]
+        if task.priority:
+            body["priority"] = task.priority
         image = record.get("image")
         if record.get("vm") and record.get("snapshot_node"):
             body["target"] = (task.request or {}).get("target") or record["snapshot_node"]
@@ -377,6 +393,7 @@ class VpsService:
             body["target"] = (task.request or {}).get("target") or record.get("snapshot_node")
         record["stopped"] = False
         record["stopped_reason"] = None
+        record["idle_since"] = None  # a new incarnation is judged afresh (idle_cull.py)
         record["apps"] = []  # started apps end with the container
         record["incarnation"] = int(record.get("incarnation", 0)) + 1
         task_body = self._task_body(body, image, self.authorized_keys(record))

@@ -527,7 +527,16 @@ export class RiverPanel extends Widget {
               `${vps.id} ${vps.node ? `on ${vps.node}` : ''}`
             ),
             actions
-          )
+          ),
+          // Why a VPS stopped when its owner did not stop it (idle culling, a time
+          // limit): the owner's notice in the panel.
+          vps.state === 'stopped' && vps.reason
+            ? h(
+                'div',
+                { class: 'jp-River-row jp-River-dim jp-River-vps-reason' },
+                vps.reason
+              )
+            : null
         )
       );
     }

@@ -118,6 +118,11 @@ class Backend(abc.ABC):
     def running(self) -> dict[int, str]:
         """Task IDs this backend currently runs, mapped to 'running' or 'paused'."""
 
+    def cpu_seconds(self, task_id: int) -> float | None:
+        """CPU seconds the task has used so far (river_runner/task_cpu.py), for the host's
+        idle culling; None when unknown (then the host never culls it as idle)."""
+        return None
+
     def forward_address(self, task_id: int) -> str | None:
         """The address a task's ports are reached at from this runner (port forwarding), or
         None when the task does not run here. A process task listens on the runner itself."""

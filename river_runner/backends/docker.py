@@ -82,6 +82,7 @@ from river_runner.containers import parse_mount as _parse_mount
 from river_runner.data import container_data
 from river_runner.loglines import LineSplitter
 from river_runner.protocol import TaskState
+from river_runner.task_cpu import container_cpu_seconds
 from river_runner.task_inputs import ENV_FILES_DIR, container_mounts
 
 log = logging.getLogger("river.runner.docker")
@@ -710,6 +711,10 @@ class DockerBackend(DockerVpsOps, Backend):
 
     def running(self) -> dict[int, str]:
         return {tid: ("paused" if w.paused else "running") for tid, w in self._tasks.items()}
+
+    def cpu_seconds(self, task_id: int) -> float | None:
+        watched = self._tasks.get(task_id)
+        return None if watched is None else container_cpu_seconds(watched.container_id)
 
     async def adopt(
         self, output_for: Callable[[int], OutputCallback], on_exit: ExitCallback

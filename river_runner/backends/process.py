@@ -27,6 +27,7 @@ from river_runner.backends.base import Backend, ExitCallback, Outcome, OutputCal
 from river_runner.interpreters import Interpreter, Interpreters
 from river_runner.protocol import TaskState
 from river_runner.task_account import TaskAccount, resolve_task_account
+from river_runner.task_cpu import tree_cpu_seconds
 from river_runner.task_env import task_environment
 from river_runner.task_inputs import ENV_FILES_DIR, place_files
 from river_runner.zygote_client import ZygoteClient
@@ -400,6 +401,10 @@ class ProcessBackend(Backend):
 
     def running(self) -> dict[int, str]:
         return {tid: ("paused" if r.paused else "running") for tid, r in self._tasks.items()}
+
+    def cpu_seconds(self, task_id: int) -> float | None:
+        running = self._tasks.get(task_id)
+        return None if running is None else tree_cpu_seconds(running.supervisor_pid)
 
     def forward_address(self, task_id: int) -> str | None:
         """A task in a namespace of its own listens at its overlay address, which the

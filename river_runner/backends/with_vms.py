@@ -56,6 +56,13 @@ class WithVms(Backend):
     def running(self) -> dict[int, str]:
         return {**self.inner.running(), **self.vms.running()}
 
+    def cpu_seconds(self, task_id: int) -> float | None:
+        return (
+            self.vms.cpu_seconds(task_id)
+            if self.vms.owns(task_id)
+            else self.inner.cpu_seconds(task_id)
+        )
+
     def forward_address(self, task_id: int) -> str | None:
         if self.vms.owns(task_id):
             return "127.0.0.1"

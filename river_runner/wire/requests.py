@@ -133,6 +133,15 @@ class TaskSubmit(ContainerFields):
         "address) or `host` (each member in its node's own network stack, a port from the "
         "host's job_port_range; roles of at least c.RiverHost.host_network_role)",
     )
+    lease: Annotated[
+        str | None,
+        Field(
+            max_length=32,
+            pattern=r"^[0-9]+$",
+            description="a kernel lease's id (POST /leases): the task is killed when the "
+            "lease lapses, i.e. when the notebook kernel that renews it goes away",
+        ),
+    ] = None
     launcher: Literal["torchrun"] | None = Field(
         default=None,
         description="a job's launcher: `torchrun` runs each member's script through "
@@ -228,6 +237,11 @@ class VpsCreate(ContainerFields):
             "there without River's login (the server checks the Hub's)",
         ),
     ] = None
+    no_cull: bool = Field(
+        default=False,
+        description="never stop this VPS for being idle (c.RiverHost.idle_cull_window); "
+        "operators and admins only (403 for a user)",
+    )
 
     @field_validator("ssh", mode="before")
     @classmethod

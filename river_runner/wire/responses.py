@@ -222,6 +222,16 @@ class ShareRow(Response):
     )
 
 
+class Lease(Response):
+    """A notebook kernel's lease (POST /leases): tasks submitted with it are killed when it
+    lapses unless renewed (river_server/leases.py)."""
+
+    id: Id
+    owner: str
+    expires_at: float = Field(description="when it lapses unless renewed (unix seconds)")
+    seconds: float = Field(description="how far each renewal pushes the expiry")
+
+
 class Share(Response):
     """GET /share: fair share's settings and every user with recorded usage."""
 
@@ -325,6 +335,9 @@ class Vps(Response):
     gpus: list[int]
     memory: int | None
     reason: str | None
+    no_cull: bool = Field(
+        default=False, description="never stopped for being idle (set by an operator)"
+    )
     private_key: str | None = sometimes(
         "ssh=generate only, in the create answer, once; never stored"
     )
@@ -493,6 +506,7 @@ RESPONSE_MODELS: tuple[type[Response], ...] = (
     UsagePoint,
     UserUsage,
     UsageHistory,
+    Lease,
     Vps,
     Snapshot,
     ExecResult,

@@ -231,6 +231,223 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/river/api/leases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a kernel lease for kernel-bound tasks (`lease` on POST /tasks); renew it within `seconds` or its tasks are killed
+         * @description Needs the user role.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            lease: components["schemas"]["Lease"];
+                        };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/river/api/leases/{id}/renew": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Renew a kernel lease (its owner)
+         * @description Needs the user role.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            lease: components["schemas"]["Lease"];
+                        };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description no such thing, or not yours to see */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description conflicts with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/river/api/leases/{id}/release": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Release a kernel lease now: its bound tasks are killed (a clean client close)
+         * @description Needs the user role.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            lease: components["schemas"]["Lease"];
+                        };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description no such thing, or not yours to see */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description conflicts with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/river/api/tasks": {
         parameters: {
             query?: never;
@@ -5386,6 +5603,18 @@ export interface components {
             total: components["schemas"]["UsagePoint"][];
             users: components["schemas"]["UserUsage"][];
         };
+        /**
+         * @description A notebook kernel's lease (POST /leases): tasks submitted with it are killed when it
+         *     lapses unless renewed (river_server/leases.py).
+         */
+        Lease: {
+            id: string;
+            owner: string;
+            /** @description when it lapses unless renewed (unix seconds) */
+            expires_at: number;
+            /** @description how far each renewal pushes the expiry */
+            seconds: number;
+        };
         /** @description An app started in a VPS (POST /vps/{id}/apps). */
         VpsPort: {
             port: number;
@@ -5427,6 +5656,11 @@ export interface components {
             gpus: number[];
             memory: number | null;
             reason: string | null;
+            /**
+             * @description never stopped for being idle (set by an operator)
+             * @default false
+             */
+            no_cull?: boolean;
             /** @description ssh=generate only, in the create answer, once; never stored */
             private_key?: string;
         };
@@ -5680,6 +5914,11 @@ export interface components {
              */
             network?: "overlay" | "host" | null;
             /**
+             * @description a kernel lease's id (POST /leases): the task is killed when the lease lapses, i.e. when the notebook kernel that renews it goes away
+             * @default null
+             */
+            lease?: string | null;
+            /**
              * @description a job's launcher: `torchrun` runs each member's script through `python -m torch.distributed.run` with the rendezvous arguments (needs `nodes`)
              * @default null
              * @enum {string|null}
@@ -5792,6 +6031,11 @@ export interface components {
              * @default null
              */
             hub_port?: number | null;
+            /**
+             * @description never stop this VPS for being idle (c.RiverHost.idle_cull_window); operators and admins only (403 for a user)
+             * @default false
+             */
+            no_cull?: boolean;
         };
         /** @description POST /vps/{id}/exec: a command without a TTY. */
         VpsExec: {

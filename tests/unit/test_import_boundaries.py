@@ -36,6 +36,7 @@ SHARED = frozenset(
         "river_runner.ids",  # snowflake IDs
         "river_runner.protocol",  # states, headers, message kinds, log note markers
         "river_runner.spec",  # resource-request parsing
+        "river_runner.durations",  # time-limit parsing (`90m`, `2h`), shared by all clients
         "river_runner.containers",  # mounts, image references, environment names
         "river_runner.overlay_spec",  # overlay subnet math and assignments
         "river_runner.loglines",  # how bytes become log lines, and how clients show them

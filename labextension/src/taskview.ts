@@ -440,6 +440,25 @@ export function openFromPanel(
       open(id);
     }
   });
+  // The panel redraws its rows on every model change, which drops the keyboard focus:
+  // put it back on the redrawn row of the same task, so Tab/Enter keep working.
+  let focused: string | null = null;
+  panel.node.addEventListener('focusin', event => {
+    focused = (event.target as HTMLElement).dataset?.taskId ?? null;
+  });
+  new MutationObserver(() => {
+    if (focused && !panel.node.contains(document.activeElement)) {
+      panel.node
+        .querySelector<HTMLElement>(`[data-task-id="${CSS.escape(focused)}"][tabindex]`)
+        ?.focus();
+    }
+  }).observe(panel.node, { childList: true, subtree: true });
+  panel.node.addEventListener('focusout', event => {
+    const next = event.relatedTarget as Node | null;
+    if (next && !panel.node.contains(next)) {
+      focused = null; // the user moved on
+    }
+  });
   panel.node.addEventListener('keydown', event => {
     if (event.key !== 'Enter' && event.key !== ' ') {
       return;

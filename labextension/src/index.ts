@@ -28,6 +28,7 @@ import { liveMember } from './jobs';
 import { LogView } from './logs';
 import { RiverModel } from './model';
 import { HistoryCharts } from './charts';
+import { registerTaskViews } from './taskview';
 import { RiverPanel } from './panel';
 import { RiverStatus } from './statusbar';
 
@@ -110,6 +111,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer?.add(panel, 'river-panel');
     model.start();
     charts.start();
+    registerTaskViews(app, api, model, panel, CommandIDs.kill, riverIcon);
 
     const logs = new WidgetTracker<MainAreaWidget<LogView>>({
       namespace: 'river-logs'

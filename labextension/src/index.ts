@@ -29,6 +29,7 @@ import { LogView } from './logs';
 import { RiverModel } from './model';
 import { RiverPanel } from './panel';
 import { RiverStatus } from './statusbar';
+import { registerForms } from './forms/commands';
 
 const riverIcon = new LabIcon({
   name: 'jupyter-river:river',
@@ -250,6 +251,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     palette?.addItem({ command: CommandIDs.openPanel, category: 'River' });
+    registerForms(
+      app,
+      model,
+      {
+        icon: riverIcon,
+        openLogs: task =>
+          void commands.execute(CommandIDs.logs, { id: task.id }),
+        terminal: vps =>
+          void commands.execute(CommandIDs.terminal, { id: vps.id })
+      },
+      palette,
+      launcher
+    );
 
     if (statusBar) {
       statusBar.registerStatusItem('jupyter-river-labextension:status', {

@@ -30,6 +30,7 @@ import { RiverModel } from './model';
 import { RiverPanel } from './panel';
 import { RiverStatus } from './statusbar';
 import { registerForms } from './forms/commands';
+import { registerAdmin } from './admin/commands';
 
 const riverIcon = new LabIcon({
   name: 'jupyter-river:river',
@@ -264,6 +265,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       palette,
       launcher
     );
+    void registerAdmin(app, api, riverIcon, palette, launcher);
 
     if (statusBar) {
       statusBar.registerStatusItem('jupyter-river-labextension:status', {

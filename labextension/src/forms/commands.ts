@@ -133,6 +133,11 @@ export function registerForms(
     FormCommandIDs.environment
   ]) {
     palette?.addItem({ command, category: 'River' });
-    launcher?.add({ command, category: 'River', rank: 0 });
+    launcher?.add({
+      command,
+      args: { isLauncher: true },
+      category: 'River',
+      rank: 0
+    });
   }
 }

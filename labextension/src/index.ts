@@ -31,6 +31,8 @@ import { HistoryCharts } from './charts';
 import { registerTaskViews } from './taskview';
 import { RiverPanel } from './panel';
 import { RiverStatus } from './statusbar';
+import { registerForms } from './forms/commands';
+import { registerAdmin } from './admin/commands';
 
 const riverIcon = new LabIcon({
   name: 'jupyter-river:river',
@@ -260,6 +262,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     palette?.addItem({ command: CommandIDs.openPanel, category: 'River' });
+    registerForms(
+      app,
+      model,
+      {
+        icon: riverIcon,
+        openLogs: task =>
+          void commands.execute(CommandIDs.logs, { id: task.id }),
+        terminal: vps =>
+          void commands.execute(CommandIDs.terminal, { id: vps.id })
+      },
+      palette,
+      launcher
+    );
+    void registerAdmin(app, api, riverIcon, palette, launcher);
 
     if (statusBar) {
       statusBar.registerStatusItem('jupyter-river-labextension:status', {

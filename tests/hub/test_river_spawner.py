@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from river_server.hub_spawner import SERVER_LOG
 from tests.cluster import Cluster, free_port, wait_for
 from tests.hub.hubfixture import Hub, hub_problem
+from tests.hub.kernelws import HubKernel, client_bundle
 
 try:
     import docker
@@ -60,7 +62,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(PROBLEM is not None, reason=P
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, Cluster]]:
     root = tmp_path_factory.mktemp("spawner")
     (root / "river").mkdir()
-    river = Cluster(root / "river", heartbeat_interval=1.0, heartbeat_misses=10)
+    # Also on the docker bridge: RIVER_URL in the servers' containers is the gateway.
+    river = Cluster(root / "river", heartbeat_interval=1.0, heartbeat_misses=10, ip="0.0.0.0")
     servers_port = free_port()
     servers_url = f"http://127.0.0.1:{servers_port}"
     hub = Hub(root / "hub", river_url=river.url)
@@ -81,6 +84,8 @@ c.Spawner.start_timeout = 240
 c.JupyterHub.hub_bind_url = "http://0.0.0.0:{hub.api_port}"
 c.JupyterHub.hub_connect_url = "http://{{gateway}}:{hub.api_port}"
 c.Spawner.http_timeout = 120
+# A `%river` cell in a server reaches River where the container can: the gateway again.
+c.RiverSpawner.river_url_in_server = "http://{{gateway}}:{river.port}"
 """
     river.extra_host_args = [
         f"--RiverHost.hub_api_url={hub.api_url}",
@@ -240,3 +245,39 @@ def test_a_river_refusal_is_the_spawn_error(site: tuple[Hub, Cluster]) -> None:
     log = (hub.root / "hub.log").read_text()
     assert "River answered 400" in log and "memory" in log
     assert not server_of(hub, "bob").get("ready")
+
+
+def test_a_river_cell_in_the_spawned_server_runs_as_its_user(site: tuple[Hub, Cluster]) -> None:
+    """`%%river submit` in a kernel of alice's server (through the Hub, with her Hub token)
+    runs a task as alice with no `%river connect`: RIVER_URL / RIVER_TOKEN from the spawner."""
+    hub, river = site
+    alice, bob = hub.token_of("alice"), hub.token_of("bob")
+    spawn(hub, "alice", cores=1, memory="1G")
+    kernel = HubKernel(hub.url, "alice", alice).start()
+    try:
+        kernel.put_file("river-client.zip", client_bundle())
+        setup = kernel.run(
+            "import sys; sys.path.insert(0, 'river-client.zip')\n%load_ext river_magics"
+        )
+        assert "Error" not in setup, setup
+        text = kernel.run("%%river submit -c 1 -m 256M\nprint('hello from', 'river', 6 * 7)")
+        assert "hello from river 42" in text, text
+        ids = re.findall(r"task (\d+)", text)
+        assert ids, f"no task id in the cell output: {text!r}"
+        task = river_get(river, alice, f"/tasks/{ids[-1]}").json()["task"]
+        assert task["state"] == "completed" and task["owner"] == "alice", task
+        assert "hello from river 42" in str(
+            river_get(river, alice, f"/tasks/{ids[-1]}/logs").json()
+        )
+        # Bob sees the shared queue's summary only (docs/security.md): no code, no logs, no
+        # control; for those the task does not exist.
+        assert "spec" not in river_get(river, bob, f"/tasks/{ids[-1]}").json()["task"]
+        assert river_get(river, bob, f"/tasks/{ids[-1]}/logs").status_code == 404
+        kill = httpx.post(
+            f"{river.url}/river/api/tasks/{ids[-1]}/kill",
+            headers={"Authorization": f"token {bob}"}, json={}, timeout=30,
+        )  # fmt: skip
+        assert kill.status_code == 404, kill.text
+    finally:
+        kernel.close()
+        stop(hub, "alice")

@@ -281,3 +281,74 @@ def test_a_river_cell_in_the_spawned_server_runs_as_its_user(site: tuple[Hub, Cl
     finally:
         kernel.close()
         stop(hub, "alice")
+
+
+def test_two_users_spawn_from_the_form_in_chromium(site: tuple[Hub, Cluster]) -> None:
+    """Alice and bob log in on the Hub's login page, choose cores and memory in the spawn
+    form, and land on their own server, each a River VPS of theirs; bob opening alice's
+    `/user/alice/` does not reach her server."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.conftest import ARTIFACTS, BROWSER_PROBLEM, CHROMIUM, CHROMIUM_ARGS
+    from tests.hub.hubfixture import HUB_PASSWORD
+
+    if BROWSER_PROBLEM:
+        pytest.skip(BROWSER_PROBLEM)
+    hub, river = site
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    chosen = {"alice": ("1", "512M"), "bob": ("1", "768M")}
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pages = {}
+            for name, (cores, memory) in chosen.items():
+                page = chromium.new_context(viewport={"width": 1280, "height": 800}).new_page()
+                page.set_default_timeout(60_000)
+                page.goto(f"{hub.url}/hub/login")
+                page.fill("#username_input", name)
+                page.fill("#password_input", HUB_PASSWORD)
+                page.click("#login_submit")
+                page.goto(f"{hub.url}/hub/spawn")
+                page.fill("#river-cores", cores)
+                page.fill("#river-memory", memory)
+                page.screenshot(path=str(ARTIFACTS / f"hub-spawn-form-{name}.png"))
+                page.click("form#spawn_form [type=submit]")
+                # The server's page, or the Hub's spawn error page at once (not a timeout).
+                page.wait_for_url(
+                    lambda url, n=name: f"/user/{n}/" in url or "/hub/spawn" in url,
+                    timeout=240_000,
+                )
+                if f"/user/{name}/" not in page.url:
+                    page.wait_for_url(f"**/user/{name}/**", timeout=240_000)
+                page.wait_for_load_state()
+                page.screenshot(path=str(ARTIFACTS / f"hub-server-{name}.png"))
+                pages[name] = page
+            for name, (cores, memory) in chosen.items():
+                token = hub.token_of(name)
+                [vps] = river_get(river, token, "/vps").json()["vps"]
+                _made_vps.add(f"river-vps/{vps['id']}")
+                assert vps["owner"] == name and vps["state"] == "running", vps
+                assert vps["request"]["cores"] == float(cores), vps["request"]
+                assert vps["request"]["memory"] in (memory, memory_bytes(memory)), vps["request"]
+                # The page is her own server's (jupyter-server's landing page: the test
+                # image has no JupyterLab), reached after the server's own Hub OAuth.
+                assert f"/user/{name}/" in pages[name].url, pages[name].url
+                assert "A Jupyter Server is running" in pages[name].content()
+            # Bob opening alice's server: the Hub refuses (403) or sends him to his own.
+            bob = pages["bob"]
+            response = bob.goto(f"{hub.url}/user/alice/api/status")
+            assert response is not None
+            assert response.status == 403 or "/user/alice/" not in bob.url, (
+                bob.url,
+                response.status,
+            )
+            bob.screenshot(path=str(ARTIFACTS / "hub-bob-at-alice.png"))
+        finally:
+            chromium.close()
+            for name in chosen:
+                stop(hub, name)
+
+
+def memory_bytes(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(float(text[:-1]) * units[text[-1]])

@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -60,7 +61,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(PROBLEM is not None, reason=P
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, Cluster]]:
-    root = tmp_path_factory.mktemp("spawner")
+    with river_site(tmp_path_factory.mktemp("spawner")) as both:
+        yield both
+
+
+@contextlib.contextmanager
+def river_site(root: Path, more_config: str = "") -> Iterator[tuple[Hub, Cluster]]:
+    """A Hub with RiverSpawner, River and one docker runner; everything removed after."""
     (root / "river").mkdir()
     # Also on the docker bridge: RIVER_URL in the servers' containers is the gateway.
     river = Cluster(root / "river", heartbeat_interval=1.0, heartbeat_misses=10, ip="0.0.0.0")
@@ -87,6 +94,7 @@ c.Spawner.http_timeout = 120
 # A `%river` cell in a server reaches River where the container can: the gateway again.
 c.RiverSpawner.river_url_in_server = "http://{{gateway}}:{river.port}"
 """
+    hub.extra_config += more_config
     river.extra_host_args = [
         f"--RiverHost.hub_api_url={hub.api_url}",
         f"--RiverHost.hub_public_url={hub.url}",

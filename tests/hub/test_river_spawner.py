@@ -305,6 +305,15 @@ def test_two_users_spawn_from_the_form_in_chromium(site: tuple[Hub, Cluster]) ->
     hub, river = site
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     chosen = {"alice": ("1", "512M"), "bob": ("1", "768M")}
+    for name in chosen:  # a fresh VPS each: a restart keeps the resources it was made with
+        token = hub.token_of(name)
+        for old_vps in river_get(river, token, "/vps").json()["vps"]:
+            _made_vps.add(f"river-vps/{old_vps['id']}")
+            gone = httpx.delete(
+                f"{river.url}/river/api/vps/{old_vps['id']}",
+                headers={"Authorization": f"token {token}"}, timeout=60,
+            )  # fmt: skip
+            assert gone.status_code < 300, gone.text
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -129,7 +129,8 @@ c.RiverSpawner.river_url_in_server = "http://{{gateway}}:{river.port}"
         ):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
-        for image in client.images.list(name="river-vps"):
+        # Snapshots are "river-vps/<id>:<n>" (a name filter of "river-vps" matches none).
+        for image in client.images.list(filters={"label": f"river.runner={NODE}"}):
             for tag in image.tags:
                 if tag.split(":")[0] in _made_vps:
                     with contextlib.suppress(docker.errors.APIError):

@@ -30,6 +30,7 @@ from river_server.handlers import leases as lease_handlers
 from river_server.handlers import overlay as overlay_handlers
 from river_server.handlers import share as share_handlers
 from river_server.handlers import task_files as file_handlers
+from river_server.handlers import transitions as transition_handlers
 from river_server.handlers import vps as vps_handlers
 from river_server.history import HOUR, HistorySettings
 from river_server.idle_cull import IdleCuller, IdlePolicy
@@ -685,6 +686,7 @@ class RiverHost(ExtensionApp):
                 (rf"{API}/tasks/([^/]+)/(kill|pause|resume)", api.TaskActionHandler),
                 (rf"{API}/tasks/([^/]+)/(approve|reject)", accounts.TaskApprovalHandler),
                 (rf"{API}/tasks/([^/]+)/logs", api.TaskLogsHandler),
+                (rf"{API}/tasks/([^/]+)/transitions", transition_handlers.TaskTransitionsHandler),
                 (rf"{API}/tasks/([^/]+)/attach", streams.AttachSocket),
                 (rf"{API}/tasks/([^/]+)/blobs", blob_handlers.TaskBlobsHandler),
                 (rf"{API}/tasks/([^/]+)/blobs/([^/]+)", blob_handlers.TaskBlobHandler),

@@ -46,8 +46,8 @@ STARTING = ("pending_approval", "queued", "assigning")
 FORM = """
 <div class="form-group">
   <label for="river-cores">CPU cores</label>
-  <input class="form-control" id="river-cores" name="cores" type="number" min="0.1"
-         step="0.1" value="{cores}">
+  <input class="form-control" id="river-cores" name="cores" type="number" min="1"
+         step="1" value="{cores:g}">
   <label for="river-memory">Memory (e.g. 2G, 512M)</label>
   <input class="form-control" id="river-memory" name="memory" value="{memory}">
   <label for="river-gpus">GPUs</label>

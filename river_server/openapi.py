@@ -271,6 +271,15 @@ def _paths() -> dict[str, Any]:
                 errors=("400", "403", "404"),
             )
         },
+        "/tasks/{id}/transitions": {
+            "get": op(
+                "A task's recorded state changes, oldest first, with their wait, requeue "
+                "and end reasons (owner or operator; the task view's timeline)",
+                obj({"transitions": many(out.TaskTransition)}, ("transitions",)),
+                params=[TASK_ID],
+                errors=("400", "403", "404"),
+            )
+        },
         "/tasks/{id}/blobs": {
             "get": op(
                 "A task's blobs (owner or operator)",

@@ -135,6 +135,9 @@ class Cluster:
     host_log: str = "host.log"  # under root; a second host on the same root logs elsewhere
     # The --host URLs runners get (a leader and its standbys); empty: this host's URL only.
     runner_hosts: list[str] = field(default_factory=list)
+    # Where the host listens; url stays loopback. "0.0.0.0" when containers must reach it
+    # on the docker bridge (RIVER_URL inside a Hub user's server).
+    ip: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         reachable_by_task_accounts(self.root)
@@ -160,7 +163,7 @@ class Cluster:
             "jupyter",
             self.app,
             "--no-browser",
-            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.ip={self.ip}",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
             f"--ServerApp.allow_root={os.geteuid() == 0}",

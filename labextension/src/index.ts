@@ -28,8 +28,11 @@ import { liveMember } from './jobs';
 import { LogView } from './logs';
 import { RiverModel } from './model';
 import { HistoryCharts } from './charts';
+import { registerTaskViews } from './taskview';
 import { RiverPanel } from './panel';
 import { RiverStatus } from './statusbar';
+import { registerForms } from './forms/commands';
+import { registerAdmin } from './admin/commands';
 
 const riverIcon = new LabIcon({
   name: 'jupyter-river:river',
@@ -110,6 +113,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer?.add(panel, 'river-panel');
     model.start();
     charts.start();
+    registerTaskViews(app, api, model, panel, CommandIDs.kill, riverIcon);
 
     const logs = new WidgetTracker<MainAreaWidget<LogView>>({
       namespace: 'river-logs'
@@ -258,6 +262,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     palette?.addItem({ command: CommandIDs.openPanel, category: 'River' });
+    registerForms(
+      app,
+      model,
+      {
+        icon: riverIcon,
+        openLogs: task =>
+          void commands.execute(CommandIDs.logs, { id: task.id }),
+        terminal: vps =>
+          void commands.execute(CommandIDs.terminal, { id: vps.id })
+      },
+      palette,
+      launcher
+    );
+    void registerAdmin(app, api, riverIcon, palette, launcher);
 
     if (statusBar) {
       statusBar.registerStatusItem('jupyter-river-labextension:status', {

@@ -348,6 +348,7 @@ export class RiverPanel extends Widget {
       {
         class: 'jp-River-task jp-River-job',
         'data-job-id': job.id,
+        tabindex: '0',
         'data-state': job.state,
         'data-members': String(job.members.length),
         title: ended ?? first.wait_reason ?? ''
@@ -386,6 +387,7 @@ export class RiverPanel extends Widget {
             {
               class: 'jp-River-member',
               'data-task-id': member.id,
+              tabindex: '0',
               'data-rank': String(member.job?.rank ?? ''),
               'data-state': member.state
             },
@@ -436,6 +438,8 @@ export class RiverPanel extends Widget {
       {
         class: 'jp-River-task',
         'data-task-id': task.id,
+        tabindex: '0',
+        'aria-label': `Open task ${task.name || task.kind} ${task.id}`,
         'data-state': task.state,
         title: task.reason ?? task.wait_reason ?? ''
       },

@@ -163,6 +163,15 @@ class Blob(Response):
     size: int
 
 
+class TaskTransition(Response):
+    """One recorded state change of a task (GET /tasks/{id}/transitions): the task view's
+    timeline, with the wait, requeue and end reasons the host wrote at the time."""
+
+    state: TaskState
+    at: float = Field(description="when the task entered the state (unix seconds)")
+    detail: str | None = Field(description="why: a wait, requeue or end reason; null if none")
+
+
 class DataBlob(Response):
     """A data-plane blob (pushed value or pulled result), named by the sha256 of its bytes."""
 
@@ -496,6 +505,7 @@ RESPONSE_MODELS: tuple[type[Response], ...] = (
     Task,
     LogLine,
     Blob,
+    TaskTransition,
     DataBlob,
     Node,
     ShareRow,

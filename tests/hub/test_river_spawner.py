@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ import pytest
 from river_server.hub_spawner import SERVER_LOG
 from tests.cluster import Cluster, free_port, wait_for
 from tests.hub.hubfixture import Hub, hub_problem
+from tests.hub.kernelws import HubKernel, client_bundle
 
 try:
     import docker
@@ -58,9 +61,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(PROBLEM is not None, reason=P
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, Cluster]]:
-    root = tmp_path_factory.mktemp("spawner")
+    with river_site(tmp_path_factory.mktemp("spawner")) as both:
+        yield both
+
+
+@contextlib.contextmanager
+def river_site(root: Path, more_config: str = "") -> Iterator[tuple[Hub, Cluster]]:
+    """A Hub with RiverSpawner, River and one docker runner; everything removed after."""
     (root / "river").mkdir()
-    river = Cluster(root / "river", heartbeat_interval=1.0, heartbeat_misses=10)
+    # Also on the docker bridge: RIVER_URL in the servers' containers is the gateway.
+    river = Cluster(root / "river", heartbeat_interval=1.0, heartbeat_misses=10, ip="0.0.0.0")
     servers_port = free_port()
     servers_url = f"http://127.0.0.1:{servers_port}"
     hub = Hub(root / "hub", river_url=river.url)
@@ -81,7 +91,10 @@ c.Spawner.start_timeout = 240
 c.JupyterHub.hub_bind_url = "http://0.0.0.0:{hub.api_port}"
 c.JupyterHub.hub_connect_url = "http://{{gateway}}:{hub.api_port}"
 c.Spawner.http_timeout = 120
+# A `%river` cell in a server reaches River where the container can: the gateway again.
+c.RiverSpawner.river_url_in_server = "http://{{gateway}}:{river.port}"
 """
+    hub.extra_config += more_config
     river.extra_host_args = [
         f"--RiverHost.hub_api_url={hub.api_url}",
         f"--RiverHost.hub_public_url={hub.url}",
@@ -116,7 +129,8 @@ c.Spawner.http_timeout = 120
         ):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
-        for image in client.images.list(name="river-vps"):
+        # Snapshots are "river-vps/<id>:<n>" (a name filter of "river-vps" matches none).
+        for image in client.images.list(filters={"label": f"river.runner={NODE}"}):
             for tag in image.tags:
                 if tag.split(":")[0] in _made_vps:
                     with contextlib.suppress(docker.errors.APIError):
@@ -240,3 +254,119 @@ def test_a_river_refusal_is_the_spawn_error(site: tuple[Hub, Cluster]) -> None:
     log = (hub.root / "hub.log").read_text()
     assert "River answered 400" in log and "memory" in log
     assert not server_of(hub, "bob").get("ready")
+
+
+def test_a_river_cell_in_the_spawned_server_runs_as_its_user(site: tuple[Hub, Cluster]) -> None:
+    """`%%river submit` in a kernel of alice's server (through the Hub, with her Hub token)
+    runs a task as alice with no `%river connect`: RIVER_URL / RIVER_TOKEN from the spawner."""
+    hub, river = site
+    alice, bob = hub.token_of("alice"), hub.token_of("bob")
+    spawn(hub, "alice", cores=1, memory="1G")
+    kernel = HubKernel(hub.url, "alice", alice).start()
+    try:
+        kernel.put_file("river-client.zip", client_bundle())
+        setup = kernel.run(
+            "import sys; sys.path.insert(0, 'river-client.zip')\n%load_ext river_magics"
+        )
+        assert "Error" not in setup, setup
+        text = kernel.run("%%river submit -c 1 -m 256M\nprint('hello from', 'river', 6 * 7)")
+        assert "hello from river 42" in text, text
+        ids = re.findall(r"task (\d+)", text)
+        assert ids, f"no task id in the cell output: {text!r}"
+        task = river_get(river, alice, f"/tasks/{ids[-1]}").json()["task"]
+        assert task["state"] == "completed" and task["owner"] == "alice", task
+        assert "hello from river 42" in str(
+            river_get(river, alice, f"/tasks/{ids[-1]}/logs").json()
+        )
+        # Bob sees the shared queue's summary only (docs/security.md): no code, no logs, no
+        # control; for those the task does not exist.
+        assert "spec" not in river_get(river, bob, f"/tasks/{ids[-1]}").json()["task"]
+        assert river_get(river, bob, f"/tasks/{ids[-1]}/logs").status_code == 404
+        kill = httpx.post(
+            f"{river.url}/river/api/tasks/{ids[-1]}/kill",
+            headers={"Authorization": f"token {bob}"}, json={}, timeout=30,
+        )  # fmt: skip
+        assert kill.status_code == 404, kill.text
+    finally:
+        kernel.close()
+        stop(hub, "alice")
+
+
+def test_two_users_spawn_from_the_form_in_chromium(site: tuple[Hub, Cluster]) -> None:
+    """Alice and bob log in on the Hub's login page, choose cores and memory in the spawn
+    form, and land on their own server, each a River VPS of theirs; bob opening alice's
+    `/user/alice/` does not reach her server."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.conftest import ARTIFACTS, BROWSER_PROBLEM, CHROMIUM, CHROMIUM_ARGS
+    from tests.hub.hubfixture import HUB_PASSWORD
+
+    if BROWSER_PROBLEM:
+        pytest.skip(BROWSER_PROBLEM)
+    hub, river = site
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    chosen = {"alice": ("1", "512M"), "bob": ("1", "768M")}
+    for name in chosen:  # a fresh VPS each: a restart keeps the resources it was made with
+        token = hub.token_of(name)
+        for old_vps in river_get(river, token, "/vps").json()["vps"]:
+            _made_vps.add(f"river-vps/{old_vps['id']}")
+            gone = httpx.delete(
+                f"{river.url}/river/api/vps/{old_vps['id']}",
+                headers={"Authorization": f"token {token}"}, timeout=60,
+            )  # fmt: skip
+            assert gone.status_code < 300, gone.text
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pages = {}
+            for name, (cores, memory) in chosen.items():
+                page = chromium.new_context(viewport={"width": 1280, "height": 800}).new_page()
+                page.set_default_timeout(60_000)
+                page.goto(f"{hub.url}/hub/login")
+                page.fill("#username_input", name)
+                page.fill("#password_input", HUB_PASSWORD)
+                page.click("#login_submit")
+                page.goto(f"{hub.url}/hub/spawn")
+                page.fill("#river-cores", cores)
+                page.fill("#river-memory", memory)
+                page.screenshot(path=str(ARTIFACTS / f"hub-spawn-form-{name}.png"))
+                page.click("form#spawn_form [type=submit]")
+                # The server's page, or the Hub's spawn error page at once (not a timeout).
+                page.wait_for_url(
+                    lambda url, n=name: f"/user/{n}/" in url or "/hub/spawn" in url,
+                    timeout=240_000,
+                )
+                if f"/user/{name}/" not in page.url:
+                    page.wait_for_url(f"**/user/{name}/**", timeout=240_000)
+                page.wait_for_load_state()
+                page.screenshot(path=str(ARTIFACTS / f"hub-server-{name}.png"))
+                pages[name] = page
+            for name, (cores, memory) in chosen.items():
+                token = hub.token_of(name)
+                [vps] = river_get(river, token, "/vps").json()["vps"]
+                _made_vps.add(f"river-vps/{vps['id']}")
+                assert vps["owner"] == name and vps["state"] == "running", vps
+                assert vps["request"]["cores"] == float(cores), vps["request"]
+                assert vps["request"]["memory"] in (memory, memory_bytes(memory)), vps["request"]
+                # The page is her own server's (jupyter-server's landing page: the test
+                # image has no JupyterLab), reached after the server's own Hub OAuth.
+                assert f"/user/{name}/" in pages[name].url, pages[name].url
+                assert "A Jupyter Server is running" in pages[name].content()
+            # Bob opening alice's server: the Hub refuses (403) or sends him to his own.
+            bob = pages["bob"]
+            response = bob.goto(f"{hub.url}/user/alice/api/status")
+            assert response is not None
+            assert response.status == 403 or "/user/alice/" not in bob.url, (
+                bob.url,
+                response.status,
+            )
+            bob.screenshot(path=str(ARTIFACTS / "hub-bob-at-alice.png"))
+        finally:
+            chromium.close()
+            for name in chosen:
+                stop(hub, name)
+
+
+def memory_bytes(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(float(text[:-1]) * units[text[-1]])

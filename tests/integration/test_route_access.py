@@ -142,6 +142,12 @@ ROUTES: list[Row] = [
         E(NO, 404, 404, 409, 403),
     ),
     Row("GET", rf"{A}/tasks/([^/]+)/logs", f"{A}/tasks/{{task}}/logs", E(NO, 404, 404, 200, 200)),
+    Row(
+        "GET",
+        rf"{A}/tasks/([^/]+)/transitions",
+        f"{A}/tasks/{{task}}/transitions",
+        E(NO, 404, 404, 200, 200),
+    ),
     Row("GET", rf"{A}/tasks/([^/]+)/blobs", f"{A}/tasks/{{task}}/blobs", E(NO, 404, 404, 200, 200)),
     Row(
         "GET",

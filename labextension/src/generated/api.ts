@@ -1220,6 +1220,73 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/river/api/tasks/{id}/transitions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A task's recorded state changes, oldest first, with their wait, requeue and end reasons (owner or operator; the task view's timeline) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            transitions: components["schemas"]["TaskTransition"][];
+                        };
+                    };
+                };
+                /** @description the request is malformed (the message says what to fix) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not logged in, or the caller's role is not enough */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description no such thing, or not yours to see */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/river/api/tasks/{id}/blobs": {
         parameters: {
             query?: never;
@@ -5483,6 +5550,18 @@ export interface components {
         Blob: {
             name: string;
             size: number;
+        };
+        /**
+         * @description One recorded state change of a task (GET /tasks/{id}/transitions): the task view's
+         *     timeline, with the wait, requeue and end reasons the host wrote at the time.
+         */
+        TaskTransition: {
+            /** @enum {string} */
+            state: "pending_approval" | "queued" | "assigning" | "running" | "paused" | "completed" | "failed" | "killed" | "killed_oom" | "lost" | "timeout";
+            /** @description when the task entered the state (unix seconds) */
+            at: number;
+            /** @description why: a wait, requeue or end reason; null if none */
+            detail: string | null;
         };
         /** @description A data-plane blob (pushed value or pulled result), named by the sha256 of its bytes. */
         DataBlob: {

@@ -1,2 +1,4 @@
 import './base.css';
 import 'uplot/dist/uPlot.min.css';
+import './taskview.css';
+import './forms.css';

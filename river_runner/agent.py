@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+import river_runner
 from river_runner import metrics
 from river_runner.backends.base import Backend, Outcome, TaskLaunch
 from river_runner.data import DataCache, DataFetchError, cache_dir_name
@@ -173,6 +174,7 @@ class RunnerAgent:
             "gpus": self.gpus.describe(),
             "backend": self.backend.name,
             "vm": self.config.vm,
+            "version": river_runner.__version__,
         }
 
     # ---- talking to the leader ------------------------------------------------------

@@ -68,6 +68,8 @@ class Connection:
     # Whether the runner runs VM VPSes (its probe's answer at registration): kept with the
     # live connection, not in the database, as it is a fact of the running runner process.
     vm: dict[str, Any] = field(default_factory=lambda: dict(NO_VM))
+    # The runner's River version as it registered (admins compare nodes after an upgrade).
+    version: str | None = None
     # Each running task's CPU percent (of one core) in the last beat, for idle culling
     # (river_server/idle_cull.py); kept in memory: only the leader's culler reads it.
     task_cpu: dict[str, float] = field(default_factory=dict)
@@ -225,6 +227,7 @@ class NodeRegistry:
         data = node_json(node, free, online)
         connection = self._connections.get(node.name)
         data["vm"] = dict(connection.vm) if connection is not None else dict(NO_VM)
+        data["version"] = connection.version if connection is not None else None
         if connection is not None and connection.metrics:
             data["metrics"] = connection.metrics
             data["gpus"] = connection.gpus if connection.gpus is not None else data["gpus"]
@@ -271,7 +274,15 @@ class NodeRegistry:
             node.backend = str(body.get("backend") or "process")
             node.state = "online"
             node.last_seen = now
-        self._connections[name] = Connection(name, url, inbound, time.monotonic(), vm=vm_fact(body))
+        version = body.get("version")
+        self._connections[name] = Connection(
+            name,
+            url,
+            inbound,
+            time.monotonic(),
+            vm=vm_fact(body),
+            version=version[:64] if isinstance(version, str) else None,
+        )
         kill = self.reconcile(name, body.get("running") or {})
         self.publish(node)
         self.dispatcher.wake()

@@ -216,6 +216,11 @@ class Node(Response):
     last_seen: float
     registered_at: float
     vm: NodeVm = Field(description="VM capability of the connected runner (offline: not ok)")
+    version: str | None = Field(
+        default=None,
+        description="the connected runner's River version (null while offline); "
+        "`registered_at` is also when its credential was issued",
+    )
 
 
 class ShareRow(Response):

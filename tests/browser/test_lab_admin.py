@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+import river_runner
 from river_magics import Client
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.test_lab_forms import field, open_form, run_command
@@ -175,6 +176,8 @@ def test_admin_manages_users_tokens_invitations_groups_and_sees_runners(
             node = admin.locator('[data-admin="nodes"] [data-node="gamma"]')
             expect(node).to_have_attribute("data-state", "online")
             expect(node).to_contain_text("process")
+            # The runner's version, as it registered (the credential's age beside it).
+            expect(node).to_contain_text(river_runner.__version__)
             shot(page, "admin-page-light")
 
             # Delete the user from the page.

@@ -530,6 +530,7 @@ export class AdminPage extends Widget {
           `${node.cores} cores, ${formatBytes(node.memory)}, ${node.gpus.length} GPUs`
         ),
         cell(node.vm?.ok ? `yes (${node.vm.accel})` : 'no'),
+        cell(node.version ?? '-'),
         cell(`${age(node.last_seen)} ago`),
         cell(age(node.registered_at))
       )
@@ -543,8 +544,9 @@ export class AdminPage extends Widget {
           'url',
           'size',
           'VMs',
+          'version',
           'last seen',
-          'registered'
+          'credential age'
         ],
         rows
       )

@@ -5606,6 +5606,8 @@ export interface components {
             registered_at: number;
             /** @description VM capability of the connected runner (offline: not ok) */
             vm: components["schemas"]["NodeVm"];
+            /** @description the connected runner's River version (null while offline); `registered_at` is also when its credential was issued */
+            version?: string | null;
         };
         /** @description One user's line of `GET /share` (river_server/fairshare.py `table`). */
         ShareRow: {

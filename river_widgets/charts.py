@@ -123,6 +123,7 @@ def _figure(lines: Lines, *, compact: bool, title: str, y_label: str) -> Figure:
             min_aspect_ratio=0.01,
             max_aspect_ratio=100,
             animation_duration=0,
+            padding_y=0.0,
             layout=widgets.Layout(width="160px", height="44px"),
         )
     scales = lines.scales
@@ -139,6 +140,7 @@ def _figure(lines: Lines, *, compact: bool, title: str, y_label: str) -> Figure:
         min_aspect_ratio=0.01,
         max_aspect_ratio=100,
         animation_duration=0,
+        padding_y=0.0,
         layout=widgets.Layout(width="480px", height="220px"),
     )
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Se
 from contextlib import AbstractAsyncContextManager, aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 
@@ -78,6 +79,12 @@ def split_urls(url: str | Sequence[str]) -> list[str]:
     """`a,b` or a list: the URLs a client may try, as given."""
     items = url.split(",") if isinstance(url, str) else list(url)
     return [item.strip() for item in items if item and item.strip()]
+
+
+def _history_params(since: float | None, step: float | None) -> dict[str, str]:
+    """The history routes' query: only what the caller set (the host has the defaults)."""
+    fields = (("since", since), ("step", step))
+    return {key: repr(float(value)) for key, value in fields if value is not None}
 
 
 def _env_name(name: str) -> str:
@@ -243,6 +250,27 @@ class ClientCore:
     async def nodes(self) -> list[dict[str, Any]]:
         """Registered nodes with totals, free resources and metrics."""
         return await self._list("/nodes", "nodes")
+
+    @io_method
+    async def node_history(
+        self, name: str, since: float | None = None, step: float | None = None
+    ) -> dict[str, Any]:
+        """A node's metrics over time: {node, since, step, points: [{at, cpu, memory,
+        gpus: [{util, memory}], samples}]}. `since` is unix seconds (the host defaults to
+        an hour ago); the host may widen `step` (the answer says which it used)."""
+        params = _history_params(since, step)
+        path = f"/nodes/{quote(name, safe='')}/history"
+        return dict((await self._request("GET", path, params=params))["history"])
+
+    @io_method
+    async def usage_history(
+        self, since: float | None = None, step: float | None = None
+    ) -> dict[str, Any]:
+        """Core- and GPU-seconds per time bucket: {since, step, total: [{at, core_seconds,
+        gpu_seconds}], users: [{user, points}]}. Below operator, `users` holds only your
+        own series (the host filters); `since` defaults to a day ago, buckets are hours."""
+        params = _history_params(since, step)
+        return dict((await self._request("GET", "/usage/history", params=params))["usage"])
 
     @io_method
     async def tasks(

@@ -7,7 +7,10 @@ while a cell blocks; see platform notes):
   applies each task record as it arrives, so state changes show within milliseconds;
 - the refresh thread re-reads node metrics (they change with heartbeats, which send no
   events), the whole queue (positions move when anyone's task leaves it) and my active
-  tasks every `refresh` seconds: three small GETs, not a hammering poll.
+  tasks every `refresh` seconds: three small GETs, not a hammering poll; and every
+  `history_refresh` seconds (default: `refresh`, at least 5) the host's metrics and usage
+  history for the charts (river_widgets/charts.py: a sparkline per node card, a cluster
+  utilisation chart, a per-user usage chart).
 
 Each thread has its own client connection. `get_state()` returns what the widgets show as
 plain data, for tests and for code that wants the numbers.
@@ -29,9 +32,10 @@ from river_magics.display import _STATE_COLORS, job_state, status_text
 from river_magics.errors import RiverError
 from river_runner.loglines import LineRenderer
 from river_runner.spec import format_memory
+from river_widgets.charts import HistoryCharts
 from river_widgets.vps_cards import VpsCard
 
-HISTORY = 60  # samples of node load kept for the sparklines
+HISTORY = 60  # CPU samples per node kept in get_state()['nodes'][i]['history']
 MAX_TASKS = 15  # rows of "my tasks"
 LOG_LINES = 200  # lines shown by a task's "logs" button
 RECONNECT_MAX = 10.0
@@ -61,23 +65,6 @@ def node_load(node: Mapping[str, Any]) -> dict[str, Any]:
     return {"cpu_percent": cpu, "memory_percent": memory, "gpus": gpus}
 
 
-def sparkline(
-    values: list[float], width: int = 120, height: int = 24, color: str = "#1565c0"
-) -> str:
-    """A tiny SVG line of 0-100 values (the newest on the right)."""
-    if not values:
-        return f"<svg width='{width}' height='{height}'></svg>"
-    step = width / max(len(values) - 1, 1)
-    points = " ".join(
-        f"{i * step:.1f},{height - 1 - (height - 2) * min(max(v, 0), 100) / 100:.1f}"
-        for i, v in enumerate(values)
-    )
-    return (
-        f"<svg width='{width}' height='{height}' style='background:#f5f5f5'>"
-        f"<polyline fill='none' stroke='{color}' stroke-width='1.5' points='{points}'/></svg>"
-    )
-
-
 def _bar(description: str) -> widgets.FloatProgress:
     return widgets.FloatProgress(
         value=0.0,
@@ -90,18 +77,19 @@ def _bar(description: str) -> widgets.FloatProgress:
 
 
 class _NodeRow:
-    def __init__(self, name: str) -> None:
+    """A node card: state and free resources, CPU/memory/GPU bars, and `spark`, the host's
+    history of the node (charts.py)."""
+
+    def __init__(self, name: str, spark: widgets.DOMWidget) -> None:
         self.label = widgets.HTML(layout=widgets.Layout(width="220px"))
         self.cpu = _bar("CPU")
         self.memory = _bar("mem")
         self.gpus: list[widgets.FloatProgress] = []
         self.gpu_box = widgets.HBox()
-        self.spark = widgets.HTML()
+        self.spark = spark
         self.box = widgets.HBox([self.label, self.cpu, self.memory, self.gpu_box, self.spark])
 
-    def update(
-        self, node: Mapping[str, Any], load: Mapping[str, Any], history: list[float]
-    ) -> None:
+    def update(self, node: Mapping[str, Any], load: Mapping[str, Any]) -> None:
         state = str(node.get("state"))
         free = node.get("free") or {}
         color = _STATE_COLORS.get(state, "inherit")
@@ -119,7 +107,6 @@ class _NodeRow:
             self.gpu_box.children = tuple(self.gpus)
         for bar, gpu in zip(self.gpus, gpus, strict=True):
             bar.value = gpu["util"]
-        self.spark.value = sparkline(history)
 
 
 def group_jobs(tasks: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -192,12 +179,16 @@ class Dashboard:
         client: Client,
         *,
         refresh: float = 5.0,
+        history_refresh: float | None = None,
         history: int = HISTORY,
         max_tasks: int = MAX_TASKS,
         start: bool = True,
     ) -> None:
         self.client = client
         self.refresh_interval = refresh
+        self.history_interval = max(refresh, 5.0) if history_refresh is None else history_refresh
+        self._charts_due = 0.0
+        self.charts = HistoryCharts(client)
         self.max_tasks = max_tasks
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -230,6 +221,8 @@ class Dashboard:
                 self.header,
                 widgets.HTML("<b>Nodes</b>"),
                 self.nodes_box,
+                widgets.HTML("<b>History</b>"),
+                self.charts.overview,
                 widgets.HTML("<b>Queue</b>"),
                 self.queue_html,
                 widgets.HTML("<b>My tasks</b>"),
@@ -279,10 +272,12 @@ class Dashboard:
         """Re-read the cluster now and redraw every part (sending each widget's full state,
         also what did not change: a frontend that missed updates is whole again)."""
         self._refresh_all()
+        self._refresh_charts()
+        self.charts.send_state()
         with self._lock:
             parts: list[widgets.Widget] = [self.header, self.queue_html, self.logs_html]
             for node_row in self._node_rows.values():
-                parts += [node_row.label, node_row.cpu, node_row.memory, node_row.spark]
+                parts += [node_row.label, node_row.cpu, node_row.memory]
                 parts += node_row.gpus
             for task_row in self._task_rows.values():
                 parts += [task_row.label, task_row.kill]
@@ -325,8 +320,18 @@ class Dashboard:
             self._guard(self._refresh_all)  # catch up on what the gap hid
 
     def _refresh_loop(self) -> None:
+        self._guard(self._refresh_charts)  # here, not in start(): the cell returns at once
         while not self._stop.wait(self.refresh_interval):
             self._guard(self._refresh_all)
+            if time.monotonic() >= self._charts_due:
+                self._guard(self._refresh_charts)
+
+    def _refresh_charts(self) -> None:
+        """Re-read the host's history of every known node and the usage, and redraw."""
+        self._charts_due = time.monotonic() + self.history_interval
+        with self._lock:
+            names = sorted(self.nodes)
+        self.charts.refresh(names)
 
     def _guard(self, action: Callable[[], None]) -> None:
         try:
@@ -457,9 +462,9 @@ class Dashboard:
         for name in sorted(self.nodes):
             row = self._node_rows.get(name)
             if row is None:
-                row = self._node_rows[name] = _NodeRow(name)
+                row = self._node_rows[name] = _NodeRow(name, self.charts.sparkline(name))
             node = self.nodes[name]
-            row.update(node, node_load(node), list(self.history.get(name, ())))
+            row.update(node, node_load(node))
         boxes = tuple(self._node_rows[name].box for name in sorted(self.nodes))
         if self.nodes_box.children != boxes:
             self.nodes_box.children = boxes
@@ -570,6 +575,7 @@ class Dashboard:
                     }
                     for vps_id, card in sorted(self._vps_cards.items(), reverse=True)
                 ],
+                "charts": self.charts.get_state(),
                 "header": self.header.value,
                 "logs_for": self.logs_for,
                 "events": self.events,

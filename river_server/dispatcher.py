@@ -71,14 +71,16 @@ def _node_view(node: db.Node, online: bool) -> NodeView:
     )
 
 
-def priority_order(queued: list[Any], charges: dict[str, float]) -> list[Any]:
-    """Queued tasks (oldest first) by priority, highest first; then the lightest owner
-    (fair share: `charges`); then FIFO. One stable sort; plain fair order (or FIFO) when
-    every priority is 0, which costs nothing extra."""
+def priority_order(
+    queued: list[Any], charges: dict[str, float], groups: dict[str, float] | None = None
+) -> list[Any]:
+    """Queued tasks (oldest first) by priority, highest first; then the lightest group and
+    owner (fair share: `charges`, `groups` from fairshare.group_charges); then FIFO. One
+    stable sort; plain fair order (or FIFO) when every priority is 0."""
     if not any(t.priority for t in queued):
-        return fairshare.order(queued, charges)
-    get = charges.get
-    return sorted(queued, key=lambda t: (-(t.priority or 0), get(t.owner, 0.0)))
+        return fairshare.order(queued, charges, group=groups)
+    key = fairshare.sort_key(charges, groups)
+    return sorted(queued, key=lambda t: (-(t.priority or 0), *key(t.owner)))
 
 
 def gangs(tasks: list[db.Task]) -> list[QueuedTask]:
@@ -259,7 +261,8 @@ class Dispatcher:
             # Tasks over their owner's (or group's) core/GPU quota wait outside the plan too.
             queued, over_quota = quotas.filter_queued(session, queued, ACTIVE_STATES)
             charges = self._fair_charges(session) if self.fair_share.enabled else {}
-            queued = priority_order(queued, charges)
+            groups = usage.group_charges(session, charges) if charges else {}
+            queued = priority_order(queued, charges, groups)
             views, held, active = self._views_and_active(session)
             docker_nodes = self._docker_nodes(session)
             plan = self._plan(queued, views, held, docker_nodes)

@@ -8,8 +8,14 @@ The formula (docs/scheduling.md):
     usage(t)  = usage(t0) * 0.5 ** ((t - t0) / half_life)      decay, applied lazily
     charge    = core_seconds + gpu_weight * gpu_seconds         one number per user
     share     = charge / sum of every user's charge             what the user has had
-    order     = queued tasks stably sorted by their owner's charge, lightest first
+    group     = the summed charge of a group's members; a user's group charge is that of
+                their heaviest group (a user in no group is a group of one)
+    order     = queued tasks stably sorted by (owner's group charge, owner's charge),
+                lightest first
 
+So a light group's members go before a heavy group's, and within a group the lighter
+member goes first (Slurm's fair tree, one level deep). Joining a light group does not
+escape a heavy one: the heaviest of one's groups counts.
 Stable sorting keeps FIFO within one user (and between users of equal charge); the
 scheduler's backfill and anti-starvation then act on that order as before. Quotas are
 applied before (river_server/quotas.py): they stay hard caps, fair share only reorders.
@@ -17,7 +23,7 @@ applied before (river_server/quotas.py): they stay hard caps, fair share only re
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -60,15 +66,51 @@ def charges(
     return {name: u.decayed(now, half_life).charge(gpu_weight) for name, u in usage.items()}
 
 
-def order(queued: Sequence[T], charge: Mapping[str, float], owner: str = "owner") -> list[T]:
-    """Queued items (oldest first), lightest owner first; FIFO within one owner.
+def group_charges(
+    charge: Mapping[str, float], members: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """Each grouped user's group charge: the summed charge of the members of the heaviest
+    group they belong to. `members` maps a group's name to its members' names; users in
+    no group are left out (their own charge stands for their group)."""
+    totals = {
+        group: sum(charge.get(user, 0.0) for user in users) for group, users in members.items()
+    }
+    out: dict[str, float] = {}
+    for group, users in members.items():
+        for user in users:
+            out[user] = max(out.get(user, 0.0), totals[group])
+    return out
 
-    `owner` names the attribute holding an item's owner. Users with no recorded usage
-    charge 0 and so go first. Without any usage the order is left as it is (FIFO)."""
+
+def sort_key(
+    charge: Mapping[str, float], group: Mapping[str, float] | None = None
+) -> Callable[[str], tuple[float, float]]:
+    """The fair-share key of an owner: (group charge, own charge), lightest first."""
+    group = group or {}
+    get, get_group = charge.get, group.get
+
+    def key(owner: str) -> tuple[float, float]:
+        own = get(owner, 0.0)
+        return (get_group(owner, own), own)
+
+    return key
+
+
+def order(
+    queued: Sequence[T],
+    charge: Mapping[str, float],
+    owner: str = "owner",
+    group: Mapping[str, float] | None = None,
+) -> list[T]:
+    """Queued items (oldest first), lightest group and owner first; FIFO within one owner.
+
+    `owner` names the attribute holding an item's owner; `group` is `group_charges`.
+    Users with no recorded usage charge 0 and so go first. Without any usage the order is
+    left as it is (FIFO)."""
     if not charge:
         return list(queued)
-    get = charge.get
-    return sorted(queued, key=lambda item: get(getattr(item, owner), 0.0))
+    key = sort_key(charge, group)
+    return sorted(queued, key=lambda item: key(getattr(item, owner)))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ task leaving its resources (terminal, requeued) is charged to its end at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from river_server import db, history
 from river_server.fairshare import DEFAULT_GPU_WEIGHT, DEFAULT_HALF_LIFE, Usage, table
+from river_server.fairshare import group_charges as fairshare_group_charges
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,16 @@ def share_json(session: Session, settings: FairShareSettings, now: float) -> dic
         "at": now,
         "users": [asdict(row) for row in rows],
     }
+
+
+def group_charges(session: Session, charges: Mapping[str, float]) -> dict[str, float]:
+    """Each grouped user's group charge (fairshare.group_charges) from the groups table."""
+    rows = session.execute(
+        select(db.Group.name, db.User.name)
+        .join(db.GroupMember, db.GroupMember.group_id == db.Group.id)
+        .join(db.User, db.User.id == db.GroupMember.user_id)
+    ).all()
+    members: dict[str, list[str]] = {}
+    for group, user in rows:
+        members.setdefault(group, []).append(user)
+    return fairshare_group_charges(charges, members)

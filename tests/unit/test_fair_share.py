@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from river_runner.spec import ResourceRequest
-from river_server.fairshare import Usage, charges, order, table
+from river_server.fairshare import Usage, charges, group_charges, order, table
 from river_server.quotas import Limit, QuotaPolicy, Want, admit
 from river_server.scheduler import NodeView, QueuedTask, Scheduler
 
@@ -94,3 +94,52 @@ def test_share_table_ranks_lightest_first() -> None:
     rows = table({"a": Usage(300, 0, 0.0), "b": Usage(100, 0, 0.0)}, 0.0, HALF_LIFE, 10.0)
     assert [(r.user, r.priority) for r in rows] == [("b", 1), ("a", 2)]
     assert rows[0].share == pytest.approx(0.25)
+
+
+def test_a_light_group_goes_before_a_heavy_groups_light_member() -> None:
+    # ann has used little, but her group (with alice) has used much; bob's group little.
+    tasks = [
+        QueuedTask(i, ResourceRequest(cores=1), float(i), owner)
+        for i, owner in enumerate(["alice", "ann", "bob", "solo"])
+    ]
+    charged = {"alice": 900.0, "ann": 10.0, "bob": 50.0, "solo": 30.0}
+    groups = group_charges(charged, {"vision": ["alice", "ann"], "nlp": ["bob"]})
+    assert groups == {"alice": 910.0, "ann": 910.0, "bob": 50.0}
+    # solo (no group: a group of one, 30) < bob's group (50) < vision (910): ann before alice.
+    assert [t.owner for t in order(tasks, charged, group=groups)] == [
+        "solo",
+        "bob",
+        "ann",
+        "alice",
+    ]
+    # Per user alone, ann (10) would have gone first.
+    assert order(tasks, charged)[0].owner == "ann"
+
+
+def test_the_heaviest_of_a_users_groups_counts() -> None:
+    charged = {"eve": 5.0, "heavy": 500.0, "light": 1.0}
+    groups = group_charges(charged, {"big": ["eve", "heavy"], "small": ["eve", "light"]})
+    assert groups["eve"] == 505.0  # joining a light group does not escape a heavy one
+    assert groups["light"] == 6.0
+
+
+def test_group_charges_are_read_from_the_groups_table() -> None:
+    from river_server import db, usage
+
+    engine = db.make_engine("sqlite://")
+    try:
+        sessions = db.make_sessionmaker(engine)
+        with sessions.begin() as session:
+            users = {n: db.User(name=n, password_hash="x") for n in ("alice", "ann", "bob")}
+            session.add_all(users.values())
+            vision = db.Group(name="vision")
+            session.add(vision)
+            session.flush()
+            session.add_all(
+                db.GroupMember(group_id=vision.id, user_id=users[n].id) for n in ("alice", "ann")
+            )
+        with sessions() as session:
+            got = usage.group_charges(session, {"alice": 900.0, "ann": 10.0, "bob": 50.0})
+        assert got == {"alice": 910.0, "ann": 910.0}  # bob is in no group: his own charge
+    finally:
+        engine.dispose()

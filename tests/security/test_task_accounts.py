@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +137,30 @@ def test_one_users_task_cannot_touch_anothers_files_on_the_same_node(
     after = _tagged(cluster, bob_task, "AFTER")
     assert after is not None, _text(cluster, bob_task)
     assert "mallory" not in json.dumps(after), after  # nothing of mallory's in bob's directory
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--task-uid-range", "5-2"], "--task-uid-range 5-2: give 1000 <= FIRST < LAST"),
+        (["--task-uid-range", "lots"], "--task-uid-range takes FIRST-LAST"),
+        (["--task-uid-range", "0-99999"], "give 1000 <= FIRST"),  # root's uid would be in it
+        (["--task-uid-range", "60000-70000"], "accounts of this machine use uids in it"),
+        (["--task-user", "nobody", "--task-uid-range", "200000-299999"], "exclude each other"),
+    ],
+)
+def test_a_uid_range_that_would_not_separate_users_is_refused(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    """60000-70000 holds `nobody` (65534): tasks would run as an existing account."""
+    result = subprocess.run(
+        [sys.executable, "-m", "river_runner.cli", "runner", "--host", "http://127.0.0.1:9"]
+        + ["--backend", "process", "--data-dir", str(tmp_path), *args],
+        env={**os.environ, "RIVER_JOIN_TOKEN": "t"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr, result.stderr

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Process-backend tasks of a runner running as root run as an unprivileged account
-# (`nobody` by default, river runner --task-user): that account must be able to run the
+# Process-backend tasks of a runner running as root run as unprivileged uids (one per
+# user, --task-uid-range; or river runner --task-user NAME): they must be able to run the
 # Python the runner uses for `python` tasks. When the interpreter lives under a private
 # home (pyenv in /root, 0700), give others search (x) permission on the directories
 # above it: enough to reach the file, not to list anything. Idempotent.

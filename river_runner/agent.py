@@ -365,7 +365,8 @@ class RunnerAgent:
     async def _prepare_data(self, launch: TaskLaunch) -> None:
         """Pushed blobs into the local cache; the task's env says where (and where to
         write what it pulls)."""
-        account = getattr(self.backend, "account", None)  # process backend's
+        account_for = getattr(self.backend, "account_for", None)  # process backend's
+        account = account_for(launch) if account_for is not None else None
         owner = (account.uid, account.gid) if account is not None else None
         assert launch.data is not None
         env = await self.data.prepare(

@@ -23,7 +23,7 @@ from river_runner.overlay_spec import check_ipv4
 from river_runner.protocol import split_host_urls
 from river_runner.spec import SpecError, parse_memory
 from river_runner.task_account import (
-    DEFAULT_TASK_USER,
+    DEFAULT_UID_RANGE,
     TaskAccount,
     TaskAccountError,
     resolve_task_account,
@@ -117,9 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--task-user",
         metavar="USER",
-        help="process backend: the account tasks run as. A runner running as root runs them "
-        f"as {DEFAULT_TASK_USER!r} unless told otherwise (never as root); any other runner "
-        "runs them as itself",
+        help="process backend: ONE account all tasks run as (e.g. nobody; never root), which "
+        "does not separate users from each other. Without it a runner running as root runs "
+        "each user's tasks under their own uid (--task-uid-range); any other runner runs "
+        "them as itself",
+    )
+    parser.add_argument(
+        "--task-uid-range",
+        metavar="FIRST-LAST",
+        help="process backend, root runner: the uids users' tasks run as, FIRST + the user's "
+        f"number on the host (default {DEFAULT_UID_RANGE}); no account of this machine may "
+        "use them",
     )
     parser.add_argument(
         "--task-env",
@@ -245,7 +253,7 @@ def runner_command(argv: list[str]) -> int:
             file=sys.stderr,
         )
     try:
-        task_account = resolve_task_account(args.task_user)
+        task_account = resolve_task_account(args.task_user, args.task_uid_range)
         task_env = check_task_env_names(args.task_env)
         python_envs = parse_python_envs(args.python_env)
         memory = parse_memory(args.memory) if args.memory else 0
@@ -257,6 +265,16 @@ def runner_command(argv: list[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    if task_account.per_user is None and args.backend != "docker":
+        # docs/security.md: one account for every user's process tasks isolates no one.
+        print(
+            f"river runner: warning: process tasks of every user run as {task_account.name!r} "
+            "and can read and signal each other's"
+            + ("" if os.geteuid() == 0 else ", and this runner's credential")
+            + ": fit only where all users trust each other (run as root without --task-user "
+            "for one uid per user, or use the docker backend)",
+            file=sys.stderr,
+        )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     data_dir = args.data_dir or Path.home() / ".local/share/river-runner" / args.name
     return asyncio.run(

@@ -78,7 +78,7 @@ class Interpreters:
         self.default = default
         self.envs = envs
         self.account = account
-        self._versions: dict[tuple[str, int, int], str] = {}  # (path, inode, mtime): version
+        self._versions: dict[tuple[str, int, int, int], str] = {}  # (path, inode, mtime, uid)
 
     def locate(self, requested: str) -> Path:
         """The interpreter a path or an environment's name stands for on this node."""
@@ -92,14 +92,16 @@ class Interpreters:
             return Path(self.envs[requested])
         return interpreter_in(Path(requested))
 
-    async def choose(self, requested: str | None, fallback: bool) -> Interpreter:
+    async def choose(
+        self, requested: str | None, fallback: bool, account: TaskAccount | None = None
+    ) -> Interpreter:
         """The interpreter for a task asking for `requested`; raises InterpreterError when
         it cannot run here (unless `fallback`: then the runner's own, and the note says why)."""
         if not requested:
             return Interpreter(self.default, self._ran_with(self.default, _own_version()))
         try:
             path = self.locate(requested)
-            version = await self.version(path)
+            version = await self.version(path, account)
         except InterpreterError as exc:
             if not fallback:
                 raise InterpreterError(f"python {requested!r}: {exc}") from None
@@ -107,16 +109,17 @@ class Interpreters:
             return Interpreter(self.default, f"{note}, not {requested}: {exc}")
         return Interpreter(str(path), self._ran_with(str(path), version))
 
-    async def version(self, path: Path) -> str:
+    async def version(self, path: Path, account: TaskAccount | None = None) -> str:
         """The interpreter's version, asked of it as the task's account (so one that account
-        cannot run fails here, with the reason); cached while the file is unchanged."""
+        cannot run fails here, with the reason); cached per uid while the file is unchanged."""
+        account = account or self.account
         stat = path.stat()
-        key = (str(path), stat.st_ino, stat.st_mtime_ns)
+        key = (str(path), stat.st_ino, stat.st_mtime_ns, account.uid)
         if key in self._versions:
             return self._versions[key]
         drop = {}
-        if self.account.switches:
-            drop = {"user": self.account.uid, "group": self.account.gid, "extra_groups": []}
+        if account.switches:
+            drop = {"user": account.uid, "group": account.gid, "extra_groups": []}
         try:
             proc = await asyncio.create_subprocess_exec(
                 str(path),
@@ -133,9 +136,11 @@ class Interpreters:
             )
             out, err = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
         except PermissionError:
-            raise InterpreterError(self._cannot_run(path, "permission denied")) from None
+            raise InterpreterError(self._cannot_run(path, "permission denied", account)) from None
         except OSError as exc:
-            raise InterpreterError(self._cannot_run(path, exc.strerror or str(exc))) from None
+            raise InterpreterError(
+                self._cannot_run(path, exc.strerror or str(exc), account)
+            ) from None
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
@@ -145,12 +150,12 @@ class Interpreters:
         version = out.decode(errors="replace").strip()
         if proc.returncode != 0 or not version[:1].isdigit():
             detail = (err or out).decode(errors="replace").strip().splitlines()[-1:] or [""]
-            raise InterpreterError(self._cannot_run(path, detail[0] or "not a python"))
+            raise InterpreterError(self._cannot_run(path, detail[0] or "not a python", account))
         self._versions[key] = version
         return version
 
-    def _cannot_run(self, path: Path, why: str) -> str:
-        who = f"the task account {self.account.name!r}" if self.account.switches else "tasks"
+    def _cannot_run(self, path: Path, why: str, account: TaskAccount) -> str:
+        who = f"the task account {account.name!r}" if account.switches else "tasks"
         return (
             f"{path} cannot be run by {who} ({why}); every directory down to it must be "
             "searchable (o+x) and the file executable by that account"

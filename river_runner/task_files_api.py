@@ -23,7 +23,10 @@ from river_runner.data import CHUNK, DIGEST_HEADER, DataFetchError, file_digest
 from river_runner.task_files import FileError
 
 
-def _process_root(backend: Any, task_id: int) -> Path:
+def _process_root(backend: Any, task_id: int) -> tuple[Path, tuple[int, int]]:
+    """The running task's own directory and the (uid, gid) it runs as: files are copied as
+    that account, so a put or get reaches nothing the task itself could not (each user's
+    tasks have their own uid under a root runner, river_runner/task_account.py)."""
     running = backend._tasks.get(task_id)
     if running is None:
         raise FileError(404, f"task {task_id} is not running here")
@@ -31,7 +34,8 @@ def _process_root(backend: Any, task_id: int) -> Path:
     root = launched.get("scratch") or launched.get("cwd")
     if not root:
         raise FileError(409, f"task {task_id} has no directory of its own to copy files into")
-    return Path(root)
+    uid, gid = launched.get("account") or (backend.account.uid, backend.account.gid)
+    return Path(root), (int(uid), int(gid))
 
 
 def _container(backend: Any, task_id: int) -> Any:
@@ -68,8 +72,7 @@ class TaskFilesHandler(RunnerHandler):
             container = _container(backend, task_id)
             placed = await asyncio.to_thread(task_files.put_docker, container, path, blob)
             return {"path": placed}
-        root = _process_root(backend, task_id)
-        account = (backend.account.uid, backend.account.gid)
+        root, account = _process_root(backend, task_id)
         await task_files.put_process(backend.python, account, root, path, blob)
         return {"path": path}
 
@@ -82,8 +85,7 @@ class TaskFilesHandler(RunnerHandler):
                 container = _container(backend, task_id)
                 await asyncio.to_thread(task_files.get_docker, container, path, out)
             else:
-                root = _process_root(backend, task_id)
-                account = (backend.account.uid, backend.account.gid)
+                root, account = _process_root(backend, task_id)
                 out.touch(mode=0o600)
                 await task_files.get_process(backend.python, account, root, path, out)
             return await _upload(agent, task_id, out)

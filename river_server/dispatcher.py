@@ -448,10 +448,13 @@ class Dispatcher:
             waiting={**first.waiting, **second.waiting},
         )
 
-    def launch_body(self, task: db.Task) -> dict[str, Any]:
+    def launch_body(self, task: db.Task, user_number: int | None = None) -> dict[str, Any]:
         spec = task.spec or {}
         extras = jobs.launch_extras(task)  # a job member's rendezvous env and hostfile
         return {
+            # The owner's account id: a root runner runs the task as uid FIRST + it, so no
+            # other user's task shares its files (river_runner/task_account.py).
+            "user_number": user_number,
             "hostfile": extras.get("hostfile"),
             "launcher": extras.get("launcher") or [],  # python -m torch.distributed.run ...
             "task_id": str(task.id),
@@ -488,6 +491,12 @@ class Dispatcher:
             "kill_grace": self.tasks.time_limits.grace,
         }
 
+    def _owner_number(self, owner: str) -> int | None:
+        """The owner's stable number (their account id; a name is never reused, see
+        db.RetiredUserName). None: no such account, which a per-user runner refuses."""
+        with self.sessions() as session:
+            return session.scalar(select(db.User.id).where(db.User.name == owner))
+
     def _still_assigning(self, task_id: int) -> bool:
         with self.sessions() as session:
             fresh = session.get(db.Task, task_id)
@@ -506,8 +515,9 @@ class Dispatcher:
             return  # killed between placement and launch: nothing to start
         else:
             try:
+                number = await self.work.read(self._owner_number, task.owner)
                 await self.runner_client.call(
-                    connection.url, connection.secret, "/api/tasks", self.launch_body(task)
+                    connection.url, connection.secret, "/api/tasks", self.launch_body(task, number)
                 )
             except RunnerNoAnswer as exc:
                 # The runner may or may not have it (a slow or partitioned runner): leave

@@ -67,6 +67,9 @@ class TaskLaunch:
     # Pushed files: NAME -> the cached blob's path here, set by the agent once fetched
     # (river_runner/task_inputs.py); the backend places them before the task starts.
     files: dict[str, str] = field(default_factory=dict)
+    # The owner's stable number (their account id on the host): a root runner's process
+    # tasks run as uid `--task-uid-range` first + this (river_runner/task_account.py).
+    user_number: int | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> TaskLaunch:

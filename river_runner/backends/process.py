@@ -108,14 +108,19 @@ class ProcessBackend(Backend):
             raise ValueError("a command task needs a command")
         return [str(part) for part in launch.command]
 
-    def _make_scratch(self, task_id: int) -> Path | None:
-        """The task's own directory, owned by its account (None: it runs as the runner's
-        account and keeps the runner's HOME and working directory, as before)."""
-        if not self.account.switches:
+    def account_for(self, launch: TaskLaunch) -> TaskAccount:
+        """The account `launch` runs as: its owner's own uid under a per-user runner."""
+        return self.account.for_user(launch.user_number)
+
+    def _make_scratch(self, task_id: int, account: TaskAccount) -> Path | None:
+        """The task's own directory, 0700 and owned by its account, so no other user's task
+        can read or write it (None: it runs as the runner's account and keeps the runner's
+        HOME and working directory, as before)."""
+        if not account.switches:
             return None
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"river-task-{task_id}-", dir=self.scratch_root))
-        os.chown(scratch, self.account.uid, self.account.gid)
+        os.chown(scratch, account.uid, account.gid)
         return scratch
 
     async def start(
@@ -125,14 +130,17 @@ class ProcessBackend(Backend):
             return self._tasks[launch.task_id].supervisor_pid
         # Before anything is made: an interpreter that is not here (or that the task's
         # account cannot run) refuses the task now, with the reason (InterpreterError).
+        account = self.account_for(launch)  # refuses a launch it cannot place (no number)
         interpreter = Interpreter(self.python, "")
         if launch.kind == "python" and launch.python:
-            interpreter = await self.interpreters.choose(launch.python, launch.python_fallback)
+            interpreter = await self.interpreters.choose(
+                launch.python, launch.python_fallback, account
+            )
         task_dir = self.work_root / str(launch.task_id)
         if task_dir.exists():
             shutil.rmtree(task_dir)
         task_dir.mkdir(parents=True)
-        scratch = self._make_scratch(launch.task_id)
+        scratch = self._make_scratch(launch.task_id, account)
         if launch.hostfile:  # a job member's MPI hostfile, readable by the task's account
             path = (scratch or task_dir) / "hostfile"
             path.write_text(launch.hostfile)
@@ -142,11 +150,11 @@ class ProcessBackend(Backend):
         cwd = launch.workdir or (str(scratch) if scratch else "")
         if launch.files:  # pushed files, in the task's own directory (task_inputs.py)
             home = scratch or task_dir / "files"
-            owner = (self.account.uid, self.account.gid) if scratch else None
+            owner = (account.uid, account.gid) if scratch else None
             await asyncio.to_thread(place_files, launch.files, home, owner)
             launch.env = {**launch.env, ENV_FILES_DIR: str(home)}
             cwd = launch.workdir or str(home)
-        user = f"{self.account.uid}:{self.account.gid}" if scratch else ""
+        user = f"{account.uid}:{account.gid}" if scratch else ""
         netns = await self._task_network(launch)
         netns_file = task_netns.netns_path(netns) if netns else ""
         (task_dir / "launch.json").write_text(
@@ -157,6 +165,7 @@ class ProcessBackend(Backend):
                     "overlay_ip": launch.overlay_ip,
                     "scratch": str(scratch) if scratch else None,
                     "cwd": cwd,  # where `river put` places files when there is no scratch
+                    "account": [account.uid, account.gid],  # `river put/get` copy as it
                 }
             )
         )
@@ -185,9 +194,7 @@ class ProcessBackend(Backend):
         # records. Plain Popen + add_reader (not asyncio's subprocess transport, which kills
         # the child when closed): the supervisor must outlive this runner.
         bell_read, bell_write = os.pipe()
-        env = task_environment(
-            launch, self.account, str(scratch) if scratch else None, self.passed_env
-        )
+        env = task_environment(launch, account, str(scratch) if scratch else None, self.passed_env)
         proc: subprocess.Popen | None = None
         try:
             # A fork of the zygote when it answers (no interpreter start-up), else exec.

@@ -103,6 +103,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iter
                 "/environments/{name}": ENV,
                 "/users/{name}": f"u{RUN}",
                 "/groups/{name}": f"g{RUN}",
+                "/nodes/{name}": PROC,  # a node's metrics history
             },
         )
     finally:

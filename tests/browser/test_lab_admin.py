@@ -281,17 +281,21 @@ def test_admin_page_and_forms_follow_the_light_and_dark_themes(
                 "{theme: 'JupyterLab Dark'})"
             )
             expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")
+            # The dark stylesheet arrives after the attribute flips: wait until the form's
+            # background is the theme's layout colour (and no longer the light one).
+            layout_js = (
+                "(() => { const d = document.createElement('div');"
+                " d.style.background = 'var(--jp-layout-color1)'; document.body.append(d);"
+                " const c = getComputedStyle(d).backgroundColor; d.remove(); return c; })()"
+            )
             page.wait_for_function(
-                "(old) => getComputedStyle(document.querySelector('#river-vps-form'))"
-                ".backgroundColor !== old",
+                "(old) => { const bg = getComputedStyle("
+                "document.querySelector('#river-vps-form')).backgroundColor;"
+                f" return bg !== old && bg === {layout_js}; }}",
                 arg=light,
             )
             dark = background(page, "#river-vps-form")
-            layout = page.evaluate(
-                "() => { const d = document.createElement('div');"
-                " d.style.background = 'var(--jp-layout-color1)'; document.body.append(d);"
-                " const c = getComputedStyle(d).backgroundColor; d.remove(); return c; }"
-            )
+            layout = page.evaluate(f"() => {layout_js}")
             assert dark == layout != light, (dark, layout, light)
             dark_error = page.evaluate(
                 "() => getComputedStyle(document.querySelector('[data-error=\"memory\"]')).color"

@@ -475,34 +475,49 @@ class ClientCore:
 
     async def _upload_frame(self, made: Frame) -> None:
         progress = Progress("river: pushing", made.size)
+        await self._put_data(made.digest, upload_chunks(made, progress), made.size, progress)
+
+    async def _put_data(
+        self, digest: str, parts: Iterable[bytes | memoryview], size: int, progress: Progress
+    ) -> None:
+        """PUT one content-addressed blob, closing PROGRESS however it ends.
+
+        Every upload (pushed values, `put` archives) maps a dropped connection and a
+        refusal to the same errors, so they share this one path.
+        """
         try:
             response = await self._io_upload(
-                f"{self._api}/data/{made.digest}",
-                upload_chunks(made, progress),
-                {"Content-Length": str(made.size), "Content-Type": "application/octet-stream"},
+                f"{self._api}/data/{digest}",
+                parts,
+                {"Content-Length": str(size), "Content-Type": "application/octet-stream"},
             )
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
         finally:
             progress.close()
         if response.status_code >= 400:
-            raise error_from_response(response, "PUT", f"{API_PREFIX}/data/{made.digest}")
+            raise error_from_response(response, "PUT", f"{API_PREFIX}/data/{digest}")
 
     async def _download_pulled(self, id: str | int) -> bytearray | None:
         """A task's pulled values as uploaded by its runner (a frame), or None if none."""
         path = f"/tasks/{task_id(id)}/pulled"
-        progress = Progress("river: pulling", 0)
-        try:
-            response, data = await self._io_download(self._api + path, progress)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
-        finally:
-            progress.close()
+        response, data = await self._download(path, Progress("river: pulling", 0))
         if response.status_code == 404:
             return None
         if response.status_code >= 400:
             raise error_from_response(response, "GET", API_PREFIX + path)
         return data
+
+    async def _download(self, path: str, progress: Progress) -> tuple[httpx.Response, bytearray]:
+        """GET API PATH's body, closing PROGRESS however it ends; a dropped connection is
+        the client's connection error. Status codes stay with the caller: what a 404
+        means differs (no pulled values vs. a blob gone)."""
+        try:
+            return await self._io_download(self._api + path, progress)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        finally:
+            progress.close()
 
     async def _io_upload(
         self, url: str, parts: Iterable[bytes | memoryview], headers: dict[str, str]
@@ -646,12 +661,7 @@ class ClientCore:
         answer = await self._request("POST", f"/tasks/{ref}/files/get", json={"path": path})
         digest = answer["blob"]["digest"]
         progress = Progress("river: getting", int(answer["blob"]["size"]))
-        try:
-            response, data = await self._io_download(f"{self._api}/data/{digest}", progress)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
-        finally:
-            progress.close()
+        response, data = await self._download(f"/data/{digest}", progress)
         if response.status_code >= 400:
             raise error_from_response(response, "GET", f"{API_PREFIX}/data/{digest}")
         return {"path": str(unpack(data, local)), "size": len(data)}
@@ -660,18 +670,7 @@ class ClientCore:
         self, archive: Any, digest: str, size: int, label: str = "river: putting"
     ) -> None:
         progress = Progress(label, size)
-        try:
-            response = await self._io_upload(
-                f"{self._api}/data/{digest}",
-                file_chunks(archive, progress),
-                {"Content-Length": str(size), "Content-Type": "application/octet-stream"},
-            )
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
-        finally:
-            progress.close()
-        if response.status_code >= 400:
-            raise error_from_response(response, "PUT", f"{API_PREFIX}/data/{digest}")
+        await self._put_data(digest, file_chunks(archive, progress), size, progress)
 
     # -- container environments (river_server/environments.py) -------------------------
 

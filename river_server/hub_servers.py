@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 from jupyter_server.base.call_context import CallContext
 from tornado import httpserver, web
@@ -79,15 +79,10 @@ class HubServerProxyHandler(RiverProxyHandler):
             # nothing about VPSes it does not serve.
             raise web.HTTPError(503, f"no JupyterHub server of {name} runs in River now")
         port = int(task.spec["vps"]["hub_port"])
-        node = self.river.nodes.connection(task.node or "")
-        if node is None:
-            raise web.HTTPError(503, f"node {task.node} is offline; try again when it is back")
-        runner = urlsplit(node.url)
-        self.target_host = runner.hostname or ""
-        self.runner_secret = node.secret
+        runner_port = self._aim_at_runner(task)
         whole = f"user/{quote(name, safe='')}{path}"
         forward = f"/api/tasks/{task.id}/forward/{port}/{whole}"
-        return self.target_host, runner.port or 80, forward
+        return self.target_host, runner_port, forward
 
     def proxy_request_headers(self) -> Any:
         """The Hub's `Authorization` (the user's Hub token) reaches the server, renamed past

@@ -138,17 +138,26 @@ class RiverProxyHandler(ProxyHandler):
         task = self._owned_task(ident)
         if task.state not in (TaskState.RUNNING.value, TaskState.PAUSED.value):
             raise web.HTTPError(409, f"{ident} is {task.state}, not running")
+        runner_port = self._aim_at_runner(task)
+        prefix = f"river/proxy/{'absolute/' if absolute else ''}{ident}/{port}"
+        self.proxy_base = prefix
+        app_path = (url_path_join(self.base_url, prefix) + path) if absolute else path
+        forward = f"/api/tasks/{task.id}/forward/{port}/{app_path.lstrip('/')}"
+        return self.target_host, runner_port, forward
+
+    def _aim_at_runner(self, task: db.Task) -> int:
+        """Point this request at the runner of TASK's node and return that runner's port.
+
+        Shared by every proxy route (this one and the Hub's server route) so the offline
+        answer and the runner credential the hop carries are decided in one place.
+        """
         node = self.river.nodes.connection(task.node or "")
         if node is None:
             raise web.HTTPError(503, f"node {task.node} is offline; try again when it is back")
         runner = urlsplit(node.url)
         self.target_host = runner.hostname or ""
         self.runner_secret = node.secret
-        prefix = f"river/proxy/{'absolute/' if absolute else ''}{ident}/{port}"
-        self.proxy_base = prefix
-        app_path = (url_path_join(self.base_url, prefix) + path) if absolute else path
-        forward = f"/api/tasks/{task.id}/forward/{port}/{app_path.lstrip('/')}"
-        return self.target_host, runner.port or 80, forward
+        return runner.port or 80
 
     def _owned_task(self, ident: str) -> db.Task:
         """The VPS's current task, or the task, when the caller owns it. Others who may see

@@ -114,17 +114,25 @@ def usage_series(usage: Mapping[str, Any]) -> Series:
     return Series(at, labels, rows)
 
 
+# Settings both figure sizes share: a free aspect ratio so the layout box alone sizes
+# the figure, no animation (a tick redraws in place), and no y padding so 0 and 100 %
+# sit on the frame.
+_FIGURE_COMMON: dict[str, Any] = {
+    "min_aspect_ratio": 0.01,
+    "max_aspect_ratio": 100,
+    "animation_duration": 0,
+    "padding_y": 0.0,
+}
+
+
 def _figure(lines: Lines, *, compact: bool, title: str, y_label: str) -> Figure:
     if compact:
         return Figure(
             marks=[lines],
             axes=[],
             fig_margin={"top": 2, "bottom": 2, "left": 2, "right": 2},
-            min_aspect_ratio=0.01,
-            max_aspect_ratio=100,
-            animation_duration=0,
-            padding_y=0.0,
             layout=widgets.Layout(width="160px", height="44px"),
+            **_FIGURE_COMMON,
         )
     scales = lines.scales
     axes = [
@@ -137,11 +145,8 @@ def _figure(lines: Lines, *, compact: bool, title: str, y_label: str) -> Figure:
         title=title,
         legend_location="top-left",
         fig_margin={"top": 40, "bottom": 30, "left": 50, "right": 10},
-        min_aspect_ratio=0.01,
-        max_aspect_ratio=100,
-        animation_duration=0,
-        padding_y=0.0,
         layout=widgets.Layout(width="480px", height="220px"),
+        **_FIGURE_COMMON,
     )
 
 

@@ -380,35 +380,41 @@ def _kill(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _nodes(argv: list[str]) -> int:
-    """river nodes"""
-    parser = ShellParser(
-        prog="river nodes",
-        parents=[connection_options()],
-        description="The nodes and their free resources.",
-    )
-    args = parser.parse_args(argv)
-    with _client(args) as client:
-        nodes = client.nodes()
-    _show(args, nodes, nodes_bundle(nodes))
-    return 0
+def _listing(
+    name: str,
+    description: str,
+    fetch: Callable[[Client], Any],
+    bundle: Callable[[Any], dict[str, str]],
+) -> Command:
+    """A read-only `river NAME` that fetches one listing and shows it.
+
+    nodes and share differ only in what they fetch and how it prints; one builder keeps
+    their options, exit code and --json output the same.
+    """
+
+    def command(argv: list[str]) -> int:
+        parser = ShellParser(
+            prog=f"river {name}", parents=[connection_options()], description=description
+        )
+        args = parser.parse_args(argv)
+        with _client(args) as client:
+            value = fetch(client)
+        _show(args, value, bundle(value))
+        return 0
+
+    command.__doc__ = f"river {name}"
+    return command
 
 
-def _share(argv: list[str]) -> int:
-    """river share"""
-    parser = ShellParser(
-        prog="river share",
-        parents=[connection_options()],
-        description="Fair share: each user's recent usage, share and queue priority.",
-    )
-    args = parser.parse_args(argv)
-    with _client(args) as client:
-        share = client.share()
-    _show(args, share, share_bundle(share))
-    return 0
-
-
-# ---- vps and env ----------------------------------------------------------------------------
+_nodes = _listing(
+    "nodes", "The nodes and their free resources.", lambda client: client.nodes(), nodes_bundle
+)
+_share = _listing(
+    "share",
+    "Fair share: each user's recent usage, share and queue priority.",
+    lambda client: client.share(),
+    share_bundle,
+)
 
 
 def _vps(argv: list[str]) -> int:

@@ -27,18 +27,36 @@ def _remote(spec: str) -> tuple[str, str]:
         raise UsageError(str(exc)) from None
 
 
-def _put(argv: list[str]) -> int:
-    """river put LOCAL ID:PATH"""
+def _copy_args(
+    argv: list[str], name: str, description: str, operands: tuple[str, str]
+) -> tuple[argparse.Namespace, str, str]:
+    """Parse `river put|get`: the same options and operands, only their order differs.
+
+    Returns the arguments with the remote operand split into (ID, PATH), so a bad ID:PATH
+    is the same usage error for both directions.
+    """
     parser = ShellParser(
-        prog="river put",
-        description="Copy a file or directory into a running task or VPS (PATH relative "
-        "to a process task's directory; any path in a container).",
+        prog=f"river {name}",
+        description=description,
         parents=[connection_options(json_output=False)],
     )
-    parser.add_argument("local", metavar="LOCAL")
-    parser.add_argument("remote", metavar="ID:PATH")
+    metavars = {"local": "LOCAL", "remote": "ID:PATH"}
+    for operand in operands:
+        parser.add_argument(operand, metavar=metavars[operand])
     args = parser.parse_args(argv)
     ident, path = _remote(args.remote)
+    return args, ident, path
+
+
+def _put(argv: list[str]) -> int:
+    """river put LOCAL ID:PATH"""
+    args, ident, path = _copy_args(
+        argv,
+        "put",
+        "Copy a file or directory into a running task or VPS (PATH relative "
+        "to a process task's directory; any path in a container).",
+        ("local", "remote"),
+    )
     if not Path(args.local).exists():
         raise UsageError(f"no file or directory {args.local!r} here to put")
     with _client(args) as client:
@@ -51,16 +69,13 @@ def _put(argv: list[str]) -> int:
 
 def _get(argv: list[str]) -> int:
     """river get ID:PATH LOCAL"""
-    parser = ShellParser(
-        prog="river get",
-        description="Copy a file or directory out of a running task or VPS to LOCAL "
+    args, ident, path = _copy_args(
+        argv,
+        "get",
+        "Copy a file or directory out of a running task or VPS to LOCAL "
         "(into LOCAL if it is a directory).",
-        parents=[connection_options(json_output=False)],
+        ("remote", "local"),
     )
-    parser.add_argument("remote", metavar="ID:PATH")
-    parser.add_argument("local", metavar="LOCAL")
-    args = parser.parse_args(argv)
-    ident, path = _remote(args.remote)
     with _client(args) as client:
         done = client.get_file(ident, path, args.local)
     print(f"river: got {ident}:{path} ({done['size']} bytes) to {done['path']}", file=sys.stderr)

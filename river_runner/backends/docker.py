@@ -653,13 +653,24 @@ class DockerBackend(DockerVpsOps, Backend):
         watched.on_exit(watched.task_id, outcome)
 
     # ---- control --------------------------------------------------------------------
-    async def kill(self, task_id: int) -> bool:
+    def _mark_kill_requested(self, task_id: int) -> _Watched | None:
+        """Flag a watched task as killed on purpose, in memory and on disk.
+
+        Shared by kill and terminate so the waiter (and an agent restarted before it
+        reports, through the marker file) tells a requested end from a crash.
+        """
         watched = self._tasks.get(task_id)
         if watched is None:
-            return False
+            return None
         watched.kill_requested = True
         with contextlib.suppress(OSError):
             (watched.task_dir / KILLED_MARKER).write_text(str(time.time()))
+        return watched
+
+    async def kill(self, task_id: int) -> bool:
+        watched = self._mark_kill_requested(task_id)
+        if watched is None:
+            return False
         try:
             await self._call(self.api.kill, watched.container_id)
         except docker.errors.NotFound:
@@ -675,12 +686,9 @@ class DockerBackend(DockerVpsOps, Backend):
 
     async def terminate(self, task_id: int, grace: float) -> bool:
         """`docker stop -t GRACE`: SIGTERM to the container's main process, SIGKILL after."""
-        watched = self._tasks.get(task_id)
+        watched = self._mark_kill_requested(task_id)
         if watched is None:
             return False
-        watched.kill_requested = True
-        with contextlib.suppress(OSError):
-            (watched.task_dir / KILLED_MARKER).write_text(str(time.time()))
         if watched.paused:  # a frozen process cannot handle its SIGTERM
             with contextlib.suppress(docker.errors.APIError):
                 await self._call(self.api.unpause, watched.container_id)

@@ -5,6 +5,7 @@
  */
 import { Schemas, ITask, RiverAPI } from '../api';
 import { IFormResult, RiverForm, optionalInt, optionalText } from './form';
+import { resourceFields, timeLimit } from './fields';
 
 export type TaskSubmit = Schemas['TaskSubmit'];
 
@@ -18,26 +19,7 @@ export function submitBody(values: Record<string, string>): TaskSubmit {
     body.kind = 'command';
     body.command = values.command;
   }
-  const name = optionalText(values, 'name');
-  if (name) {
-    body.name = name;
-  }
-  const cores = optionalInt(values, 'cores');
-  if (cores !== undefined) {
-    body.cores = cores;
-  }
-  const memory = optionalText(values, 'memory');
-  if (memory) {
-    body.memory = memory;
-  }
-  const target = optionalText(values, 'target');
-  if (target) {
-    body.target = target;
-  }
-  const gpus = optionalInt(values, 'gpus');
-  if (gpus !== undefined) {
-    body.gpus = gpus;
-  }
+  Object.assign(body, resourceFields(values));
   const image = optionalText(values, 'image');
   if (image) {
     body.image = image;
@@ -46,10 +28,9 @@ export function submitBody(values: Record<string, string>): TaskSubmit {
   if (environment) {
     body.environment = environment;
   }
-  const limit = optionalText(values, 'time_limit');
-  if (limit) {
-    // Seconds as a number, `90m`/`2h` as text: the host parses both (TaskSubmit.time_limit).
-    body.time_limit = /^\d+(\.\d+)?$/.test(limit) ? Number(limit) : limit;
+  const limit = timeLimit(values);
+  if (limit !== undefined) {
+    body.time_limit = limit;
   }
   const priority = optionalInt(values, 'priority');
   if (priority !== undefined) {

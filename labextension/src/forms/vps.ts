@@ -5,7 +5,8 @@
  */
 import { INode, IVps, RiverAPI, Schemas } from '../api';
 import { h } from '../panel';
-import { IFormResult, RiverForm, optionalInt, optionalText } from './form';
+import { IFormResult, RiverForm, optionalText } from './form';
+import { resourceFields, timeLimit } from './fields';
 
 export type VpsCreate = Schemas['VpsCreate'];
 
@@ -23,26 +24,7 @@ export function vpsBody(values: Record<string, string>): VpsCreate {
       body.image = image;
     }
   }
-  const name = optionalText(values, 'name');
-  if (name) {
-    body.name = name;
-  }
-  const cores = optionalInt(values, 'cores');
-  if (cores !== undefined) {
-    body.cores = cores;
-  }
-  const memory = optionalText(values, 'memory');
-  if (memory) {
-    body.memory = memory;
-  }
-  const target = optionalText(values, 'target');
-  if (target) {
-    body.target = target;
-  }
-  const gpus = optionalInt(values, 'gpus');
-  if (gpus !== undefined) {
-    body.gpus = gpus;
-  }
+  Object.assign(body, resourceFields(values));
   const ssh = values.ssh as VpsCreate['ssh'];
   if (ssh && ssh !== 'disabled') {
     body.ssh = ssh;
@@ -51,9 +33,9 @@ export function vpsBody(values: Record<string, string>): VpsCreate {
   if (ssh === 'upload' && key) {
     body.public_key = key;
   }
-  const limit = optionalText(values, 'time_limit');
-  if (limit) {
-    body.time_limit = /^\d+(\.\d+)?$/.test(limit) ? Number(limit) : limit;
+  const limit = timeLimit(values);
+  if (limit !== undefined) {
+    body.time_limit = limit;
   }
   return body;
 }

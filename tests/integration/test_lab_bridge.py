@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -72,11 +73,9 @@ class UserServer:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"token {SERVER_TOKEN}"}
 
-    def request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
-        headers = {**self.auth, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
-        return httpx.request(
-            method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs  # type: ignore[arg-type]
-        )
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**self.auth, **kwargs.pop("headers", {})}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
 
     def close(self) -> None:
         _stop(self.process)
@@ -160,9 +159,7 @@ def test_without_the_servers_login_nothing_reaches_river(
     cluster, server, alice = site
     as_alice = {"Authorization": f"token {alice}"}
     before = len(cluster.get("/river/api/tasks", headers=as_alice)["tasks"])
-    response = httpx.post(
-        f"{server.url}/river/api/tasks", json={"command": ["true"]}, timeout=30
-    )
+    response = httpx.post(f"{server.url}/river/api/tasks", json={"command": ["true"]}, timeout=30)
     assert response.status_code in (302, 403), response.text
     # River's own token is not the server's login either.
     response = httpx.get(f"{server.url}/river/api/me", headers=as_alice, timeout=30)
@@ -202,3 +199,20 @@ def test_a_body_over_the_bound_is_refused_here(site: tuple[Cluster, UserServer, 
     )
     assert response.status_code == 413
     assert "send less" in response.json()["message"]
+
+
+def test_the_bridge_stands_down_on_rivers_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wheel enables the bridge in every Jupyter server (jupyter_server_config.d); on
+    River's own host it must leave River's routes alone, even with RIVER_URL set."""
+    monkeypatch.setenv("RIVER_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    monkeypatch.setenv("RIVER_TOKEN", "not-a-river-token")
+    cluster = Cluster(
+        tmp_path, extra_host_args=["--ServerApp.jpserver_extensions=river_magics.lab_bridge=True"]
+    )
+    try:
+        cluster.start_host()
+        assert cluster.get("/river/api/me")["user"]["name"] == "admin"
+    finally:
+        cluster.close()

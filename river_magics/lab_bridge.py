@@ -133,7 +133,7 @@ class RiverForwardHandler(JupyterHandler):
         headers["Authorization"] = f"token {self.river_token}"
         # No read timeout: the event stream stays open as long as the page does.
         timeout = httpx.Timeout(30.0, read=None)
-        self._forwarding = asyncio.current_task()  # type: ignore[assignment]
+        self._forwarding = asyncio.current_task()
         try:
             async with (
                 httpx.AsyncClient(timeout=timeout, trust_env=False) as client,

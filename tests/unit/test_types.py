@@ -20,6 +20,7 @@ CHECKED = [
     "river_magics/bridge.py",
     "river_magics/client.py",
     "river_magics/aclient.py",
+    "river_magics/lab_bridge.py",
 ]
 
 

@@ -17,6 +17,7 @@ costs a minute here.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -169,6 +170,37 @@ def test_the_guest_and_a_task_reach_each_other_on_the_overlay(net: dict[str, Any
     assert finished["state"] == "completed", lines
     assert f"accepted {vm['ip']}" in lines  # the guest came from its overlay address
     assert any(line.startswith("banner SSH-2.0-OpenSSH") for line in lines), lines
+
+
+def test_an_adopting_runner_puts_the_tap_back_on_the_bridge(net: dict[str, Any]) -> None:
+    cluster: OverlayCluster = net["cluster"]
+    runner: Machine = net["runner"]
+    vm = net["vm"]
+    log = Path(cluster.root) / "runner-r1.log"
+    before = qemu_pids(vm["id"])
+    assert len(before) == 1
+    process = cluster.runner_processes["r1"]
+    os.killpg(process.pid, signal.SIGKILL)  # no chance to clean up; QEMU runs on
+    process.wait(timeout=30)
+    # As if the bridge had been re-made while no runner ran: the tap lost its master.
+    runner.ip("link", "set", vm["tap"], "nomaster")
+    assert "master" not in links(runner)[vm["tap"]]
+    adopted = log.read_text().count(f"adopted the VM of VPS {vm['id']}")
+    cluster.start_runner(
+        "r1", runner, "--cpus", "0-1", "--vm-accel", "tcg", "--vm-image", str(IMAGE)
+    )
+    wait_for(
+        lambda: log.read_text().count(f"adopted the VM of VPS {vm['id']}") > adopted,
+        60,
+        "the restarted runner to adopt the VM",
+    )
+    wait_for(
+        lambda: links(runner)[vm["tap"]].get("master") == "river-br",
+        30,
+        "the adopted VM's tap back on river-br",
+    )
+    assert qemu_pids(vm["id"]) == before
+    assert guest_ssh(runner, vm, "echo still") == "still\n"  # over the overlay again
 
 
 def test_the_tap_goes_with_a_stop_and_returns_with_the_restart(net: dict[str, Any]) -> None:

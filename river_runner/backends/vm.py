@@ -485,6 +485,9 @@ class VmBackend:
         for vm in [vm for vm in self._vms.values() if vm.vps_id == vps_id]:
             vm.killed = True
             await self._quit_after(vm, 0)
+        if self.overlay_bridge is not None:  # a tap a crashed runner left behind
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(remove_tap, tap_name(str(self.root), vps_id))
         if not directory.exists():
             return False
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, directory)

@@ -27,7 +27,9 @@ T0=$(date +%s%N)
 # before python3 is configured), so it lays down minbase + init, and apt (which orders
 # configuration properly) installs the rest inside the chroot.
 BASE_PACKAGES=systemd-sysv,udev
-PACKAGES="linux-image-cloud-amd64 cloud-init openssh-server netbase iproute2 ifupdown isc-dhcp-client procps"
+# acpid: the ACPI power button (QMP system_powerdown, River's stop) needs a listener, and
+# minbase has no D-Bus, so systemd-logind (which would handle it) never runs.
+PACKAGES="linux-image-cloud-amd64 cloud-init openssh-server netbase iproute2 ifupdown isc-dhcp-client procps acpid"
 
 log() {
     local ms=$((($(date +%s%N) - T0) / 1000000))
@@ -109,6 +111,13 @@ for unit in cloud-config.service cloud-final.service apt-daily.timer apt-daily-u
     e2scrub_all.timer e2scrub_reap.service ifupdown-pre.service; do
     ln -sf /dev/null "$ROOT/etc/systemd/system/$unit"
 done
+# A stop is an ACPI power button press: acpid powers the guest off (a clean shutdown
+# that flushes the disk River keeps), instead of River quitting QEMU after its bound.
+rm -f "$ROOT"/etc/acpi/events/*
+printf 'event=button/power.*\naction=/usr/bin/systemctl --no-block poweroff\n' \
+    >"$ROOT/etc/acpi/events/river-powerbtn"
+mkdir -p "$ROOT/etc/systemd/system/multi-user.target.wants"
+ln -sf /lib/systemd/system/acpid.service "$ROOT/etc/systemd/system/multi-user.target.wants/acpid.service"
 # A guest never nests VMs, and emulated CPUs have no frequency scaling.
 printf 'blacklist %s\n' kvm kvm_amd kvm_intel >"$ROOT/etc/modprobe.d/river-vm.conf"
 rm -f "$ROOT"/etc/ssh/ssh_host_*

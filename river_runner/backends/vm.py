@@ -17,14 +17,20 @@ with the runner), and `vm.json` there records its pid, task and forwarded ports.
 runner `adopt`s every VM whose QEMU still runs: it reconnects over QMP, replays the console
 with its line numbers and watches the process through a pidfd (it is no longer a child).
 
-Not yet: a tap on the runner's overlay bridge, GPU passthrough (the decisions are in
-river_runner/vfio.py, the wiring is not).
+A VM that presented an overlay reservation (`ip_token`) gets a second NIC: a tap on the
+runner's overlay bridge (river_runner/vm_tap.py) with exactly the reserved address, set by
+the seed's network config, and the default route via the runner's bridge address. The
+user-mode NIC stays for SSH and proxied ports (hostfwd, inbound only: `restrict=on`), so the
+overlay NIC is the guest's only way out, and only to the overlay (docs/vps.md).
+
+Not yet: GPU passthrough (the decisions are in river_runner/vfio.py, the wiring is not).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -39,7 +45,9 @@ from typing import Any
 from river_runner.backends.base import ExitCallback, Outcome, OutputCallback, TaskLaunch
 from river_runner.backends.vm_state import VmState, qemu_alive, wait_pid_exit
 from river_runner.protocol import TaskState
+from river_runner.task_cpu import tree_cpu_seconds
 from river_runner.vm_probe import QEMU, VmImage, accel_args
+from river_runner.vm_tap import TapPlan, ensure_tap, remove_tap, tap_name
 
 log = logging.getLogger("river.runner.vm")
 
@@ -68,12 +76,15 @@ class _Vm:
     paused: bool = False
     killed: bool = False
     ended: asyncio.Future[int | None] | None = None  # QEMU's exit code (None: adopted)
+    tap: str | None = None  # its overlay NIC's tap, when it has one
+    overlay_ip: str | None = None
 
     def save(self) -> None:
         """Record what a restarted runner needs to take this VM over."""
-        VmState(self.task_id, self.vps_id, self.pid, dict(self.ports), self.killed).write(
-            self.directory
-        )
+        VmState(
+            self.task_id, self.vps_id, self.pid, dict(self.ports), self.killed,
+            self.tap, self.overlay_ip,
+        ).write(self.directory)  # fmt: skip
 
 
 def _free_port() -> int:
@@ -82,18 +93,52 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def mac_address(vps_id: str) -> str:
-    """A stable, locally administered MAC per VPS (QEMU's 52:54:00 prefix)."""
-    n = int(vps_id) & 0xFFFFFF
-    return f"52:54:00:{n >> 16:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
+def mac_address(vps_id: str, nic: int = 0) -> str:
+    """A stable, locally administered MAC per VPS and NIC (QEMU's 52:54:0<nic> prefix).
+
+    From a hash of the id, not its low bits: a snowflake's low bits are a per-millisecond
+    sequence, so two VPSes often share them, and two VMs on one overlay bridge must not
+    share a MAC."""
+    digest = hashlib.sha1(vps_id.encode()).digest()
+    return f"52:54:{nic:02x}:{digest[0]:02x}:{digest[1]:02x}:{digest[2]:02x}"
 
 
-def seed_files(hostname: str, keys: str, instance: str, mac: str) -> dict[str, str]:
+def _network_config(mac: str, overlay: TapPlan | None, overlay_mac: str) -> str:
+    """cloud-init network config v2: eth0 on the user-mode net; with an overlay plan, eth1
+    on the overlay and the default route there (user-mode net lets nothing out anyway)."""
+    eth0 = (
+        f'  eth0:\n    match:\n      macaddress: "{mac}"\n'
+        f"    set-name: eth0\n    addresses: [{USER_NET['address']}]\n"
+    )
+    if overlay is None:
+        return (
+            f"version: 2\nethernets:\n{eth0}"
+            f"    gateway4: {USER_NET['gateway']}\n"
+            f"    nameservers:\n      addresses: [{USER_NET['dns']}]\n"
+        )
+    eth1 = (
+        f'  eth1:\n    match:\n      macaddress: "{overlay_mac}"\n'
+        f"    set-name: eth1\n    mtu: {overlay.mtu}\n"
+        f"    addresses: [{overlay.address}/{overlay.prefixlen}]\n"
+        f"    gateway4: {overlay.gateway}\n"
+    )
+    return f"version: 2\nethernets:\n{eth0}{eth1}"
+
+
+def seed_files(
+    hostname: str,
+    keys: str,
+    instance: str,
+    mac: str,
+    overlay: TapPlan | None = None,
+    overlay_mac: str = "",
+) -> dict[str, str]:
     """The NoCloud seed's files: the hostname, root's SSH keys (River's SSH proxy logs in
-    as root, the user's own key works on any address the VM has) and the NIC's address.
+    as root, the user's own key works on any address the VM has) and the NICs' addresses.
 
-    The address is static: QEMU's user-mode network always hands out the same plan
-    (USER_NET), and DHCP under emulation held the boot ~10 s in networking.service."""
+    The addresses are static: QEMU's user-mode network always hands out the same plan
+    (USER_NET), the overlay address was reserved, and DHCP under emulation held the boot
+    ~10 s in networking.service."""
     key_lines = [k.strip() for k in keys.splitlines() if k.strip()]
     user_data = "#cloud-config\n" + "\n".join(
         [
@@ -108,12 +153,7 @@ def seed_files(hostname: str, keys: str, instance: str, mac: str) -> dict[str, s
         "meta-data": f"instance-id: {instance}\nlocal-hostname: {hostname}\n",
         "user-data": user_data + "\n",
         # Matched by MAC (cloud-init's ifupdown renderer takes no name patterns).
-        "network-config": (
-            f'version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: "{mac}"\n'
-            f"    set-name: eth0\n    addresses: [{USER_NET['address']}]\n"
-            f"    gateway4: {USER_NET['gateway']}\n"
-            f"    nameservers:\n      addresses: [{USER_NET['dns']}]\n"
-        ),
+        "network-config": _network_config(mac, overlay, overlay_mac),
     }
 
 
@@ -128,6 +168,23 @@ class VmBackend:
         self.accel = accel
         self._vms: dict[int, _Vm] = {}
         self._watchers: dict[int, asyncio.Future[None]] = {}
+        self._bridge: str | None = None  # the overlay bridge, once the runner's overlay is up
+
+    @property
+    def overlay_bridge(self) -> str | None:
+        return self._bridge
+
+    @overlay_bridge.setter
+    def overlay_bridge(self, bridge: str | None) -> None:
+        """The overlay comes up after adoption (at registration): re-attach the adopted
+        VMs' taps then."""
+        self._bridge = bridge
+        if bridge is None:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing adopted yet
+            loop = asyncio.get_running_loop()
+            for vm in list(self._vms.values()):
+                loop.create_task(self._readopt_tap(vm))
 
     def owns(self, task_id: int) -> bool:
         return task_id in self._vms
@@ -151,11 +208,14 @@ class VmBackend:
             size = int(vm.get("disk") or DEFAULT_DISK)
             await loop.run_in_executor(None, self._make_overlay, disk, size)
         seed = directory / "seed.iso"
+        overlay = await self._overlay_tap(launch, vps_id)
         files = seed_files(
             launch.hostname or f"vps-{vps_id}",
             launch.env.get(SSH_KEYS_ENV, ""),
             f"river-{vps_id}",
             mac_address(vps_id),
+            overlay,
+            mac_address(vps_id, 1),
         )
         await loop.run_in_executor(None, self._make_seed, directory, seed, files)
         qmp_path = directory / "qmp.sock"
@@ -181,6 +241,11 @@ class VmBackend:
             "-device", "virtio-rng-pci",
             "-qmp", f"unix:{qmp_path},server=on,wait=off",
         ]  # fmt: skip
+        if overlay is not None:  # the tap exists already: QEMU runs no script
+            argv += [
+                "-netdev", f"tap,id=net1,ifname={overlay.tap},script=no,downscript=no",
+                "-device", f"virtio-net-pci,netdev=net1,mac={mac_address(vps_id, 1)}",
+            ]  # fmt: skip
         # QEMU's own messages go to a file, not a pipe that would break with the runner.
         with (directory / "qemu.log").open("wb") as qemu_log:
             proc = await asyncio.create_subprocess_exec(
@@ -196,13 +261,31 @@ class VmBackend:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+            if overlay is not None:
+                await asyncio.to_thread(remove_tap, overlay.tap)
             raise
         watched = _Vm(launch.task_id, vps_id, directory, proc.pid, qmp, proc, {22: ssh_port})
+        if overlay is not None:
+            watched.tap, watched.overlay_ip = overlay.tap, overlay.address
         watched.save()
         self._vms[launch.task_id] = watched
         self._watch(watched, on_output, on_exit)
         log.info("VM of VPS %s (task %s) started, pid %s", vps_id, launch.task_id, proc.pid)
         return proc.pid
+
+    async def _overlay_tap(self, launch: TaskLaunch, vps_id: str) -> TapPlan | None:
+        """The VM's tap on the overlay bridge when it holds a reserved address; a VM that
+        reserved one on a runner whose overlay is not up fails to start, saying so, rather
+        than running without its address (as a process task does)."""
+        if not launch.overlay_ip:
+            return None
+        if self.overlay_bridge is None:
+            raise RuntimeError(
+                f"VPS {vps_id} reserved overlay address {launch.overlay_ip}, but this "
+                "runner is not on the overlay network"
+            )
+        name = tap_name(str(self.root), vps_id)
+        return await asyncio.to_thread(ensure_tap, name, launch.overlay_ip, self.overlay_bridge)
 
     def _make_overlay(self, disk: Path, size: int) -> None:
         subprocess.run(
@@ -291,6 +374,9 @@ class VmBackend:
         self._watchers.pop(vm.task_id, None)
         (vm.directory / "qmp.sock").unlink(missing_ok=True)
         VmState.remove(vm.directory)
+        if vm.tap is not None:  # persistent: it would outlive QEMU
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(remove_tap, vm.tap)
         vm.ended.set_result(code)
         if vm.killed:
             outcome = Outcome(TaskState.KILLED, code, "the VM was shut down")
@@ -367,6 +453,13 @@ class VmBackend:
     def running(self) -> dict[int, str]:
         return {tid: ("paused" if vm.paused else "running") for tid, vm in self._vms.items()}
 
+    def cpu_seconds(self, task_id: int) -> float | None:
+        """QEMU's CPU seconds (the guest's vCPUs are its threads): what the host's idle
+        culler judges a VM VPS by. Without it every heartbeat failed and the host, after
+        its misses, declared the node offline and had the VM stopped."""
+        vm = self._vms.get(task_id)
+        return None if vm is None else tree_cpu_seconds(vm.pid)
+
     async def forward_target(self, task_id: int, port: int) -> tuple[str, int] | None:
         """Where the guest's `port` is reached from this runner: a loopback port QEMU
         forwards to it (added over QMP the first time a port is asked for)."""
@@ -392,6 +485,9 @@ class VmBackend:
         for vm in [vm for vm in self._vms.values() if vm.vps_id == vps_id]:
             vm.killed = True
             await self._quit_after(vm, 0)
+        if self.overlay_bridge is not None:  # a tap a crashed runner left behind
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(remove_tap, tap_name(str(self.root), vps_id))
         if not directory.exists():
             return False
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, directory)
@@ -412,6 +508,9 @@ class VmBackend:
             adopted.append(state.task_id)
             if not qemu_alive(state.pid, state.vps_id):
                 VmState.remove(directory)
+                if state.tap:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(remove_tap, state.tap)
                 why = (
                     "the VM was shut down" if state.killed else "QEMU ended while no runner watched"
                 )
@@ -430,10 +529,25 @@ class VmBackend:
                 continue
             vm = _Vm(state.task_id, state.vps_id, directory, state.pid, qmp, None, state.ports)
             vm.paused, vm.killed = status.get("status") == "paused", state.killed
+            vm.tap, vm.overlay_ip = state.tap, state.overlay_ip
+            await self._readopt_tap(vm)
             self._vms[vm.task_id] = vm
             self._watch(vm, output_for(vm.task_id), on_exit)
             log.info("adopted the VM of VPS %s (task %s, pid %s)", vm.vps_id, vm.task_id, vm.pid)
         return adopted
+
+    async def _readopt_tap(self, vm: _Vm) -> None:
+        """Put an adopted VM's tap back on the bridge (QEMU holds it open; a bridge
+        re-created while no runner ran has lost its ports)."""
+        if vm.tap is None or vm.overlay_ip is None:
+            return
+        if self.overlay_bridge is None:
+            log.warning("VM of VPS %s: no overlay bridge yet for its tap", vm.vps_id)
+            return
+        try:
+            await asyncio.to_thread(ensure_tap, vm.tap, vm.overlay_ip, self.overlay_bridge)
+        except Exception as exc:
+            log.warning("VM of VPS %s: tap %s not re-attached (%s)", vm.vps_id, vm.tap, exc)
 
     @staticmethod
     async def _reconnect_qmp(path: Path, pid: int) -> Any:

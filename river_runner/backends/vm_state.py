@@ -24,6 +24,8 @@ class VmState:
     pid: int
     ports: dict[int, int] = field(default_factory=dict)  # guest port -> loopback port
     killed: bool = False  # a stop was asked for: its end is reported as a kill
+    tap: str | None = None  # the overlay NIC's tap (removed when the VM ends)
+    overlay_ip: str | None = None
 
     def write(self, directory: Path) -> None:
         """Atomically (a reader never sees half a file)."""
@@ -33,6 +35,8 @@ class VmState:
             "pid": self.pid,
             "ports": {str(k): v for k, v in self.ports.items()},
             "killed": self.killed,
+            "tap": self.tap,
+            "overlay_ip": self.overlay_ip,
         }
         tmp = directory / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(body))
@@ -49,6 +53,8 @@ class VmState:
                 int(body["pid"]),
                 {int(k): int(v) for k, v in (body.get("ports") or {}).items()},
                 bool(body.get("killed")),
+                body.get("tap") or None,
+                body.get("overlay_ip") or None,
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

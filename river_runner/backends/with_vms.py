@@ -33,6 +33,7 @@ class WithVms(Backend):
     @overlay_bridge.setter
     def overlay_bridge(self, value: str | None) -> None:
         self.inner.overlay_bridge = value
+        self.vms.overlay_bridge = value  # VMs with a reservation get a tap on it
 
     def _for(self, task_id: int) -> Backend | VmBackend:
         return self.vms if self.vms.owns(task_id) else self.inner

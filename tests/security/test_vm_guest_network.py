@@ -23,14 +23,19 @@ import pytest
 
 from tests.cluster import Cluster, as_user, running_cluster
 from tests.vm.conftest import IMAGE
-from tests.vm.test_vm_lifecycle import API, qemu_pids, ssh, state, wait_ssh
+from tests.vm.test_vm_lifecycle import API, BOOT_SECONDS, qemu_pids, ssh, state, wait_ssh
 
 NODE = "emu"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("qemu-system-x86_64") is None or not (IMAGE / "base.qcow2").is_file(),
-    reason="needs QEMU and the VM base image (.ci/setup-qemu.sh, .ci/build-vm-image.sh)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("qemu-system-x86_64") is None or not (IMAGE / "base.qcow2").is_file(),
+        reason="needs QEMU and the VM base image (.ci/setup-qemu.sh, .ci/build-vm-image.sh)",
+    ),
+    # The fixture waits up to BOOT_SECONDS for an emulated boot, and pytest-timeout counts
+    # setup against the test: the suite's 300 s would cut a slow boot short.
+    pytest.mark.timeout(BOOT_SECONDS + 240),
+]
 
 
 @pytest.fixture(scope="module")

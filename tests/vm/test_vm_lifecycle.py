@@ -16,18 +16,23 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from river_runner.backends.vm import POWERDOWN_SECONDS
 from tests.cluster import Cluster, as_user, running_cluster, wait_for
 from tests.vm.conftest import IMAGE
 
 API = "/river/api/vps"
 NODE = "emu"
 BOOT_SECONDS = 300  # an emulated guest on a busy 2-core CI machine: create -> SSH answers
+# pytest-timeout's 300 s (pyproject) counts a test's share of the fixtures: the first test
+# waits out the boot, the stop/restart test a shutdown and a second boot.
+pytestmark = pytest.mark.timeout(BOOT_SECONDS + 240)
 
 
 def qemu_pids(vps_id: str) -> list[int]:
@@ -211,9 +216,17 @@ def test_stop_and_restart_boot_the_kept_disk_on_the_same_node(
     vcluster: Cluster, vm: dict[str, Any]
 ) -> None:
     first_task = vm["task_id"]
-    action(vcluster, vm, "stop")
-    state(vcluster, vm, "stopped", timeout=90)  # a clean ACPI shutdown of the guest
+    runner_log = vcluster.runners[NODE].log_path
+    assert runner_log is not None
+    started = time.monotonic()
+    action(vcluster, vm, "stop")  # the VM was adopted by the restarted runner (test above)
+    state(vcluster, vm, "stopped", timeout=POWERDOWN_SECONDS + 30)
+    took = time.monotonic() - started
     wait_for(lambda: not qemu_pids(vm["id"]), 30, what="QEMU to exit after the shutdown")
+    # A clean ACPI shutdown (the guest's acpid powers off), not River quitting QEMU after
+    # its POWERDOWN_SECONDS bound.
+    assert "quitting QEMU" not in runner_log.read_text(), "the guest ignored the power button"
+    assert took < POWERDOWN_SECONDS / 2, f"the stop took {took:.0f} s"
     assert (vm["dir"] / "disk.qcow2").is_file()
 
     action(vcluster, vm, "restart")

@@ -5,6 +5,7 @@ same lines however the bytes arrive."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from river_runner.backends.base import TaskLaunch
 from river_runner.backends.process import ProcessBackend
 from river_runner.loglines import MAX_LINE_BYTES, LineRenderer, LineSplitter, render
 from river_runner.protocol import TaskState
+from river_runner.task_account import TaskAccount, resolve_task_account
 from tests.log_program import EXPECTED, PROGRAM, bar, joined
 from tests.unit.test_process_backend import Recorder, _run
 
@@ -23,6 +25,12 @@ SAMPLE = (
     + "€".encode() * 10
     + b"\nno newline at the end\r"
 )
+
+
+def shared_account() -> TaskAccount:
+    """One account for every task: these tests drive the backend without a host, so no
+    launch carries the user number a root runner's per-user uids need (task_account.py)."""
+    return resolve_task_account("nobody" if os.geteuid() == 0 else None)
 
 
 class ChunkRecorder(Recorder):
@@ -95,7 +103,7 @@ def test_process_backend_keeps_every_line(tmp_path: Path) -> None:
     backend used to drop the bar's line and every line after it."""
 
     async def scenario() -> None:
-        backend, recorder = ProcessBackend(tmp_path), ChunkRecorder()
+        backend, recorder = ProcessBackend(tmp_path, account=shared_account()), ChunkRecorder()
         outcome = await _run(backend, recorder, TaskLaunch(1, "python", script=PROGRAM))
         await backend.close()
         assert outcome.state == TaskState.COMPLETED

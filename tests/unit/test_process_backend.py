@@ -15,6 +15,13 @@ import pytest
 from river_runner.backends.base import Outcome, TaskLaunch
 from river_runner.backends.process import ProcessBackend
 from river_runner.protocol import TaskState
+from river_runner.task_account import TaskAccount, resolve_task_account
+
+
+def shared_account() -> TaskAccount:
+    """One account for every task: these tests drive the backend without a host, so no
+    launch carries the user number a root runner's per-user uids need (task_account.py)."""
+    return resolve_task_account("nobody" if os.geteuid() == 0 else None)
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +65,7 @@ async def _run(backend: ProcessBackend, recorder: Recorder, launch: TaskLaunch) 
 
 def test_output_exit_status_affinity_and_gpus(tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend, recorder = ProcessBackend(tmp_path), Recorder()
+        backend, recorder = ProcessBackend(tmp_path, account=shared_account()), Recorder()
         script = (
             "import os, sys\n"
             "print('affinity', sorted(os.sched_getaffinity(0)))\n"
@@ -87,7 +94,7 @@ def test_output_exit_status_affinity_and_gpus(tmp_path: Path) -> None:
 
 def test_memory_limit_kills_with_oom(tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend, recorder = ProcessBackend(tmp_path), Recorder()
+        backend, recorder = ProcessBackend(tmp_path, account=shared_account()), Recorder()
         hog = "import time\nblocks = []\nfor _ in range(100):\n    blocks.append(bytearray(20 * 2**20))\n    time.sleep(0.05)\n"
         outcome = await _run(
             backend, recorder, TaskLaunch(3, "python", script=hog, memory=64 * 2**20)
@@ -100,7 +107,7 @@ def test_memory_limit_kills_with_oom(tmp_path: Path) -> None:
 
 def test_kill_pause_resume(tmp_path: Path) -> None:
     async def scenario() -> None:
-        backend, recorder = ProcessBackend(tmp_path), Recorder()
+        backend, recorder = ProcessBackend(tmp_path, account=shared_account()), Recorder()
         launch = TaskLaunch(
             5, "python", script="import time\nprint('up', flush=True)\ntime.sleep(60)"
         )
@@ -129,14 +136,14 @@ def test_a_new_backend_adopts_running_tasks(tmp_path: Path) -> None:
     """A restarted runner finds its task still running and gets its real exit status."""
 
     async def scenario() -> None:
-        first, recorder = ProcessBackend(tmp_path), Recorder()
+        first, recorder = ProcessBackend(tmp_path, account=shared_account()), Recorder()
         script = "import time, sys\nprint('before', flush=True)\ntime.sleep(1.0)\nprint('after')\nsys.exit(7)"
         await first.start(
             TaskLaunch(9, "python", script=script), recorder.output_for(9), recorder.on_exit
         )
         await first.close()  # the runner goes away; the supervisor does not
 
-        second, adopted = ProcessBackend(tmp_path), Recorder()
+        second, adopted = ProcessBackend(tmp_path, account=shared_account()), Recorder()
         assert await second.adopt(adopted.output_for, adopted.on_exit) == [9]
         outcome = await adopted.wait(9)
         assert outcome.state == TaskState.FAILED and outcome.exit_code == 7
@@ -149,7 +156,7 @@ def test_a_new_backend_adopts_running_tasks(tmp_path: Path) -> None:
 def test_a_reserved_address_is_refused_off_the_overlay(tmp_path: Path) -> None:
     """A runner that has not joined the overlay says so, instead of running the task
     without the address it reserved (tests/netns has the working case)."""
-    backend = ProcessBackend(tmp_path, use_zygote=False)
+    backend = ProcessBackend(tmp_path, use_zygote=False, account=shared_account())
     launch = TaskLaunch(1, "command", command=["true"], overlay_ip="10.0.0.5")
 
     async def go() -> None:

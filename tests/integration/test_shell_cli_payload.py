@@ -93,5 +93,7 @@ def test_submit_pushes_and_refuses_pull_and_bad_specs(
     assert "cannot read /nonexistent/file" in assert_one_line_error(missing, 2)
     malformed = river(solo_cluster, home, "run", "--push", "no-file", str(script))
     assert "--push takes NAME=FILE" in assert_one_line_error(malformed, 2)
-    command = river(solo_cluster, home, "run", "--push", f"x={script}", "--", "true")
+    # Files may be pushed to a command (tests/integration/test_command_push.py); values
+    # pulled back need a Python script.
+    command = river(solo_cluster, home, "run", "--pull", "y", "--", "true")
     assert "Python SCRIPT" in assert_one_line_error(command, 2)

@@ -247,6 +247,24 @@ def workload_veth(netns: str) -> str:
     return "rvw" + hashlib.sha1(netns_path(netns).encode()).hexdigest()[: IFNAMSIZ - 3]
 
 
+def workload_interface(
+    address: str, gateway: ipaddress.IPv4Interface, bridge: str
+) -> ipaddress.IPv4Interface:
+    """`address` on the bridge's subnet, checked to be a workload address (past the
+    reserved low range, not the gateway or broadcast): what a namespace's veth or a VM's
+    tap may be given."""
+    try:
+        wanted = ipaddress.IPv4Interface(f"{address}/{gateway.network.prefixlen}")
+    except ValueError:
+        raise OverlayError(f"{address!r} is not an IPv4 address") from None
+    first = gateway.network.network_address + FIRST_WORKLOAD_OFFSET
+    if not first <= wanted.ip < gateway.network.broadcast_address or wanted.ip == gateway.ip:
+        raise OverlayError(
+            f"{address} is not a workload address on {gateway.network} (bridge {bridge})"
+        )
+    return wanted
+
+
 def bridge_gateway(ipr: Any, bridge: str) -> tuple[int, ipaddress.IPv4Interface, int]:
     """(index, address/prefix, mtu) of the overlay bridge, or OverlayError if it is not up."""
     index = link_index(ipr, bridge)
@@ -274,15 +292,7 @@ def attach_namespace(
         raise OverlayError(f"no network namespace at {path}")
     with iproute() as ipr:
         bridge_index, gateway, mtu = bridge_gateway(ipr, bridge)
-        try:
-            wanted = ipaddress.IPv4Interface(f"{address}/{gateway.network.prefixlen}")
-        except ValueError:
-            raise OverlayError(f"{address!r} is not an IPv4 address") from None
-        first = gateway.network.network_address + FIRST_WORKLOAD_OFFSET
-        if not first <= wanted.ip < gateway.network.broadcast_address or wanted.ip == gateway.ip:
-            raise OverlayError(
-                f"{address} is not a workload address on {gateway.network} (bridge {bridge})"
-            )
+        wanted = workload_interface(address, gateway, bridge)
         index = link_index(ipr, host_if)
         if index is None:
             fd = os.open(path, os.O_RDONLY)

@@ -14,13 +14,11 @@ pyroute2's synchronous API must not run inside the event loop: callers use
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 from dataclasses import dataclass
 
 from river_runner.netlinks import OverlayError, delete_link, iproute, link_index
-from river_runner.overlay import bridge_gateway
-from river_runner.overlay_spec import FIRST_WORKLOAD_OFFSET
+from river_runner.overlay import bridge_gateway, workload_interface
 
 
 @dataclass(frozen=True)
@@ -46,15 +44,7 @@ def ensure_tap(name: str, address: str, bridge: str) -> TapPlan:
     `address` is a workload address of the bridge's subnet. Idempotent."""
     with iproute() as ipr:
         bridge_index, gateway, mtu = bridge_gateway(ipr, bridge)
-        try:
-            wanted = ipaddress.IPv4Interface(f"{address}/{gateway.network.prefixlen}")
-        except ValueError:
-            raise OverlayError(f"{address!r} is not an IPv4 address") from None
-        first = gateway.network.network_address + FIRST_WORKLOAD_OFFSET
-        if not first <= wanted.ip < gateway.network.broadcast_address or wanted.ip == gateway.ip:
-            raise OverlayError(
-                f"{address} is not a workload address on {gateway.network} (bridge {bridge})"
-            )
+        wanted = workload_interface(address, gateway, bridge)
         index = link_index(ipr, name)
         if index is None:
             ipr.link("add", ifname=name, kind="tuntap", mode="tap", no_pi=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -133,8 +133,11 @@ class Dispatcher:
         overlay: OverlayService,
         job_ports: PortRange | None = None,
         fair_share: usage.FairShareSettings | None = None,
+        snapshot_vps: Callable[[db.Task], Awaitable[Any]] | None = None,
     ) -> None:
         self.sessions = sessions
+        # A displaced VPS's checkpoint (VpsService.snapshot): None, VPSes are not displaced.
+        self.snapshot_vps = snapshot_vps
         self.work = work
         self.connections = connections
         self.tasks = tasks
@@ -296,7 +299,9 @@ class Dispatcher:
             self.work.call_on_loop(self._start_launch, task)
         for move in moves:
             for victim in move.victims:
-                self.work.call_on_loop(self._start_displace, victim.node, victim.id)
+                self.work.call_on_loop(
+                    self._start_displace, victim.node, victim.id, preemption.checkpoint(victim)
+                )
         return len(placed)
 
     def _preempt(
@@ -311,6 +316,8 @@ class Dispatcher:
     ) -> list[preemption.Displacement]:
         """Displace preemptible work for waiters the plan could not place (queue order):
         victims are marked in this transaction and signalled once it commits."""
+        if self.snapshot_vps is None:  # nothing could checkpoint a VPS: offer none
+            active = [t for t in active if preemption.checkpoint(t) != preemption.SNAPSHOT]
         if not plan.waiting or not any(preemption.displaceable(t) for t in active):
             return []
         waiting = [
@@ -338,26 +345,50 @@ class Dispatcher:
             )
         return moves
 
-    def _start_displace(self, node: str | None, task_id: int) -> None:
-        stop = asyncio.ensure_future(self._displace(node or "", task_id))
+    def _start_displace(self, node: str | None, task_id: int, how: str) -> None:
+        stop = asyncio.ensure_future(self._displace(node or "", task_id, how))
         self._stops.add(stop)
         stop.add_done_callback(self._stops.discard)
 
-    async def _displace(self, node: str, task_id: int) -> None:
-        """Checkpoint-signal a victim: SIGTERM now, SIGKILL after the grace (its runner's
-        `terminate`). Its end report requeues it (TaskService._apply_status)."""
+    async def _displace(self, node: str, task_id: int, how: str) -> None:
+        """Checkpoint a victim: a task gets SIGTERM now, SIGKILL after the grace (its
+        runner's `terminate`); a VPS is snapshotted, then killed. Its end report requeues
+        it (TaskService._apply_status)."""
         connection = self.connections.get(node)
         if connection is None:
             return  # its node went offline: the task is lost the usual way
+        action, body = "terminate", {"grace": self.preempt_grace}
+        if how == preemption.SNAPSHOT:
+            if not await self._snapshot_victim(task_id):
+                return
+            action, body = "kill", {}
         try:
             await self.runner_client.call(
-                connection.url,
-                connection.secret,
-                f"/api/tasks/{task_id}/terminate",
-                {"grace": self.preempt_grace},
+                connection.url, connection.secret, f"/api/tasks/{task_id}/{action}", body
             )
         except Exception as exc:
             self.log.warning("could not signal displaced task %s: %s", task_id, exc)
+
+    async def _snapshot_victim(self, task_id: int) -> bool:
+        """Snapshot a displaced VPS; when that fails it keeps running (its files are never
+        given up for a waiter) and loses its mark, so the waiter looks elsewhere."""
+        task = await self.work.read(self._load, task_id)
+        try:
+            if task is None or self.snapshot_vps is None:
+                raise RuntimeError("it is gone")
+            await self.snapshot_vps(task)
+            return True
+        except Exception as exc:
+            self.log.warning("displaced VPS task %s not snapshotted, kept: %s", task_id, exc)
+            await self.work.write(self.tasks.drop_preempting, task_id)
+            return False
+
+    def _load(self, task_id: int) -> db.Task | None:
+        with self.sessions() as session:
+            task = session.get(db.Task, task_id)
+            if task is not None:
+                session.expunge(task)
+            return task
 
     def _fair_charges(self, session: Any) -> dict[str, float]:
         """Charge running tasks (at most every `interval` s); each owner's charge."""

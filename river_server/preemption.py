@@ -8,6 +8,13 @@ that displaces it never shares cores with it. When the runner reports it ended, 
 service requeues it (`requeue` below): back to `queued`, its requeue count up, its reason
 naming who displaced it and why, a marker line in its log, and the next run's log lines
 numbered after the first run's (`spec["log_offset"]`), so the whole output is kept.
+
+A preemptible container VPS is displaced the same way, with one difference in the
+checkpoint (`checkpoint` below): its container is committed first (the snapshot of a
+user's stop, river_server/vps.py), then killed; when the requeue comes, the same record
+goes back to the queue running from that snapshot, pinned to the node that holds it
+(`requeue_fields`), so it keeps its VPS and task id, owner, SSH keys, overlay address and
+the files in its home. A VM VPS is not offered (its disk, not a commit, is its state).
 """
 
 from __future__ import annotations
@@ -37,16 +44,34 @@ class Displacement:
 
 def displaceable(task: db.Task) -> bool:
     """A running, preemptible single task that is not already being displaced. Job
-    members (a gang ends together) and VPSes (stopped with a snapshot) are not offered."""
+    members (a gang ends together) are not offered; a VPS is when it is a container that
+    is not being stopped or deleted (a VM keeps its state on a disk, not in a commit)."""
     spec = task.spec or {}
+    record = spec.get("vps")
+    if record is not None and (
+        not isinstance(record, dict)
+        or record.get("vm")
+        or record.get("stopped")
+        or record.get("deleted")
+    ):
+        return False
     return (
         task.state == TaskState.RUNNING.value
         and bool(spec.get("preemptible"))
         and not spec.get("preempting")
-        and not spec.get("vps")
         and task.job_id is None
         and bool(task.node)
     )
+
+
+SNAPSHOT, SIGNAL = "snapshot", "signal"
+
+
+def checkpoint(task: db.Task) -> str:
+    """How a victim is checkpointed before it gives its resources back: a VPS is
+    snapshotted (`docker commit`) and then killed, since what it holds is its files, not a
+    program that can save itself on SIGTERM; a task gets SIGTERM and the grace."""
+    return SNAPSHOT if (task.spec or {}).get("vps") else SIGNAL
 
 
 def _why(waiter: db.Task, victim: db.Task, charges: Mapping[str, float]) -> str:
@@ -126,6 +151,11 @@ def mark(session: Any, move: Displacement, grace: float) -> None:
     report of its end requeues it instead of ending it."""
     now = time.time()
     for victim in move.victims:
+        how = (
+            "snapshot, then stop; it will be requeued to restart from that snapshot"
+            if checkpoint(victim) == SNAPSHOT
+            else f"SIGTERM, then SIGKILL after {grace:g}s; it will be requeued"
+        )
         victim.spec = {
             **(victim.spec or {}),
             "preempting": {
@@ -141,24 +171,29 @@ def mark(session: Any, move: Displacement, grace: float) -> None:
                 state=victim.state,
                 at=now,
                 detail=f"being displaced by task {move.waiter.id} of {move.waiter.owner} "
-                f"({move.why}): SIGTERM, then SIGKILL after {grace:g}s; it will be requeued",
+                f"({move.why}): {how}",
             )
         )
 
 
 def requeue_note(task: db.Task) -> str:
     mark_ = (task.spec or {}).get("preempting") or {}
-    return (
-        f"displaced by task {mark_.get('by')} of {mark_.get('owner')} ({mark_.get('why')}); "
-        "requeued"
-    )
+    note = f"displaced by task {mark_.get('by')} of {mark_.get('owner')} ({mark_.get('why')}); "
+    snapshots = ((task.spec or {}).get("vps") or {}).get("snapshots") or []
+    if snapshots:
+        return note + f"requeued to restart from snapshot {snapshots[-1]}"
+    return note + "requeued"
 
 
 def requeue_fields(task: db.Task, last_seq: int) -> dict[str, Any]:
     """What changes on a displaced task going back to the queue (besides its state)."""
     spec = {k: v for k, v in (task.spec or {}).items() if k != "preempting"}
     spec["log_offset"] = last_seq + 1  # the marker line takes last_seq + 1
+    fields: dict[str, Any] = {}
+    if isinstance(spec.get("vps"), dict):
+        spec, fields["request"] = _vps_restart(spec, dict(task.request or {}))
     return {
+        **fields,
         "spec": spec,
         "requeues": (task.requeues or 0) + 1,
         "node": None,
@@ -170,6 +205,23 @@ def requeue_fields(task: db.Task, last_seq: int) -> dict[str, Any]:
         "exit_code": None,
         "usage_charged_at": None,
     }
+
+
+def _vps_restart(
+    spec: dict[str, Any], request: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A displaced VPS's next run: from its newest snapshot, on the node that holds it (as
+    a user's restart, river_server/vps.py); its started apps and idle clock end with it."""
+    record = dict(spec["vps"])
+    snapshots = record.get("snapshots") or []
+    if snapshots:
+        spec["image"] = snapshots[-1]
+        if not request.get("target") and record.get("snapshot_node"):
+            request["target"] = record["snapshot_node"]
+    record["apps"] = []
+    record["idle_since"] = None
+    spec["vps"] = record
+    return spec, request
 
 
 def marker_line(task: db.Task, last_seq: int, note: str) -> dict[str, Any]:

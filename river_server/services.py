@@ -170,6 +170,15 @@ class River:
             fair_share=config.fair_share,
             priorities=config.priorities,
         )
+        self.vps = VpsService(
+            self.sessions,
+            self.tasks,
+            self.ids,
+            self.connections,
+            self.runner_client,
+            self.log,
+            config.vps_snapshots_keep,
+        )
         self.dispatcher = Dispatcher(
             self.sessions,
             self.connections,
@@ -184,17 +193,9 @@ class River:
             overlay=self.overlay,
             job_ports=parse_range(config.job_port_range),
             fair_share=config.fair_share,
+            snapshot_vps=self.vps.snapshot,  # a displaced VPS's checkpoint (preemption.py)
         )
         self.tasks.bind_queue(self.dispatcher)  # the one cycle: tasks <-> dispatcher
-        self.vps = VpsService(
-            self.sessions,
-            self.tasks,
-            self.ids,
-            self.connections,
-            self.runner_client,
-            self.log,
-            config.vps_snapshots_keep,
-        )
         self.leases = LeaseService(
             self.sessions,
             self.db,

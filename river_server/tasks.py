@@ -542,6 +542,11 @@ class TaskService:
                 )
             )
 
+    def drop_preempting(self, task_id: int) -> None:
+        """Forget that a task is being displaced (a kill, or a VPS snapshot that failed):
+        its end is then its end, and its waiter looks for other victims."""
+        self._drop_preempting(task_id)
+
     def _drop_preempting(self, task_id: int) -> None:
         with self.sessions.begin() as session:
             fresh = session.get(db.Task, task_id)
@@ -676,7 +681,8 @@ class TaskService:
         if (
             (task.spec or {}).get("preempting")
             and state.terminal
-            and state != TaskState.COMPLETED
+            # A VPS's shell exits 0 on a signal: its every end while displaced is the kill.
+            and (state != TaskState.COMPLETED or bool((task.spec or {}).get("vps")))
             and task.state in ACTIVE_STATES
         ):
             return self._requeue_displaced(session, task)

@@ -208,12 +208,12 @@ class VpsService:
                 f"no_cull (never stopped for being idle) needs the operator role; you are "
                 f"{role}: leave it out, or ask an operator",
             )
-        if body.get("preemptible"):
-            raise SpecError(
-                "a VPS cannot be preemptible yet (displacing one would need a snapshot first); "
-                "leave 'preemptible' out, or submit a task"
-            )
         vm = self._vm_settings(body)
+        if body.get("preemptible") and vm is not None:
+            raise SpecError(
+                "a VM VPS cannot be preemptible (only a container's snapshot can be taken "
+                "before it is displaced); leave out 'preemptible' or 'vm'"
+            )
         vps_id = self.ids.next_id()
         settings, private = _ssh_settings(body, vps_id)
         image = body.get("image") or None  # None: the runner's default image
@@ -273,7 +273,7 @@ class VpsService:
         }
         if image:
             task_body["image"] = image
-        for key in ("env", "mounts", "privileged", "ip_token", *RESOURCE_FIELDS):
+        for key in ("env", "mounts", "privileged", "ip_token", "preemptible", *RESOURCE_FIELDS):
             if body.get(key) not in (None, ""):
                 task_body[key] = body[key]
         env = {k: v for k, v in (task_body.get("env") or {}).items() if k != SSH_KEYS_ENV}
@@ -384,6 +384,8 @@ class VpsService:
                 body[key] = task.spec[key]
         if task.priority:
             body["priority"] = task.priority
+        if task.spec.get("preemptible"):
+            body["preemptible"] = True
         image = record.get("image")
         if record.get("vm") and record.get("snapshot_node"):
             body["target"] = (task.request or {}).get("target") or record["snapshot_node"]

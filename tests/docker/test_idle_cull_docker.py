@@ -85,10 +85,8 @@ def test_no_cull_needs_the_operator_role(ccluster: Cluster) -> None:
     assert "operator role" in answer.json()["message"]
 
 
-def test_a_vps_keeps_its_priority_and_cannot_be_preemptible(ccluster: Cluster) -> None:
-    refused = ccluster.request("POST", API, json={"image": BUSYBOX_IMAGE, "preemptible": True})
-    assert refused.status_code == 400, refused.text
-    assert "cannot be preemptible" in refused.json()["message"]
+def test_a_vps_keeps_its_priority(ccluster: Cluster) -> None:
+    # (A preemptible VPS: tests/docker/test_vps_preemption_docker.py.)
     vps = create(ccluster, name="urgent", cores=0, priority=3)
     task = ccluster.get(f"/river/api/tasks/{vps['task_id']}")["task"]
     assert task["priority"] == 3, task

@@ -68,6 +68,12 @@ def add_vps_commands(
         "--priority", type=int, metavar="N", help="queue priority (higher first; role-bounded)"
     )
     create.add_argument(
+        "--preemptible",
+        action="store_true",
+        help="let a higher-priority or under-share task displace it: snapshotted, queued, "
+        "then restarted from the snapshot (same VPS, files kept; sessions end)",
+    )
+    create.add_argument(
         "--no-cull",
         action="store_true",
         help="never stop it for being idle (the host's idle culling); operators only",
@@ -152,6 +158,8 @@ def _create_body(args: argparse.Namespace) -> dict[str, Any]:
         body["time_limit"] = args.time
     if getattr(args, "priority", None) is not None:
         body["priority"] = args.priority
+    if getattr(args, "preemptible", False):
+        body["preemptible"] = True
     if getattr(args, "no_cull", False):
         body["no_cull"] = True
     if args.gen_key:

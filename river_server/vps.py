@@ -180,6 +180,7 @@ class VpsService:
             "reason": (record.get("stopped_reason") if record.get("stopped") else None)
             or task.reason,
             "no_cull": bool(record.get("no_cull")),
+            "preemptible": bool(task.spec.get("preemptible")),
         }
 
     def _ssh_port(self, record: dict[str, Any]) -> int | None:

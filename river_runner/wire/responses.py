@@ -352,6 +352,11 @@ class Vps(Response):
     no_cull: bool = Field(
         default=False, description="never stopped for being idle (set by an operator)"
     )
+    preemptible: bool = Field(
+        default=False,
+        description="urgent work may displace it: snapshotted, queued, then restarted from "
+        "that snapshot as the same VPS (docs/scheduling.md)",
+    )
     private_key: str | None = sometimes(
         "ssh=generate only, in the create answer, once; never stored"
     )

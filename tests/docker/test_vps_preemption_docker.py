@@ -96,6 +96,7 @@ def test_a_preemptible_vps_is_snapshotted_requeued_and_back_with_its_files(
     assert answer.status_code == 201, answer.text
     vps = answer.json()["vps"]
     pcluster.created_vps.append(vps["id"])  # type: ignore[attr-defined]
+    assert vps["preemptible"] is True, vps
     wait_state(pcluster, vps["id"], "running")
     assert run_in(pcluster, vps["id"], "echo kept-across-preemption > /root/note")["exit_code"] == 0
 
@@ -133,6 +134,7 @@ def test_a_preemptible_vps_is_snapshotted_requeued_and_back_with_its_files(
         vps["owner"],
     )
     assert again["running_image"] == queued["snapshots"][-1]
+    assert again["preemptible"] is True  # still preemptible: it may be displaced again
     assert again["reason"] is None
     note = run_in(pcluster, vps["id"], "cat /root/note")
     assert note["output"].strip() == "kept-across-preemption", note

@@ -5742,6 +5742,11 @@ export interface components {
              * @default false
              */
             no_cull?: boolean;
+            /**
+             * @description urgent work may displace it: snapshotted, queued, then restarted from that snapshot as the same VPS (docs/scheduling.md)
+             * @default false
+             */
+            preemptible?: boolean;
             /** @description ssh=generate only, in the create answer, once; never stored */
             private_key?: string;
         };

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from jupyter_server.base.call_context import CallContext
 from tornado import httpserver, web
@@ -58,8 +58,10 @@ class HubServerProxyHandler(RiverProxyHandler):
         self.current_user = self._jupyter_current_user = None
         if refuse_if_standby(self, leader_only=True):
             return
+        # Tornado has percent-decoded the name once, as the Hub's proxy encoded it once;
+        # decoding again would let `/user/alic%2565/` (user "alic%65") reach alice's server.
         name, path = self.path_args
-        self.target = self._resolve_hub(unquote(name), path or "")
+        self.target = self._resolve_hub(name, path or "")
         self.forward_query = self.request.query  # the server's own ?token= reaches it
 
     def _server_task(self, name: str) -> db.Task | None:

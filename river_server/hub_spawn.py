@@ -9,7 +9,8 @@ renewed here, and the token ends with the server, as the Hub decides.
 The Hub makes that token *before* `pre_spawn_hook` runs, so its scopes come from
 `Spawner.server_token_scopes`, set here to the Hub's default `server` role plus
 `access:services!service=<name>`. The hook then copies the token into RIVER_TOKEN beside
-RIVER_URL. It builds a new environment dict on every spawn rather than changing the one
+RIVER_URL, and adds RIVER_OFF_ARG to the server's arguments. It builds a new environment
+dict (and argument list) on every spawn rather than changing the one
 it finds: that dict may be the configured one that every user's spawner shares, and one
 user's token must never be left where another user's spawn reads it.
 
@@ -23,14 +24,29 @@ from __future__ import annotations
 
 from typing import Any
 
+# jupyter-river enables its host extension for every Jupyter server where it is installed
+# (its jupyter_server_config.d file), and a user's server has it installed for `%river`: the
+# server would start a second River host (its own database, scheduler, SSH port) as that
+# user. A command-line value wins over the config files (jupyter_server adds an extension
+# found there only when the name is not set yet), so this one flag turns it off.
+RIVER_OFF_ARG = "--ServerApp.jpserver_extensions=river_server=False"
+
+
+def with_river_off(args: list[str]) -> list[str]:
+    """`args` plus RIVER_OFF_ARG (once), as a new list: the configured list may be shared by
+    every user's spawner."""
+    return list(args) if RIVER_OFF_ARG in args else [*args, RIVER_OFF_ARG]
+
+
 # The scopes of JupyterHub's default `server` role (what a server token has without
 # configuration): post activity, let the Hub's proxy reach the server.
 SERVER_ROLE_SCOPES = ("users:activity!user", "access:servers!server")
 
 
 class RiverSpawnHook:
-    """A `c.Spawner.pre_spawn_hook` that gives the server RIVER_URL and RIVER_TOKEN, and a
-    `c.Spawner.server_token_scopes` callable that lets that token reach River."""
+    """A `c.Spawner.pre_spawn_hook` that gives the server RIVER_URL and RIVER_TOKEN and turns
+    River's host extension off in it, and a `c.Spawner.server_token_scopes` callable that
+    lets that token reach River."""
 
     def __init__(self, river_url: str, service_name: str = "river") -> None:
         self.river_url = river_url.rstrip("/")
@@ -44,6 +60,7 @@ class RiverSpawnHook:
         return [*SERVER_ROLE_SCOPES, self.access_scope]
 
     def __call__(self, spawner: Any) -> None:
+        spawner.args = with_river_off(list(spawner.args or []))
         token = getattr(spawner, "api_token", None)
         if not token:
             spawner.log.warning(

@@ -31,7 +31,7 @@ import httpx
 from jupyterhub.spawner import Spawner
 from traitlets import Float, List, Unicode, default
 
-from river_server.hub_spawn import SERVER_ROLE_SCOPES
+from river_server.hub_spawn import SERVER_ROLE_SCOPES, with_river_off
 
 RUNNING = ("running", "paused")
 SERVER_LOG = "/tmp/river-jupyterhub-singleuser.log"
@@ -100,6 +100,11 @@ class RiverSpawner(Spawner):
     @default("cmd")
     def _cmd(self) -> list[str]:
         return ["jupyterhub-singleuser", "--allow-root"]
+
+    def get_args(self) -> list[str]:
+        """The Hub's arguments, with River's host extension off (hub_spawn.RIVER_OFF_ARG):
+        an image with jupyter-river installed for `%river` would enable it."""
+        return with_river_off(super().get_args())
 
     @default("env_keep")
     def _env_keep(self) -> list[str]:

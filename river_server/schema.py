@@ -147,6 +147,29 @@ def prepare(engine: Engine, upgrade: bool = False, log: logging.Logger | None = 
                 f"{head}: back it up, then start the host once with `river host --upgrade-db` "
                 "(or c.RiverHost.upgrade_db = True) to upgrade it"
             )
-    with engine.begin() as connection:
-        command.upgrade(alembic_config(connection), "head")
+    _upgrade(engine, log)
     log.info("River: database schema %s -> %s", current or "empty", head)
+
+
+def _upgrade(engine: Engine, log: logging.Logger) -> None:
+    """`upgrade head`; on SQLite with foreign keys off meanwhile, as Alembic's batch mode
+    needs: a migration that rebuilds a table drops the old one, and with foreign keys on
+    that drop would cascade into (delete) the rows that refer to it. The pragma is a no-op
+    inside a transaction, so it is set before the migration's transaction begins; dangling
+    references found afterwards are logged (refusing to start would not mend them)."""
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                command.upgrade(alembic_config(connection), "head")
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        log.warning("River: rows with dangling references: %s", broken[:5])
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()

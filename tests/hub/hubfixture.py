@@ -62,13 +62,9 @@ class Hub:
 
     def config(self) -> str:
         root_flag = ["--allow-root"] if os.geteuid() == 0 else []
-        args = [
-            *root_flag,
-            # The venv enables River's host extension for every Jupyter server: a user's
-            # server is not a River host.
-            "--ServerApp.jpserver_extensions=river_server=False",
-            "--ServerApp.jpserver_extensions=jupyter_server_proxy=False",
-        ]
+        # No river_server flag here: configure_spawner turns River's host extension off in
+        # every user's server by itself (tests/hub/test_hub_service.py checks it).
+        args = [*root_flag, "--ServerApp.jpserver_extensions=jupyter_server_proxy=False"]
         return f"""
 from river_server.hub_spawn import configure_spawner
 c = get_config()  # noqa

@@ -6,50 +6,30 @@ River as their own user."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from river_server.hub_spawn import RIVER_OFF_ARG
 from tests.cluster import Cluster, wait_for
 from tests.hub.hubfixture import HUB_PASSWORD, Hub, environ_of, hub_problem
+from tests.hub_site import CACHE_SECONDS, hub_service_site
+
+__all__ = ["hub_service_site"]  # the shared site's fixture, used here
 
 PROBLEM = hub_problem()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")]
 
-CACHE_SECONDS = 2
 CHROMIUM = os.environ.get("RIVER_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, Cluster]]:
-    """A Hub with River as its service, and the River host that trusts it."""
-    root = tmp_path_factory.mktemp("hub")
-    (root / "river").mkdir()
-    river = Cluster(root / "river")
-    hub = Hub(root / "hub", river_url=river.url)
-    river.extra_host_args = [
-        f"--RiverHost.hub_api_url={hub.api_url}",
-        f"--RiverHost.hub_public_url={hub.url}",
-        f"--RiverHost.hub_cache_seconds={CACHE_SECONDS}",
-        "--RiverHost.hub_group_roles=gpu-ops=operator",
-    ]
-    try:
-        hub.start()
-        os.environ["JUPYTERHUB_API_TOKEN"] = hub.river_token  # the host's only, by env
-        try:
-            river.start_host()
-        finally:
-            os.environ.pop("JUPYTERHUB_API_TOKEN", None)
-        hub.add_users("alice", "bob", "carol", "ada", "eve")
-        hub.ok("POST", "/groups/gpu-ops")
-        hub.ok("POST", "/groups/gpu-ops/users", json={"users": ["carol"]})
-        yield hub, river
-    finally:
-        hub.close()
-        river.close()
+def site(hub_service_site: tuple[Hub, Cluster]) -> tuple[Hub, Cluster]:
+    """A Hub with River as its service, and the River host that trusts it (shared with
+    tests/security/test_hub_attacks.py: tests/hub_site.py)."""
+    return hub_service_site
 
 
 def me(river: Cluster, token: str) -> httpx.Response:
@@ -193,7 +173,17 @@ def test_each_single_user_server_gets_river_as_its_own_user(site: tuple[Hub, Clu
         for pid in hub.server_pids():
             env = environ_of(pid)
             by_user[env["JUPYTERHUB_USER"]] = env
+            # River's host extension is off with no flag in the Hub's config (the venv's
+            # config files enable it for every Jupyter server): configure_spawner's doing.
+            assert RIVER_OFF_ARG in Path(f"/proc/{pid}/cmdline").read_text().split("\0")
         assert set(by_user) == set(names)
+        for name in names:
+            as_user = {"Authorization": f"token {hub.token_of(name)}"}
+            server = f"{hub.url}/user/{name}"
+            assert httpx.get(f"{server}/api/status", headers=as_user, timeout=30).status_code == 200
+            # No River host inside a user's server: its /river/ routes do not exist.
+            inner = httpx.get(f"{server}/river/api/me", headers=as_user, timeout=30)
+            assert inner.status_code == 404, inner.text
         tokens = set()
         for name, env in by_user.items():
             assert env["RIVER_URL"] == river.url

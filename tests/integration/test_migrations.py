@@ -62,7 +62,13 @@ def _fill(url: str) -> None:
                     revoked=False,
                 )
             )  # fmt: skip
-            session.add(db.Group(name="vision", max_cores=64, max_gpus=4))
+            group = db.Group(name="vision", max_cores=64, max_gpus=4)
+            session.add(group)
+            session.flush()
+            # Rows that refer to users: a migration that rebuilds `users` (0011) must keep
+            # them (with SQLite's foreign keys on, dropping the old table would cascade).
+            session.add(db.GroupMember(group_id=group.id, user_id=user_id))
+            session.add(db.UserQuota(user_id=user_id, max_cores=8))
             session.add(
                 db.Node(
                     name="gpu1",
@@ -162,7 +168,8 @@ def test_an_0001_database_with_data_is_upgraded_to_head_and_loses_nothing(
     _at_revision(url, "0001")
     _fill(url)
     before = _dump(url)
-    assert all(before[t] for t in ("users", "api_tokens", "tasks", "task_transitions", "nodes"))
+    kinds = ("users", "api_tokens", "group_members", "user_quotas", "tasks", "nodes")
+    assert all(before[t] for t in (*kinds, "task_transitions"))
     assert "ix_tasks_owner" in _indexes(url)
 
     with caplog.at_level(logging.INFO, logger="river.test"):
@@ -262,3 +269,29 @@ def test_the_host_keeps_its_data_in_the_chosen_database(cluster: Cluster) -> Non
     assert "witness" in names
     sqlite_file = cluster.root / "host" / "river.db"
     assert sqlite_file.exists() == cluster.db_url.startswith("sqlite")
+
+
+def _new_user(sessions: sqlalchemy.orm.sessionmaker, name: str) -> int:
+    with sessions.begin() as session:
+        user = db.User(name=name, role="user")
+        session.add(user)
+        session.flush()
+        return user.id
+
+
+@pytest.mark.parametrize("start", ["empty", "0010"])
+def test_a_deleted_users_id_is_never_given_to_a_new_user(url: str, start: str) -> None:
+    """Task uids derive from the user's number: a reused id would give a new user the files
+    a deleted one left on the runners. Fresh databases and ones upgraded from 0010 alike."""
+    if start != "empty":
+        _at_revision(url, start)
+    engine = db.make_engine(url, upgrade=_upgrade_db(url))  # the host's engine, keys on
+    sessions = db.make_sessionmaker(engine)
+    try:
+        _new_user(sessions, "ada")
+        gone = _new_user(sessions, "bob")  # the newest id: what SQLite would hand out again
+        with sessions.begin() as session:
+            session.execute(sqlalchemy.delete(db.User).where(db.User.id == gone))
+        assert _new_user(sessions, "cyd") > gone
+    finally:
+        engine.dispose()

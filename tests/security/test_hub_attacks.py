@@ -14,48 +14,26 @@ Each must be refused with a message that says why, and gain nothing: no task, no
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from tests.cluster import Cluster, wait_for
 from tests.hub.hubfixture import Hub, hub_problem
+from tests.hub_site import CACHE_SECONDS, hub_service_site
+
+__all__ = ["hub_service_site"]  # the shared site's fixture, used here
 
 PROBLEM = hub_problem()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")]
 
-CACHE_SECONDS = 2
-
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, Cluster]]:
-    root = tmp_path_factory.mktemp("hubattacks")
-    (root / "river").mkdir()
-    river = Cluster(root / "river")
-    hub = Hub(root / "hub", river_url=river.url)
-    river.extra_host_args = [
-        f"--RiverHost.hub_api_url={hub.api_url}",
-        f"--RiverHost.hub_public_url={hub.url}",
-        f"--RiverHost.hub_cache_seconds={CACHE_SECONDS}",
-        "--RiverHost.hub_group_roles=ops=operator",
-    ]
-    try:
-        hub.start()
-        os.environ["JUPYTERHUB_API_TOKEN"] = hub.river_token  # the host's only, by env
-        try:
-            river.start_host()
-        finally:
-            os.environ.pop("JUPYTERHUB_API_TOKEN", None)
-        river.ok("POST", "/river/api/tasks", json={"command": ["true"]})  # admin's own task
-        hub.add_users("admin", "mallory", "olduser", "oscar")
-        hub.ok("POST", "/groups/ops")
-        hub.ok("POST", "/groups/ops/users", json={"users": ["oscar"]})
-        yield hub, river
-    finally:
-        hub.close()
-        river.close()
+def site(hub_service_site: tuple[Hub, Cluster]) -> tuple[Hub, Cluster]:
+    """The Hub + River site of tests/hub_site.py (shared with tests/hub/test_hub_service.py),
+    with a task of River's admin for the listings the attacks must not reach."""
+    hub, river = hub_service_site
+    river.ok("POST", "/river/api/tasks", json={"command": ["true"]})  # admin's own task
+    return hub, river
 
 
 def _call(river: Cluster, method: str, path: str, token: str, **kwargs: object) -> httpx.Response:

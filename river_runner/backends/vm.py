@@ -23,6 +23,10 @@ the seed's network config, and the default route via the runner's bridge address
 user-mode NIC stays for SSH and proxied ports (hostfwd, inbound only: `restrict=on`), so the
 overlay NIC is the guest's only way out, and only to the overlay (docs/vps.md).
 
+A stop keeps the disk as a numbered qcow2 snapshot (river_runner/vm_snapshots.py), taken
+once QEMU has exited, with the container VPS's retention rule (the newest `keep`); the next
+incarnation boots the newest snapshot.
+
 Not yet: GPU passthrough (the decisions are in river_runner/vfio.py, the wiring is not).
 """
 
@@ -42,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from river_runner import vm_snapshots
 from river_runner.backends.base import ExitCallback, Outcome, OutputCallback, TaskLaunch
 from river_runner.backends.vm_state import VmState, qemu_alive, wait_pid_exit
 from river_runner.protocol import TaskState
@@ -78,12 +83,14 @@ class _Vm:
     ended: asyncio.Future[int | None] | None = None  # QEMU's exit code (None: adopted)
     tap: str | None = None  # its overlay NIC's tap, when it has one
     overlay_ip: str | None = None
+    snapshot: int | None = None  # the snapshot a stop asked for, taken once QEMU exits
+    keep: int = 1  # how many snapshots that stop keeps (the newest)
 
     def save(self) -> None:
         """Record what a restarted runner needs to take this VM over."""
         VmState(
             self.task_id, self.vps_id, self.pid, dict(self.ports), self.killed,
-            self.tap, self.overlay_ip,
+            self.tap, self.overlay_ip, self.snapshot, self.keep,
         ).write(self.directory)  # fmt: skip
 
 
@@ -207,6 +214,10 @@ class VmBackend:
         if not disk.exists():
             size = int(vm.get("disk") or DEFAULT_DISK)
             await loop.run_in_executor(None, self._make_overlay, disk, size)
+        else:  # a restart: from the newest snapshot a stop kept (none: the disk as it is)
+            newest = await asyncio.to_thread(vm_snapshots.apply_newest, disk)
+            if newest is not None:
+                log.info("VPS %s boots its snapshot %s", vps_id, newest)
         seed = directory / "seed.iso"
         overlay = await self._overlay_tap(launch, vps_id)
         files = seed_files(
@@ -377,9 +388,19 @@ class VmBackend:
         if vm.tap is not None:  # persistent: it would outlive QEMU
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(remove_tap, vm.tap)
+        why = "the VM was shut down"
+        if vm.snapshot is not None:  # a stop: keep the closed disk before reporting the end
+            try:
+                kept = await asyncio.to_thread(
+                    vm_snapshots.take, vm.directory / "disk.qcow2", vm.snapshot, vm.keep
+                )
+                log.info("VPS %s: snapshot %s taken, kept %s", vm.vps_id, vm.snapshot, kept)
+            except Exception as exc:  # the disk itself is still there for the restart
+                log.warning("VPS %s: snapshot %s failed: %s", vm.vps_id, vm.snapshot, exc)
+                why += f"; its snapshot failed ({exc})"
         vm.ended.set_result(code)
         if vm.killed:
-            outcome = Outcome(TaskState.KILLED, code, "the VM was shut down")
+            outcome = Outcome(TaskState.KILLED, code, why)
         elif code == 0:
             outcome = Outcome(TaskState.COMPLETED, 0, "the guest powered off")
         elif code is None:
@@ -433,6 +454,26 @@ class VmBackend:
             return True
         except asyncio.TimeoutError:
             return False
+
+    async def snapshot(self, task_id: int, repository: str, keep: int) -> dict[str, Any] | None:
+        """Ask for the disk's next snapshot, taken once QEMU exits (the stop that follows
+        shuts the guest down cleanly first); answer with the numbers kept after it, as a
+        container's snapshot does. None: no VM of this task here."""
+        vm = self._vms.get(task_id)
+        if vm is None:
+            return None
+        disk = vm.directory / "disk.qcow2"
+        existing = await asyncio.to_thread(vm_snapshots.numbers, disk)
+        number = vm.snapshot or max(existing, default=0) + 1
+        vm.snapshot, vm.keep = number, max(1, keep)
+        vm.save()  # a runner that adopts this VM still takes it
+        kept = sorted({*existing, number})[-vm.keep :]
+        return {"image": f"{repository}:{number}", "snapshots": kept}
+
+    async def forget_snapshots(self, vps_id: str, which: list[int]) -> list[int]:
+        """Delete some of a VPS's disk snapshots (the whole directory goes with `remove_disk`)."""
+        disk = self.directory(vps_id) / "disk.qcow2"
+        return await asyncio.to_thread(vm_snapshots.delete, disk, which)
 
     async def pause(self, task_id: int) -> bool:
         vm = self._vms.get(task_id)
@@ -530,6 +571,7 @@ class VmBackend:
             vm = _Vm(state.task_id, state.vps_id, directory, state.pid, qmp, None, state.ports)
             vm.paused, vm.killed = status.get("status") == "paused", state.killed
             vm.tap, vm.overlay_ip = state.tap, state.overlay_ip
+            vm.snapshot, vm.keep = state.snapshot, state.keep
             await self._readopt_tap(vm)
             self._vms[vm.task_id] = vm
             self._watch(vm, output_for(vm.task_id), on_exit)

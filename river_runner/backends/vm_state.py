@@ -26,6 +26,8 @@ class VmState:
     killed: bool = False  # a stop was asked for: its end is reported as a kill
     tap: str | None = None  # the overlay NIC's tap (removed when the VM ends)
     overlay_ip: str | None = None
+    snapshot: int | None = None  # the disk snapshot a stop asked for (taken once QEMU exits)
+    keep: int = 1
 
     def write(self, directory: Path) -> None:
         """Atomically (a reader never sees half a file)."""
@@ -37,6 +39,8 @@ class VmState:
             "killed": self.killed,
             "tap": self.tap,
             "overlay_ip": self.overlay_ip,
+            "snapshot": self.snapshot,
+            "keep": self.keep,
         }
         tmp = directory / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(body))
@@ -55,6 +59,8 @@ class VmState:
                 bool(body.get("killed")),
                 body.get("tap") or None,
                 body.get("overlay_ip") or None,
+                None if body.get("snapshot") is None else int(body["snapshot"]),
+                int(body.get("keep") or 1),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

@@ -28,6 +28,7 @@ class VmState:
     overlay_ip: str | None = None
     snapshot: int | None = None  # the disk snapshot a stop asked for (taken once QEMU exits)
     keep: int = 1
+    vfio: list[str] = field(default_factory=list)  # PCI devices bound to vfio-pci for it
 
     def write(self, directory: Path) -> None:
         """Atomically (a reader never sees half a file)."""
@@ -41,6 +42,7 @@ class VmState:
             "overlay_ip": self.overlay_ip,
             "snapshot": self.snapshot,
             "keep": self.keep,
+            "vfio": list(self.vfio),
         }
         tmp = directory / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(body))
@@ -61,6 +63,7 @@ class VmState:
                 body.get("overlay_ip") or None,
                 None if body.get("snapshot") is None else int(body["snapshot"]),
                 int(body.get("keep") or 1),
+                [str(d) for d in body.get("vfio") or []],
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

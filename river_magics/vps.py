@@ -30,7 +30,7 @@ from .vps_apps import (
     terminal_url,
 )
 
-_COLUMNS = ("id", "name", "state", "node", "image", "ssh", "snapshots")
+_COLUMNS = ("id", "name", "state", "node", "image", "address", "ssh", "snapshots")
 ACTIONS = ("stop", "restart", "pause", "resume", "snapshot")
 
 
@@ -128,6 +128,7 @@ def _row(vps: dict[str, Any]) -> list[str]:
         str(vps.get("state")),
         str(vps.get("node") or "-"),
         str(vps.get("running_image") or vps.get("image") or "(default)"),
+        str(vps.get("overlay_ip") or "-"),  # its overlay address, container or VM
         str(vps.get("ssh") or "disabled"),
         str(len(snapshots)),
     ]

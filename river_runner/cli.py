@@ -15,7 +15,7 @@ import socket
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from river_runner import metrics
 from river_runner.interpreters import parse_python_envs
@@ -29,6 +29,9 @@ from river_runner.task_account import (
     resolve_task_account,
 )
 from river_runner.task_env import check_task_env_names
+
+if TYPE_CHECKING:
+    from river_runner.gpu import GpuInventory
 
 JOIN_TOKEN_ENV = "RIVER_JOIN_TOKEN"
 LEGACY_TOKEN_ENV = "RIVER_RUNNER_TOKEN"  # still read, no longer documented
@@ -354,7 +357,12 @@ def make_backend(
 
 
 async def with_vms(
-    backend: Any, data_dir: Path, accel: str, image_dir: Path | None, timeout: float
+    backend: Any,
+    data_dir: Path,
+    accel: str,
+    image_dir: Path | None,
+    timeout: float,
+    gpus: GpuInventory | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The backend, wrapped to run VMs too when the probe says this runner can; and the
     `vm` fact (ok, reason, accel) the runner registers with."""
@@ -369,7 +377,9 @@ async def with_vms(
     from river_runner.backends.vm import VmBackend
     from river_runner.backends.with_vms import WithVms
 
-    return WithVms(backend, VmBackend(data_dir / "vms", image, accel)), capability.to_json()
+    bus_ids = gpus.pci_bus_ids if gpus is not None else None  # a VM's GPUs, for vfio-pci
+    vms = VmBackend(data_dir / "vms", image, accel, gpu_bus_ids=bus_ids)
+    return WithVms(backend, vms), capability.to_json()
 
 
 async def serve(
@@ -428,8 +438,11 @@ async def serve(
         task_env,
         python_envs,
     )
-    backend, config.vm = await with_vms(backend, data_dir, vm_accel, vm_image, vm_probe_timeout)
-    agent = RunnerAgent(config, backend, GpuInventory(load_nvml(fake_gpus)))
+    gpus = GpuInventory(load_nvml(fake_gpus))
+    backend, config.vm = await with_vms(
+        backend, data_dir, vm_accel, vm_image, vm_probe_timeout, gpus
+    )
+    agent = RunnerAgent(config, backend, gpus)
     server = make_app(agent).listen(port, address=bind)
     await agent.start()
     logging.getLogger("river.runner").info(

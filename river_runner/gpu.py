@@ -74,6 +74,10 @@ def fake_nvml(spec: str) -> types.SimpleNamespace:
         nvmlDeviceGetMemoryInfo=lambda h: _Memory(h.memory, h.used),
         nvmlDeviceGetUtilizationRates=lambda h: _Util(h.util, 0),
         nvmlDeviceGetTemperature=lambda h, _sensor: h.temperature,
+        # Bus 0x81 on: addresses no real device of a test machine has.
+        nvmlDeviceGetPciInfo=lambda h: types.SimpleNamespace(
+            busId=f"00000000:{0x81 + h.index:02x}:00.0"
+        ),
     )
 
 
@@ -152,6 +156,14 @@ class GpuInventory:
                 lambda h=handle: int(nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))
             )
         return result
+
+    def pci_bus_ids(self, indices: list[int]) -> list[str]:
+        """NVML's PCI bus ids of GPUs `indices` (what a VM's passthrough binds)."""
+        self.inventory()  # the handles, read once
+        nvml = self._nvml
+        if nvml is None:
+            raise ValueError("this runner has no GPUs")
+        return [_text(nvml.nvmlDeviceGetPciInfo(self._handles[i]).busId) for i in indices]
 
     @staticmethod
     def _optional(read: Any) -> Any:

@@ -9,7 +9,8 @@ when first seen idle and loses it when seen busy, so only those transitions are 
 (steady beats cost no DB work), and a restarted host or a standby that took over culls at
 the same moment without having watched the whole window. Only the leader acts. A VPS
 created with `no_cull` (operators and admins only) is never culled; one whose figures are
-unknown (node offline, first beat after start, a VM) is never judged idle.
+unknown (node offline, first beat after start) is never judged idle. A VM VPS is judged by
+its QEMU's CPU (its vCPUs are QEMU's threads) and its stop keeps its disk as a snapshot.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def candidates(sessions: Callable) -> list[Candidate]:
     found = []
     for task in rows:
         record = (task.spec or {}).get("vps") or {}
-        if record.get("stopped") or record.get("no_cull") or record.get("vm"):
+        if record.get("stopped") or record.get("no_cull"):
             continue
         found.append(
             Candidate(

@@ -170,6 +170,8 @@ class VpsService:
             "snapshot_node": record.get("snapshot_node"),
             "vm": bool(record.get("vm")),
             "disk": (record.get("vm") or {}).get("disk"),
+            # Its reserved overlay address (ip_token), a VM's as a container's; restarts keep it.
+            "overlay_ip": (task.spec or {}).get("overlay_ip"),
             "ports": list(record.get("apps") or []),
             "ssh_proxy_port": self._ssh_port(record),
             "created_at": record.get("created_at"),
@@ -308,7 +310,15 @@ class VpsService:
         except RunnerUnreachable as exc:
             raise TaskError(502, f"could not {action} VPS on {task.node}: {exc}") from None
 
-    async def snapshot(self, task: db.Task) -> db.Task:
+    async def snapshot(self, task: db.Task, stopping: bool = False) -> db.Task:
+        """A container's `docker commit` now; a VM's disk only as part of a stop (taken
+        after its clean shutdown, river_runner/vm_snapshots.py)."""
+        if task.spec["vps"].get("vm") and not stopping:
+            raise TaskError(
+                409,
+                "a VM's disk is snapshotted when it stops (after its clean shutdown): "
+                "stop it (%river vps stop ID); restart boots the newest snapshot",
+            )
         if task.state not in (TaskState.RUNNING.value, TaskState.PAUSED.value):
             raise TaskError(409, f"the VPS is {self.to_json(task)['state']}; snapshots need it up")
         record = task.spec["vps"]
@@ -360,12 +370,12 @@ class VpsService:
         river_server/vps_limits.py), shown as the stopped VPS's reason."""
         if TaskState(task.state).terminal:
             raise TaskError(409, f"the VPS is already {self.to_json(task)['state']}")
-        if task.spec["vps"].get("vm"):
-            # A VM's disk stays on its node across the ACPI shutdown: it is the snapshot
-            # the next incarnation boots (river_runner/backends/vm.py).
+        if task.state in (TaskState.RUNNING.value, TaskState.PAUSED.value):
+            # A VM's runner takes it once the ACPI shutdown has ended QEMU (vm_snapshots.py).
+            task = await self.snapshot(task, stopping=True)
+        elif task.spec["vps"].get("vm"):
+            # A VM that never came up: its disk (if any) stays on its node for the restart.
             task = self._save_record(task, snapshot_node=task.node)
-        elif task.state in (TaskState.RUNNING.value, TaskState.PAUSED.value):
-            task = await self.snapshot(task)
         # (A VPS that never started has nothing to keep: it just ends.)
         task = self._save_record(task, stopped=True, stopped_reason=reason)
         try:

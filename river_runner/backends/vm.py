@@ -23,7 +23,14 @@ the seed's network config, and the default route via the runner's bridge address
 user-mode NIC stays for SSH and proxied ports (hostfwd, inbound only: `restrict=on`), so the
 overlay NIC is the guest's only way out, and only to the overlay (docs/vps.md).
 
-Not yet: GPU passthrough (the decisions are in river_runner/vfio.py, the wiring is not).
+A stop keeps the disk as a numbered qcow2 snapshot (river_runner/vm_snapshots.py), taken
+once QEMU has exited, with the container VPS's retention rule (the newest `keep`); the next
+incarnation boots the newest snapshot.
+
+A VM placed with GPUs gets them by VFIO passthrough (river_runner/vm_gpus.py): the placed
+indices' PCI addresses (NVML) must pass vfio.py's rules (an IOMMU, isolated groups), are
+bound to vfio-pci before QEMU starts and given back when it ends; otherwise the start fails
+with the reason (no IOMMU on the machines this was tested on).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from river_runner import vm_gpus, vm_snapshots
 from river_runner.backends.base import ExitCallback, Outcome, OutputCallback, TaskLaunch
 from river_runner.backends.vm_state import VmState, qemu_alive, wait_pid_exit
 from river_runner.protocol import TaskState
@@ -78,12 +86,15 @@ class _Vm:
     ended: asyncio.Future[int | None] | None = None  # QEMU's exit code (None: adopted)
     tap: str | None = None  # its overlay NIC's tap, when it has one
     overlay_ip: str | None = None
+    snapshot: int | None = None  # the snapshot a stop asked for, taken once QEMU exits
+    keep: int = 1  # how many snapshots that stop keeps (the newest)
+    vfio: list[str] = field(default_factory=list)  # PCI devices bound to vfio-pci for it
 
     def save(self) -> None:
         """Record what a restarted runner needs to take this VM over."""
         VmState(
             self.task_id, self.vps_id, self.pid, dict(self.ports), self.killed,
-            self.tap, self.overlay_ip,
+            self.tap, self.overlay_ip, self.snapshot, self.keep, list(self.vfio),
         ).write(self.directory)  # fmt: skip
 
 
@@ -162,10 +173,19 @@ class VmBackend:
 
     name = "vm"
 
-    def __init__(self, root: Path, image: VmImage, accel: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        image: VmImage,
+        accel: str,
+        gpu_bus_ids: Callable[[list[int]], list[str]] | None = None,
+        sysfs: Path = Path("/sys"),
+    ) -> None:
         self.root = root
         self.image = image
         self.accel = accel
+        self.gpu_bus_ids = gpu_bus_ids  # NVML's bus ids of placed GPU indices
+        self.sysfs = sysfs
         self._vms: dict[int, _Vm] = {}
         self._watchers: dict[int, asyncio.Future[None]] = {}
         self._bridge: str | None = None  # the overlay bridge, once the runner's overlay is up
@@ -207,8 +227,17 @@ class VmBackend:
         if not disk.exists():
             size = int(vm.get("disk") or DEFAULT_DISK)
             await loop.run_in_executor(None, self._make_overlay, disk, size)
+        else:  # a restart: from the newest snapshot a stop kept (none: the disk as it is)
+            newest = await asyncio.to_thread(vm_snapshots.apply_newest, disk)
+            if newest is not None:
+                log.info("VPS %s boots its snapshot %s", vps_id, newest)
         seed = directory / "seed.iso"
-        overlay = await self._overlay_tap(launch, vps_id)
+        claimed = await self._claim_gpus(launch)  # before anything else is set up
+        try:
+            overlay = await self._overlay_tap(launch, vps_id)
+        except Exception:
+            await asyncio.to_thread(vm_gpus.release, self.sysfs, claimed.devices)
+            raise
         files = seed_files(
             launch.hostname or f"vps-{vps_id}",
             launch.env.get(SSH_KEYS_ENV, ""),
@@ -246,6 +275,7 @@ class VmBackend:
                 "-netdev", f"tap,id=net1,ifname={overlay.tap},script=no,downscript=no",
                 "-device", f"virtio-net-pci,netdev=net1,mac={mac_address(vps_id, 1)}",
             ]  # fmt: skip
+        argv += claimed.qemu_args  # vfio-pci devices, when GPUs were placed
         # QEMU's own messages go to a file, not a pipe that would break with the runner.
         with (directory / "qemu.log").open("wb") as qemu_log:
             proc = await asyncio.create_subprocess_exec(
@@ -263,8 +293,10 @@ class VmBackend:
             await proc.wait()
             if overlay is not None:
                 await asyncio.to_thread(remove_tap, overlay.tap)
+            await asyncio.to_thread(vm_gpus.release, self.sysfs, claimed.devices)
             raise
         watched = _Vm(launch.task_id, vps_id, directory, proc.pid, qmp, proc, {22: ssh_port})
+        watched.vfio = list(claimed.devices)
         if overlay is not None:
             watched.tap, watched.overlay_ip = overlay.tap, overlay.address
         watched.save()
@@ -272,6 +304,16 @@ class VmBackend:
         self._watch(watched, on_output, on_exit)
         log.info("VM of VPS %s (task %s) started, pid %s", vps_id, launch.task_id, proc.pid)
         return proc.pid
+
+    async def _claim_gpus(self, launch: TaskLaunch) -> vm_gpus.Claimed:
+        """The placed GPUs bound to vfio-pci (nothing without GPUs); a refusal (no IOMMU, a
+        group not isolated ...) fails the start with vfio.py's reason."""
+        if not launch.gpus:
+            return vm_gpus.Claimed()
+        if self.gpu_bus_ids is None:
+            raise vm_gpus.PassthroughRefused("this runner cannot map GPUs to PCI devices")
+        addresses = [vm_gpus.sysfs_address(b) for b in self.gpu_bus_ids(list(launch.gpus))]
+        return await asyncio.to_thread(vm_gpus.claim, self.sysfs, addresses)
 
     async def _overlay_tap(self, launch: TaskLaunch, vps_id: str) -> TapPlan | None:
         """The VM's tap on the overlay bridge when it holds a reserved address; a VM that
@@ -377,9 +419,21 @@ class VmBackend:
         if vm.tap is not None:  # persistent: it would outlive QEMU
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(remove_tap, vm.tap)
+        if vm.vfio:  # the GPUs back to their own driver
+            await asyncio.to_thread(vm_gpus.release, self.sysfs, vm.vfio)
+        why = "the VM was shut down"
+        if vm.snapshot is not None:  # a stop: keep the closed disk before reporting the end
+            try:
+                kept = await asyncio.to_thread(
+                    vm_snapshots.take, vm.directory / "disk.qcow2", vm.snapshot, vm.keep
+                )
+                log.info("VPS %s: snapshot %s taken, kept %s", vm.vps_id, vm.snapshot, kept)
+            except Exception as exc:  # the disk itself is still there for the restart
+                log.warning("VPS %s: snapshot %s failed: %s", vm.vps_id, vm.snapshot, exc)
+                why += f"; its snapshot failed ({exc})"
         vm.ended.set_result(code)
         if vm.killed:
-            outcome = Outcome(TaskState.KILLED, code, "the VM was shut down")
+            outcome = Outcome(TaskState.KILLED, code, why)
         elif code == 0:
             outcome = Outcome(TaskState.COMPLETED, 0, "the guest powered off")
         elif code is None:
@@ -433,6 +487,26 @@ class VmBackend:
             return True
         except asyncio.TimeoutError:
             return False
+
+    async def snapshot(self, task_id: int, repository: str, keep: int) -> dict[str, Any] | None:
+        """Ask for the disk's next snapshot, taken once QEMU exits (the stop that follows
+        shuts the guest down cleanly first); answer with the numbers kept after it, as a
+        container's snapshot does. None: no VM of this task here."""
+        vm = self._vms.get(task_id)
+        if vm is None:
+            return None
+        disk = vm.directory / "disk.qcow2"
+        existing = await asyncio.to_thread(vm_snapshots.numbers, disk)
+        number = vm.snapshot or max(existing, default=0) + 1
+        vm.snapshot, vm.keep = number, max(1, keep)
+        vm.save()  # a runner that adopts this VM still takes it
+        kept = sorted({*existing, number})[-vm.keep :]
+        return {"image": f"{repository}:{number}", "snapshots": kept}
+
+    async def forget_snapshots(self, vps_id: str, which: list[int]) -> list[int]:
+        """Delete some of a VPS's disk snapshots (the whole directory goes with `remove_disk`)."""
+        disk = self.directory(vps_id) / "disk.qcow2"
+        return await asyncio.to_thread(vm_snapshots.delete, disk, which)
 
     async def pause(self, task_id: int) -> bool:
         vm = self._vms.get(task_id)
@@ -511,6 +585,8 @@ class VmBackend:
                 if state.tap:
                     with contextlib.suppress(Exception):
                         await asyncio.to_thread(remove_tap, state.tap)
+                if state.vfio:  # QEMU died unwatched: its GPUs back to their driver
+                    await asyncio.to_thread(vm_gpus.release, self.sysfs, state.vfio)
                 why = (
                     "the VM was shut down" if state.killed else "QEMU ended while no runner watched"
                 )
@@ -530,6 +606,7 @@ class VmBackend:
             vm = _Vm(state.task_id, state.vps_id, directory, state.pid, qmp, None, state.ports)
             vm.paused, vm.killed = status.get("status") == "paused", state.killed
             vm.tap, vm.overlay_ip = state.tap, state.overlay_ip
+            vm.snapshot, vm.keep, vm.vfio = state.snapshot, state.keep, list(state.vfio)
             await self._readopt_tap(vm)
             self._vms[vm.task_id] = vm
             self._watch(vm, output_for(vm.task_id), on_exit)

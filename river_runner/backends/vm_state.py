@@ -26,6 +26,9 @@ class VmState:
     killed: bool = False  # a stop was asked for: its end is reported as a kill
     tap: str | None = None  # the overlay NIC's tap (removed when the VM ends)
     overlay_ip: str | None = None
+    snapshot: int | None = None  # the disk snapshot a stop asked for (taken once QEMU exits)
+    keep: int = 1
+    vfio: list[str] = field(default_factory=list)  # PCI devices bound to vfio-pci for it
 
     def write(self, directory: Path) -> None:
         """Atomically (a reader never sees half a file)."""
@@ -37,6 +40,9 @@ class VmState:
             "killed": self.killed,
             "tap": self.tap,
             "overlay_ip": self.overlay_ip,
+            "snapshot": self.snapshot,
+            "keep": self.keep,
+            "vfio": list(self.vfio),
         }
         tmp = directory / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(body))
@@ -55,6 +61,9 @@ class VmState:
                 bool(body.get("killed")),
                 body.get("tap") or None,
                 body.get("overlay_ip") or None,
+                None if body.get("snapshot") is None else int(body["snapshot"]),
+                int(body.get("keep") or 1),
+                [str(d) for d in body.get("vfio") or []],
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

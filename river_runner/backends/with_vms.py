@@ -73,15 +73,19 @@ class WithVms(Backend):
         return await self._for(task_id).forward_target(task_id, port)
 
     async def snapshot(self, task_id: int, repository: str, keep: int) -> dict[str, Any] | None:
+        if self.vms.owns(task_id):  # its disk, once the stop has shut it down (docs/vps.md)
+            return await self.vms.snapshot(task_id, repository, keep)
         inner = getattr(self.inner, "snapshot", None)
-        if self.vms.owns(task_id) or inner is None:
-            return None  # a VM keeps its disk across stops instead (docs/vps.md)
-        return await inner(task_id, repository, keep)
+        return None if inner is None else await inner(task_id, repository, keep)
 
     async def forget_snapshots(self, repository: str, only: list[int] | None = None) -> list[int]:
-        """A deleted VPS (`only` None) loses its VM disk too, if it had one here."""
+        """A deleted VPS (`only` None) loses its VM disk and its snapshots too, if it had
+        one here; `only`: those snapshots of its disk, or of its container image."""
+        vps_id = repository.rpartition("/")[2]
         if only is None:
-            await self.vms.remove_disk(repository.rpartition("/")[2])
+            await self.vms.remove_disk(vps_id)
+        elif (self.vms.directory(vps_id) / "disk.qcow2").exists():
+            return await self.vms.forget_snapshots(vps_id, only)
         inner = getattr(self.inner, "forget_snapshots", None)
         return [] if inner is None else await inner(repository, only)
 

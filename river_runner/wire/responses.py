@@ -338,6 +338,11 @@ class Vps(Response):
     snapshot_node: str | None
     vm: bool = Field(description="a QEMU virtual machine (else a container)")
     disk: int | None = Field(description="a VM's disk size in bytes; null for a container")
+    overlay_ip: str | None = Field(
+        default=None,
+        description="its address on the overlay (reserved with ip_token; a VM's second NIC); "
+        "null without a reservation",
+    )
     ports: list[VpsPort] = Field(description="apps started in the VPS (POST /vps/{id}/apps)")
     ssh_proxy_port: int | None = Field(
         description="port of the host's SSH proxy (`ssh -p PORT user+ID@host`); null when "

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from river_magics.vps import vps_bundle
 from river_runner.vm_tap import tap_name
 from tests.cluster import _kill_leftover_tasks
 from tests.netns.conftest import OverlayCluster, remove_task_namespaces
@@ -207,7 +208,17 @@ def test_the_tap_goes_with_a_stop_and_returns_with_the_restart(net: dict[str, An
     cluster: OverlayCluster = net["cluster"]
     runner: Machine = net["runner"]
     vm = net["vm"]
-    assert cluster.api.request("POST", f"{API}/{vm['id']}/stop").status_code == 200
+    # The stop first asks r1 for the disk's snapshot (as a container's stop does), so it is
+    # a 409 "node r1 is offline" until the runner restarted above has registered again.
+    stop = wait_for(
+        lambda: (
+            (r := cluster.api.request("POST", f"{API}/{vm['id']}/stop")).status_code != 409 and r
+        ),
+        60,
+        "the stop to reach r1 again",
+        interval=1.0,
+    )
+    assert stop.status_code == 200, stop.text
     vps_state(cluster, vm, "stopped", 90)
     wait_for(lambda: vm["tap"] not in links(runner), 30, "the tap to go with the VM")
 
@@ -220,6 +231,20 @@ def test_the_tap_goes_with_a_stop_and_returns_with_the_restart(net: dict[str, An
         f"the restarted guest at {vm['ip']}",
         interval=2.0,
     )
+
+
+def test_the_vps_json_and_vps_list_show_the_vms_overlay_address(net: dict[str, Any]) -> None:
+    """As for a container VPS: the create answer, GET /vps/{id}, the list and `%river vps`'s
+    table show the reserved address, and the restarted incarnation (above) kept it."""
+    cluster: OverlayCluster = net["cluster"]
+    vm = net["vm"]
+    assert vm["overlay_ip"] == vm["ip"]  # the create answer
+    current = cluster.api.get(f"{API}/{vm['id']}")["vps"]
+    assert current["overlay_ip"] == vm["ip"] and current["task_id"] != vm["task_id"]
+    listed = {v["id"]: v for v in cluster.api.get(API)["vps"]}
+    assert listed[vm["id"]]["overlay_ip"] == vm["ip"]
+    table = vps_bundle([current])["text/plain"]
+    assert "address" in table and vm["ip"] in table
 
 
 def test_delete_leaves_no_tap_and_no_qemu(net: dict[str, Any]) -> None:

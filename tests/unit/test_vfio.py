@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from river_runner import vm_gpus
+from river_runner.gpu import GpuInventory, fake_nvml
 from river_runner.vfio import (
     PassthroughRefused,
     bind_vfio,
@@ -111,3 +113,60 @@ def test_bind_overrides_unbinds_and_probes_and_release_undoes_it(tmp_path: Path)
     assert (pci / "devices" / GPU / "driver_override").read_text() == "\n"
     assert (pci / "drivers" / "vfio-pci" / "unbind").read_text() == GPU
     assert (pci / "drivers_probe").read_text() == GPU
+
+
+# ---- a VM's devices, all or none (river_runner/vm_gpus.py) ------------------------------
+
+
+def written(sysfs: Path, relative: str) -> str:
+    return (sysfs / "bus" / "pci" / relative).read_text()
+
+
+def test_a_vm_claims_the_gpu_and_its_audio_function_and_gives_them_back(tmp_path: Path) -> None:
+    drivers = {GPU: "nvidia", AUDIO: "snd_hda_intel"}
+    sysfs = make_sysfs(tmp_path, {"12": [(GPU, VGA), (AUDIO, SOUND)]}, drivers)
+    claimed = vm_gpus.claim(sysfs, [GPU])
+    assert claimed.devices == [GPU, AUDIO]
+    assert claimed.qemu_args == [
+        "-device",
+        f"vfio-pci,host={GPU}",
+        "-device",
+        f"vfio-pci,host={AUDIO}",
+    ]
+    for device in (GPU, AUDIO):
+        assert written(sysfs, f"devices/{device}/driver_override") == "vfio-pci"
+    assert written(sysfs, "drivers/nvidia/unbind") == GPU  # taken from its own driver
+    assert written(sysfs, "drivers/snd_hda_intel/unbind") == AUDIO
+
+    assert vm_gpus.release(sysfs, claimed.devices) == []
+    for device in (GPU, AUDIO):
+        assert written(sysfs, f"devices/{device}/driver_override") == "\n"  # no override
+    assert written(sysfs, "drivers_probe") == AUDIO  # the kernel probes its driver again
+
+
+def test_a_claim_that_cannot_bind_every_device_gives_back_those_it_bound(tmp_path: Path) -> None:
+    sysfs = make_sysfs(tmp_path, {"12": [(GPU, VGA), (AUDIO, SOUND)]}, {GPU: "nvidia"})
+    override = sysfs / "bus" / "pci" / "devices" / AUDIO / "driver_override"
+    override.unlink()
+    override.mkdir()  # the audio function (bound after the GPU) cannot be written
+    with pytest.raises(PassthroughRefused, match=f"could not bind {AUDIO} to vfio-pci"):
+        vm_gpus.claim(sysfs, [GPU])
+    assert written(sysfs, f"devices/{GPU}/driver_override") == "\n"  # given back
+    assert written(sysfs, "drivers_probe") == GPU  # to its own driver
+
+
+def test_a_vm_claim_without_an_iommu_is_refused_and_binds_nothing(tmp_path: Path) -> None:
+    sysfs = make_sysfs(tmp_path, {})
+    (tmp_path / "bus" / "pci" / "devices" / GPU).mkdir(parents=True)
+    with pytest.raises(PassthroughRefused, match="no IOMMU"):
+        vm_gpus.claim(sysfs, [GPU])
+    assert not (tmp_path / "bus" / "pci" / "devices" / GPU / "driver_override").exists()
+
+
+def test_nvml_bus_ids_map_to_sysfs_addresses() -> None:
+    assert vm_gpus.sysfs_address("00000000:01:00.0") == "0000:01:00.0"
+    assert vm_gpus.sysfs_address("00000001:AF:00.1\n") == "0001:af:00.1"
+    inventory = GpuInventory(fake_nvml("2"))
+    assert inventory.pci_bus_ids([1]) == ["00000000:82:00.0"]
+    with pytest.raises(ValueError, match="no GPUs"):
+        GpuInventory(None).pci_bus_ids([0])

@@ -5727,6 +5727,8 @@ export interface components {
             vm: boolean;
             /** @description a VM's disk size in bytes; null for a container */
             disk: number | null;
+            /** @description its address on the overlay (reserved with ip_token; a VM's second NIC); null without a reservation */
+            overlay_ip?: string | null;
             /** @description apps started in the VPS (POST /vps/{id}/apps) */
             ports: components["schemas"]["VpsPort"][];
             /** @description port of the host's SSH proxy (`ssh -p PORT user+ID@host`); null when SSH is disabled or the host runs no proxy */

@@ -23,6 +23,15 @@ from tests.cluster import REPO, Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
+
+@pytest.fixture(scope="module")
+def lab(shared_lab: Cluster) -> Cluster:
+    """The two-runner lab shared with test_lab_jobs.py, test_lab_time_limits.py and
+    test_security_identity.py (tests/browser/conftest.py). Its docker-runner tests add a
+    node: no module that runs after it (collected order) counts nodes."""
+    return shared_lab
+
+
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 
 

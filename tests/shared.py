@@ -69,14 +69,28 @@ def shared(name: str, start: Callable[[contextlib.ExitStack], Any]) -> Iterator[
             held.stack.close()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "uses_up(name): this module changes the shared setup `name` for good (ends it, adds "
+        "to it): it runs after the setup's other users",
+    )
+
+
+def _uses_up(item: pytest.Item, name: str) -> bool:
+    return any(name in mark.args for mark in item.iter_markers("uses_up"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run each shared resource's users back to back, where the first of them was collected,
-    in their collected order: it then does not idle through unrelated modules."""
+    in their collected order except that modules marked `uses_up(name)` come last: the
+    setup then does not idle through unrelated modules, and no user sees it used up."""
     for name in sorted(NAMES):
         users = [i for i in items if name in getattr(i, "fixturenames", ())]
         if len(users) < 2:
             continue
         first = items.index(users[0])
+        users.sort(key=lambda item: _uses_up(item, name))  # stable: collected order kept
         rest = [i for i in items if name not in getattr(i, "fixturenames", ())]
         items[:] = rest[:first] + users + rest[first:]
 

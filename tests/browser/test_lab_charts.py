@@ -18,7 +18,8 @@ from tests.cluster import Cluster
 
 @pytest.fixture(scope="module")
 def lab(history_lab: Cluster) -> Cluster:
-    """The lab shared with test_lab_dashboard_charts.py (tests/browser/conftest.py)."""
+    """The lab shared with test_lab_dashboard_charts.py (tests/browser/conftest.py), which
+    needs it next anyway: requested before the skip, so both count as its users."""
     if not (PREBUILT / "package.json").exists():
         pytest.skip("build the lab extension first: cd labextension && sh jlpm.sh build")
     return history_lab

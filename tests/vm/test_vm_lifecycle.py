@@ -26,7 +26,8 @@ from tests.vm_fixtures import API, BOOT_SECONDS, NODE, qemu_pids, ssh, state, wa
 
 # pytest-timeout's 300 s (pyproject) counts a test's share of the fixtures: the first test
 # waits out the boot, the stop/restart test a shutdown and a second boot.
-pytestmark = pytest.mark.timeout(BOOT_SECONDS + 240)
+# The steps end the shared VM (adoption, stop/restart, delete): its other users go first.
+pytestmark = [pytest.mark.timeout(BOOT_SECONDS + 240), pytest.mark.uses_up("shared_vm")]
 __all__ = ["API", "BOOT_SECONDS", "qemu_pids", "ssh", "state", "wait_ssh"]  # shared helpers
 
 

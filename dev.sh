@@ -52,7 +52,8 @@ case "${1:-}" in
         if [ "$#" -gt 0 ]; then  # a chosen selection: as asked, on the database asked
             exec "$VENV/bin/python" -m pytest "$@"
         fi
-        "$VENV/bin/python" -m pytest
+        # The slowest 40 (setup, call and teardown apart) end the log: where CI's time goes.
+        "$VENV/bin/python" -m pytest --durations=40
         # The same host code on PostgreSQL (docs/database.md): the modules that exercise the
         # database hardest, again, each Cluster on a fresh database of a throwaway server.
         if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

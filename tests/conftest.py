@@ -10,6 +10,10 @@ import pytest
 from tests import cluster as cluster_module
 from tests.cluster import Cluster, reachable_by_task_accounts
 
+# Setups shared across modules (tests/shared.py): one emulated VM boot for the tests that
+# only need a running guest, one JupyterLab host per identical browser-test configuration.
+pytest_plugins = ["tests.shared", "tests.vm_fixtures"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -7,6 +7,7 @@ download is never used. Each test leaves a screenshot in test-artifacts/browser/
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,6 +17,10 @@ from typing import Any
 import pytest
 
 from tests.cluster import REPO, Cluster
+from tests.shared import register, shared
+
+register("shared_lab")
+register("history_lab")
 
 HERE = Path(__file__).parent
 CHROMIUM = os.environ.get("RIVER_CHROMIUM", "/usr/bin/chromium")
@@ -58,26 +63,86 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=BROWSER_PROBLEM))
 
 
+PREBUILT = REPO / "labextension" / "prebuilt"
+
+
+@contextlib.contextmanager
+def checkout_extension(root: Path) -> Iterator[None]:
+    """JupyterLab started in this block loads this checkout's built extension
+    (labextension/prebuilt, `jlpm build`) through JUPYTER_PATH, ahead of the copy installed
+    in the environment; skips the test when it was not built."""
+    if not (PREBUILT / "package.json").exists():
+        pytest.skip("build the lab extension first: cd labextension && sh jlpm.sh build")
+    (root / "jpath" / "labextensions").mkdir(parents=True, exist_ok=True)
+    link = root / "jpath" / "labextensions" / "jupyter-river-labextension"
+    if not link.is_symlink():
+        link.symlink_to(PREBUILT)
+    saved = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = str(root / "jpath")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = saved
+
+
+def start_lab(
+    stack: contextlib.ExitStack, root: Path, runners: tuple[str, ...], *host_args: str
+) -> Cluster:
+    """JupyterLab with the River host, one-core process runners, and a password for the
+    admin so the browser logs in through River's login form (cookie auth); `stack` stops it."""
+    cluster = Cluster(
+        root, app="lab", extra_host_args=["--LabApp.expose_app_in_browser=True", *host_args]
+    )
+    stack.callback(cluster.close)
+    cluster.start_host(timeout=120)
+    for name in runners:
+        cluster.start_runner(name, "--cpus", "0")
+    response = cluster.request("PATCH", "/river/api/users/admin", json={"password": ADMIN_PASSWORD})
+    assert response.status_code == 200, response.text
+    return cluster
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """JupyterLab with the River host, two one-core runners (alpha, beta), and a password
-    for the admin so the browser logs in through River's login form (cookie auth)."""
-    cluster = Cluster(
-        tmp_path_factory.mktemp("lab"),
-        app="lab",
-        extra_host_args=["--LabApp.expose_app_in_browser=True"],
-    )
-    try:
-        cluster.start_host(timeout=120)
-        cluster.start_runner("alpha", "--cpus", "0")
-        cluster.start_runner("beta", "--cpus", "0")
-        response = cluster.request(
-            "PATCH", "/river/api/users/admin", json={"password": ADMIN_PASSWORD}
-        )
-        assert response.status_code == 200, response.text
+    """JupyterLab with the River host and two one-core runners (alpha, beta), this module's
+    own: for modules that add runners (a node stays listed after its runner stops) or
+    otherwise change what the others would see."""
+    with contextlib.ExitStack() as stack:
+        yield start_lab(stack, tmp_path_factory.mktemp("lab"), ("alpha", "beta"))
+
+
+@pytest.fixture(scope="module")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The same lab as `lab`, one for all the modules that ask for it (tests/shared.py):
+    each must leave it as it found it (its tasks ended, no runner added, no user created
+    that another module creates)."""
+    with shared(
+        "shared_lab",
+        lambda stack: start_lab(stack, tmp_path_factory.mktemp("lab"), ("alpha", "beta")),
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def history_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """JupyterLab with this checkout's extension, one runner (alpha), a history point per
+    second and one finished task (so the usage chart has an hour of use): the panel's and
+    the dashboard's charts both draw from it (tests/shared.py)."""
+
+    def start(stack: contextlib.ExitStack) -> Cluster:
+        root = tmp_path_factory.mktemp("history-lab")
+        built = (PREBUILT / "package.json").exists()  # test_lab_charts skips without it
+        with checkout_extension(root) if built else contextlib.nullcontext():
+            cluster = start_lab(stack, root, ("alpha",), "--RiverHost.history_step=1")
+        task = cluster.submit(command=["sleep", "1"])
+        cluster.wait_task(task["id"], "completed")
+        return cluster
+
+    with shared("history_lab", start) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +185,9 @@ def page(browser: Any, lab: Cluster, request: pytest.FixtureRequest) -> Iterator
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on(
         "response",
-        lambda r: errors.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
+        lambda r: (
+            errors.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None
+        ),
     )
     page.on(
         "requestfailed",

@@ -7,49 +7,22 @@ JUPYTER_PATH, ahead of the copy installed in the environment."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import ADMIN_PASSWORD, ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, PREBUILT
 from tests.browser.test_labextension import expect, open_panel
-from tests.cluster import REPO, Cluster
-
-PREBUILT = REPO / "labextension" / "prebuilt"
+from tests.cluster import Cluster
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def lab(history_lab: Cluster) -> Cluster:
+    """The lab shared with test_lab_dashboard_charts.py (tests/browser/conftest.py), which
+    needs it next anyway: requested before the skip, so both count as its users."""
     if not (PREBUILT / "package.json").exists():
         pytest.skip("build the lab extension first: cd labextension && sh jlpm.sh build")
-    root = tmp_path_factory.mktemp("charts")
-    (root / "jpath" / "labextensions").mkdir(parents=True)
-    (root / "jpath" / "labextensions" / "jupyter-river-labextension").symlink_to(PREBUILT)
-    saved = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = str(root / "jpath")
-    cluster = Cluster(
-        root,
-        app="lab",
-        extra_host_args=["--LabApp.expose_app_in_browser=True", "--RiverHost.history_step=1"],
-    )
-    try:
-        cluster.start_host(timeout=120)
-        cluster.start_runner("alpha", "--cpus", "0")
-        response = cluster.request(
-            "PATCH", "/river/api/users/admin", json={"password": ADMIN_PASSWORD}
-        )
-        assert response.status_code == 200, response.text
-        task = cluster.submit(command=["sleep", "1"])
-        cluster.wait_task(task["id"], "completed")
-        yield cluster
-    finally:
-        cluster.close()
-        if saved is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = saved
+    return history_lab
 
 
 DRAWN = """el => {

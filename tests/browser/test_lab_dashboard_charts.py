@@ -15,7 +15,6 @@ from typing import Any
 import nbformat
 import pytest
 
-from tests.browser.conftest import ADMIN_PASSWORD
 from tests.browser.test_labextension import expect, shot
 from tests.cluster import Cluster
 
@@ -23,29 +22,16 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def lab(history_lab: Cluster) -> Iterator[Cluster]:
     """JupyterLab with River, one runner, a history point per second, and one finished
-    task (so the usage chart has an hour of use)."""
-    cluster = Cluster(
-        tmp_path_factory.mktemp("dashboard-charts"),
-        app="lab",
-        extra_host_args=["--LabApp.expose_app_in_browser=True", "--RiverHost.history_step=1"],
-    )
+    task (so the usage chart has an hour of use): shared with test_lab_charts.py
+    (tests/browser/conftest.py). The notebook's kernel goes with this module."""
     try:
-        cluster.start_host(timeout=120)
-        cluster.start_runner("alpha", "--cpus", "0")
-        response = cluster.request(
-            "PATCH", "/river/api/users/admin", json={"password": ADMIN_PASSWORD}
-        )
-        assert response.status_code == 200, response.text
-        task = cluster.submit(command=["sleep", "1"])
-        cluster.wait_task(task["id"], "completed")
-        yield cluster
+        yield history_lab
     finally:
         with contextlib.suppress(Exception):
-            for session in cluster.get("/api/sessions"):
-                cluster.request("DELETE", f"/api/sessions/{session['id']}")
-        cluster.close()
+            for session in history_lab.get("/api/sessions"):
+                history_lab.request("DELETE", f"/api/sessions/{session['id']}")
 
 
 # Per chart: the bqplot line paths drawn and how many points the longest has (an SVG path

@@ -18,6 +18,13 @@ from tests.cluster import Cluster
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.fixture(scope="module")
+def lab(shared_lab: Cluster) -> Cluster:
+    """The two-runner lab these modules share (tests/browser/conftest.py): this one adds no
+    runner and ends its tasks."""
+    return shared_lab
+
+
 def test_job_is_one_row_with_its_members_and_kill_ends_the_job(page: Any, lab: Cluster) -> None:
     panel = open_panel(page)
     answer = lab.request(

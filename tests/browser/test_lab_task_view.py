@@ -3,49 +3,32 @@ timeline, facts, live output, blobs and Kill/Requeue; a job's view lists its mem
 plain user's usage chart names only them.
 
 The lab loads this checkout's built extension (labextension/prebuilt, `jlpm build`) through
-JUPYTER_PATH, as tests/browser/test_lab_charts.py does."""
+JUPYTER_PATH (tests/browser/conftest.py's checkout_extension)."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import ADMIN_PASSWORD, ARTIFACTS, BOB_PASSWORD
+from tests.browser.conftest import ARTIFACTS, BOB_PASSWORD, checkout_extension, start_lab
 from tests.browser.test_labextension import expect, kill_quietly, open_panel, shot
-from tests.cluster import REPO, Cluster
+from tests.cluster import Cluster
 
-PREBUILT = REPO / "labextension" / "prebuilt"
 TICKER = "echo started; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if not (PREBUILT / "package.json").exists():
-        pytest.skip("build the lab extension first: cd labextension && sh jlpm.sh build")
+    """This module's own lab (it creates bob, whom test_labextension.py's bob_token creates
+    too), with this checkout's extension."""
     root = tmp_path_factory.mktemp("taskview")
-    (root / "jpath" / "labextensions").mkdir(parents=True)
-    (root / "jpath" / "labextensions" / "jupyter-river-labextension").symlink_to(PREBUILT)
-    saved = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = str(root / "jpath")
-    cluster = Cluster(root, app="lab", extra_host_args=["--LabApp.expose_app_in_browser=True"])
-    try:
-        cluster.start_host(timeout=120)
-        cluster.start_runner("alpha", "--cpus", "0")
-        cluster.start_runner("beta", "--cpus", "0")
-        response = cluster.request(
-            "PATCH", "/river/api/users/admin", json={"password": ADMIN_PASSWORD}
-        )
-        assert response.status_code == 200, response.text
+    with contextlib.ExitStack() as stack:
+        with checkout_extension(root):
+            cluster = start_lab(stack, root, ("alpha", "beta"))
         yield cluster
-    finally:
-        cluster.close()
-        if saved is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = saved
 
 
 def _view(page: Any, task_id: str) -> Any:

@@ -16,6 +16,13 @@ from tests.cluster import Cluster
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.fixture(scope="module")
+def lab(shared_lab: Cluster) -> Cluster:
+    """The two-runner lab these modules share (tests/browser/conftest.py): this one adds no
+    runner and ends its tasks."""
+    return shared_lab
+
+
 def test_panel_shows_time_left_then_the_timeout_state(page: Any, lab: Cluster) -> None:
     panel = open_panel(page)
     page.evaluate("window.__riverNoReload = 'same page'")

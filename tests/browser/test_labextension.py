@@ -21,7 +21,16 @@ import pytest
 from river_magics import Client
 from tests.cluster import REPO, Cluster, wait_for
 
-pytestmark = pytest.mark.timeout(300)
+# Its docker-runner tests add a node to the shared lab: the modules that count nodes go first.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.uses_up("shared_lab")]
+
+
+@pytest.fixture(scope="module")
+def lab(shared_lab: Cluster) -> Cluster:
+    """The two-runner lab shared with test_lab_jobs.py, test_lab_time_limits.py and
+    test_security_identity.py (tests/browser/conftest.py); this module runs last of them."""
+    return shared_lab
+
 
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 

@@ -17,6 +17,14 @@ from tests.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(300)
 
+
+@pytest.fixture(scope="module")
+def lab(shared_lab: Cluster) -> Cluster:
+    """The two-runner lab these modules share (tests/browser/conftest.py): its users are
+    its own (eve-viewer, uma-user), and no check here counts nodes or other tasks."""
+    return shared_lab
+
+
 PASSWORDS = {"eve-viewer": "eve-viewer-pass-1", "uma-user": "uma-user-pass-1"}
 
 

@@ -11,66 +11,26 @@ SSH proxy (hostfwd is inbound and keeps working).
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster import Cluster, as_user, running_cluster
-from tests.vm.conftest import IMAGE
-from tests.vm.test_vm_lifecycle import API, BOOT_SECONDS, qemu_pids, ssh, state, wait_ssh
+from tests.cluster import Cluster
+from tests.vm_fixtures import BOOT_SECONDS, NODE, ssh, wait_ssh
 
-NODE = "emu"
-
-pytestmark = [
-    pytest.mark.skipif(
-        shutil.which("qemu-system-x86_64") is None or not (IMAGE / "base.qcow2").is_file(),
-        reason="needs QEMU and the VM base image (.ci/setup-qemu.sh, .ci/build-vm-image.sh)",
-    ),
-    # The fixture waits up to BOOT_SECONDS for an emulated boot, and pytest-timeout counts
-    # setup against the test: the suite's 300 s would cut a slow boot short.
-    pytest.mark.timeout(BOOT_SECONDS + 240),
-]
+# The shared VM (tests/vm_fixtures.py) boots in this test's setup when it runs first, and
+# pytest-timeout counts setup against the test: the suite's 300 s would cut a slow boot short.
+pytestmark = pytest.mark.timeout(BOOT_SECONDS + 240)
 
 
-@pytest.fixture(scope="module")
-def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A running VM of mallory's on a TCG runner, and the loopback ports it must not reach."""
-    if shutil.which("ssh") is None:
-        pytest.skip("no OpenSSH client (apt-get install openssh-client)")
-    root = tmp_path_factory.mktemp("vmnet")
-    runner = (NODE, "--vm-accel", "tcg", "--vm-image", str(IMAGE))
-    with running_cluster(root, runner, heartbeat_interval=1.0, heartbeat_misses=20) as cluster:
-        yield from _vm(cluster, root)
-
-
-def _vm(cluster: Cluster, root: Path) -> Iterator[dict[str, Any]]:
-    token = cluster.make_users("mallory", label="vm net")["mallory"]
-    body = {"vm": True, "cores": 1, "memory": "1G", "disk": "3G", "ssh": "generate"}
-    response = cluster.request("POST", API, json=body, **as_user(token))
-    assert response.status_code == 201, response.text
-    created = response.json()["vps"]
-    key = root / "mallory.key"
-    key.write_text(created["private_key"])
-    key.chmod(0o600)
-    vm: dict[str, Any] = {
-        **created, "token": token, "key_file": str(key), "login": f"mallory+{created['id']}",
-        "cluster": cluster,
-    }  # fmt: skip
-    try:
-        running = state(cluster, vm, "running")
-        vm.update(task_id=running["task_id"], ssh_proxy_port=running["ssh_proxy_port"])
-        wait_ssh(vm)
-        yield vm
-    finally:
-        cluster.request("DELETE", f"{API}/{vm['id']}", **as_user(token))
-        for pid in qemu_pids(vm["id"]):
-            subprocess.run(["kill", "-9", str(pid)], check=False)
+@pytest.fixture
+def guest(shared_vm: dict[str, Any]) -> dict[str, Any]:
+    """The session's running VM of a plain user (erin), SSH answering: a guest's root is its
+    user, so any guest is the attacker here."""
+    wait_ssh(shared_vm)
+    return shared_vm
 
 
 def _reaches(vm: dict[str, Any], address: str, port: int) -> str | None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-# RIVER_VM_IMAGE: an image built elsewhere (RIVER_IMAGE_CACHE=... .ci/build-vm-image.sh),
-# e.g. to try a change to the image without replacing the machine's shared one.
-IMAGE = Path(os.environ.get("RIVER_VM_IMAGE") or "/var/cache/river-images/river-vm")
+from tests.vm_fixtures import IMAGE
+
+__all__ = ["IMAGE"]  # where the other VM tests import it from
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

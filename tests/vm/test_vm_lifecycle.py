@@ -8,75 +8,29 @@ pause makes SSH stop answering and resume brings it back; another user gets 404 
 call and is refused by both proxies; the runner is SIGKILLed and restarted and adopts the
 still-running VM (same QEMU, SSH, the HTTP forward and pause still work); stop (ACPI
 shutdown) and restart boot the kept disk on the same node and the file is still there;
-delete leaves no QEMU process and no disk.
+delete leaves no QEMU process and no disk. The VM is the session's shared one
+(tests/vm_fixtures.py): tests/security/test_vm_guest_network.py probes it first.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from river_runner.backends.vm import POWERDOWN_SECONDS
-from tests.cluster import Cluster, as_user, running_cluster, wait_for
-from tests.vm.conftest import IMAGE
+from tests.cluster import Cluster, as_user, wait_for
+from tests.vm_fixtures import API, BOOT_SECONDS, NODE, qemu_pids, ssh, state, wait_ssh
 
-API = "/river/api/vps"
-NODE = "emu"
-BOOT_SECONDS = 300  # an emulated guest on a busy 2-core CI machine: create -> SSH answers
 # pytest-timeout's 300 s (pyproject) counts a test's share of the fixtures: the first test
 # waits out the boot, the stop/restart test a shutdown and a second boot.
-pytestmark = pytest.mark.timeout(BOOT_SECONDS + 240)
-
-
-def qemu_pids(vps_id: str) -> list[int]:
-    """QEMU processes of this VPS (the backend names each `-name river-vps-<id>`)."""
-    found = subprocess.run(
-        ["pgrep", "-f", f"river-vps-{vps_id} -machine"], capture_output=True, text=True
-    )
-    return [int(p) for p in found.stdout.split()]
-
-
-def ssh(vm: dict[str, Any], login: str, command: str, timeout: float = 60) -> str | None:
-    """`command`'s output through River's SSH proxy with the real OpenSSH client; None
-    when nothing answered in time (a paused guest never sends its banner)."""
-    try:
-        result = subprocess.run(
-            ["ssh", "-p", str(vm["ssh_proxy_port"]), "-i", vm["key_file"],
-             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-o", "ConnectTimeout=10", f"{login}@127.0.0.1", command],
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return None
-    vm["last_stderr"] = result.stderr
-    return result.stdout if result.returncode == 0 else None
-
-
-def wait_ssh(vm: dict[str, Any], timeout: float = BOOT_SECONDS) -> None:
-    """The guest boots after QEMU starts: retry until sshd answers (bounded)."""
-    wait_for(
-        lambda: ssh(vm, vm["login"], "echo ready", timeout=30) == "ready\n",
-        timeout,
-        interval=2.0,
-        what=f"sshd of VM VPS {vm['id']} ({vm.get('last_stderr')})",
-    )
-
-
-def state(cluster: Cluster, vm: dict[str, Any], want: str, timeout: float = 60) -> dict:
-    def check() -> dict[str, Any] | None:
-        vps = cluster.get(f"{API}/{vm['id']}", **as_user(vm["token"]))["vps"]
-        return vps if vps["state"] == want else None
-
-    return wait_for(check, timeout, what=f"VM VPS {vm['id']} to be {want}")
+# The steps end the shared VM (adoption, stop/restart, delete): its other users go first.
+pytestmark = [pytest.mark.timeout(BOOT_SECONDS + 240), pytest.mark.uses_up("shared_vm")]
+__all__ = ["API", "BOOT_SECONDS", "qemu_pids", "ssh", "state", "wait_ssh"]  # shared helpers
 
 
 def action(cluster: Cluster, vm: dict[str, Any], name: str) -> dict[str, Any]:
@@ -85,41 +39,17 @@ def action(cluster: Cluster, vm: dict[str, Any], name: str) -> dict[str, Any]:
     return response.json()["vps"]
 
 
-@pytest.fixture(scope="module")
-def vcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if shutil.which("ssh") is None:
-        pytest.skip("no OpenSSH client (apt-get install openssh-client)")
-    root = tmp_path_factory.mktemp("vmlife")
-    runner = (NODE, "--vm-accel", "tcg", "--vm-image", str(IMAGE))
-    with running_cluster(root, runner, heartbeat_interval=1.0, heartbeat_misses=20) as cluster:
-        yield cluster
+@pytest.fixture
+def vcluster(shared_vm_cluster: Cluster) -> Cluster:
+    """The shared VM's host and TCG runner (tests/vm_fixtures.py)."""
+    return shared_vm_cluster
 
 
-@pytest.fixture(scope="module")
-def vm(vcluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """erin's running VM VPS (generated key), and frank, who owns nothing."""
-    tokens = vcluster.make_users("erin", "frank", label="vm lifecycle")
-    body = {"vm": True, "cores": 1, "memory": "1G", "disk": "3G", "ssh": "generate"}
-    response = vcluster.request("POST", API, json=body, **as_user(tokens["erin"]))
-    assert response.status_code == 201, response.text
-    created = response.json()["vps"]
-    key = tmp_path_factory.mktemp("vmkey") / "erin"
-    key.write_text(created["private_key"])
-    key.chmod(0o600)
-    vm = {
-        **created, "token": tokens["erin"], "frank": tokens["frank"], "key_file": str(key),
-        "login": f"erin+{created['id']}",
-        "dir": Path(vcluster.runners[NODE].data_dir) / "vms" / created["id"],
-    }  # fmt: skip
-    try:
-        running = state(vcluster, vm, "running")
-        vm.update(task_id=running["task_id"], ssh_proxy_port=running["ssh_proxy_port"])
-        yield vm
-    finally:
-        vcluster.request("DELETE", f"{API}/{vm['id']}", **as_user(vm["token"]))
-        # Only this test's VM: named by its VPS id, ended if the delete did not.
-        for pid in qemu_pids(vm["id"]):
-            subprocess.run(["kill", "-9", str(pid)], check=False)
+@pytest.fixture
+def vm(shared_vm: dict[str, Any]) -> dict[str, Any]:
+    """erin's running VM VPS, and frank, who owns nothing (tests/vm_fixtures.py): the steps
+    below use it in order and end it, so they run last among its users."""
+    return shared_vm
 
 
 def test_ssh_through_the_proxy_runs_commands_in_the_guest(vm: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,9 +110,30 @@ T = TypeVar("T")
 
 
 async def _in_thread(transfer: Transfer, function: Callable[..., T], *args: Any) -> T:
-    """`function(*args)` in a worker thread; a cancelled caller cuts the transfer off and
-    waits for the thread to end, so nothing it writes outlives the caller's cleanup."""
-    future = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    """`function(*args)` in a thread of its own (not the loop's shared executor: a GiB
+    transfer must neither wait behind other blocking calls nor hold a pool worker for
+    seconds); a cancelled caller cuts the transfer off and waits for the thread to end, so
+    nothing it writes outlives the caller's cleanup."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed (runner stopping)
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="river-transfer", daemon=True).start()
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from river_runner.data import DIGEST_HEADER, DataCache, DataFetchError
 
 BLOB = os.urandom(2 * BUFFER + 4321)
 GOOD = hashlib.sha256(BLOB).hexdigest()
-DAMAGED, SHORT, MISSING = "0" * 64, "1" * 64, "2" * 64
+DAMAGED, SHORT, MISSING, STALLED = "0" * 64, "1" * 64, "2" * 64, "3" * 64
 received: dict[str, bytes] = {}
 
 
@@ -34,6 +35,11 @@ class Blob(web.RequestHandler):
         body = bytearray(BLOB)
         if digest == DAMAGED:
             body[-1] ^= 1
+        if digest == STALLED:  # half, then nothing for longer than the test waits
+            self.write(bytes(body[: len(BLOB) // 2]))
+            await self.flush()
+            await asyncio.sleep(60)
+            return
         if digest == SHORT:
             self.write(bytes(body[: len(BLOB) // 2]))
             await self.flush()
@@ -156,3 +162,28 @@ def test_a_refusal_from_the_headers_is_reported_with_the_hosts_message(
     _result(cache, 2, b"\0" * (64 << 20))
     problem = _send(cache, base, 2)
     assert problem is not None and "over data_user_max_bytes" in problem, problem
+
+
+def test_a_cancelled_fetch_cuts_the_transfer_off_and_leaves_nothing(
+    tmp_path: Path, base: str
+) -> None:
+    """A task killed while its blob arrives: the fetch ends at once (the socket is shut
+    down, not left to its 60 s timeout), its thread with it, and no partial file stays."""
+    cache = DataCache(tmp_path)
+
+    async def run() -> float:
+        async with httpx.AsyncClient() as http:
+            fetch = asyncio.ensure_future(cache.fetch(http, {}, 7, STALLED, base))
+            deadline = time.monotonic() + 30
+            while not list(cache.tmp.iterdir()):  # the transfer has begun
+                assert time.monotonic() < deadline and not fetch.done()
+                await asyncio.sleep(0.02)
+            cancelled = time.monotonic()
+            fetch.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await fetch
+            return time.monotonic() - cancelled
+
+    assert asyncio.run(run()) < 10
+    assert "river-transfer" not in {t.name for t in threading.enumerate()}
+    assert list(cache.tmp.iterdir()) == [] and list(cache.root.iterdir()) == []

@@ -16,18 +16,23 @@ client that sees "completed" finds the values already there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import h11
 import httpx
 
-from river_runner.blobwrite import BlobWriter
+from river_runner.blobwrite import SinkError
+from river_runner.bulkhttp import BulkHTTPError, Transfer, get_to_file, put_file, url_with
 
 CHUNK = 4 * 1024 * 1024
 ENV_IN = "RIVER_DATA_IN"
@@ -101,6 +106,43 @@ def size_text(path: Path) -> str:
         return "size unknown"
 
 
+T = TypeVar("T")
+
+
+async def _in_thread(transfer: Transfer, function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in a thread of its own (not the loop's shared executor: a GiB
+    transfer must neither wait behind other blocking calls nor hold a pool worker for
+    seconds); a cancelled caller cuts the transfer off and waits for the thread to end, so
+    nothing it writes outlives the caller's cleanup."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed (runner stopping)
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="river-transfer", daemon=True).start()
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        transfer.cancel()
+        with contextlib.suppress(Exception):
+            await future
+        raise
+
+
 class DataFetchError(Exception):
     """A pushed blob could not be fetched; the task fails with this message."""
 
@@ -143,26 +185,13 @@ class DataCache:
             return target
         temp = self.tmp / f"{digest}.{time.monotonic_ns()}"
         started = time.perf_counter()
-        writer: BlobWriter | None = None
+        url = url_with(base, f"/river/api/runner/data/{digest}", {"task": str(task_id)})
+        # Straight into the cache file from a raw socket in a worker thread: `recv_into`
+        # reused 4 MiB buffers, hashed and written by a second thread (river_runner/bulkhttp.py).
+        transfer = Transfer(url, headers, timeout=60.0)
+        counted = [0]
         try:
-            url = f"{base}/river/api/runner/data/{digest}"
-            async with http.stream(
-                "GET", url, params={"task": str(task_id)}, headers=headers, timeout=60.0
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise DataFetchError(
-                        f"pushed blob {digest[:12]}: the host said {response.status_code} "
-                        f"{response.text[:200]}"
-                    )
-                # Straight into the cache file: one copy into a reused buffer here, hash and
-                # write in one thread while the next bytes arrive (river_runner/blobwrite.py).
-                length = response.headers.get("Content-Length", "")
-                writer = BlobWriter(temp, int(length) if length.isdigit() else None)
-                async for piece in response.aiter_raw():
-                    await writer.write(piece)
-                    self.fetched_bytes += len(piece)
-                got = await writer.finish()
+            got, _ = await _in_thread(transfer, get_to_file, transfer, temp, counted)
             if got != digest:
                 raise DataFetchError(f"pushed blob {digest[:12]} arrived damaged (digest)")
             self.evict(temp.stat().st_size)
@@ -174,13 +203,17 @@ class DataCache:
                 target.stat().st_size,
                 time.perf_counter() - started,
             )
-        except httpx.HTTPError as exc:
-            raise DataFetchError(f"pushed blob {digest[:12]}: {exc}") from None
-        except OSError as exc:  # the cache's disk (full, gone): say so, not a traceback
+        except BulkHTTPError as exc:
+            raise DataFetchError(
+                f"pushed blob {digest[:12]}: the host said {exc.status} {exc.text[:200]}"
+            ) from None
+        except SinkError as exc:  # the cache's disk (full, gone): say so, not a traceback
             raise DataFetchError(f"pushed blob {digest[:12]}: writing the cache: {exc}") from None
+        except (OSError, h11.ProtocolError, ValueError) as exc:  # the network, the host
+            why = str(exc) or type(exc).__name__
+            raise DataFetchError(f"pushed blob {digest[:12]}: {why}") from None
         finally:
-            if writer is not None:
-                writer.abort()
+            self.fetched_bytes += counted[0]
             temp.unlink(missing_ok=True)
         return target
 
@@ -241,21 +274,12 @@ class DataCache:
             digest = task_digest(result) or await asyncio.to_thread(file_digest, result)
             size = result.stat().st_size
             hashed = time.perf_counter()
-
-            async def body() -> Any:
-                with open(result, "rb") as handle:
-                    while chunk := handle.read(CHUNK):
-                        yield chunk
-
-            response = await http.put(
-                f"{base}/river/api/runner/tasks/{task_id}/pulled",
-                content=body(),
-                headers={
-                    **headers,
-                    DIGEST_HEADER: digest,
-                    "Content-Length": str(size),
-                },
-                timeout=120.0,
+            # Sent from a thread of its own in 4 MiB writes: no file read and no work per
+            # chunk on the event loop (river_runner/bulkhttp.py).
+            url = url_with(base, f"/river/api/runner/tasks/{task_id}/pulled")
+            transfer = Transfer(url, headers, timeout=120.0)
+            status, text = await _in_thread(
+                transfer, put_file, transfer, result, {DIGEST_HEADER: digest}
             )
             log.info(
                 "river-timing task=%s stage=result-hash bytes=%d seconds=%.3f",
@@ -269,10 +293,10 @@ class DataCache:
                 size,
                 time.perf_counter() - hashed,
             )
-            if response.status_code >= 400:
-                return f"the host refused the pulled values: {response.text[:300]}"
+            if status >= 400:
+                return f"the host refused the pulled values: {text[:300]}"
             return None
-        except (OSError, httpx.HTTPError) as exc:
+        except (OSError, h11.ProtocolError, ValueError) as exc:
             # A refusal answered from the headers (413: over a bound) cuts the body off, so
             # httpx may see only the closed connection: say so rather than print nothing.
             why = str(exc) or type(exc).__name__

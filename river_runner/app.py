@@ -17,7 +17,7 @@ from tornado import web, websocket
 from river_runner import port_forward
 from river_runner.agent import RunnerAgent
 from river_runner.api_base import RunnerHandler
-from river_runner.backends.base import TaskLaunch
+from river_runner.backends.base import ExecRefused, TaskLaunch
 from river_runner.protocol import parse_runner_auth, same_secret
 from river_runner.task_files_api import TaskFilesHandler
 
@@ -141,6 +141,10 @@ class ExecTicketHandler(RunnerHandler):
             raise web.HTTPError(409, f"the {self.agent.backend.name} backend has no exec")
         if int(task_id) not in self.agent.backend.running():
             raise web.HTTPError(404, f"task {task_id} is not running here")
+        # Per task (a runner with VMs): refused now, not by the terminal it would open.
+        refusal = getattr(self.agent.backend, "exec_refusal", None)
+        if refusal is not None and (why := refusal(int(task_id))):
+            raise web.HTTPError(409, why)
         self.finish({"ticket": self.tickets.issue(int(task_id))})
 
 
@@ -161,6 +165,8 @@ class ExecRunHandler(RunnerHandler):
             result = await loop.run_in_executor(
                 None, backend.run_exec, int(task_id), command, bool(body.get("detach"))
             )
+        except ExecRefused as exc:
+            raise web.HTTPError(409, str(exc)) from None
         except Exception as exc:
             raise web.HTTPError(502, f"exec in task {task_id} failed: {exc}") from None
         if result is None:
@@ -194,6 +200,8 @@ class ExecSocket(websocket.WebSocketHandler):
             opened = await loop.run_in_executor(
                 None, self.agent.backend.open_exec, int(task_id), EXEC_SHELL
             )
+        except ExecRefused as exc:
+            raise web.HTTPError(409, reason=str(exc)) from None
         except Exception as exc:
             raise web.HTTPError(502, reason=f"exec failed: {exc}") from None
         if opened is None:

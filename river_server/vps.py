@@ -308,6 +308,8 @@ class VpsService:
                 node.url, node.secret, f"/api/tasks/{task.id}/{action}", body
             )
         except RunnerUnreachable as exc:
+            if exc.status == 409:  # the runner says why it cannot (e.g. a VM without its key)
+                raise TaskError(409, str(exc).partition("said 409: ")[2] or str(exc)) from None
             raise TaskError(502, f"could not {action} VPS on {task.node}: {exc}") from None
 
     async def snapshot(self, task: db.Task, stopping: bool = False) -> db.Task:

@@ -88,6 +88,11 @@ class Outcome:
     detail: str = ""
 
 
+class ExecRefused(Exception):
+    """A task cannot have a terminal or run a command now, for a reason the caller can act
+    on (the runner answers 409 with it): a backend without exec, a VM without its key."""
+
+
 class Backend(abc.ABC):
     """Runs tasks somewhere (a process group, a container) and reports how they end."""
 

@@ -44,12 +44,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from river_runner import vm_gpus, vm_snapshots
+from river_runner import vm_gpus, vm_snapshots, vm_ssh
 from river_runner.backends.base import ExitCallback, Outcome, OutputCallback, TaskLaunch
 from river_runner.backends.vm_state import VmState, qemu_alive, wait_pid_exit
 from river_runner.protocol import TaskState
@@ -189,6 +190,10 @@ class VmBackend:
         self._vms: dict[int, _Vm] = {}
         self._watchers: dict[int, asyncio.Future[None]] = {}
         self._bridge: str | None = None  # the overlay bridge, once the runner's overlay is up
+        # Open terminals by exec id (for resize); gone with the exec WebSocket that holds them.
+        self._sessions: weakref.WeakValueDictionary[str, vm_ssh.Session] = (
+            weakref.WeakValueDictionary()
+        )
 
     @property
     def overlay_bridge(self) -> str | None:
@@ -224,6 +229,8 @@ class VmBackend:
         directory.mkdir(parents=True, exist_ok=True)
         disk = directory / "disk.qcow2"
         loop = asyncio.get_running_loop()
+        # Before the disk: a disk without a key is a VM from before the key existed.
+        runner_key, instance = await asyncio.to_thread(self._runner_key, directory, vps_id)
         if not disk.exists():
             size = int(vm.get("disk") or DEFAULT_DISK)
             await loop.run_in_executor(None, self._make_overlay, disk, size)
@@ -240,8 +247,8 @@ class VmBackend:
             raise
         files = seed_files(
             launch.hostname or f"vps-{vps_id}",
-            launch.env.get(SSH_KEYS_ENV, ""),
-            f"river-{vps_id}",
+            launch.env.get(SSH_KEYS_ENV, "") + "\n" + runner_key,
+            instance,
             mac_address(vps_id),
             overlay,
             mac_address(vps_id, 1),
@@ -304,6 +311,22 @@ class VmBackend:
         self._watch(watched, on_output, on_exit)
         log.info("VM of VPS %s (task %s) started, pid %s", vps_id, launch.task_id, proc.pid)
         return proc.pid
+
+    @staticmethod
+    def _runner_key(directory: Path, vps_id: str) -> tuple[str, str]:
+        """The VM's runner key (river_runner/vm_ssh.py) and its cloud-init instance id.
+
+        A VM whose disk predates the key gets one at this boot under a new instance id:
+        cloud-init applies the seed's keys once per instance, so only a new id has the
+        guest authorise it (and, as at any first boot of an instance, make new host
+        keys). The id is kept in the directory so later boots do not change it again."""
+        marker = directory / "instance-id"
+        predates = not vm_ssh.has_key(directory) and (directory / "disk.qcow2").exists()
+        if predates and not marker.exists():
+            marker.write_text(f"river-{vps_id}-runner-key\n")
+        public = vm_ssh.ensure_key(directory)
+        instance = marker.read_text().strip() if marker.exists() else f"river-{vps_id}"
+        return public, instance
 
     async def _claim_gpus(self, launch: TaskLaunch) -> vm_gpus.Claimed:
         """The placed GPUs bound to vfio-pci (nothing without GPUs); a refusal (no IOMMU, a
@@ -551,6 +574,49 @@ class VmBackend:
             vm.ports[port] = host_port
             vm.save()  # an adopting runner keeps using the same forward
         return "127.0.0.1", vm.ports[port]
+
+    # ---- exec (terminal and commands) over SSH with the VM's runner key ------------
+    def exec_refusal(self, task_id: int) -> str | None:
+        """Why this VM cannot have a terminal now (asked when a ticket is issued, so the
+        host answers 409 instead of opening a terminal that only prints an error)."""
+        vm = self._vms.get(task_id)
+        if vm is not None and not vm_ssh.has_key(vm.directory):
+            return (
+                "this VM predates terminal support (it has no runner key); restart it "
+                "(stop, then restart) and the runner's key is added at that boot"
+            )
+        if vm is not None and vm.paused:
+            return "the VM is paused; resume it first"
+        return None
+
+    def open_exec(self, task_id: int, command: list[str]) -> tuple[str, vm_ssh.Session] | None:
+        """`command` in the guest with a pty over SSH (blocking); (exec id, session) or
+        None when no VM of this task runs here."""
+        vm = self._vms.get(task_id)
+        if vm is None:
+            return None
+        session = vm_ssh.open_shell(vm.directory, vm.ports[22], command)
+        exec_id = f"vm-{task_id}-{id(session):x}"
+        self._sessions[exec_id] = session
+        return exec_id, session
+
+    def run_exec(
+        self, task_id: int, command: list[str], detach: bool, limit: int = 1 << 20
+    ) -> dict[str, Any] | None:
+        """As the docker backend's run_exec, in the guest over SSH (blocking)."""
+        vm = self._vms.get(task_id)
+        if vm is None:
+            return None
+        return vm_ssh.run(vm.directory, vm.ports[22], command, detach, limit)
+
+    def resize_exec(self, exec_id: str, rows: int, cols: int) -> bool:
+        """Resize a terminal this backend opened; False when the id is not one of its."""
+        session = self._sessions.get(exec_id)
+        if session is None:
+            return False
+        with contextlib.suppress(Exception):
+            session.resize(rows, cols)
+        return True
 
     async def remove_disk(self, vps_id: str) -> bool:
         """A deleted VPS: quit its VM if one still runs (no clean shutdown: the disk goes

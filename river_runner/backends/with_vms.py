@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from river_runner.backends.base import Backend, ExitCallback, OutputCallback, TaskLaunch
+from river_runner.backends.base import (
+    Backend,
+    ExecRefused,
+    ExitCallback,
+    OutputCallback,
+    TaskLaunch,
+)
 from river_runner.backends.vm import VmBackend
 
 
@@ -71,6 +77,34 @@ class WithVms(Backend):
 
     async def forward_target(self, task_id: int, port: int) -> tuple[str, int] | None:
         return await self._for(task_id).forward_target(task_id, port)
+
+    # Exec: a VM's over SSH (river_runner/vm_ssh.py), anything else the inner backend's.
+    def _inner_exec(self, name: str) -> Any:
+        found = getattr(self.inner, name, None)
+        if found is None:
+            raise ExecRefused(f"the {self.inner.name} backend has no exec")
+        return found
+
+    def exec_refusal(self, task_id: int) -> str | None:
+        if self.vms.owns(task_id):
+            return self.vms.exec_refusal(task_id)
+        if getattr(self.inner, "open_exec", None) is None:
+            return f"the {self.inner.name} backend has no exec"
+        return None
+
+    def open_exec(self, task_id: int, command: list[str]) -> tuple[str, Any] | None:
+        if self.vms.owns(task_id):
+            return self.vms.open_exec(task_id, command)
+        return self._inner_exec("open_exec")(task_id, command)  # type: ignore[no-any-return]
+
+    def run_exec(self, task_id: int, command: list[str], detach: bool) -> dict[str, Any] | None:
+        if self.vms.owns(task_id):
+            return self.vms.run_exec(task_id, command, detach)
+        return self._inner_exec("run_exec")(task_id, command, detach)  # type: ignore[no-any-return]
+
+    def resize_exec(self, exec_id: str, rows: int, cols: int) -> None:
+        if not self.vms.resize_exec(exec_id, rows, cols):
+            self._inner_exec("resize_exec")(exec_id, rows, cols)
 
     async def snapshot(self, task_id: int, repository: str, keep: int) -> dict[str, Any] | None:
         if self.vms.owns(task_id):  # its disk, once the stop has shut it down (docs/vps.md)

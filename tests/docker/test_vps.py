@@ -9,20 +9,19 @@ Files are written and read with `docker exec` on the daemon the runner uses (thi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tornado import httpclient, websocket
+from tornado import httpclient
 
 from tests.cluster import Cluster, as_user, wait_for
 from tests.docker.conftest import BUSYBOX_IMAGE, PYTHON_IMAGE, containers_of, remove_containers
 from tests.docker.test_docker_cluster import Kernel
+from tests.terminal_ws import terminal_output
 
 try:
     import docker.errors
@@ -211,41 +210,6 @@ def test_ssh_modes_and_qemu(vcluster: Cluster, tokens: dict[str, str]) -> None:
         vcluster.request("DELETE", f"{API}/{vps['id']}", **as_user(erin))
 
 
-def _terminal_output(cluster: Cluster, token: str, name: str, command: str, want: str) -> str:
-    """Run `command` through the Jupyter terminal's websocket; the output once `want` shows."""
-
-    async def talk() -> str:
-        url = cluster.url.replace("http", "ws", 1) + f"/terminals/websocket/{name}"
-        request = httpclient.HTTPRequest(url, headers={"Authorization": f"token {token}"})
-        conn = await websocket.websocket_connect(request)
-        seen = ""
-        sent = False
-        try:
-            deadline = asyncio.get_running_loop().time() + 20
-            while want not in seen:
-                # Type once the shell shows its prompt (typed-ahead input meets its
-                # cursor-position query, as an impatient user's would).
-                if not sent and ("# " in seen or "$ " in seen):
-                    await asyncio.sleep(0.3)
-                    conn.write_message(json.dumps(["stdin", command + "\r"]))
-                    sent = True
-                left = deadline - asyncio.get_running_loop().time()
-                assert left > 0, f"no {want!r} in terminal output: {seen!r}"
-                try:
-                    message = await asyncio.wait_for(conn.read_message(), left)
-                except asyncio.TimeoutError:
-                    raise AssertionError(f"no {want!r} in terminal output: {seen!r}") from None
-                assert message is not None, f"terminal closed; output so far: {seen!r}"
-                kind, *rest = json.loads(message)
-                if kind == "stdout":
-                    seen += rest[0]
-        finally:
-            conn.close()
-        return seen
-
-    return asyncio.run(talk())
-
-
 def test_terminal_runs_in_the_vps_and_only_its_owner_may_use_it(
     vcluster: Cluster, tokens: dict[str, str], docker_client: Any
 ) -> None:
@@ -259,14 +223,14 @@ def test_terminal_runs_in_the_vps_and_only_its_owner_may_use_it(
     name = response.json()["name"]
     assert name.startswith(f"river_vps_{vps['id']}_")
 
-    output = _terminal_output(vcluster, erin, name, "hostname", hostname)
+    output = terminal_output(vcluster, erin, name, "hostname", hostname)
     assert hostname in output
 
     # Another user may neither open a terminal into it nor use the owner's.
     other = vcluster.request("POST", f"{API}/{vps['id']}/terminal", **as_user(frank))
     assert other.status_code == 404
     with pytest.raises(httpclient.HTTPClientError) as refused:
-        _terminal_output(vcluster, frank, name, "hostname", hostname)
+        terminal_output(vcluster, frank, name, "hostname", hostname)
     assert refused.value.code == 403
     # Terminals in general stay admin-only.
     listing = vcluster.request("GET", "/api/terminals", **as_user(erin))

@@ -21,9 +21,11 @@ import time
 from typing import Any
 
 import pytest
+from tornado import httpclient
 
 from river_runner.backends.vm import POWERDOWN_SECONDS
 from tests.cluster import Cluster, as_user, wait_for
+from tests.terminal_ws import terminal_output
 from tests.vm_fixtures import API, BOOT_SECONDS, NODE, qemu_pids, ssh, state, wait_ssh
 
 # pytest-timeout's 300 s (pyproject) counts a test's share of the fixtures: the first test
@@ -114,6 +116,49 @@ def test_another_user_gets_404_and_the_proxy_refuses_him(
     assert ssh(vm, f"frank+{vm['id']}", "echo in") is None  # erin's key, frank's name
     assert "Permission denied" in vm["last_stderr"]
     assert ssh(vm, vm["login"], "cat f") == "hello\n"  # still erin's, still running
+
+
+def test_a_terminal_and_exec_run_in_the_guest_for_its_owner_only(
+    vcluster: Cluster, vm: dict[str, Any]
+) -> None:
+    """The runner logs into the guest with the VM's own key (river_runner/vm_ssh.py): a
+    JupyterLab terminal and the exec API run there; frank gets 404 for both."""
+    wait_ssh(vm)
+    key = vm["dir"] / "runner_key"
+    assert key.stat().st_mode & 0o777 == 0o600  # made at create, private to the runner
+    terminal = f"{API}/{vm['id']}/terminal"
+    response = vcluster.request("POST", terminal, **as_user(vm["token"]))
+    assert response.status_code == 201, response.text
+    name = response.json()["name"]
+    command = "echo $((6*7)) > /tmp/t; cat /tmp/t"  # the typed line itself shows no 42
+    output = terminal_output(vcluster, vm["token"], name, command, "42", timeout=120)
+    assert f"root@vps-{vm['id']}" in output  # the guest's shell, not the runner's
+    assert ssh(vm, vm["login"], "cat /tmp/t") == "42\n"  # it ran in the guest
+
+    ran = vcluster.request(
+        "POST", f"{API}/{vm['id']}/exec", json={"command": ["cat", "/tmp/t"]},
+        **as_user(vm["token"]),
+    )  # fmt: skip
+    assert ran.status_code == 200, ran.text
+    assert ran.json() == {"exit_code": 0, "output": "42\n"}
+
+    frank = as_user(vm["frank"])
+    assert vcluster.request("POST", terminal, **frank).status_code == 404
+    with pytest.raises(httpclient.HTTPClientError) as refused:
+        terminal_output(vcluster, vm["frank"], name, "id", "uid=")
+    assert refused.value.code == 403
+    body = {"command": ["id"]}
+    assert vcluster.request("POST", f"{API}/{vm['id']}/exec", json=body, **frank).status_code == 404
+
+    # A VM from before the runner had a key: a 409 that says what to do, not a hang.
+    key.rename(key.with_name("runner_key.away"))
+    try:
+        old = vcluster.request("POST", terminal, **as_user(vm["token"]))
+        assert old.status_code == 409, old.text
+        assert "predates terminal support" in old.json()["message"]
+        assert "restart it" in old.json()["message"]
+    finally:
+        key.with_name("runner_key.away").rename(key)
 
 
 def test_a_restarted_runner_adopts_the_running_vm(vcluster: Cluster, vm: dict[str, Any]) -> None:

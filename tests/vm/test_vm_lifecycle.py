@@ -5,7 +5,8 @@ steps, in order, because each boot of an emulated guest takes a minute: the owne
 in with the real OpenSSH client through River's SSH proxy and writes a file; an HTTP server
 in the guest answers through /river/proxy/<vps>/<port>/ (a QMP hostfwd added on first use);
 pause makes SSH stop answering and resume brings it back; another user gets 404 on every
-call and is refused by both proxies; the runner is SIGKILLed and restarted and adopts the
+call and is refused by both proxies; a JupyterLab terminal and the exec API run in the
+guest for the owner only (the runner's SSH key for the VM); the runner is SIGKILLed and restarted and adopts the
 still-running VM (same QEMU, SSH, the HTTP forward and pause still work); stop (ACPI
 shutdown) and restart boot the kept disk on the same node and the file is still there;
 delete leaves no QEMU process and no disk. The VM is the session's shared one
@@ -179,6 +180,10 @@ def test_a_restarted_runner_adopts_the_running_vm(vcluster: Cluster, vm: dict[st
     assert vps["task_id"] == vm["task_id"]  # the same incarnation, not a new one
     assert ssh(vm, vm["login"], "cat f") == "hello\n"
     assert proxied(vcluster, vm, vm["token"]).text == "hello\n"  # the recorded forward
+    ran = vcluster.request(  # exec: the runner's key is in the VM's directory, kept
+        "POST", f"{API}/{vm['id']}/exec", json={"command": ["hostname"]}, **as_user(vm["token"])
+    )
+    assert ran.status_code == 200 and ran.json()["output"] == f"vps-{vm['id']}\n", ran.text
     action(vcluster, vm, "pause")  # QMP reconnected: control works on the adopted VM
     state(vcluster, vm, "paused")
     assert ssh(vm, vm["login"], "echo awake", timeout=20) is None

@@ -87,14 +87,18 @@ class UploadSink:
             if wake is None or (self._waiting_bytes >= self._limit // 2 and self._error is None):
                 return
             self._wake = None
-        self._call(lambda: wake.done() or wake.set_result(None))
+        self._call(lambda: _resolve(wake))
 
     def _finish(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-        if not self._done.done():
-            self._done.set_result(None)
+        if self._wake is not None:
+            _resolve(self._wake)
+        _resolve(self._done)
 
     def _call(self, fn: Callable[[], object]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed (host shutting down)
             self._loop.call_soon_threadsafe(fn)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

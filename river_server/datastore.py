@@ -67,10 +67,18 @@ class Upload:
         self._file = open_private(self.temp, "wb")
 
     def write(self, chunk: bytes) -> None:
-        self.received += len(chunk)
-        self.store.bytes_received += len(chunk)
+        self.accept(len(chunk))
+        self.absorb(chunk)
+
+    def accept(self, size: int) -> None:
+        """Count `size` more bytes arriving (on the event loop); 400 past the declared."""
+        self.received += size
+        self.store.bytes_received += size
         if self.received > self.declared:
             raise DataError(400, f"the body is longer than its Content-Length ({self.declared})")
+
+    def absorb(self, chunk: bytes) -> None:
+        """Hash and write accepted bytes (in the upload's worker thread: see uploadsink)."""
         self._hash.update(chunk)
         self._file.write(chunk)
 

@@ -2,27 +2,30 @@
 
 Uploads stream (`@stream_request_body`): who asks and whether the declared Content-Length
 fits the per-task and per-user bounds is settled in `prepare`, before a byte of the body
-is read; each chunk then goes to a temp file and the hash (river_server/datastore.py), so
-the host never holds a blob in memory. Downloads are sent from the file in chunks, each
-flushed before the next is read.
+is read; each piece is then counted on the loop and hashed and written to a temp file by a
+worker thread (river_server/uploadsink.py, bounded memory), so the host never holds a blob
+in memory. Downloads are `sendfile`d from the file by a worker thread
+(river_server/fileserve.py).
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from tornado import iostream, web
+from tornado import web
 
 from river_runner.protocol import TERMINAL_STATES
 from river_runner.wire.requests import DataCheck
 from river_server import db
 from river_server.datastore import DataError, DataStore, Upload, check_digest
+from river_server.fileserve import send_file
 from river_server.handlers.base import RiverAPIHandler
 from river_server.handlers.runner import RunnerAPIHandler
+from river_server.uploadsink import SinkError, UploadSink
 
-CHUNK = 1024 * 1024
 DIGEST_HEADER = "X-River-Digest"
 
 
@@ -42,32 +45,42 @@ def declared_length(handler: web.RequestHandler) -> int:
         raise web.HTTPError(400, "Content-Length must be a number of bytes") from None
 
 
-async def send_file(handler: web.RequestHandler, path: Path) -> None:
-    handler.set_header("Content-Type", "application/octet-stream")
-    handler.set_header("Content-Length", str(path.stat().st_size))
-    with open(path, "rb") as source:
-        while chunk := source.read(CHUNK):
-            handler.write(chunk)
-            try:
-                await handler.flush()
-            except iostream.StreamClosedError:
-                return
-    handler.finish()
-
-
 class StreamedUpload:
-    """Mixin for a handler whose PUT body is one blob: the Upload is opened in prepare."""
+    """Mixin for a handler whose PUT body is one blob: the Upload is opened in prepare.
+
+    The loop only counts the body's pieces (the bounds); a worker thread hashes and writes
+    them (river_server/uploadsink.py). Tornado's 64 KiB reads are kept: 1 MiB reads cost
+    the host more CPU per GiB, not less (docs/performance.md, ninth session).
+    """
 
     upload: Upload | None = None
+    _sink: UploadSink | None = None
 
-    def data_received(self, chunk: bytes) -> None:
+    def start_upload(self, upload: Upload) -> None:
+        """Receive the body into `upload` (called from prepare, once the bounds hold)."""
+        self.upload = upload
+        self._sink = UploadSink(upload.absorb)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.upload is None or self._sink is None:
+            return None
+        try:
+            self.upload.accept(len(chunk))
+            return self._sink.put(chunk)  # a future when the thread is behind
+        except DataError as exc:
+            self._drop_upload()
+            raise _http(exc) from None
+        except SinkError as exc:
+            self._drop_upload()
+            raise _stored_http(exc) from None
+
+    def _drop_upload(self) -> None:
+        if self._sink is not None:
+            self._sink.drop()
+            self._sink = None
         if self.upload is not None:
-            try:
-                self.upload.write(chunk)
-            except DataError as exc:
-                self.upload.abort()
-                self.upload = None
-                raise _http(exc) from None
+            self.upload.abort()
+            self.upload = None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # Refused before its body was read (bounds, credentials, XSRF): tornado drops the
@@ -76,23 +89,31 @@ class StreamedUpload:
         super().write_error(status_code, **kwargs)  # type: ignore[misc]
 
     def on_connection_close(self) -> None:  # an interrupted upload leaves nothing behind
-        if self.upload is not None:
-            self.upload.abort()
-            self.upload = None
+        self._drop_upload()
 
     def on_finish(self) -> None:
-        if self.upload is not None:  # answered without finishing (an error): drop it
-            self.upload.abort()
-            self.upload = None
+        self._drop_upload()  # answered without finishing (an error): drop it
 
-    def finish_upload(self) -> tuple[Upload, dict[str, Any]]:
+    async def finish_upload(self) -> tuple[Upload, dict[str, Any]]:
         """The whole body has arrived: store the blob (digest checked), or a 4xx."""
-        upload, self.upload = self.upload, None
-        assert upload is not None
+        upload, sink = self.upload, self._sink
+        self.upload = self._sink = None
+        assert upload is not None and sink is not None
+        try:
+            await sink.close()
+        except SinkError as exc:
+            upload.abort()
+            raise _stored_http(exc) from None
         try:
             return upload, upload.finish()
         except DataError as exc:
             raise _http(exc) from None
+
+
+def _stored_http(exc: SinkError) -> web.HTTPError:
+    if isinstance(exc.cause, DataError):
+        return _http(exc.cause)
+    return web.HTTPError(507, f"the host could not store the blob ({exc.cause}); try again later")
 
 
 class DataCheckHandler(RiverAPIHandler):
@@ -130,9 +151,10 @@ class DataBlobHandler(StreamedUpload, RiverAPIHandler):
         self.require_role("user")
         declared = declared_length(self)
         try:
-            self.upload = self.river.data.begin(self.username, self.path_args[0], declared)
+            upload = self.river.data.begin(self.username, self.path_args[0], declared)
         except DataError as exc:
             raise _http(exc) from None
+        self.start_upload(upload)
         self.request.connection.set_max_body_size(declared)
 
     def _path(self, digest: str) -> Path:
@@ -151,8 +173,8 @@ class DataBlobHandler(StreamedUpload, RiverAPIHandler):
         await send_file(self, self._path(digest))
 
     @web.authenticated
-    def put(self, digest: str) -> None:
-        upload, info = self.finish_upload()
+    async def put(self, digest: str) -> None:
+        upload, info = await self.finish_upload()
         self.river.log.info(
             "River data plane: received blob %s (%d bytes) from %s",
             digest,
@@ -246,14 +268,15 @@ class RunnerPulledHandler(StreamedUpload, RunnerAPIHandler):
         declared = declared_length(self)
         digest = self.request.headers.get(DIGEST_HEADER, "")
         try:
-            self.upload = self.river.data.begin(task.owner, digest, declared)
+            upload = self.river.data.begin(task.owner, digest, declared)
         except DataError as exc:
             raise _http(exc) from None
+        self.start_upload(upload)
         self.task_id = task.id
         self.request.connection.set_max_body_size(declared)
 
-    def put(self, task_id: str) -> None:
-        upload, info = self.finish_upload()
+    async def put(self, task_id: str) -> None:
+        upload, info = await self.finish_upload()
         self.river.data.set_result(self.task_id, upload.digest)
         self.set_status(201)
         self.finish({"blob": info})

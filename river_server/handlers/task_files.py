@@ -112,7 +112,7 @@ class RunnerFilesHandler(RunnerPulledHandler):
     """PUT /runner/tasks/{id}/files: files a runner packed for `river get` (X-River-Digest),
     stored as a blob of the task's owner under the same bounds as any upload."""
 
-    def put(self, task_id: str) -> None:
-        _upload, info = self.finish_upload()
+    async def put(self, task_id: str) -> None:
+        _upload, info = await self.finish_upload()
         self.set_status(201)
         self.finish({"blob": info})

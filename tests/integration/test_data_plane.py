@@ -296,3 +296,40 @@ def test_a_shortened_cache_file_is_fetched_again(cluster: Cluster, tokens: dict[
         again = client.submit(script="y = float(x.sum())", push={"x": array}, pull=["y"])
         assert again.result(timeout=120)["y"] == float(array.sum())
     assert cached.stat().st_size == frame(array, "x").size
+
+
+def test_a_download_is_sent_whole_and_readers_that_leave_cost_the_host_nothing(
+    small: Cluster,
+) -> None:
+    """Downloads are sendfile'd by a worker thread on a detached connection
+    (river_server/fileserve.py): the body arrives whole, the connection is closed after it,
+    and a reader that leaves mid-body leaves no descriptor open in the host."""
+    cluster = small
+    token = cluster.make_users("carol")["carol"]
+    payload = np.random.default_rng(7).bytes(32 * 1024**2)
+    digest = hashlib.sha256(payload).hexdigest()
+    host = psutil.Process(cluster.host_process.pid)
+    with httpx.Client(base_url=cluster.url, **as_user(token)) as http:
+        assert http.put(f"{A}/data/{digest}", content=payload).status_code == 201
+        fds = host.num_fds()
+        for _ in range(6):  # readers that take the head and 1 MiB, then hang up
+            with socket.create_connection(("127.0.0.1", cluster.port)) as sock:
+                sock.sendall(
+                    (
+                        f"GET {A}/data/{digest} HTTP/1.1\r\nHost: 127.0.0.1:{cluster.port}\r\n"
+                        f"Authorization: token {token}\r\n\r\n"
+                    ).encode()
+                )
+                got = b""
+                while len(got) < 1024**2:
+                    piece = sock.recv(65536)
+                    assert piece, "the host closed the connection before 1 MiB"
+                    got += piece
+                assert got.startswith(b"HTTP/1.1 200")
+        with http.stream("GET", f"{A}/data/{digest}") as answer:
+            assert answer.status_code == 200
+            assert answer.headers["content-length"] == str(len(payload))
+            assert answer.headers["connection"] == "close"  # the detached, sendfile'd path
+            body = answer.read()
+        assert body == payload
+    wait_for(lambda: host.num_fds() <= fds, 30, what="the host to close the readers' sockets")

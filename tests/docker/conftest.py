@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import Cluster
+from tests.shared import register, shared
 
 try:
     import docker
@@ -101,6 +103,36 @@ def vps_cluster(root: Path, client: Any, node: str) -> Iterator[Cluster]:
     finally:
         cluster.close()
         remove_containers(client, node)
+
+
+# One host with a docker runner (the python image by default, cores 0-1, one fake GPU) and
+# a one-core process runner, shared by the docker modules that need no more (tests/shared.py;
+# docs/testing.md): each host start costs 10-15 s on CI's loaded cores.
+DOCKER_PAIR = register("docker_pair")
+# Named by the pytest process, not a random suffix: pytest imports this conftest under a
+# name of its own besides the tests' `tests.docker.conftest`, and both must agree.
+PAIR_DOCK, PAIR_PROC = f"pair-d-{os.getpid()}", f"pair-p-{os.getpid()}"
+
+
+@pytest.fixture(scope="module")
+def docker_pair(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[Cluster]:
+    """The shared pair's cluster: its users pin their tasks to PAIR_DOCK or PAIR_PROC and
+    leave nothing running (a module that does not is marked uses_up("docker_pair"))."""
+
+    def start(stack: contextlib.ExitStack) -> Cluster:
+        cluster = Cluster(tmp_path_factory.mktemp("docker-pair"), heartbeat_interval=1.0)
+        stack.callback(remove_containers, docker_client, PAIR_DOCK)
+        stack.callback(cluster.close)
+        cluster.start_host()
+        cluster.start_runner(
+            PAIR_DOCK, "--backend", "docker", "--default-image", PYTHON_IMAGE,
+            "--cpus", "0-1", "--fake-gpus", "1",
+        )  # fmt: skip
+        cluster.start_runner(PAIR_PROC, "--backend", "process", "--cpus", "0")
+        return cluster
+
+    with shared(DOCKER_PAIR, start) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -7,36 +7,25 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from pathlib import Path
-from typing import Any
 
 from river_magics import Client
 from tests.cluster import Cluster
-from tests.docker.conftest import PYTHON_IMAGE, remove_containers
+from tests.docker.conftest import PAIR_DOCK, PYTHON_IMAGE
 
 
-def test_an_image_task_reads_pushed_values_and_sends_pulled_ones(
-    tmp_path: Path, docker_client: Any, runner_name: str
-) -> None:
+def test_an_image_task_reads_pushed_values_and_sends_pulled_ones(docker_pair: Cluster) -> None:
     payload = bytearray(os.urandom(8 * 1024 * 1024))
-    cluster = Cluster(tmp_path, heartbeat_interval=1.0)
-    cluster.start_host()
-    try:
-        cluster.start_runner(
-            runner_name, "--backend", "docker", "--default-image", PYTHON_IMAGE, "--cpus", "0"
+    cluster = docker_pair  # the shared docker pair (tests/docker/conftest.py)
+    with Client(cluster.url, cluster.token) as client:
+        handle = client.submit(
+            script="import hashlib, os\nh = hashlib.sha256(b).hexdigest()\n"
+            "inside = os.environ['RIVER_DATA_IN']\nback = b[:1000]",
+            image=PYTHON_IMAGE,
+            target=PAIR_DOCK,
+            push={"b": payload},
+            pull=["h", "inside", "back"],
         )
-        with Client(cluster.url, cluster.token) as client:
-            handle = client.submit(
-                script="import hashlib, os\nh = hashlib.sha256(b).hexdigest()\n"
-                "inside = os.environ['RIVER_DATA_IN']\nback = b[:1000]",
-                image=PYTHON_IMAGE,
-                push={"b": payload},
-                pull=["h", "inside", "back"],
-            )
-            values = handle.result(timeout=120)
-    finally:
-        cluster.close()
-        remove_containers(docker_client, runner_name)
+        values = handle.result(timeout=120)
     assert values["h"] == hashlib.sha256(payload).hexdigest()
     assert values["back"] == payload[:1000]
     assert values["inside"].startswith('{"b": "/river/data/in/')  # a path inside the container

@@ -4,31 +4,14 @@ U+2028 and lines longer than 64 KiB, through a real host, dockerd and runner pro
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from tests.cluster import Cluster
-from tests.docker.conftest import PYTHON_IMAGE, remove_containers
+from tests.docker.conftest import PAIR_DOCK, PAIR_PROC, PYTHON_IMAGE
 from tests.log_program import EXPECTED, PROGRAM, joined
 
-RUN = uuid.uuid4().hex[:6]
-DOCK, PROC = f"ldock-{RUN}", f"lproc-{RUN}"
-
-
-@pytest.fixture(scope="module")
-def both(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("loglines"), heartbeat_interval=1.0)
-    cluster.start_host()
-    try:
-        cluster.start_runner(DOCK, "--backend", "docker", "--default-image", PYTHON_IMAGE)
-        cluster.start_runner(PROC, "--backend", "process")
-        yield cluster
-    finally:
-        cluster.close()
-        remove_containers(docker_client, DOCK)
+# The shared docker pair (tests/docker/conftest.py): a docker and a process runner.
+DOCK, PROC = PAIR_DOCK, PAIR_PROC
 
 
 def _per_stream(lines: list[dict[str, Any]]) -> dict[str, list[tuple[str, bool]]]:
@@ -39,7 +22,8 @@ def _per_stream(lines: list[dict[str, Any]]) -> dict[str, list[tuple[str, bool]]
     return out
 
 
-def test_the_same_bytes_make_the_same_lines_on_both_backends(both: Cluster) -> None:
+def test_the_same_bytes_make_the_same_lines_on_both_backends(docker_pair: Cluster) -> None:
+    both = docker_pair
     lines = {}
     for node in (DOCK, PROC):
         image = {"image": PYTHON_IMAGE} if node == DOCK else {}

@@ -24,7 +24,7 @@ import pytest
 from river_runner.wire import Response, responses
 from river_server.openapi import API, openapi_document
 from tests.cluster import Cluster, wait_for
-from tests.docker.conftest import PYTHON_IMAGE, remove_containers
+from tests.docker.conftest import PAIR_DOCK, PAIR_PROC, PYTHON_IMAGE
 
 try:
     import docker.errors
@@ -32,7 +32,11 @@ except ImportError:  # pragma: no cover - the conftest skips the module then
     docker = None  # type: ignore[assignment]
 
 RUN = uuid.uuid4().hex[:6]
-DOCK, PROC = f"shape-d-{RUN}", f"shape-p-{RUN}"
+# The shared docker pair (tests/docker/conftest.py): a docker runner with a fake GPU and a
+# one-core process runner. This module holds the process runner's core to the end (a
+# queued task needs a reason), so it is the pair's last user.
+DOCK, PROC = PAIR_DOCK, PAIR_PROC
+pytestmark = pytest.mark.uses_up("docker_pair")
 ENV = f"shape-{RUN}"
 # Every model the document names, nested ones (NodeFree, VpsPort, ...) included.
 MODELS: dict[str, type[Response]] = {
@@ -56,14 +60,10 @@ NOT_JSON = {
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[Any]:
-    cluster = Cluster(tmp_path_factory.mktemp("shapes"), heartbeat_interval=1.0)
-    common = ["--backend", "docker", "--default-image", PYTHON_IMAGE, "--cpus", "0-1"]
-    cluster.start_host()
+def filled(docker_pair: Cluster, docker_client: Any) -> Iterator[Any]:
+    cluster = docker_pair
     vps_id = None
     try:
-        cluster.start_runner(DOCK, *common, "--fake-gpus", "1")
-        cluster.start_runner(PROC, "--backend", "process", "--cpus", "0")
         done = cluster.submit(command=["sh", "-c", "echo out; echo err >&2"], target=PROC)
         cluster.wait_task(done["id"], "completed", timeout=60)
         array = {"id": f"a{RUN}", "index": 0, "size": 2, "limit": 1}
@@ -110,9 +110,6 @@ def filled(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iter
         if vps_id is not None:
             cluster.request("DELETE", f"{API}/vps/{vps_id}")
         cluster.request("DELETE", f"{API}/environments/{ENV}")
-        cluster.close()
-        for name in (DOCK, PROC):
-            remove_containers(docker_client, name)
         with contextlib.suppress(docker.errors.NotFound):
             docker_client.containers.get(f"river-env-{ENV}").remove(force=True)
         if vps_id is not None:

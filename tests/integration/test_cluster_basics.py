@@ -5,11 +5,24 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
 from river_runner.ids import timestamp_ms
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, running_cluster, wait_for
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One host for the module with a one-core runner `alpha` and a two-core `beta`: every
+    test ends with its tasks ended, and best fit (a 2-core task goes to beta), pinning and
+    a 2-core queue (pinned to beta) need no host of their own. A host start per test cost
+    10-15 s on CI's loaded cores."""
+    root = tmp_path_factory.mktemp("basics")
+    with running_cluster(root, ("alpha", "--cpus", "0"), ("beta", "--cpus", "0-1")) as c:
+        yield c
 
 
 def read_events(cluster: Cluster, query: str, stop: threading.Event, into: list) -> None:
@@ -35,8 +48,6 @@ def read_events(cluster: Cluster, query: str, stop: threading.Event, into: list)
 
 
 def test_task_runs_on_the_picked_node_and_streams_output(cluster: Cluster) -> None:
-    cluster.start_runner("alpha", "--cpus", "0")
-    cluster.start_runner("beta", "--cpus", "0-1")
     # Best fit: a 2-core task can only go to beta; a pinned task goes where it is told.
     two = cluster.submit(
         kind="python", cores=2, script="import os\nprint('cpus', sorted(os.sched_getaffinity(0)))"
@@ -58,7 +69,6 @@ def test_task_runs_on_the_picked_node_and_streams_output(cluster: Cluster) -> No
 
 
 def test_event_stream_delivers_lines_before_the_task_ends(cluster: Cluster) -> None:
-    cluster.start_runner("alpha")
     task = cluster.submit(
         kind="python",
         script="import time, sys\nfor i in range(3):\n    print('line', i, flush=True)\n    time.sleep(0.3)\nprint('oops', file=sys.stderr)",
@@ -91,7 +101,6 @@ def test_event_stream_delivers_lines_before_the_task_ends(cluster: Cluster) -> N
 
 
 def test_queue_holds_tasks_until_cores_free(cluster: Cluster) -> None:
-    cluster.start_runner("small", "--cpus", "0-1")
     gate = cluster.root / "gate"
     # Each task holds its core until the test opens the gate (bounded by its own deadline).
     script = (
@@ -101,9 +110,10 @@ def test_queue_holds_tasks_until_cores_free(cluster: Cluster) -> None:
         "    time.sleep(0.02)\n"
         "print('done')\n"
     )
-    tasks = [cluster.submit(kind="python", cores=1, script=script) for _ in range(6)]
+    tasks = [cluster.submit(kind="python", cores=1, script=script, target="beta") for _ in range(6)]
 
-    # All six were accepted; two hold the cores and four wait, each with a position and reason.
+    # All six were accepted; two hold beta's cores and four wait, each with a position and
+    # reason.
     def settled() -> dict | None:
         listing = {t["id"]: t for t in cluster.get("/river/api/tasks")["tasks"]}
         states = [listing[t["id"]]["state"] for t in tasks]
@@ -130,8 +140,6 @@ def test_queue_holds_tasks_until_cores_free(cluster: Cluster) -> None:
 def test_python_client_submits_streams_and_waits(cluster: Cluster) -> None:
     from river_magics import Client
 
-    cluster.start_runner("one", "--cpus", "0")
-    cluster.start_runner("two", "--cpus", "0-1")
     client = Client(cluster.url, cluster.token)
     handle = client.submit(
         script="for i in range(3):\n    print('n', i)\nraise SystemExit(2)", cores=2
@@ -139,8 +147,8 @@ def test_python_client_submits_streams_and_waits(cluster: Cluster) -> None:
     lines = [line["text"] for line in handle.stream()]
     final = handle.wait(timeout=30)
     assert lines == ["n 0", "n 1", "n 2"]
-    assert final["state"] == "failed" and final["exit_code"] == 2 and final["node"] == "two"
-    assert {n["name"]: n["state"] for n in client.nodes()} == {"one": "online", "two": "online"}
-    ok = client.submit(["sh", "-c", "echo fine"], target="one").wait(timeout=30)
-    assert ok["state"] == "completed" and ok["node"] == "one"
+    assert final["state"] == "failed" and final["exit_code"] == 2 and final["node"] == "beta"
+    assert {n["name"]: n["state"] for n in client.nodes()} == {"alpha": "online", "beta": "online"}
+    ok = client.submit(["sh", "-c", "echo fine"], target="alpha").wait(timeout=30)
+    assert ok["state"] == "completed" and ok["node"] == "alpha"
     assert [t["id"] for t in client.tasks()][:2] == [ok["id"], final["id"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy
@@ -27,9 +28,22 @@ def _log_lines(cluster: Cluster, task_id: str) -> list[str]:
     return [line["text"] for line in cluster.get(f"/river/api/tasks/{task_id}/logs")["lines"]]
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One host for the crash tests: each adds a runner of its own and pins its tasks to
+    it, and what a crash leaves (an offline node, a restarted host) is what the next one
+    must cope with anyway. A host start per test cost 10-15 s on CI's loaded cores."""
+    c = Cluster(tmp_path_factory.mktemp("failures"))
+    c.start_host()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
 def test_killed_runner_goes_offline_and_its_tasks_are_lost(cluster: Cluster) -> None:
     runner = cluster.start_runner("doomed")
-    task = cluster.submit(kind="python", script=LONG_TASK)
+    task = cluster.submit(kind="python", script=LONG_TASK, target="doomed")
     cluster.wait_task(task["id"], "running")
     killed_at = time.monotonic()
     runner.kill(signal.SIGKILL)
@@ -45,8 +59,8 @@ def test_host_restart_loses_nothing_and_runners_report_again(cluster: Cluster) -
     script = (
         "import time\nfor i in range(6):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
     )
-    running = cluster.submit(kind="python", script=script)
-    finished = cluster.submit(command=["echo", "early"])
+    running = cluster.submit(kind="python", script=script, target="steady")
+    finished = cluster.submit(command=["echo", "early"], target="steady")
     cluster.wait_task(finished["id"], "completed")
     cluster.wait_task(running["id"], "running")
     before = _db_rows(cluster)
@@ -64,7 +78,7 @@ def test_host_restart_loses_nothing_and_runners_report_again(cluster: Cluster) -
     assert done["exit_code"] == 0
     assert _log_lines(cluster, running["id"]) == [f"tick {i}" for i in range(6)]
     # And it can take new work.
-    again = cluster.submit(command=["echo", "after restart"])
+    again = cluster.submit(command=["echo", "after restart"], target="steady")
     cluster.wait_task(again["id"], "completed")
 
 
@@ -72,7 +86,7 @@ def test_runner_restart_keeps_its_task(cluster: Cluster) -> None:
     """A restarted runner adopts its running task and reports its real exit status."""
     runner = cluster.start_runner("phoenix")
     script = "import time, sys\nprint('a', flush=True)\ntime.sleep(2)\nprint('b')\nsys.exit(5)\n"
-    task = cluster.submit(kind="python", script=script)
+    task = cluster.submit(kind="python", script=script, target="phoenix")
     wait_for(lambda: _log_lines(cluster, task["id"]) == ["a"], 20, what="first line")
     runner.kill(signal.SIGKILL)
     cluster.start_runner("phoenix")

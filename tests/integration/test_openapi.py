@@ -5,8 +5,6 @@ answer outside the documented codes and schemas."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -71,15 +69,15 @@ def test_the_document_covers_every_user_route_and_nothing_else() -> None:
     assert document["components"]["securitySchemes"]["token"]["in"] == "header"
 
 
-@pytest.fixture(scope="module")
-def fuzz_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A host with no runners: submitted tasks queue and never run fuzzed commands."""
-    cluster = Cluster(Path(tmp_path_factory.mktemp("fuzz")))
-    cluster.start_host()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+@pytest.fixture
+def fuzz_host(bare_host: Cluster) -> Cluster:
+    """The shared host with no runners (tests/integration/conftest.py): submitted tasks
+    queue and never run fuzzed commands. The fuzz leaves whatever it made, so this module
+    is the host's last user."""
+    return bare_host
+
+
+pytestmark = pytest.mark.uses_up("bare_host")
 
 
 def only_outside_the_contract(case: Any) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,14 +74,10 @@ def test_the_document_shows_each_routes_query_model() -> None:
         assert {"before", "limit"} <= set(names), (list_route, names)
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(Path(tmp_path_factory.mktemp("queries")))
-    cluster.start_host()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+@pytest.fixture
+def host(bare_host: Cluster) -> Cluster:
+    """The shared host without runners (tests/integration/conftest.py)."""
+    return bare_host
 
 
 def cases() -> Iterator[tuple[str, str, dict[str, str], str]]:

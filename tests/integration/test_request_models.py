@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -164,15 +163,11 @@ def test_every_body_route_has_a_model_and_the_document_shows_it() -> None:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A host with no runners: a body that slipped through would queue, never run."""
-    cluster = Cluster(Path(tmp_path_factory.mktemp("contract")))
-    cluster.start_host()
-    try:
-        cluster.ok("POST", "/river/api/groups", json={"name": "contract-group"})
-        yield cluster
-    finally:
-        cluster.close()
+def host(bare_host: Cluster) -> Cluster:
+    """The shared host with no runners (tests/integration/conftest.py): a body that
+    slipped through would queue, never run."""
+    bare_host.ok("POST", "/river/api/groups", json={"name": "contract-group"})
+    return bare_host
 
 
 def _rows(cluster: Cluster) -> dict[str, int]:

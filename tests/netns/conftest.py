@@ -29,6 +29,7 @@ from tests.netns.topology import (
     stop,
     wait_for,
 )
+from tests.shared import register, shared
 
 HERE = Path(__file__).parent
 PROBLEM = netns_problem()
@@ -212,3 +213,38 @@ def remove_task_namespaces(root: Path, runners: Iterable[str] = ("r1", "r2")) ->
                 run_ip("netns", "delete", path.name, check=False)
             else:
                 path.unlink(missing_ok=True)
+
+
+# The jobs machines: a host and runners r1..r3 on the overlay, shared by test_job_launcher
+# and test_jobs (tests/shared.py; docs/testing.md): namespaces, a host, three runners and
+# their links cost tens of seconds under CI load, and each test ends its jobs.
+JOB_RUNNERS = ("r1", "r2", "r3")
+JOBS_CLUSTER = register("jobs_cluster")
+
+
+@pytest.fixture(scope="module")
+def jobs_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OverlayCluster]:
+    """A host and runners r1..r3 (process backend, as root), all on the overlay."""
+
+    def start(stack: Any) -> OverlayCluster:
+        root = tmp_path_factory.mktemp("jobs")
+        topology = Topology().start()
+        made = OverlayCluster(topology, root, topology.machine("host", 1))
+
+        def close() -> None:
+            if made.host_process is not None:
+                made.stop_host(signal.SIGKILL)
+            topology.close()
+            _kill_leftover_tasks(root)
+            remove_task_namespaces(root, JOB_RUNNERS)
+
+        stack.callback(close)
+        made.start_host()
+        for i, name in enumerate(JOB_RUNNERS):
+            made.start_runner(name, topology.machine(f"runner{i + 1}", i + 2))
+        made.wait_online(*JOB_RUNNERS)
+        made.wait_links_up(*JOB_RUNNERS)
+        return made
+
+    with shared(JOBS_CLUSTER, start) as made:
+        yield made

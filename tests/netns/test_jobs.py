@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster import _kill_leftover_tasks
-from tests.netns.conftest import HOST_PORT, OverlayCluster, remove_task_namespaces
-from tests.netns.topology import HostAPI, Topology, wait_for
+from tests.netns.conftest import HOST_PORT, OverlayCluster
+from tests.netns.topology import HostAPI, wait_for
 
 RUNNERS = ("r1", "r2", "r3")
 
@@ -58,25 +55,10 @@ print(f"rank {rank} allreduce sum={total}")
 SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(600)\n"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OverlayCluster]:
-    """A host and runners r1..r3 (process backend, as root), all on the overlay."""
-    root = tmp_path_factory.mktemp("jobs")
-    topology = Topology().start()
-    made = OverlayCluster(topology, root, topology.machine("host", 1))
-    try:
-        made.start_host()
-        for i, name in enumerate(RUNNERS):
-            made.start_runner(name, topology.machine(f"runner{i + 1}", i + 2))
-        made.wait_online(*RUNNERS)
-        made.wait_links_up(*RUNNERS)
-        yield made
-    finally:
-        if made.host_process is not None:
-            made.stop_host(signal.SIGKILL)
-        topology.close()
-        _kill_leftover_tasks(root)
-        remove_task_namespaces(root, RUNNERS)
+@pytest.fixture
+def cluster(jobs_cluster: OverlayCluster) -> OverlayCluster:
+    """The jobs machines (tests/netns/conftest.py), shared with test_job_launcher."""
+    return jobs_cluster
 
 
 def submit(cluster: OverlayCluster, **body: Any) -> dict[str, Any]:

@@ -91,6 +91,18 @@ def _snooped(cluster: Cluster, task_id: str) -> dict:
     return json.loads(text.split("SNOOP ", 1)[1].splitlines()[0])
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One host for the module: each test starts runners of its own names and pins its
+    tasks to them (a host start per test cost 10-15 s on CI's loaded cores)."""
+    c = Cluster(tmp_path_factory.mktemp("trust"))
+    c.start_host()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
 @pytest.fixture
 def gate() -> Iterator[Path]:
     """A file path any account can see appear: the test opens it to let a task finish."""
@@ -190,7 +202,7 @@ def test_a_runner_cannot_write_another_runners_task(cluster: Cluster, gate: Path
 @needs_root
 def test_a_process_task_cannot_reach_its_runners_credential(cluster: Cluster) -> None:
     runner = cluster.start_runner(
-        "r1", "--cpus", "0", env={"JUPYTER_TOKEN": "server-token-seen", "SECRET_X": "inherited"}
+        "r3", "--cpus", "0", env={"JUPYTER_TOKEN": "server-token-seen", "SECRET_X": "inherited"}
     )
     assert runner.process is not None
     credential_path = runner.data_dir / "credential"
@@ -201,7 +213,7 @@ def test_a_process_task_cannot_reach_its_runners_credential(cluster: Cluster) ->
         "runner_cmdline": f"/proc/{runner.process.pid}/cmdline",
         "data_dir": str(runner.data_dir),
     }
-    task = cluster.submit(script=_snoop_script(targets), env={"MINE": "1"})
+    task = cluster.submit(script=_snoop_script(targets), env={"MINE": "1"}, target="r3")
     seen = _snooped(cluster, task["id"])
 
     everything = json.dumps(seen)
@@ -276,10 +288,10 @@ def test_river_up_shows_no_token_in_ps_and_none_to_tasks(tmp_path: Path) -> None
         _kill_leftover_tasks(data_dir)
 
 
-def test_a_runner_answers_a_non_ascii_credential_with_401_not_500(solo_cluster: Cluster) -> None:
+def test_a_runner_answers_a_non_ascii_credential_with_401_not_500(cluster: Cluster) -> None:
     """The runner's own API compares credentials as bytes: a header with non-ASCII
     characters is a wrong credential (401), not a crash of the comparison (500)."""
-    runner = solo_cluster.runners["solo"]
+    runner = cluster.start_runner("r4", "--cpus", "0")
     for value in ("river-runner s\u00e9cret".encode(), "river-runner \u2603".encode()):
         response = httpx.post(
             f"http://127.0.0.1:{runner.port}/api/tasks/1/kill",

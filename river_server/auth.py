@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import html
@@ -80,15 +81,19 @@ def hash_password(password: str) -> str:
     return bcrypt.hashpw(_prehash(password), bcrypt.gensalt()).decode()
 
 
-# Checked against when the user does not exist, so timing does not reveal user names.
-_DUMMY_HASH = bcrypt.hashpw(b"river-no-such-user", bcrypt.gensalt()).decode()
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked against when the user does not exist, so timing does not reveal user names.
+    Made on first use, not at import: a cost-12 hash is ~0.25 s of CPU that every host
+    start (and every test host) would otherwise pay."""
+    return bcrypt.hashpw(b"river-no-such-user", bcrypt.gensalt()).decode()
 
 
 def password_matches(password: str, hashed: str | None) -> bool:
     if not isinstance(password, str) or len(password) > MAX_PASSWORD:
         return False
     try:
-        ok = bcrypt.checkpw(_prehash(password), (hashed or _DUMMY_HASH).encode())
+        ok = bcrypt.checkpw(_prehash(password), (hashed or _dummy_hash()).encode())
     except ValueError:
         return False
     return ok and hashed is not None

@@ -105,6 +105,38 @@ def vps_cluster(root: Path, client: Any, node: str) -> Iterator[Cluster]:
         remove_containers(client, node)
 
 
+def remove_vps_images(client: Any, node: str, vps_ids: list[str]) -> None:
+    """Remove the snapshot images of these VPSes, and any image the runner `node` labelled
+    (a snapshot untagged while a container still ran from it stays behind untagged)."""
+    for vps_id in vps_ids:
+        for image in client.images.list(name=f"river-vps/{vps_id}"):
+            for tag in image.tags:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(tag, force=True)
+    for image in client.images.list(all=True, filters={"label": f"river.runner={node}"}):
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(image.id, force=True)
+
+
+@contextlib.contextmanager
+def snapshot_vps_cluster(
+    cluster: Cluster, client: Any, node: str, *runner_args: str
+) -> Iterator[Cluster]:
+    """Start `cluster`'s host and one docker runner `node` on cores 0-1; the tests record
+    the VPSes they create in `cluster.created_vps`, whose containers and snapshot images
+    go afterwards."""
+    cluster.start_host()
+    created: list[str] = []
+    cluster.created_vps = created  # type: ignore[attr-defined]
+    try:
+        cluster.start_runner(node, "--backend", "docker", *runner_args, "--cpus", "0-1")
+        yield cluster
+    finally:
+        cluster.close()
+        remove_containers(client, node)
+        remove_vps_images(client, node, created)
+
+
 # One host with a docker runner (the python image by default, cores 0-1, one fake GPU) and
 # a one-core process runner, shared by the docker modules that need no more (tests/shared.py;
 # docs/testing.md): each host start costs 10-15 s on CI's loaded cores.

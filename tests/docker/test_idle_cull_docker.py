@@ -6,7 +6,6 @@ asked for by a user is 403 naming the role."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import Cluster, as_user, wait_for
-from tests.docker.conftest import BUSYBOX_IMAGE, remove_containers
+from tests.docker.conftest import BUSYBOX_IMAGE, snapshot_vps_cluster
 
 try:
     import docker.errors
@@ -33,20 +32,8 @@ def ccluster(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
         heartbeat_interval=0.5,
         extra_host_args=[f"--RiverHost.idle_cull_window={WINDOW}s"],
     )
-    cluster.start_host()
-    created: list[str] = []
-    cluster.created_vps = created  # type: ignore[attr-defined]
-    try:
-        cluster.start_runner(NODE, "--backend", "docker", "--cpus", "0-1")
-        yield cluster
-    finally:
-        cluster.close()
-        remove_containers(docker_client, NODE)
-        for vps_id in created:
-            for image in docker_client.images.list(name=f"river-vps/{vps_id}"):
-                for tag in image.tags:
-                    with contextlib.suppress(docker.errors.APIError):
-                        docker_client.images.remove(tag, force=True)
+    with snapshot_vps_cluster(cluster, docker_client, NODE) as started:
+        yield started
 
 
 def create(cluster: Cluster, token: str | None = None, **body: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ Files are written and read with `docker exec` on the daemon the runner uses (thi
 
 from __future__ import annotations
 
-import contextlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,12 @@ import pytest
 from tornado import httpclient
 
 from tests.cluster import Cluster, as_user, wait_for
-from tests.docker.conftest import BUSYBOX_IMAGE, PYTHON_IMAGE, containers_of, remove_containers
+from tests.docker.conftest import (
+    BUSYBOX_IMAGE,
+    PYTHON_IMAGE,
+    containers_of,
+    snapshot_vps_cluster,
+)
 from tests.docker.test_docker_cluster import Kernel
 from tests.terminal_ws import terminal_output
 
@@ -41,26 +45,9 @@ def vcluster(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
         heartbeat_misses=10,
         extra_host_args=["--RiverHost.vps_snapshots_keep=2"],
     )
-    cluster.start_host()
-    created: list[str] = []
-    cluster.created_vps = created  # type: ignore[attr-defined]
-    try:
-        cluster.start_runner(
-            NODE, "--backend", "docker", "--default-image", PYTHON_IMAGE, "--cpus", "0-1"
-        )
-        yield cluster
-    finally:
-        cluster.close()
-        remove_containers(docker_client, NODE)
-        for vps_id in created:
-            for image in docker_client.images.list(name=f"river-vps/{vps_id}"):
-                for tag in image.tags:
-                    with contextlib.suppress(docker.errors.APIError):
-                        docker_client.images.remove(tag, force=True)
-        # A snapshot untagged while a container still ran from it stays behind untagged.
-        for image in docker_client.images.list(all=True, filters={"label": f"river.runner={NODE}"}):
-            with contextlib.suppress(docker.errors.APIError):
-                docker_client.images.remove(image.id, force=True)
+    runner_args = ("--default-image", PYTHON_IMAGE)
+    with snapshot_vps_cluster(cluster, docker_client, NODE, *runner_args) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

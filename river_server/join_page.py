@@ -42,8 +42,8 @@ _JOIN_PAGE = """<!DOCTYPE html>
 <input type="password" name="repeat" id="repeat_input" autocomplete="new-password">
 <button type="submit" id="join_submit">Make account and log in</button>
 {message}
-<p class="hint">This link was made by a River admin or operator; it makes one account.
-You will be logged in to JupyterLab when it is made.</p>
+<p class="hint">This invitation link makes one River account; once it is made you are
+logged in to JupyterLab.</p>
 </form></body></html>
 """
 

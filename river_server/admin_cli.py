@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from river_server import db
 from river_server.accounts import AccountError, Accounts
@@ -229,6 +230,13 @@ def _token(argv: list[str]) -> int:
 # ---- river invite --------------------------------------------------------------------------
 
 
+def join_link(url: str, code: str) -> str:
+    """The sign-up page's link for `code` (river_server/join_page.py); without the host's
+    URL, a placeholder the admin fills in."""
+    base = url.rstrip("/") if url else "<host URL>"
+    return f"{base}/river/join?{urlencode({'code': code})}"
+
+
 def invite_command(argv: list[str]) -> int:
     return _run(_invite, argv)
 
@@ -236,8 +244,14 @@ def invite_command(argv: list[str]) -> int:
 def _invite(argv: list[str]) -> int:
     parser = _parser(
         "river invite",
-        "Make an invitation code: whoever has it creates an account with ROLE "
-        "(POST /river/api/invitations/redeem {code, name, password}).",
+        "Make an invitation code: whoever has it creates an account with ROLE on the "
+        "sign-up page URL/river/join?code=CODE (or POST /river/api/invitations/redeem "
+        "{code, name, password}).",
+    )
+    parser.add_argument(
+        "--url",
+        default="",
+        help="the host's URL as browsers reach it, to print the whole sign-up link",
     )
     parser.add_argument("--role", choices=ROLES, default="user")
     parser.add_argument("--uses", type=int, default=1, help="how many accounts it may create")
@@ -262,10 +276,12 @@ def _invite(argv: list[str]) -> int:
         print(json.dumps(info) if args.json else f"revoked invitation {info['id']}")
         return 0
     code, info = accounts.create_invitation(args.by, "admin", args.role, args.uses, args.expires)
+    link = join_link(args.url, code)
     if args.json:
-        print(json.dumps({"code": code, "invitation": info}))
+        print(json.dumps({"code": code, "link": link, "invitation": info}))
     else:
         print(code)
+        print(f"sign-up link: {link}", file=sys.stderr)
         print(
             f"(invitation {info['id']}: role {info['role']}, {info['max_uses']} use(s), expires "
             f"{_when(info['expires_at'])}; shown once)",

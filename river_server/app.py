@@ -18,7 +18,7 @@ from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default
 
 from river_runner.durations import parse_duration
 from river_runner.spec import SpecError, parse_memory
-from river_server import route_policy
+from river_server import join_page, route_policy
 from river_server.auth import LOGIN_THROTTLE, ensure_user
 from river_server.datastore import digests_in_use, sweep_interval
 from river_server.environments import EnvironmentLimits
@@ -741,6 +741,7 @@ class RiverHost(ExtensionApp):
                 (PROXY_ROUTE, RiverProxyHandler),
             ]
         )
+        self.handlers.extend(join_page.handlers())
         if self.settings.get("river_hub") is not None:
             from river_server import hub_handlers
 

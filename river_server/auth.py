@@ -316,18 +316,21 @@ def binding_key(
 
 # ---- the browser login page ---------------------------------------------------------------
 
+# The look of River's own pages (this login form and the sign-up page, join_page.py).
+PAGE_STYLE = """<style>
+body { font-family: system-ui, sans-serif; background: #f4f6f8; }
+form { max-width: 22em; margin: 12vh auto; padding: 2em; background: white;
+        border-radius: 8px; box-shadow: 0 1px 4px #0002; }
+label { display: block; margin-top: 1em; }
+input[type=text], input[type=password] { width: 100%; padding: .4em; box-sizing: border-box; }
+button { margin-top: 1.5em; padding: .5em 1.5em; }
+.error { color: #b00020; margin-top: 1em; }
+.hint { color: #555; font-size: 90%; margin-top: 1.5em; }
+</style>"""
+
 _LOGIN_PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>River: log in</title>
-<style>
-body {{ font-family: system-ui, sans-serif; background: #f4f6f8; }}
-form {{ max-width: 22em; margin: 12vh auto; padding: 2em; background: white;
-        border-radius: 8px; box-shadow: 0 1px 4px #0002; }}
-label {{ display: block; margin-top: 1em; }}
-input[type=text], input[type=password] {{ width: 100%; padding: .4em; box-sizing: border-box; }}
-button {{ margin-top: 1.5em; padding: .5em 1.5em; }}
-.error {{ color: #b00020; margin-top: 1em; }}
-.hint {{ color: #555; font-size: 90%; margin-top: 1.5em; }}
-</style></head>
+{style}</head>
 <body><form action="{action}" method="post" id="river-login">
 <h2>River</h2>
 {xsrf}
@@ -368,6 +371,7 @@ class RiverLoginHandler(LoginFormHandler):
         self.write(
             _LOGIN_PAGE.format(
                 action=html.escape(action, quote=True),
+                style=PAGE_STYLE,
                 xsrf=self.xsrf_form_html(),
                 hub=hub,
                 message=text,

@@ -1,13 +1,15 @@
 """The River admin page in JupyterLab (issue #21), in Chromium against a host that holds
 `user` submissions for approval: an admin approves (and rejects, with a reason) pending
-tasks, changes a role, revokes a token, creates an invitation whose copied link redeems,
-sets a group quota and sees the runners; a plain user has no admin entry anywhere and the
-host answers their admin calls with 403; the pages render in the light and dark themes."""
+tasks, changes a role, revokes a token, creates an invitation whose copied link opens the
+sign-up page (the invited person lands in the lab as themselves), sets a group quota and
+sees the runners; a plain user has no admin entry anywhere and the host answers their admin
+calls with 403; the pages render in the light and dark themes."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +17,9 @@ import pytest
 
 import river_runner
 from river_magics import Client
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, checkout_extension
 from tests.browser.test_lab_forms import field, open_form, run_command
-from tests.browser.test_labextension import expect, shot
+from tests.browser.test_labextension import expect, open_panel, shot
 from tests.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(300)
@@ -27,8 +29,14 @@ PASSWORDS = {"admin": "admin-page-password", "ulla": "ulla-user-password"}
 
 @pytest.fixture(scope="module")
 def approval_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("admin-lab")
+    with checkout_extension(root):  # this checkout's build, not the one installed
+        yield from _approval_lab(root)
+
+
+def _approval_lab(root: Path) -> Iterator[Cluster]:
     cluster = Cluster(
-        tmp_path_factory.mktemp("admin-lab"),
+        root,
         app="lab",
         extra_host_args=[
             "--LabApp.expose_app_in_browser=True",
@@ -73,6 +81,33 @@ def logged_in(browser: Any, lab: Cluster, name: str, shot_name: str) -> Iterator
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(Exception):
             page.screenshot(path=str(ARTIFACTS / f"{shot_name}.png"))
+        context.close()
+
+
+def join_with_link(browser: Any, url: str, name: str, password: str) -> None:
+    """Open an invitation link in a fresh browser (no River session), fill the sign-up
+    form and check the lab opens with the new user logged in."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        page.goto(url, wait_until="domcontentloaded")
+        page.fill("#name_input", name)
+        page.fill("#password_input", password)
+        page.fill("#repeat_input", password + "-typo")
+        page.click("#join_submit")
+        expect(page.locator(".message.error")).to_contain_text("passwords differ")
+        expect(page.locator("#name_input")).to_have_value(name)
+        shot(page, "join-page-refused")
+        page.fill("#password_input", password)
+        page.fill("#repeat_input", password)
+        page.click("#join_submit")
+        expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=90_000)
+        open_panel(page)  # the panel's event stream is live on the new session's cookie
+        me = page.evaluate("async () => (await (await fetch('/river/api/me')).json()).user")
+        assert me["name"] == name and me["role"] == "viewer", me
+        shot(page, "join-page-landed")
+    finally:
         context.close()
 
 
@@ -140,21 +175,17 @@ def test_admin_manages_users_tokens_invitations_groups_and_sees_runners(
             )
             assert me.status_code in (401, 403), me.text
 
-            # Invitations: the link shown (and copied) carries a code that redeems.
+            # Invitations: the link shown (and copied) opens the sign-up page, where the
+            # invited person makes their account and lands in the lab as that user.
             invitations = admin.locator('[data-admin="invitations"]')
             invitations.locator('[data-field="invite-role"]').select_option("viewer")
             invitations.locator('[data-action="create-invitation"]').click()
             link = invitations.locator("[data-link]")
             expect(link).to_be_visible()
             url = link.get_attribute("data-link") or ""
-            assert "code=rvi_" in url, url
-            code = url.split("code=", 1)[1]
-            redeemed = httpx.post(
-                url.split("?", 1)[0],
-                json={"code": code, "name": "invited-vi", "password": "invited-password-1"},
-            )
-            assert redeemed.status_code == 201, redeemed.text
-            assert redeemed.json()["user"]["role"] == "viewer"
+            assert url.startswith(f"{lab.url}/river/join?code=rvi_"), url
+            join_with_link(browser, url, "invited-vi", "invited-password-1")
+            assert lab.get("/river/api/users/invited-vi")["user"]["role"] == "viewer"
 
             # Groups and quotas.
             groups = admin.locator('[data-admin="groups"]')

@@ -22,9 +22,10 @@ from tests.cluster import Cluster
 BODY_METHODS = ("post", "patch", "put")
 # Not JSON bodies of the user API: runner reports take runner credentials (their shapes are
 # the next step of issue #14), the proxy passes bodies through, a blob is raw bytes (task
-# blobs and the data plane's /data/{digest}).
+# blobs and the data plane's /data/{digest}), the sign-up page takes an HTML form.
 NOT_JSON = re.compile(
     r"^/river/api/runner/|^/river/proxy/|^/river/api/tasks/.*/blobs/|^/river/api/data/"
+    r"|^/river/join$"
 )
 # A body each route would accept, so that the only fault is the one a case adds: without
 # the models these requests succeed and create something.

@@ -342,6 +342,11 @@ ROUTES: list[Row] = [
         {},
     ),
     Row("DELETE", rf"{A}/invitations/([^/]+)", f"{A}/invitations/{{fresh_invite}}", ADMIN_ONLY),
+    # The sign-up page an invitation link opens (river_server/join_page.py): public; a POST
+    # without the form's XSRF field is refused (403) unless a token vouches for it, and then
+    # a form with no code is a 400.
+    Row("GET", r"/river/join", "/river/join?code=x", E(200, 200, 200, 200, 200)),
+    Row("POST", r"/river/join", "/river/join", E(403, 400, 400, 400, 400)),
     Row("GET", rf"{A}/groups", f"{A}/groups", ADMIN_ONLY),
     Row(
         "POST",

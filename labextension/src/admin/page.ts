@@ -413,13 +413,12 @@ export class AdminPage extends Widget {
   }
 
   /**
-   * The new code, shown once, with a link to copy. River has no sign-up page yet, so the
-   * link is the redeem endpoint with the code; whoever has it POSTs a name and password
-   * there (docs/labextension.md).
+   * The new code, shown once, with a link to copy: River's sign-up page with the code,
+   * where whoever has it picks a name and password and lands in the lab (docs/security.md).
    */
   private codeBox(code: string): HTMLElement {
     const link = new URL(
-      `${this.api.url('invitations/redeem')}?code=${encodeURIComponent(code)}`,
+      `${this.api.pageUrl('river/join')}?code=${encodeURIComponent(code)}`,
       window.location.href
     ).href;
     return h(

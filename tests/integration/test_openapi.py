@@ -24,7 +24,9 @@ from schemathesis import checks as st_checks  # noqa: E402
 
 # Runner routes take runner credentials only; the proxy's answers are whatever the app
 # behind it says (its access rules are in test_route_access and test_proxy).
-NOT_USER_API = re.compile(r"^/river/api/runner/|^/river/proxy/")
+# Not the user's JSON API: the runners' routes, proxied apps, and the sign-up page (an
+# HTML form a person fills in; its refusals are tested in test_join_page).
+NOT_USER_API = re.compile(r"^/river/api/runner/|^/river/proxy/|^/river/join$")
 MIN_CASES = {"positive": 1000, "negative": 1000}
 EXAMPLES_PER_OPERATION = 18
 # Not fuzzed: the event stream never ends by design (its access rules are in

@@ -3,7 +3,7 @@
 A value is pickled with protocol 5, its large buffers (numpy, pandas, torch, ...) kept
 out-of-band: a frame is a small header, the pickle stream, then each buffer padded to 64
 bytes, and is streamed to the host straight from the buffers' memory (no base64, no
-joined copy). The frame's sha256 names it, so the client asks the host first (POST /data)
+joined copy). The frame's BLAKE3 (river_runner/digest.py) names it, so the client asks the host first (POST /data)
 and uploads only what the caller does not already hold there.
 
 The task reads its frames from the runner's cache (paths in RIVER_DATA_IN) through a
@@ -13,12 +13,13 @@ and writes its pulled values as one frame to RIVER_DATA_OUT, which the runner up
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from river_runner import digest as blob_digest
 
 from .payload import LOAD_FAILED_AND_RUN_CELL, PayloadError
 from .progress import Progress
@@ -30,9 +31,6 @@ DATA_SCRIPT_ERROR = "river: cannot "
 MAGIC = b"RVRPK5\x00\x00"
 ALIGN = 64
 CHUNK = 4 * 1024 * 1024
-# Beside RIVER_DATA_OUT, the frame's sha256 as the task computed it while writing
-# (river_runner.data.DIGEST_SUFFIX: the runner reads it from there).
-DIGEST_SUFFIX = ".sha256"
 
 
 def _pad(size: int) -> int:
@@ -62,7 +60,7 @@ class Frame:
 
 
 def frame(value: Any, name: str = "value") -> Frame:
-    """Pickle `value` (protocol 5, buffers out-of-band) and name it by its sha256."""
+    """Pickle `value` (protocol 5, buffers out-of-band) and name it by its BLAKE3."""
     if isinstance(value, Frame):
         return value
     buffers: list[pickle.PickleBuffer] = []
@@ -76,7 +74,7 @@ def frame(value: Any, name: str = "value") -> Frame:
     views = [buffer.raw() for buffer in buffers]
     header = MAGIC + struct.pack(f"<QQ{len(views)}Q", len(body), len(views), *map(len, views))
     made = Frame(header, body, views)
-    hasher = hashlib.sha256()
+    hasher = blob_digest.hasher()
     for part in made.parts():
         hasher.update(part)
         made.size += len(part)
@@ -131,7 +129,6 @@ def wrap_data_script(source: str, names: Iterable[str], pull: Iterable[str]) -> 
         filename=repr(CELL_FILENAME),
         magic=repr(MAGIC),
         align=ALIGN,
-        digest_suffix=repr(DIGEST_SUFFIX),
     )
 
 
@@ -196,19 +193,15 @@ def _river_run():
         parts.append(b"\\0" * (-(len(header) + len(body)) % align))
     for view in views:
         parts += [view, b"\\0" * (-len(view) % align)]
-    # The frame's sha256, taken here while it is written (both release the GIL, so they
-    # overlap): the runner sends it as the blob's name without reading the file twice,
-    # and the host checks it against the bytes it receives.
-    import hashlib, threading
-    hasher = hashlib.sha256()
-    hashing = threading.Thread(target=lambda: [hasher.update(p) for p in parts])
-    hashing.start()
+    # No hash here: the runner names the file by its BLAKE3 (all cores, from the page
+    # cache) and the host checks it while receiving; the task's Python may lack blake3.
     with open(os.environ["RIVER_DATA_OUT"], "wb") as out:
+        try:  # blocks reserved at once: far cheaper than growing the file write by write
+            os.posix_fallocate(out.fileno(), 0, sum(len(p) for p in parts))
+        except OSError:
+            pass
         for part in parts:
             out.write(part)
-    hashing.join()
-    with open(os.environ["RIVER_DATA_OUT"] + {digest_suffix}, "w") as out:
-        out.write(hasher.hexdigest())
 
 
 _river_run()

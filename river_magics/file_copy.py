@@ -2,14 +2,13 @@
 
 A put packs LOCAL into a temp file whose single top-level member is named like the remote
 PATH's last component (the runner places that member at PATH), with the permission bits
-kept and no owner names; the sha256 of that file names the blob. A get unpacks what the
+kept and no owner names; the BLAKE3 of that file names the blob. A get unpacks what the
 runner packed with tarfile's "data" filter: absolute names, `..`, links pointing out and
 device files are refused, and setuid bits dropped, whatever the remote side sent.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import re
@@ -19,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from river_runner.digest import file_digest
 from river_runner.ids import parse_id
 from river_runner.spec import SpecError
 from river_runner.wire.requests import check_file_name
@@ -56,7 +56,7 @@ def _plain(member: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def pack(local: str | os.PathLike[str], path: str) -> tuple[Path, str, int]:
-    """Tar LOCAL (file or directory) under PATH's name into a temp file: (file, sha256,
+    """Tar LOCAL (file or directory) under PATH's name into a temp file: (file, BLAKE3,
     size). The caller removes the file."""
     source = Path(local)
     if not source.exists():
@@ -67,14 +67,11 @@ def pack(local: str | os.PathLike[str], path: str) -> tuple[Path, str, int]:
     try:
         with tarfile.open(out, "w") as tar:
             tar.add(source, arcname=remote_name(path), filter=_plain)
-        hasher = hashlib.sha256()
-        with open(out, "rb") as data:
-            while chunk := data.read(CHUNK):
-                hasher.update(chunk)
+        digest = file_digest(out)
     except BaseException:
         out.unlink(missing_ok=True)
         raise
-    return out, hasher.hexdigest(), out.stat().st_size
+    return out, digest, out.stat().st_size
 
 
 def file_name(name: str) -> str:
@@ -86,15 +83,11 @@ def file_name(name: str) -> str:
 
 
 def file_blob(local: str | os.PathLike[str]) -> tuple[str, int]:
-    """A local file's (sha256, size): its name on the data plane."""
+    """A local file's (BLAKE3, size): its name on the data plane."""
     source = Path(local)
     if not source.is_file():
         raise RiverError(f"no file {str(source)!r} here to push")
-    hasher = hashlib.sha256()
-    with open(source, "rb") as data:
-        while chunk := data.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest(), source.stat().st_size
+    return file_digest(source), source.stat().st_size
 
 
 def file_chunks(path: Path, progress: Progress) -> Iterator[bytes]:

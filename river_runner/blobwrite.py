@@ -16,12 +16,13 @@ cache's size check on a hit catches (river_runner/data.py). Syncing a GiB costs 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import queue
 import socket
 import threading
 from pathlib import Path
+
+from river_runner.digest import hasher
 
 BUFFER = 4 * 1024 * 1024
 DEPTH = 4  # buffers in flight: 16 MiB at most per fetch
@@ -37,7 +38,7 @@ class SinkError(OSError):
 
 
 class FileSink:
-    """Write and sha256 buffers into `path` (created, 0600) in a thread of its own."""
+    """Write and hash (BLAKE3) buffers into `path` (created, 0600) in a thread of its own."""
 
     def __init__(self, path: Path, size_hint: int | None = None, depth: int = DEPTH) -> None:
         try:
@@ -49,7 +50,7 @@ class FileSink:
             # supported here (or no room)? The writes will say so.
             with contextlib.suppress(OSError):
                 os.posix_fallocate(self._fd, 0, size_hint)
-        self._hash = hashlib.sha256()
+        self._hash = hasher()
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         for _ in range(depth):
             self._free.put(bytearray(BUFFER))
@@ -135,7 +136,7 @@ class FileSink:
         return got
 
     def finish(self) -> str:
-        """Write what is queued, wait for the thread; the sha256 of everything written."""
+        """Write what is queued, wait for the thread; the BLAKE3 of everything written."""
         self._ended = True
         self._full.put(None)
         self._thread.join()

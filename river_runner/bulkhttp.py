@@ -134,7 +134,7 @@ def content_length(response: h11.Response) -> int | None:
 def get_to_file(
     transfer: Transfer, path: Path, counted: list[int] | None = None
 ) -> tuple[str, int]:
-    """GET the transfer's URL into a new file at `path`: (sha256, bytes). Raises
+    """GET the transfer's URL into a new file at `path`: (BLAKE3, bytes). Raises
     BulkHTTPError for an error answer, ConnectionError for a body cut short."""
     sock = transfer.connect()
     try:

@@ -33,14 +33,12 @@ import httpx
 
 from river_runner.blobwrite import SinkError
 from river_runner.bulkhttp import BulkHTTPError, Transfer, get_to_file, put_file, url_with
+from river_runner.digest import file_digest, matches
 
 CHUNK = 4 * 1024 * 1024
 ENV_IN = "RIVER_DATA_IN"
 ENV_OUT = "RIVER_DATA_OUT"
 DIGEST_HEADER = "X-River-Digest"
-# Beside ENV_OUT: the result's sha256 as the task computed it while writing
-# (river_magics.dataplane.DIGEST_SUFFIX; hashing a GiB again here took seconds).
-DIGEST_SUFFIX = ".sha256"
 # Stage timings (bench/data_plane.py reads these lines from the runner's log).
 log = logging.getLogger("river.runner.data")
 
@@ -78,25 +76,6 @@ def cache_dir_name(runner: str, data_dir: Path) -> str:
     """The cache's directory name beside the tasks' scratch directories."""
     key = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
     return f"river-data-{runner}-{key}"
-
-
-def file_digest(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def task_digest(result: Path) -> str | None:
-    """The sha256 the task's script wrote beside its result while writing it (saves a
-    second read of a GiB here); None if it wrote none (the runner hashes the file). The
-    host checks the name against the bytes, so a wrong one fails only that task's pull."""
-    try:
-        text = (result.parent / (result.name + DIGEST_SUFFIX)).read_text().strip()
-    except OSError:
-        return None
-    return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else None
 
 
 def size_text(path: Path) -> str:
@@ -192,7 +171,7 @@ class DataCache:
         counted = [0]
         try:
             got, _ = await _in_thread(transfer, get_to_file, transfer, temp, counted)
-            if got != digest:
+            if not await asyncio.to_thread(matches, temp, digest, got):
                 raise DataFetchError(f"pushed blob {digest[:12]} arrived damaged (digest)")
             self.evict(temp.stat().st_size)
             os.chmod(temp, 0o644)
@@ -271,7 +250,8 @@ class DataCache:
             if not result.exists():
                 return None
             started = time.perf_counter()
-            digest = task_digest(result) or await asyncio.to_thread(file_digest, result)
+            # BLAKE3 over every core from the page cache (the task wrote it just now).
+            digest = await asyncio.to_thread(file_digest, result)
             size = result.stat().st_size
             hashed = time.perf_counter()
             # Sent from a thread of its own in 4 MiB writes: no file read and no work per

@@ -19,7 +19,8 @@ from tornado import web
 
 from river_runner import task_files
 from river_runner.api_base import RunnerHandler
-from river_runner.data import CHUNK, DIGEST_HEADER, DataFetchError, file_digest
+from river_runner.data import CHUNK, DIGEST_HEADER, DataFetchError
+from river_runner.digest import file_digest
 from river_runner.task_files import FileError
 
 

@@ -368,7 +368,7 @@ def _paths() -> dict[str, Any]:
             "put": {
                 **op(
                     "Upload a blob: Content-Length is checked against the bounds before a "
-                    "byte is stored, and the bytes must hash (sha256) to the digest",
+                    "byte is stored, and the bytes must hash (BLAKE3) to the digest",
                     obj({"blob": model(out.DataBlob)}),
                     status="201",
                     params=[DIGEST],

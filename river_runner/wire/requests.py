@@ -411,7 +411,7 @@ class GroupUpdate(QuotaFields):
 
 # ---- the data plane (river_server/datastore.py) ----------------------------------------
 
-Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the bytes")]
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="BLAKE3 of the bytes (64 hex digits)")]
 
 
 class BlobRef(Request):

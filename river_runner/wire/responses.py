@@ -173,7 +173,7 @@ class TaskTransition(Response):
 
 
 class DataBlob(Response):
-    """A data-plane blob (pushed value or pulled result), named by the sha256 of its bytes."""
+    """A data-plane blob (pushed value or pulled result), named by the BLAKE3 of its bytes."""
 
     digest: str
     size: int

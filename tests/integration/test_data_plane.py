@@ -5,7 +5,6 @@ Real host and runner processes (tests/cluster.py), real numpy arrays, real socke
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import socket
@@ -22,6 +21,7 @@ import pytest
 from river_magics import Client
 from river_magics.dataplane import frame
 from river_magics.errors import RiverError
+from river_runner import digest as blob_digest
 from river_runner.data import cache_dir_name
 from tests.cluster import Cluster, as_user, running_cluster, wait_for
 
@@ -144,7 +144,7 @@ def test_an_interrupted_upload_leaves_nothing_behind(
     cluster: Cluster, tokens: dict[str, str]
 ) -> None:
     payload = np.random.default_rng(1).bytes(8 * 1024**2)
-    digest = hashlib.sha256(payload).hexdigest()
+    digest = blob_digest.of_bytes(payload)
     with socket.create_connection(("127.0.0.1", cluster.port)) as sock:
         sock.sendall(
             (
@@ -161,7 +161,7 @@ def test_an_interrupted_upload_leaves_nothing_behind(
         assert http.head(f"{A}/data/{digest}").status_code == 404
         # A body whose bytes do not hash to its name is refused and not kept either.
         wrong = http.put(f"{A}/data/{'0' * 64}", content=payload)
-        assert wrong.status_code == 400 and "sha256" in wrong.json()["message"]
+        assert wrong.status_code == 400 and "BLAKE3" in wrong.json()["message"]
     assert not _temps(cluster)
     assert not any(p.name == "0" * 64 for p in _objects(cluster))
 
@@ -246,30 +246,6 @@ def test_a_task_killed_while_its_runner_fetches_never_starts(
     assert not marker.exists()
 
 
-def test_a_result_whose_digest_does_not_match_its_bytes_is_refused_and_leaves_nothing(
-    cluster: Cluster, tokens: dict[str, str]
-) -> None:
-    """The task names its result by the sha256 it took while writing it (the runner does
-    not read a GiB twice); the host still checks that name against the bytes it gets."""
-    lie = (
-        "import atexit, os\n"
-        "def _lie():\n"
-        "    with open(os.environ['RIVER_DATA_OUT'] + '.sha256', 'w') as out:\n"
-        "        out.write('0' * 64)\n"
-        "atexit.register(_lie)\n"  # after the script wrote the true digest
-        "y = x + 1\n"
-    )
-    with Client(cluster.url, tokens["alice"]) as client:
-        handle = client.submit(script=lie, push={"x": np.arange(100_000)}, pull=["y"])
-        final = handle.wait(timeout=60)
-    assert final["state"] == "failed", final
-    assert "refused the pulled values" in final["reason"], final
-    assert f"not {'0' * 64}" in final["reason"], final
-    answer = httpx.get(f"{cluster.url}{A}/tasks/{handle.id}/pulled", **as_user(tokens["alice"]))
-    assert answer.status_code == 404, answer.text
-    assert _temps(cluster) == []
-
-
 def _runner_cache(cluster: Cluster) -> Path:
     """The runner's blob cache: beside scratch dirs (tasks as another account) or its own."""
     for root in (
@@ -307,7 +283,7 @@ def test_a_download_is_sent_whole_and_readers_that_leave_cost_the_host_nothing(
     cluster = small
     token = cluster.make_users("carol")["carol"]
     payload = np.random.default_rng(7).bytes(32 * 1024**2)
-    digest = hashlib.sha256(payload).hexdigest()
+    digest = blob_digest.of_bytes(payload)
     host = psutil.Process(cluster.host_process.pid)
     with httpx.Client(base_url=cluster.url, **as_user(token)) as http:
         assert http.put(f"{A}/data/{digest}", content=payload).status_code == 201

@@ -15,7 +15,6 @@ not exist; {blob} a blob of {task}. The owner also holds the data-plane blob OWN
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ import httpx
 import pytest
 from tornado import web
 
+from river_runner import digest as blob_digest
 from river_server.app import RiverHost
 from river_server.proxy import PROXY_ROUTE
 from tests.cluster import Cluster
@@ -36,9 +36,9 @@ CALLERS = ("anon", "viewer", "other", "owner", "admin")
 OWNER_PASSWORD = "owner-password-1"
 Code = int | frozenset
 OWNER_DATA = b"owner-data-plane-bytes"
-OWNER_DATA_DIGEST = hashlib.sha256(OWNER_DATA).hexdigest()
+OWNER_DATA_DIGEST = blob_digest.of_bytes(OWNER_DATA)
 NEW_DATA = b"anyone-may-upload-these"
-NEW_DATA_DIGEST = hashlib.sha256(NEW_DATA).hexdigest()
+NEW_DATA_DIGEST = blob_digest.of_bytes(NEW_DATA)
 
 
 def E(anon: Code, viewer: Code, other: Code, owner: Code, admin: Code) -> dict[str, Code]:  # noqa: N802

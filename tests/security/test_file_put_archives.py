@@ -11,7 +11,6 @@ the node are lost).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import shutil
 import tarfile
@@ -24,6 +23,7 @@ import httpx
 import pytest
 
 from river_magics import Client
+from river_runner import digest as blob_digest
 from river_runner.data import cache_dir_name
 from tests.cluster import Cluster, as_user, running_cluster, wait_for
 
@@ -54,7 +54,7 @@ def mallory(cluster: Cluster) -> Iterator[tuple[str, str]]:
 
 def _put_blob(cluster: Cluster, token: str, task: str, data: bytes, path: str) -> httpx.Response:
     """Upload `data` as mallory's blob and ask for it to be put at `path` in her task."""
-    digest = hashlib.sha256(data).hexdigest()
+    digest = blob_digest.of_bytes(data)
     auth = as_user(token)
     with httpx.Client(base_url=cluster.url, timeout=120, **auth) as http:
         wanted = {"blobs": [{"digest": digest, "size": len(data)}]}

@@ -4,7 +4,6 @@ socket pair."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import resource
 import signal
@@ -14,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from river_runner import digest as blob_digest
 from river_runner.blobwrite import BUFFER, FileSink, SinkError
 
 
-def test_a_socket_stream_lands_in_the_file_with_its_sha256(tmp_path: Path) -> None:
+def test_a_socket_stream_lands_in_the_file_with_its_digest(tmp_path: Path) -> None:
     data = os.urandom(3 * BUFFER + 12345)  # more buffers than the pipeline holds
     target = tmp_path / "blob"
     left, right = socket.socketpair()
@@ -31,7 +31,7 @@ def test_a_socket_stream_lands_in_the_file_with_its_sha256(tmp_path: Path) -> No
     sender.join(timeout=30)
     right.close()
     assert got == counted[0] == len(data)
-    assert digest == hashlib.sha256(data).hexdigest()
+    assert digest == blob_digest.of_bytes(data)
     assert target.read_bytes() == data
     assert target.stat().st_mode & 0o777 == 0o600
 

@@ -7,7 +7,6 @@ is reported with the host's own message."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import threading
 import time
@@ -18,11 +17,12 @@ import httpx
 import pytest
 from tornado import httpserver, ioloop, netutil, web
 
+from river_runner import digest as blob_digest
 from river_runner.blobwrite import BUFFER
 from river_runner.data import DIGEST_HEADER, DataCache, DataFetchError
 
 BLOB = os.urandom(2 * BUFFER + 4321)
-GOOD = hashlib.sha256(BLOB).hexdigest()
+GOOD = blob_digest.of_bytes(BLOB)
 DAMAGED, SHORT, MISSING, STALLED = "0" * 64, "1" * 64, "2" * 64, "3" * 64
 received: dict[str, bytes] = {}
 
@@ -51,7 +51,7 @@ class Blob(web.RequestHandler):
 @web.stream_request_body
 class Pulled(web.RequestHandler):
     def prepare(self) -> None:
-        self.hash, self.size = hashlib.sha256(), 0
+        self.hash, self.size = blob_digest.hasher(), 0
         if self.path_args[0] == "2":  # refused from the headers, before the body
             self.set_header("Connection", "close")
             raise web.HTTPError(413, reason="over data_user_max_bytes (1.0 GiB)")

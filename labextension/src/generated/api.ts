@@ -1869,7 +1869,7 @@ export interface paths {
             };
         };
         /**
-         * Upload a blob: Content-Length is checked against the bounds before a byte is stored, and the bytes must hash (sha256) to the digest
+         * Upload a blob: Content-Length is checked against the bounds before a byte is stored, and the bytes must hash (BLAKE3) to the digest
          * @description Needs the user role.
          */
         put: {
@@ -5563,7 +5563,7 @@ export interface components {
             /** @description why: a wait, requeue or end reason; null if none */
             detail: string | null;
         };
-        /** @description A data-plane blob (pushed value or pulled result), named by the sha256 of its bytes. */
+        /** @description A data-plane blob (pushed value or pulled result), named by the BLAKE3 of its bytes. */
         DataBlob: {
             digest: string;
             size: number;
@@ -5892,7 +5892,7 @@ export interface components {
         };
         /** @description One blob by digest and size. */
         BlobRef: {
-            /** @description sha256 of the bytes */
+            /** @description BLAKE3 of the bytes (64 hex digits) */
             digest: string;
             size: number;
         };
@@ -6258,7 +6258,7 @@ export interface components {
          */
         FilePut: {
             path: string;
-            /** @description sha256 of the bytes */
+            /** @description BLAKE3 of the bytes (64 hex digits) */
             digest: string;
         };
         /** @description POST /tasks/{id}/files/get: pack the file or directory at `path` into a blob. */

@@ -29,6 +29,7 @@ from river_server import db, vps_apps
 from river_server.auth import role_at_least
 from river_server.runner_client import RunnerClient, RunnerUnreachable
 from river_server.tasks import TaskError, TaskService
+from river_server.vps_record import newest_snapshot
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -402,10 +403,8 @@ class VpsService:
         image = record.get("image")
         if record.get("vm") and record.get("snapshot_node"):
             body["target"] = (task.request or {}).get("target") or record["snapshot_node"]
-        elif record.get("snapshots"):
-            image = record["snapshots"][-1]
-            # The image lives on that node; keep a target's NUMA/GPU parts when it had one.
-            body["target"] = (task.request or {}).get("target") or record.get("snapshot_node")
+        elif snapshot := newest_snapshot(record, (task.request or {}).get("target")):
+            image, body["target"] = snapshot  # the image lives on the node that holds it
         record["stopped"] = False
         record["stopped_reason"] = None
         record["idle_since"] = None  # a new incarnation is judged afresh (idle_cull.py)

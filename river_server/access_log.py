@@ -22,14 +22,13 @@ from typing import Any
 from tornado import web
 from tornado.log import access_log
 
-try:  # Jupyter's own scrubbing of token=, auth=, key= ... (and the server's extra keys)
-    from jupyter_server.log import _scrub_uri
-except ImportError:  # pragma: no cover - a Jupyter without it: log the path, no query
-    _scrub_uri = None
-
 
 def _uri(handler: web.RequestHandler) -> str:
-    if _scrub_uri is None:
+    """The URI as Jupyter logs it: token=, auth=, key= ... (and the server's extra keys)
+    scrubbed by Jupyter's own function; without it, the path alone (no query at all)."""
+    try:
+        from jupyter_server.log import _scrub_uri
+    except ImportError:  # pragma: no cover - a Jupyter that renamed it
         return handler.request.path
     extra = handler.settings.get("extra_log_scrub_param_keys", [])
     return str(_scrub_uri(handler.request.uri or "", extra))

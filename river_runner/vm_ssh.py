@@ -16,7 +16,6 @@ the forward is QEMU's own loopback listener, so only this guest's sshd answers o
 
 from __future__ import annotations
 
-import os
 import shlex
 import socket
 import threading
@@ -42,19 +41,12 @@ def has_key(directory: Path) -> bool:
 
 def ensure_key(directory: Path) -> str:
     """The VM's runner key, made now if it has none; its public OpenSSH line."""
-    from cryptography.hazmat.primitives import serialization as ser
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from river_runner import sshkeys  # cryptography: the vm extra brings it (paramiko)
 
     path = directory / KEY_FILE
     if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, ser.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-    private = ser.load_ssh_private_key(path.read_bytes(), password=None)
-    public = private.public_key().public_bytes(ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH)
-    return public.decode() + " river-runner"
+        sshkeys.write_new_key(path, "river-runner")
+    return sshkeys.public_line(path.read_bytes(), "river-runner")
 
 
 class Session:

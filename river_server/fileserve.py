@@ -9,7 +9,8 @@ How: Tornado writes the head (its headers, Jupyter's, `Connection: close`), then
 handler `detach`es the stream (Tornado's public way to take a connection over, as
 websockets do) and a thread sends the body on a duplicate of the socket's descriptor, so a
 peer that goes away (Tornado may close its own descriptor then) never leaves the thread
-writing to a reused descriptor. The connection is closed after the body: one fewer
+writing to a reused descriptor. Tornado does not log a detached request, so the access-log
+line (with the bytes sent) is written here when the body ends (river_server/access_log.py). The connection is closed after the body: one fewer
 keep-alive connection per download, next to a body of MiBs. A stalled reader is dropped
 after `STALL_SECONDS` without progress. TLS streams (or any output transform) cannot be
 sendfile'd: they get the loop-side path with 4 MiB reads.
@@ -26,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tornado import iostream, web
+
+from river_server.access_log import log_sent
 
 CHUNK = 4 * 1024 * 1024  # per sendfile call, and per read on the TLS path
 SENDFILE_MIN = 256 * 1024  # below this a thread hand-off costs more than it saves
@@ -89,12 +92,14 @@ async def _send_detached(handler: web.RequestHandler, path: Path, size: int) -> 
         os.close(source)
         raise
     stop = threading.Event()
+    sent: int | None = None
     try:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(_senders, _send_and_close, fd, source, size, stop)
+        sent = await loop.run_in_executor(_senders, _send_and_close, fd, source, size, stop)
     finally:
         stop.set()  # cancelled (host shutting down): the thread stops at its next step
         stream.close()
+        log_sent(handler, sent, size)  # Tornado logs no detached request (access_log.py)
 
 
 async def _send_chunks(handler: web.RequestHandler, path: Path) -> None:

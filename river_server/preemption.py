@@ -28,6 +28,7 @@ from river_runner.protocol import LOG_STREAM_RIVER, TaskState
 from river_runner.spec import ResourceRequest
 from river_server import db
 from river_server.scheduler import Held, NodeView, Running, choose_victims, may_displace
+from river_server.vps_record import newest_snapshot
 
 MAX_WAITERS_PER_PASS = 16  # waiters examined for preemption per pass (bounds the cost)
 
@@ -213,11 +214,11 @@ def _vps_restart(
     """A displaced VPS's next run: from its newest snapshot, on the node that holds it (as
     a user's restart, river_server/vps.py); its started apps and idle clock end with it."""
     record = dict(spec["vps"])
-    snapshots = record.get("snapshots") or []
-    if snapshots:
-        spec["image"] = snapshots[-1]
-        if not request.get("target") and record.get("snapshot_node"):
-            request["target"] = record["snapshot_node"]
+    snapshot = newest_snapshot(record, request.get("target"))
+    if snapshot:
+        spec["image"], target = snapshot
+        if target:
+            request["target"] = target
     record["apps"] = []
     record["idle_since"] = None
     spec["vps"] = record

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import select
 import socket
-import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import paramiko
 from sqlalchemy import select as sql_select
 
+from river_runner import sshkeys
 from river_runner.ids import parse_id
 from river_runner.protocol import TaskState
 from river_server import db
@@ -55,20 +54,12 @@ EXIT_STATUS_WAIT_S = 10.0
 
 
 def load_or_create_key(path: Path) -> paramiko.PKey:
-    """An ed25519 key kept at `path` (0600), made with ssh-keygen the first time (RSA from
-    paramiko where ssh-keygen is missing)."""
+    """The key kept at `path`: made the first time (ed25519, 0600, river_runner/sshkeys.py);
+    a key already there (ed25519, ECDSA or RSA, as earlier hosts made) is reused."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-        except (OSError, subprocess.SubprocessError):
-            paramiko.RSAKey.generate(3072).write_private_key_file(str(path))
-        os.chmod(path, 0o600)
+        with contextlib.suppress(FileExistsError):  # made meanwhile: that one is the key
+            sshkeys.write_new_key(path, path.name)
     for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
             return kind.from_private_key_file(str(path))

@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import logging
 import secrets
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm.attributes import flag_modified
 
+from river_runner import sshkeys
 from river_runner.protocol import TaskState
 from river_runner.spec import SpecError, parse_memory
 from river_server import db, vps_apps
 from river_server.auth import role_at_least
 from river_server.runner_client import RunnerClient, RunnerUnreachable
 from river_server.tasks import TaskError, TaskService
+from river_server.vps_record import newest_snapshot
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -62,22 +61,6 @@ def repository(vps_id: int | str) -> str:
     return f"river-vps/{vps_id}"
 
 
-def _generate_key(comment: str) -> tuple[str, str]:
-    """(private, public) OpenSSH ed25519 key pair, made by ssh-keygen in a private temp dir."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "key"
-        try:
-            subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise TaskError(503, f"cannot generate an SSH key on the host: {exc}") from None
-        return path.read_text(), path.with_suffix(".pub").read_text().strip()
-
-
 def _ssh_settings(body: dict[str, Any], vps_id: int) -> tuple[dict[str, Any], str | None]:
     """The recorded SSH settings and, for `generate`, the private key (returned once)."""
     mode = body.get("ssh", "disabled")
@@ -93,7 +76,7 @@ def _ssh_settings(body: dict[str, Any], vps_id: int) -> tuple[dict[str, Any], st
             raise SpecError("ssh 'upload' needs 'public_key': an OpenSSH public key line")
         settings["public_key"] = key.strip()
     elif mode == "generate":
-        private, public = _generate_key(f"river-vps-{vps_id}")
+        private, public = sshkeys.new_key(f"river-vps-{vps_id}")
         settings["public_key"] = public
     elif body.get("public_key") not in (None, ""):
         raise SpecError("'public_key' goes with ssh 'upload' only")
@@ -402,10 +385,8 @@ class VpsService:
         image = record.get("image")
         if record.get("vm") and record.get("snapshot_node"):
             body["target"] = (task.request or {}).get("target") or record["snapshot_node"]
-        elif record.get("snapshots"):
-            image = record["snapshots"][-1]
-            # The image lives on that node; keep a target's NUMA/GPU parts when it had one.
-            body["target"] = (task.request or {}).get("target") or record.get("snapshot_node")
+        elif snapshot := newest_snapshot(record, (task.request or {}).get("target")):
+            image, body["target"] = snapshot  # the image lives on the node that holds it
         record["stopped"] = False
         record["stopped_reason"] = None
         record["idle_since"] = None  # a new incarnation is judged afresh (idle_cull.py)

@@ -1,7 +1,7 @@
 """The data plane's push + pull round trip against a raw TCP loopback copy of the same bytes,
 in the same run, rounds interleaved.
 
-    .venv/bin/python bench/data_plane.py [--sizes 64,256,1024] [-n 3]
+    .venv/bin/python bench/data_plane.py [--sizes 64,256,1024] [-n 3] [--no-data-link]
 
 A real cluster on loopback: a Jupyter host with River and one process runner. Each round,
 for each size (MiB), a fresh float64 array (a new digest: nothing is deduplicated):
@@ -119,6 +119,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="64,256,1024", help="array sizes in MiB")
     parser.add_argument("-n", type=int, default=3, help="rounds")
+    parser.add_argument(
+        "--no-data-link",
+        action="store_true",
+        help="the runner fetches over HTTP as from another machine (by default it links the "
+        "host's stored blob: river_runner/samehost.py)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     root = Path(tempfile.mkdtemp(prefix="river-bench-data-"))
@@ -127,7 +133,8 @@ def main() -> None:
     stages: dict[int, dict[str, list[float]]] = {s: {n: [] for n in STAGES} for s in sizes}
     try:
         cluster.start_host()
-        runner = cluster.start_runner("n1", "--cpus", "0")
+        link = ("--no-data-link",) if args.no_data_link else ()
+        runner = cluster.start_runner("n1", "--cpus", "0", *link)
         token = cluster.make_users("bench")["bench"]
         with Client(cluster.url, token) as client:
             for round_ in range(args.n):

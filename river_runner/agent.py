@@ -67,6 +67,7 @@ class RunnerConfig:
     overlay_ip: str | None = None  # underlay address for the VXLAN overlay (None: stay off it)
     overlay_direct: bool = True  # peers' underlay reachable: direct overlay paths (no hub)
     data_cache_bytes: int = 16 * 1024**3  # pushed blobs kept on this node (LRU beyond)
+    data_link: bool = True  # link pushed blobs from a host on this machine (samehost.py)
     # Whether this runner runs VM VPSes: {"ok", "reason", "accel"} (river_runner/vm_probe.py)
     vm: dict[str, Any] = field(
         default_factory=lambda: {"ok": False, "reason": "VMs are off on this runner"}
@@ -102,7 +103,11 @@ class RunnerAgent:
         self._started_at: dict[int, float] = {}  # perf_counter when the backend started it
         # Every host URL we were given; we talk to the one that leads (river_runner.protocol).
         self.hosts = HostList(split_host_urls(config.host_url))
-        self.data = DataCache(self._data_root(), config.data_cache_bytes)
+        self.data = DataCache(
+            self._data_root(),
+            config.data_cache_bytes,
+            link=config.data_link and self._tasks_cannot_write_cache(),
+        )
         self._pulling: set[int] = set()  # tasks whose pulled values go up when they end
         self._fetching: dict[int, asyncio.Future[None]] = {}  # pushed data on its way
         self._sending: set[int] = set()  # ended tasks whose pulled values are going up
@@ -124,6 +129,15 @@ class RunnerAgent:
         if account is not None and account.switches and scratch is not None:
             return Path(scratch) / cache_dir_name(self.config.name, self.config.data_dir)
         return self.config.data_dir / "data"
+
+    def _tasks_cannot_write_cache(self) -> bool:
+        """Whether no task can write the cache's files: containers mount blobs read-only,
+        and process tasks under another account see them 0644 and not theirs. A linked
+        blob is the host's own file (river_runner/samehost.py), so only then may it be."""
+        if self.config.backend == "docker":
+            return True
+        account = getattr(self.backend, "account", None)
+        return account is not None and account.switches
 
     # ---- credential -----------------------------------------------------------------
     @property

@@ -187,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         "may hold, so a fork bomb stays inside its container (0: no limit; default 4096)",
     )
     parser.add_argument(
+        "--no-data-link",
+        dest="data_link",
+        action="store_false",
+        help="fetch pushed values over HTTP even from a host on this machine (by default "
+        "a runner whose tasks cannot write its cache hard-links the host's stored blob)",
+    )
+    parser.add_argument(
         "--data-cache",
         default=os.environ.get("RIVER_DATA_CACHE") or "16G",
         metavar="SIZE",
@@ -302,6 +309,7 @@ def runner_command(argv: list[str]) -> int:
             task_env=task_env,
             python_envs=python_envs,
             data_cache_bytes=parse_memory(args.data_cache),
+            data_link=args.data_link,
             vm_accel=args.vm_accel,
             vm_image=args.vm_image,
             vm_probe_timeout=args.vm_probe_timeout,
@@ -404,6 +412,7 @@ async def serve(
     task_env: tuple[str, ...] = (),
     python_envs: dict[str, str] | None = None,
     data_cache_bytes: int = 16 * 1024**3,
+    data_link: bool = True,
     vm_accel: str = "off",
     vm_image: Path | None = None,
     vm_probe_timeout: float = 20.0,
@@ -426,6 +435,7 @@ async def serve(
         overlay_ip=overlay_ip,
         overlay_direct=overlay_direct,
         data_cache_bytes=data_cache_bytes,
+        data_link=data_link,
     )
     backend = make_backend(
         backend_name,

@@ -34,6 +34,7 @@ import httpx
 from river_runner.blobwrite import SinkError
 from river_runner.bulkhttp import BulkHTTPError, Transfer, get_to_file, put_file, url_with
 from river_runner.digest import file_digest, matches
+from river_runner.samehost import FILE_HEADER, LINK_HEADER, PATH_HEADER, file_identity, machine_id
 
 CHUNK = 4 * 1024 * 1024
 ENV_IN = "RIVER_DATA_IN"
@@ -127,7 +128,7 @@ class DataFetchError(Exception):
 
 
 class DataCache:
-    def __init__(self, root: Path, max_bytes: int = 16 * 1024**3) -> None:
+    def __init__(self, root: Path, max_bytes: int = 16 * 1024**3, link: bool = False) -> None:
         self.root = root / "cache"
         self.out = root / "out"
         self.tmp = root / "tmp"
@@ -141,6 +142,10 @@ class DataCache:
             stale.unlink(missing_ok=True)
         self.max_bytes = max_bytes
         self.fetched_bytes = 0  # bytes fetched from the host since start
+        # Take blobs by hard link from a host on this machine (river_runner/samehost.py):
+        # only when the caller knows tasks cannot write the cache's files.
+        self.link = link and bool(machine_id())
+        self.linked_bytes = 0
 
     def path(self, digest: str) -> Path:
         return self.root / digest
@@ -170,17 +175,23 @@ class DataCache:
         transfer = Transfer(url, headers, timeout=60.0)
         counted = [0]
         try:
-            got, _ = await _in_thread(transfer, get_to_file, transfer, temp, counted)
+            linked = await self._link(http, headers, url, temp) if self.link else None
+            if linked is not None:
+                got = linked
+                self.linked_bytes += temp.stat().st_size
+            else:
+                got, _ = await _in_thread(transfer, get_to_file, transfer, temp, counted)
             if not await asyncio.to_thread(matches, temp, digest, got):
                 raise DataFetchError(f"pushed blob {digest[:12]} arrived damaged (digest)")
             self.evict(temp.stat().st_size)
             os.chmod(temp, 0o644)
             os.replace(temp, target)
             log.info(
-                "river-timing task=%s stage=fetch bytes=%d seconds=%.3f",
+                "river-timing task=%s stage=fetch bytes=%d seconds=%.3f how=%s",
                 task_id,
                 target.stat().st_size,
                 time.perf_counter() - started,
+                "link" if linked is not None else "http",
             )
         except BulkHTTPError as exc:
             raise DataFetchError(
@@ -195,6 +206,34 @@ class DataCache:
             self.fetched_bytes += counted[0]
             temp.unlink(missing_ok=True)
         return target
+
+    async def _link(
+        self, http: httpx.AsyncClient, headers: dict[str, str], url: str, temp: Path
+    ) -> str | None:
+        """Link the host's own file of the blob at `temp` and return its digest; None to
+        fetch over HTTP instead. A host elsewhere, or a link that fails (another file
+        system, no permission, another file at that path), stops the asking for good."""
+        try:
+            async with http.stream(
+                "GET", url, headers={**headers, LINK_HEADER: machine_id()}
+            ) as response:
+                if response.status_code != 204:
+                    self.link = response.status_code >= 400  # a 200 body: host elsewhere
+                    return None
+                path = response.headers.get(PATH_HEADER, "")
+                identity = response.headers.get(FILE_HEADER, "")
+        except httpx.HTTPError:
+            return None
+        try:
+            os.link(path, temp)
+            if file_identity(temp) != identity:
+                raise OSError(f"{path} here is not the host's file")
+            return await asyncio.to_thread(file_digest, temp)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            log.info("cannot link pushed blobs from the host (%s): fetching them over HTTP", exc)
+            self.link = False
+            return None
 
     def evict(self, room: int, keep: set[str] | None = None) -> None:
         """Remove least recently used blobs until `room` more bytes fit under max_bytes."""

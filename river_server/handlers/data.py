@@ -18,6 +18,7 @@ from typing import Any
 from tornado import web
 
 from river_runner.protocol import TERMINAL_STATES
+from river_runner.samehost import FILE_HEADER, LINK_HEADER, PATH_HEADER, file_identity, same_machine
 from river_runner.wire.requests import DataCheck
 from river_server import db
 from river_server.datastore import DataError, DataStore, Upload, check_digest
@@ -254,7 +255,15 @@ class RunnerDataHandler(RunnerAPIHandler):
         granted = self.river.data.granted(task.id, digest)  # a `river put` in flight
         if not granted and digest not in {ref.get("digest") for ref in refs}:
             raise web.HTTPError(404, f"task {task.id} pushed no blob {digest}")
-        await send_file(self, self.river.data.object_path(digest))
+        path = self.river.data.object_path(digest)
+        if same_machine(self.request.headers.get(LINK_HEADER)) and path.exists():
+            # A runner on this machine links the file instead (river_runner/samehost.py).
+            self.set_status(204)
+            self.set_header(PATH_HEADER, str(path))
+            self.set_header(FILE_HEADER, file_identity(path))
+            self.finish()
+            return
+        await send_file(self, path)
 
 
 @web.stream_request_body

@@ -33,8 +33,10 @@ GiB = 1024**3
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(tmp_path_factory.mktemp("data"))
     # The default bounds (8 GiB a user): a 1 GiB push and its 1 GiB result fit together.
+    # The runner fetches over HTTP as from another machine (tests/integration/
+    # test_data_link.py covers the hard link a runner on the host's machine makes).
     try:
-        with running_cluster(root, ("n1", "--cpus", "0")) as made:
+        with running_cluster(root, ("n1", "--cpus", "0", "--no-data-link")) as made:
             yield made
     finally:  # the runner's blob cache may live beside task scratch dirs, outside `root`
         cache = Path(tempfile.gettempdir()) / cache_dir_name("n1", root / "runners" / "n1")
@@ -269,6 +271,9 @@ def test_a_shortened_cache_file_is_fetched_again(cluster: Cluster, tokens: dict[
         cached = _runner_cache(cluster) / digest
         with open(cached, "r+b") as handle:  # what a power loss may leave
             handle.truncate(cached.stat().st_size // 2)
+        # Fetched over HTTP (--no-data-link): a file of its own, not the host's.
+        stored = next(p for p in _objects(cluster) if p.name == digest)
+        assert cached.stat().st_ino != stored.stat().st_ino
         again = client.submit(script="y = float(x.sum())", push={"x": array}, pull=["y"])
         assert again.result(timeout=120)["y"] == float(array.sum())
     assert cached.stat().st_size == frame(array, "x").size

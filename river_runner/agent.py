@@ -7,6 +7,7 @@ acknowledges it, so a host restart or a dropped connection loses no status and n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import river_runner
 from river_runner import metrics
 from river_runner.backends.base import Backend, Outcome, TaskLaunch
 from river_runner.data import DataCache, DataFetchError, cache_dir_name
+from river_runner.data_out import results_dir
 from river_runner.durations import timeout_reason
 from river_runner.gpu import GpuInventory
 from river_runner.overlay import OverlayMember
@@ -68,6 +70,7 @@ class RunnerConfig:
     overlay_direct: bool = True  # peers' underlay reachable: direct overlay paths (no hub)
     data_cache_bytes: int = 16 * 1024**3  # pushed blobs kept on this node (LRU beyond)
     data_link: bool = True  # link pushed blobs from a host on this machine (samehost.py)
+    results_in_memory: bool = True  # tasks write pulled values to /dev/shm (data_out.py)
     # Whether this runner runs VM VPSes: {"ok", "reason", "accel"} (river_runner/vm_probe.py)
     vm: dict[str, Any] = field(
         default_factory=lambda: {"ok": False, "reason": "VMs are off on this runner"}
@@ -103,10 +106,14 @@ class RunnerAgent:
         self._started_at: dict[int, float] = {}  # perf_counter when the backend started it
         # Every host URL we were given; we talk to the one that leads (river_runner.protocol).
         self.hosts = HostList(split_host_urls(config.host_url))
+        data_root = self._data_root()
         self.data = DataCache(
-            self._data_root(),
+            data_root,
             config.data_cache_bytes,
             link=config.data_link and self._tasks_cannot_write_cache(),
+            out=results_dir(config.name, config.data_dir, data_root / "out")
+            if config.results_in_memory
+            else None,
         )
         self._pulling: set[int] = set()  # tasks whose pulled values go up when they end
         self._fetching: dict[int, asyncio.Future[None]] = {}  # pushed data on its way
@@ -175,6 +182,8 @@ class RunnerAgent:
             task.cancel()
         await self.backend.close()
         await self._http.aclose()
+        with contextlib.suppress(OSError):  # nothing left to send: leave no empty dir in memory
+            self.data.out.rmdir()
 
     def node_facts(self) -> dict[str, Any]:
         cpus = self.config.cpus

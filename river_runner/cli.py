@@ -194,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         "a runner whose tasks cannot write its cache hard-links the host's stored blob)",
     )
     parser.add_argument(
+        "--results-on-disk",
+        dest="results_in_memory",
+        action="store_false",
+        help="tasks write their pulled values under the data directory (by default in "
+        "/dev/shm where it is a tmpfs, until they are sent: river_runner/data_out.py)",
+    )
+    parser.add_argument(
         "--data-cache",
         default=os.environ.get("RIVER_DATA_CACHE") or "16G",
         metavar="SIZE",
@@ -310,6 +317,7 @@ def runner_command(argv: list[str]) -> int:
             python_envs=python_envs,
             data_cache_bytes=parse_memory(args.data_cache),
             data_link=args.data_link,
+            results_in_memory=args.results_in_memory,
             vm_accel=args.vm_accel,
             vm_image=args.vm_image,
             vm_probe_timeout=args.vm_probe_timeout,
@@ -413,6 +421,7 @@ async def serve(
     python_envs: dict[str, str] | None = None,
     data_cache_bytes: int = 16 * 1024**3,
     data_link: bool = True,
+    results_in_memory: bool = True,
     vm_accel: str = "off",
     vm_image: Path | None = None,
     vm_probe_timeout: float = 20.0,
@@ -436,6 +445,7 @@ async def serve(
         overlay_direct=overlay_direct,
         data_cache_bytes=data_cache_bytes,
         data_link=data_link,
+        results_in_memory=results_in_memory,
     )
     backend = make_backend(
         backend_name,

@@ -128,9 +128,16 @@ class DataFetchError(Exception):
 
 
 class DataCache:
-    def __init__(self, root: Path, max_bytes: int = 16 * 1024**3, link: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int = 16 * 1024**3,
+        link: bool = False,
+        out: Path | None = None,
+    ) -> None:
         self.root = root / "cache"
-        self.out = root / "out"
+        # Tasks' pulled values until sent: in memory where the runner can (data_out.py).
+        self.out = out or root / "out"
         self.tmp = root / "tmp"
         # Tasks may run as another account (river_runner.task_account): they may open a
         # cached blob they are told the path of (0711: search, not list; files 0644, named

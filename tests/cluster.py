@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from river_runner.data_out import memory_dir
 
 REPO = Path(__file__).resolve().parent.parent
 JOIN_TOKEN = "test-join-token"
@@ -337,6 +340,8 @@ class Cluster:
             runner.kill(signal.SIGTERM)
         self.stop_host()
         _kill_leftover_tasks(self.root)
+        for runner in self.runners.values():  # results a killed runner left in memory
+            shutil.rmtree(memory_dir(runner.name, runner.data_dir), ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import pytest
 from river_magics import Client
 from river_magics.dataplane import frame
 from river_runner.data import cache_dir_name
+from river_runner.data_out import memory_dir
 from tests.cluster import Cluster, running_cluster
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tasks under another account")
@@ -66,6 +67,21 @@ def test_a_pushed_array_is_linked_from_the_host_not_sent(cluster: Cluster, alice
         _cached(cluster, made.digest).stat().st_ino == _stored(cluster, made.digest).stat().st_ino
     )
     assert _fetches(cluster, "link") == 1 and _fetches(cluster, "http") == 0
+
+
+def test_a_task_writes_its_pulled_values_in_memory_and_the_runner_clears_them(
+    cluster: Cluster, alice: str
+) -> None:
+    """A result lives only until sent: in /dev/shm, not dirtying the disk
+    (river_runner/data_out.py), and gone once the host has it."""
+    with Client(cluster.url, alice) as client:
+        result = client.submit(
+            script="import os\nwhere = os.environ['RIVER_DATA_OUT']", pull=["where"]
+        ).result(120)
+    where = Path(result["where"])
+    home = memory_dir("n1", cluster.root / "runners" / "n1")
+    assert where.parent.parent == home, where
+    assert not where.parent.exists()
 
 
 def test_a_linked_blob_that_rotted_on_the_host_fails_the_task_as_damaged(

@@ -244,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the VM probe waits for a guest kernel's first console line",
     )
+    parser.add_argument(
+        "--vm-powerdown-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a VM's stop waits for the guest's clean ACPI shutdown before QEMU is "
+        "quit (a guest that is still booting ignores the power button)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -321,6 +329,7 @@ def runner_command(argv: list[str]) -> int:
             vm_accel=args.vm_accel,
             vm_image=args.vm_image,
             vm_probe_timeout=args.vm_probe_timeout,
+            vm_powerdown_timeout=args.vm_powerdown_timeout,
         )
     )
 
@@ -379,6 +388,7 @@ async def with_vms(
     image_dir: Path | None,
     timeout: float,
     gpus: GpuInventory | None = None,
+    powerdown_timeout: float = 60.0,
 ) -> tuple[Any, dict[str, Any]]:
     """The backend, wrapped to run VMs too when the probe says this runner can; and the
     `vm` fact (ok, reason, accel) the runner registers with."""
@@ -394,7 +404,9 @@ async def with_vms(
     from river_runner.backends.with_vms import WithVms
 
     bus_ids = gpus.pci_bus_ids if gpus is not None else None  # a VM's GPUs, for vfio-pci
-    vms = VmBackend(data_dir / "vms", image, accel, gpu_bus_ids=bus_ids)
+    vms = VmBackend(
+        data_dir / "vms", image, accel, gpu_bus_ids=bus_ids, powerdown_seconds=powerdown_timeout
+    )
     return WithVms(backend, vms), capability.to_json()
 
 
@@ -425,6 +437,7 @@ async def serve(
     vm_accel: str = "off",
     vm_image: Path | None = None,
     vm_probe_timeout: float = 20.0,
+    vm_powerdown_timeout: float = 60.0,
 ) -> int:
     from river_runner.agent import RunnerAgent, RunnerConfig
     from river_runner.app import make_app
@@ -460,7 +473,7 @@ async def serve(
     )
     gpus = GpuInventory(load_nvml(fake_gpus))
     backend, config.vm = await with_vms(
-        backend, data_dir, vm_accel, vm_image, vm_probe_timeout, gpus
+        backend, data_dir, vm_accel, vm_image, vm_probe_timeout, gpus, vm_powerdown_timeout
     )
     agent = RunnerAgent(config, backend, gpus)
     server = make_app(agent).listen(port, address=bind)

@@ -225,6 +225,22 @@ def drop_peer(ipr: Any, index: int, *, mac: str, gateway: str, subnet: str) -> N
             log.debug("dropping a peer entry: %s", exc)
 
 
+def forget_neighbour(ipr: Any, index: int, address: str) -> bool:
+    """Drop the neighbour entry for `address` on link `index`, if any; whether one was there.
+
+    A workload address is reused (the lowest free one is handed out again) by a new
+    namespace or container with a new MAC. The runner's entry for the old MAC stays
+    REACHABLE for up to ~45 s and then takes a probe cycle, and until then every packet to
+    the address goes to a MAC nobody has: the new workload is unreachable for ~30 s. With
+    the entry gone the kernel asks by ARP on the next packet."""
+    try:
+        ipr.neigh("del", ifindex=index, dst=address)
+    except Exception as exc:  # no entry: ENOENT
+        log.debug("no neighbour %s to forget: %s", address, exc)
+        return False
+    return True
+
+
 def ensure_only_address(ipr: Any, index: int, address: str, prefixlen: int) -> None:
     """`address/prefixlen` is the link's one IPv4 address (others are River's stale ones)."""
     present = ipv4_addresses(ipr, index)

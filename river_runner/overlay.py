@@ -46,6 +46,7 @@ from river_runner.netlinks import (
     ensure_only_address,
     ensure_route,
     ensure_vxlan,
+    forget_neighbour,
     iproute,
     ipv4_addresses,
     link_facts,
@@ -307,6 +308,7 @@ def attach_namespace(
                 os.close(fd)
             index = link_index(ipr, host_if)
         ipr.link("set", index=index, master=bridge_index, mtu=mtu, state="up")
+        forget_neighbour(ipr, bridge_index, str(wanted.ip))  # a reused address's old MAC
     with iproute(netns) as inner:
         lo = link_index(inner, "lo")
         if lo is not None:

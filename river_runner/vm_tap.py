@@ -17,7 +17,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from river_runner.netlinks import OverlayError, delete_link, iproute, link_index
+from river_runner.netlinks import OverlayError, delete_link, forget_neighbour, iproute, link_index
 from river_runner.overlay import bridge_gateway, workload_interface
 
 
@@ -52,6 +52,7 @@ def ensure_tap(name: str, address: str, bridge: str) -> TapPlan:
         if index is None:
             raise OverlayError(f"could not create the tap {name}")
         ipr.link("set", index=index, master=bridge_index, mtu=mtu, state="up")
+        forget_neighbour(ipr, bridge_index, str(wanted.ip))  # a reused address's old MAC
     return TapPlan(name, str(wanted.ip), wanted.network.prefixlen, str(gateway.ip), mtu)
 
 

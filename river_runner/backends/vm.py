@@ -181,8 +181,13 @@ class VmBackend:
         accel: str,
         gpu_bus_ids: Callable[[list[int]], list[str]] | None = None,
         sysfs: Path = Path("/sys"),
+        powerdown_seconds: float = POWERDOWN_SECONDS,
     ) -> None:
         self.root = root
+        # How long a stop waits for the guest's clean ACPI shutdown before QEMU is quit
+        # (`--vm-powerdown-timeout`): a guest still booting ignores the button, and tests
+        # that stop one mid-boot need not wait out the production bound.
+        self.powerdown_seconds = powerdown_seconds
         self.image = image
         self.accel = accel
         self.gpu_bus_ids = gpu_bus_ids  # NVML's bus ids of placed GPU indices
@@ -477,7 +482,7 @@ class VmBackend:
     async def kill(self, task_id: int) -> bool:
         """Ask the guest for a clean ACPI shutdown and return at once (the host's call does
         not wait out a guest's shutdown); the VM's end is reported when QEMU exits. A guest
-        that ignores it is quit after POWERDOWN_SECONDS. The disk stays."""
+        that ignores it is quit after `powerdown_seconds`. The disk stays."""
         vm = self._vms.get(task_id)
         if vm is None:
             return False
@@ -487,7 +492,7 @@ class VmBackend:
             if vm.paused:
                 await vm.qmp.execute("cont")
             await vm.qmp.execute("system_powerdown")
-        asyncio.ensure_future(self._quit_after(vm, POWERDOWN_SECONDS))
+        asyncio.ensure_future(self._quit_after(vm, self.powerdown_seconds))
         return True
 
     async def _quit_after(self, vm: _Vm, seconds: float) -> None:

@@ -25,6 +25,7 @@ unpickling.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
@@ -141,6 +142,10 @@ def main() -> None:
                 for size in sizes:
                     array = np.arange(size * MiB // 8, dtype=np.float64)
                     array[0] = round_ + 0.5  # a new digest each round
+                    # Start each pair with nothing dirty: the disk under the host's data
+                    # directory absorbs writes slowly once dirty data piles up, and an
+                    # earlier round's writeback would otherwise slow this one.
+                    os.sync()
                     results[size]["floor"].append(tcp_round_trip(memoryview(array).cast("B")))
                     took, split = river_round_trip(client, array, runner.log_path)
                     results[size]["river"].append(took)

@@ -100,11 +100,13 @@ class Transfer:
     def buffered_body(self, limit: int) -> tuple[bytes, bool]:
         """Body bytes h11 already holds (no socket read); whether the body ended."""
         pieces: list[bytes] = []
+        held = 0
         while True:
             event = self.conn.next_event()
             if isinstance(event, h11.Data):
                 pieces.append(bytes(event.data))
-                if sum(map(len, pieces)) > limit:
+                held += len(event.data)
+                if held > limit:
                     return b"".join(pieces), False
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return b"".join(pieces), True

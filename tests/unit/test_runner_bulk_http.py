@@ -20,6 +20,7 @@ from tornado import httpserver, ioloop, netutil, web
 from river_runner import digest as blob_digest
 from river_runner.blobwrite import BUFFER
 from river_runner.data import DIGEST_HEADER, DataCache, DataFetchError
+from tests.cluster import wait_for
 
 BLOB = os.urandom(2 * BUFFER + 4321)
 GOOD = blob_digest.of_bytes(BLOB)
@@ -185,5 +186,11 @@ def test_a_cancelled_fetch_cuts_the_transfer_off_and_leaves_nothing(
             return time.monotonic() - cancelled
 
     assert asyncio.run(run()) < 10
-    assert "river-transfer" not in {t.name for t in threading.enumerate()}
+    # The thread hands its end to the loop just before it returns: allow it that moment.
+    wait_for(
+        lambda: "river-transfer" not in {t.name for t in threading.enumerate()},
+        5,
+        interval=0.01,
+        what="the transfer thread to end",
+    )
     assert list(cache.tmp.iterdir()) == [] and list(cache.root.iterdir()) == []

@@ -43,6 +43,9 @@ SHARED = frozenset(
         "river_runner.splice",  # the socket relay the host's proxy and the runner share
         "river_runner.netlinks",  # pyroute2 link plumbing of the overlay's hub and spokes
         "river_runner.vps_shell",  # the terminal client (a local TTY to an exec WebSocket)
+        "river_runner.digest",  # the data plane's blob names (BLAKE3)
+        "river_runner.samehost",  # "same machine" for linking pushed blobs
+        "river_runner.sshkeys",  # ed25519 key pairs (VPS keys, the SSH proxy's, VM keys)
     }
 )
 WIRE = "river_runner.wire"

@@ -140,13 +140,16 @@ async def _in_thread(download: Download, progress: Progress) -> tuple[httpx.Resp
         finally:
             loop.call_soon_threadsafe(finished.set)
 
-    threading.Thread(target=work, name="river-download", daemon=True).start()
+    thread = threading.Thread(target=work, name="river-download", daemon=True)
+    thread.start()
     try:
         await finished.wait()
     except asyncio.CancelledError:
         download.cancel()
         await asyncio.shield(finished.wait())
         raise
+    finally:
+        thread.join()  # it has set `finished`: its last step, so this returns at once
     result = outcome[0]
     if isinstance(result, BaseException):
         raise result

@@ -1,6 +1,6 @@
 """The client's download of a data-plane body (pulled values, `get` archives) at socket speed.
 
-Why not httpx's `iter_raw` (docs/performance.md, "Client download on a raw socket"):
+Why not httpx's `iter_raw` (docs/performance.md, "The client's download on a raw socket"):
 httpcore reads 64 KiB `bytes` per recv, httpx joins them into chunks, and each chunk is
 copied again into the result: three copies and ~16,000 Python-level steps per GiB. Here
 the request is built by the client's own httpx client (`build_request`: the same token,

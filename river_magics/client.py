@@ -22,6 +22,7 @@ from .common import is_terminal, normalize_url, task_id
 from .core import ENV_EXEC_TIMEOUT, ENV_TIMEOUT, UPLOAD_TIMEOUT, ClientCore, StreamedResponse
 from .dataplane import CHUNK
 from .progress import Progress
+from .rawget import Download, direct
 from .task_handles import GroupCore, HandleCore
 
 __all__ = ["ENV_EXEC_TIMEOUT", "ENV_TIMEOUT", "Client", "TaskGroup", "TaskHandle", "is_terminal"]
@@ -97,11 +98,16 @@ class Client(Blocking, ClientCore):
         content = cast(Iterable[bytes], parts)
         return self._http.put(url, content=content, headers=headers, timeout=UPLOAD_TIMEOUT)
 
-    async def _io_download(self, url: str, progress: Progress) -> tuple[httpx.Response, bytearray]:
+    async def _io_download(self, url: str, progress: Progress) -> tuple[httpx.Response, memoryview]:
+        # On a raw socket straight into one buffer (river_magics/rawget.py); a proxy from
+        # the environment keeps httpx's path. An interrupt closes the connection.
+        if direct(url):
+            request = self._http.build_request("GET", url)
+            return Download(request, UPLOAD_TIMEOUT).run(progress)
         with self._http.stream("GET", url, timeout=UPLOAD_TIMEOUT) as response:
             if response.status_code >= 400:
                 response.read()
-                return response, bytearray()
+                return response, memoryview(bytearray())
             data = bytearray(int(response.headers.get("Content-Length") or 0))
             progress.total = len(data)
             at = 0
@@ -110,4 +116,4 @@ class Client(Blocking, ClientCore):
                 at += len(chunk)
                 progress.add(len(chunk))
             del data[at:]
-            return response, data
+            return response, memoryview(data)

@@ -498,7 +498,7 @@ class ClientCore:
         if response.status_code >= 400:
             raise error_from_response(response, "PUT", f"{API_PREFIX}/data/{digest}")
 
-    async def _download_pulled(self, id: str | int) -> bytearray | None:
+    async def _download_pulled(self, id: str | int) -> memoryview | None:
         """A task's pulled values as uploaded by its runner (a frame), or None if none."""
         path = f"/tasks/{task_id(id)}/pulled"
         response, data = await self._download(path, Progress("river: pulling", 0))
@@ -508,7 +508,7 @@ class ClientCore:
             raise error_from_response(response, "GET", API_PREFIX + path)
         return data
 
-    async def _download(self, path: str, progress: Progress) -> tuple[httpx.Response, bytearray]:
+    async def _download(self, path: str, progress: Progress) -> tuple[httpx.Response, memoryview]:
         """GET API PATH's body, closing PROGRESS however it ends; a dropped connection is
         the client's connection error. Status codes stay with the caller: what a 404
         means differs (no pulled values vs. a blob gone)."""
@@ -524,7 +524,7 @@ class ClientCore:
     ) -> httpx.Response:
         raise NotImplementedError
 
-    async def _io_download(self, url: str, progress: Progress) -> tuple[httpx.Response, bytearray]:
+    async def _io_download(self, url: str, progress: Progress) -> tuple[httpx.Response, memoryview]:
         raise NotImplementedError
 
     @io_method

@@ -97,7 +97,7 @@ def file_chunks(path: Path, progress: Progress) -> Iterator[bytes]:
             yield chunk
 
 
-def unpack(data: bytes | bytearray, local: str | os.PathLike[str]) -> Path:
+def unpack(data: bytes | bytearray | memoryview, local: str | os.PathLike[str]) -> Path:
     """Unpack a get's archive at LOCAL (inside it, if LOCAL is a directory); the path."""
     target = Path(local)
     with tempfile.TemporaryDirectory(prefix=".river-get-", dir=target.parent or ".") as stage:
@@ -120,7 +120,7 @@ def unpack(data: bytes | bytearray, local: str | os.PathLike[str]) -> Path:
 class _Reader:
     """A read-only file over the downloaded bytes (no copy)."""
 
-    def __init__(self, data: bytes | bytearray) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self.view, self.at = memoryview(data), 0
 
     def read(self, size: int = -1) -> bytes:

@@ -40,7 +40,9 @@ class _Host:
 
 def test_lines_added_while_a_batch_is_in_flight_are_sent(tmp_path: Path) -> None:
     async def scenario() -> list[str]:
-        config = RunnerConfig(host_url="http://host", join_token="t", data_dir=tmp_path)
+        config = RunnerConfig(
+            host_url="http://host", join_token="t", data_dir=tmp_path, results_in_memory=False
+        )
         agent = RunnerAgent(config, _Backend(), None)  # type: ignore[arg-type]
         host = _Host(agent)
         agent._http = host  # type: ignore[assignment]

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from river_runner.data import cache_dir_name
 from river_runner.data_out import memory_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -340,8 +342,12 @@ class Cluster:
             runner.kill(signal.SIGTERM)
         self.stop_host()
         _kill_leftover_tasks(self.root)
-        for runner in self.runners.values():  # results a killed runner left in memory
+        for runner in self.runners.values():
+            # Results a killed runner left in memory, and its blob cache, which lives beside
+            # the tasks' scratch directories (outside `root`) when tasks run as another account.
             shutil.rmtree(memory_dir(runner.name, runner.data_dir), ignore_errors=True)
+            cache = Path(tempfile.gettempdir()) / cache_dir_name(runner.name, runner.data_dir)
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -6,10 +6,8 @@ host and runner processes (process backend), the real `river` command."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,6 @@ import pytest
 
 from river_magics import Client
 from river_magics.errors import RiverError
-from river_runner.data import cache_dir_name
 from tests.cluster import Cluster, running_cluster
 
 RIVER = [sys.executable, "-m", "river_runner.cli"]
@@ -27,16 +24,12 @@ TASK_MAX = 1024**2  # data_task_max_bytes here: 1 MiB
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(tmp_path_factory.mktemp("cmdpush"))
-    try:
-        with running_cluster(
-            root,
-            ("p1", "--cpus", "0"),
-            extra_host_args=[f"--RiverHost.data_task_max_bytes={TASK_MAX}"],
-        ) as made:
-            yield made
-    finally:
-        cache = Path(tempfile.gettempdir()) / cache_dir_name("p1", root / "runners" / "p1")
-        shutil.rmtree(cache, ignore_errors=True)
+    with running_cluster(
+        root,
+        ("p1", "--cpus", "0"),
+        extra_host_args=[f"--RiverHost.data_task_max_bytes={TASK_MAX}"],
+    ) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,12 +28,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tasks under another a
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(tmp_path_factory.mktemp("data-link"))
-    try:
-        with running_cluster(root, ("n1", "--cpus", "0")) as made:
-            yield made
-    finally:
-        cache = Path(tempfile.gettempdir()) / cache_dir_name("n1", root / "runners" / "n1")
-        shutil.rmtree(cache, ignore_errors=True)
+    with running_cluster(root, ("n1", "--cpus", "0")) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

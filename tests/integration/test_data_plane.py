@@ -6,7 +6,6 @@ Real host and runner processes (tests/cluster.py), real numpy arrays, real socke
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import tempfile
 import threading
@@ -35,12 +34,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # The default bounds (8 GiB a user): a 1 GiB push and its 1 GiB result fit together.
     # The runner fetches over HTTP as from another machine (tests/integration/
     # test_data_link.py covers the hard link a runner on the host's machine makes).
-    try:
-        with running_cluster(root, ("n1", "--cpus", "0", "--no-data-link")) as made:
-            yield made
-    finally:  # the runner's blob cache may live beside task scratch dirs, outside `root`
-        cache = Path(tempfile.gettempdir()) / cache_dir_name("n1", root / "runners" / "n1")
-        shutil.rmtree(cache, ignore_errors=True)
+    with running_cluster(root, ("n1", "--cpus", "0", "--no-data-link")) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ with nothing left on the host. Real kernels (nbclient, jupyter_client), real hos
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,6 @@ from typing import Any
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from river_runner.data import cache_dir_name
 from tests.cluster import Cluster, running_cluster, wait_for
 from tests.integration.test_notebook_experience import execute, notebook_of, text_of
 
@@ -26,12 +23,8 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(tmp_path_factory.mktemp("data-nb"))
-    try:
-        with running_cluster(root, ("n1", "--cpus", "0")) as made:
-            yield made
-    finally:
-        cache = Path(tempfile.gettempdir()) / cache_dir_name("n1", root / "runners" / "n1")
-        shutil.rmtree(cache, ignore_errors=True)
+    with running_cluster(root, ("n1", "--cpus", "0")) as made:
+        yield made
 
 
 def _data(cluster: Cluster, part: str) -> list[Path]:

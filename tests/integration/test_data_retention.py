@@ -4,8 +4,6 @@ pushed stays. Real host and runner processes, the sweep on its own timer."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,6 @@ import pytest
 
 from river_magics import Client
 from river_magics.dataplane import Frame, frame
-from river_runner.data import cache_dir_name
 from tests.cluster import Cluster, as_user, running_cluster, wait_for
 
 A = "/river/api"
@@ -24,16 +21,12 @@ RETENTION = 2.0  # seconds; the host sweeps every second then
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    try:
-        with running_cluster(
-            tmp_path,
-            ("n1", "--cpus", "0"),
-            extra_host_args=[f"--RiverHost.data_retention={RETENTION}"],
-        ) as made:
-            yield made
-    finally:
-        cache = Path(tempfile.gettempdir()) / cache_dir_name("n1", tmp_path / "runners" / "n1")
-        shutil.rmtree(cache, ignore_errors=True)
+    with running_cluster(
+        tmp_path,
+        ("n1", "--cpus", "0"),
+        extra_host_args=[f"--RiverHost.data_retention={RETENTION}"],
+    ) as made:
+        yield made
 
 
 def test_expired_results_and_unused_blobs_go_and_a_live_tasks_blob_stays(

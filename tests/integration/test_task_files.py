@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,6 @@ import pytest
 
 from river_magics import Client
 from river_magics.errors import RiverError
-from river_runner.data import cache_dir_name
 from tests.cluster import Cluster, as_user, running_cluster, wait_for
 
 A = "/river/api"
@@ -34,12 +31,8 @@ WAITER = (
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(tmp_path_factory.mktemp("files"))
-    try:
-        with running_cluster(root, ("n1", "--cpus", "0")) as made:
-            yield made
-    finally:
-        cache = Path(tempfile.gettempdir()) / cache_dir_name("n1", root / "runners" / "n1")
-        shutil.rmtree(cache, ignore_errors=True)
+    with running_cluster(root, ("n1", "--cpus", "0")) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

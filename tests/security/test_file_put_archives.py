@@ -12,9 +12,7 @@ the node are lost).
 from __future__ import annotations
 
 import io
-import shutil
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,6 @@ import pytest
 
 from river_magics import Client
 from river_runner import digest as blob_digest
-from river_runner.data import cache_dir_name
 from tests.cluster import Cluster, as_user, running_cluster, wait_for
 
 A = "/river/api"
@@ -33,12 +30,8 @@ A = "/river/api"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(tmp_path_factory.mktemp("hostile-put"))
-    try:
-        with running_cluster(root, ("n1", "--cpus", "0")) as made:
-            yield made
-    finally:
-        cache = Path(tempfile.gettempdir()) / cache_dir_name("n1", root / "runners" / "n1")
-        shutil.rmtree(cache, ignore_errors=True)
+    with running_cluster(root, ("n1", "--cpus", "0")) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

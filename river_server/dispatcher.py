@@ -160,6 +160,9 @@ class Dispatcher:
         # Checkpoint grace of a displaced preemptible task (river_server/preemption.py).
         self.preempt_grace = tasks.priorities.grace
         self._stops: set[asyncio.Task] = set()
+        # Victims whose checkpoint this process started (DB writer thread only): a marked
+        # victim not in it was marked by a host before a restart, and `resume` drives it.
+        self._driven: set[int] = set()
         self._held_by_node: dict[str, list[Held]] = {}
         self._wanted = False
         self._running: asyncio.Task | None = None
@@ -299,6 +302,7 @@ class Dispatcher:
             self.work.call_on_loop(self._start_launch, task)
         for move in moves:
             for victim in move.victims:
+                self._driven.add(victim.id)
                 self.work.call_on_loop(
                     self._start_displace, victim.node, victim.id, preemption.checkpoint(victim)
                 )
@@ -344,6 +348,51 @@ class Dispatcher:
                 "task %s displaces %s on %s (%s)", move.waiter.id, names, move.node, move.why
             )
         return moves
+
+    def resume(self, node: str) -> None:
+        """A runner has registered (on the DB writer): finish what a previous host process
+        began on it. Each victim there that is marked but whose checkpoint this process never
+        started (the host restarted between the mark and the runner's report) gets it
+        started again; without this it stayed running and marked for ever, its waiter
+        waiting and no other waiter able to take it (preemption.displaceable)."""
+        drive: list[tuple[int, str]] = []
+        with self.sessions.begin() as session:
+            if self.fence is not None and not self.fence(session):
+                return
+            self._prune_driven(session)
+            for victim in self.tasks.active_on(session, node):
+                if not (victim.spec or {}).get("preempting") or victim.id in self._driven:
+                    continue
+                how = preemption.checkpoint(victim)
+                self._driven.add(victim.id)
+                drive.append((victim.id, how))
+                what = (
+                    "snapshot, then stop"
+                    if how == preemption.SNAPSHOT
+                    else f"SIGTERM, then SIGKILL after {self.preempt_grace:g}s"
+                )
+                session.add(
+                    db.TaskTransition(
+                        task_id=victim.id,
+                        state=victim.state,
+                        at=time.time(),
+                        detail=f"checkpoint started again after a host restart ({what})",
+                    )
+                )
+                self.log.info("displacement of task %s on %s driven again", victim.id, node)
+        for task_id, how in drive:
+            self.work.call_on_loop(self._start_displace, node, task_id, how)
+
+    def _prune_driven(self, session: Any) -> None:
+        """Forget victims that are no longer marked (requeued, ended, released)."""
+        if not self._driven:
+            return
+        still = session.scalars(
+            select(db.Task).where(
+                db.Task.id.in_(list(self._driven)), db.Task.state.in_(ACTIVE_STATES)
+            )
+        )
+        self._driven = {t.id for t in still if (t.spec or {}).get("preempting")}
 
     def _start_displace(self, node: str | None, task_id: int, how: str) -> None:
         stop = asyncio.ensure_future(self._displace(node or "", task_id, how))

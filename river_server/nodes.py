@@ -284,6 +284,8 @@ class NodeRegistry:
             version=version[:64] if isinstance(version, str) else None,
         )
         kill = self.reconcile(name, body.get("running") or {})
+        # Displacements a previous host process marked but never signalled (preemption.py).
+        self.dispatcher.resume(name)
         self.publish(node)
         self.dispatcher.wake()
         return {

@@ -15,6 +15,14 @@ user's stop, river_server/vps.py), then killed; when the requeue comes, the same
 goes back to the queue running from that snapshot, pinned to the node that holds it
 (`requeue_fields`), so it keeps its VPS and task id, owner, SSH keys, overlay address and
 the files in its home. A VM VPS is not offered (its disk, not a commit, is its state).
+
+The mark is in the database; the checkpoint's start (the signal, the snapshot) is the
+dispatcher's, in memory. A host that restarts between the two finds victims marked that no
+runner was told to stop: when each one's runner registers with it, the dispatcher starts the checkpoint of each such victim again
+(`Dispatcher.resume`), so the victim is never left marked and running; its end requeues
+it as usual. It does so whether or not the waiter still waits: a host cannot tell whether
+its predecessor's SIGTERM reached the runner, and a victim whose mark were dropped after it
+had would end at the grace's SIGKILL as `failed`, not requeued (docs/design-decisions.md).
 """
 
 from __future__ import annotations
@@ -240,3 +248,4 @@ def shift(lines: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
     if not offset:
         return lines
     return [{**line, "seq": int(line["seq"]) + offset} for line in lines]
+

@@ -248,4 +248,3 @@ def shift(lines: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
     if not offset:
         return lines
     return [{**line, "seq": int(line["seq"]) + offset} for line in lines]
-

@@ -134,8 +134,6 @@ def test_restarted_host_requeues_a_victim_whose_waiter_is_gone(cluster: Cluster)
         assert f"after {RESTARTED_GRACE}s" in details, details
         # Its second run starts on the free node and is an ordinary running task.
         cluster.wait_task(victim["id"], "running", 30)
-        wait_for(
-            lambda: _lines(cluster, victim["id"]).count("working") == 2, 20, what="second run"
-        )
+        wait_for(lambda: _lines(cluster, victim["id"]).count("working") == 2, 20, what="second run")
     finally:
         _end(cluster, victim["id"])

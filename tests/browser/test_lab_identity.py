@@ -18,6 +18,7 @@ from river_server import db
 from tests.browser.conftest import ARTIFACTS, checkout_extension, start_lab
 from tests.browser.test_labextension import expect, open_panel
 from tests.cluster import Cluster
+from tests.integration.test_lab_bridge import SERVER_TOKEN, UserServer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -127,3 +128,28 @@ def test_after_a_401_the_header_shows_whoever_logs_in_next(browser: Any, lab: Cl
         expect(me).to_have_attribute("data-user", "uma-user", timeout=45_000)
         expect(me).to_have_text("Signed in as uma-user (user)")
         expect(panel.locator(".jp-River-error")).to_have_count(0)
+
+
+def test_in_a_hub_users_own_lab_the_header_shows_that_user(
+    browser: Any, lab: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A user's own Jupyter (as the Hub spawns it) forwards /river/api/* as its user
+    (river_magics/lab_bridge.py): the panel there names that user, with their groups."""
+    root = tmp_path_factory.mktemp("user-server")
+    token = lab.make_users("alice")["alice"]
+    response = lab.request(
+        "POST", "/river/api/groups", json={"name": "physics", "members": ["alice"]}
+    )
+    assert response.status_code == 201, response.text
+    with checkout_extension(root):
+        server = UserServer(root, lab.url, token)
+    try:
+        with browser_context(browser, "identity-user-server") as context:
+            page = context.new_page()
+            page.goto(f"{server.url}/lab?token={SERVER_TOKEN}", wait_until="domcontentloaded")
+            expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=90_000)
+            me = header_identity(open_panel(page))
+            expect(me).to_have_text("Signed in as alice (user)")
+            expect(me).to_have_attribute("title", "Signed in as alice, role user; groups: physics")
+    finally:
+        server.close()

@@ -31,6 +31,8 @@ export type ITaskRef = Pick<ITask, 'id'> & Partial<ITask>;
  */
 export type IPort = Schemas['VpsPort'];
 export type IVps = Schemas['Vps'];
+/** Who the panel acts as (GET /river/api/me): a name, a role, the user's groups. */
+export type IUser = Schemas['User'];
 
 /**
  * One GPU as the runner reports it. The contract keeps a node's `gpus` and `metrics` open
@@ -158,9 +160,8 @@ export class RiverAPI {
     return data as T;
   }
 
-  async me(): Promise<string> {
-    const data = await this.request<{ user: { name: string } }>('me');
-    return data.user.name;
+  async me(): Promise<IUser> {
+    return (await this.request<{ user: IUser }>('me')).user;
   }
 
   async nodes(): Promise<INode[]> {
@@ -285,6 +286,19 @@ export class EventStream implements IDisposable {
     window.clearTimeout(this.timer);
     this.source?.close();
     this.source = null;
+  }
+
+  /** Drop the connection and open a new one: a stream opened under another login
+   * carries that login's identity until it ends. */
+  reconnect(): void {
+    if (this.disposed) {
+      return;
+    }
+    window.clearTimeout(this.timer);
+    this.source?.close();
+    this.setOpen(false);
+    this.delay = 1000;
+    this.connect();
   }
 
   private connect(): void {

@@ -6,6 +6,10 @@
  * applied after it, so nothing is lost across reconnects. Node metrics change with
  * heartbeats, which send no events, so nodes (and VPSes) are also re-read every few
  * seconds while the page is visible.
+ *
+ * Who the panel acts as (`user`, GET /me) is read on the first refresh and again after
+ * the host refuses a read with 401 or 403 (a request without a login gets jupyter_server's
+ * 403): the login ended, and whoever logs in next may be someone else.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 import { IDisposable } from '@lumino/disposable';
@@ -14,6 +18,7 @@ import {
   EventStream,
   INode,
   ITask,
+  IUser,
   IVps,
   RiverAPI,
   RiverAPIError,
@@ -38,6 +43,8 @@ export class RiverModel implements IDisposable {
   readonly nodes = new Map<string, INode>();
   readonly tasks = new Map<string, ITask>();
   me = '';
+  /** Who the panel acts as, from GET /me; null until read and after a 401. */
+  user: IUser | null = null;
   vps: IVps[] | null = null;
   /** null: fine; otherwise why the panel cannot show the cluster. */
   error: string | null = null;
@@ -138,14 +145,18 @@ export class RiverModel implements IDisposable {
   private async _refresh(): Promise<void> {
     this._buffer = [];
     try {
-      const [me, nodes, active, mine, vps] = await Promise.all([
-        this.me ? Promise.resolve(this.me) : this.api.me(),
+      const [user, nodes, active, mine, vps] = await Promise.all([
+        this.user ?? this.api.me(),
         this.api.nodes(),
         this.api.tasks(true, ACTIVE_STATES),
         this.api.tasks(false),
         this.api.vpsList().catch(() => null)
       ]);
-      this.me = me;
+      if (this.me && this.me !== user.name) {
+        this._stream?.reconnect(); // it still carries the previous login
+      }
+      this.user = user;
+      this.me = user.name;
       this._setNodes(nodes);
       this.tasks.clear();
       for (const task of [...active, ...mine.slice(0, MY_TASKS_KEPT)]) {
@@ -156,9 +167,13 @@ export class RiverModel implements IDisposable {
       this._retryDelay = RETRY_MIN_MS;
     } catch (error) {
       const missing = error instanceof RiverAPIError && error.status === 404;
+      const signedOut = this._signedOut(error);
       this.error = missing
         ? 'This server has no River API.'
-        : `Cannot read the cluster state: ${(error as Error).message}`;
+        : signedOut
+          ? `Signed out (${(error as Error).message}): log in again; the panel ` +
+            'reconnects by itself.'
+          : `Cannot read the cluster state: ${(error as Error).message}`;
       // A network blip or a restarting host: try again, less and less often.
       window.clearTimeout(this._retry);
       this._retry = window.setTimeout(
@@ -274,9 +289,28 @@ export class RiverModel implements IDisposable {
       }
       this.vps = vps;
       this._emit();
-    } catch {
-      // The event stream's reconnect re-reads everything once the host answers again.
+    } catch (error) {
+      // The event stream's reconnect re-reads everything once the host answers again;
+      // a refusal is not a blip: show it, and re-read (identity included) until it passes.
+      if (this._signedOut(error)) {
+        void this.refresh();
+      }
     }
+  }
+
+  /**
+   * Whether `error` says the login is gone (401, or the 403 a request without one gets:
+   * every read of a refresh is open to any signed-in user); then who we are is read again.
+   */
+  private _signedOut(error: unknown): boolean {
+    if (
+      error instanceof RiverAPIError &&
+      (error.status === 401 || error.status === 403)
+    ) {
+      this.user = null;
+      return true;
+    }
+    return false;
   }
 
   private _emit(): void {

@@ -152,7 +152,7 @@ export class RiverPanel extends Widget {
         'Re-read the cluster'
       )
     );
-    const sections: Child[] = [header];
+    const sections: Child[] = [header, this.identity()];
     if (m.error) {
       sections.push(h('div', { class: 'jp-River-error' }, m.error));
     } else {
@@ -169,6 +169,32 @@ export class RiverPanel extends Widget {
       }
     }
     this.node.replaceChildren(...(sections.filter(Boolean) as Node[]));
+  }
+
+  /**
+   * "NAME (ROLE)": who this panel acts as, so a shared lab or a second browser shows at
+   * a glance whose tasks these are. Text only: a name is user input (a Hub's, say).
+   */
+  private identity(): HTMLElement | null {
+    const user = this.model.user;
+    if (!user) {
+      return null;
+    }
+    const groups = user.groups?.length
+      ? `; groups: ${user.groups.join(', ')}`
+      : '';
+    return h(
+      'div',
+      {
+        class: 'jp-River-me',
+        'data-user': user.name,
+        'data-role': user.role,
+        title: `Signed in as ${user.name}, role ${user.role}${groups}`
+      },
+      'Signed in as ',
+      h('span', { class: 'jp-River-meName' }, user.name),
+      ` (${user.role})`
+    );
   }
 
   private section(name: string, title: string, body: HTMLElement): HTMLElement {

@@ -11,21 +11,37 @@ not change.
 
 A blob named by sha256 (an older client's upload, a task queued before the change) is
 still accepted: `matches` tries sha256 when BLAKE3 disagrees, reading the file once more.
+So a client that cannot load the compiled `blake3` (River's modules put on a kernel's path
+as a zip, say) names its blobs by sha256 and still works, only slower; host and runner
+always have it (a dependency of the package).
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Protocol
 
-import blake3
+try:
+    import blake3
+except ImportError:  # a client without compiled packages: sha256 names (see above)
+    blake3 = None  # type: ignore[assignment]
 
 ALGORITHM = "BLAKE3"
 CHUNK = 4 * 1024 * 1024
 
 
-def hasher() -> blake3.blake3:
-    """A new BLAKE3 hasher that may use every core for large updates (it releases the GIL)."""
+class Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> object: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def hasher() -> Hasher:
+    """A new BLAKE3 hasher that may use every core for large updates (it releases the GIL);
+    sha256 where blake3 cannot be loaded."""
+    if blake3 is None:
+        return hashlib.sha256()
     return blake3.blake3(max_threads=blake3.blake3.AUTO)
 
 
@@ -37,7 +53,9 @@ def of_bytes(data: bytes | memoryview) -> str:
 
 def file_digest(path: Path | str) -> str:
     """The BLAKE3 of a file's bytes, read through mmap and hashed on every core."""
-    hashing = hasher()
+    if blake3 is None:
+        return legacy_sha256(path)
+    hashing = blake3.blake3(max_threads=blake3.blake3.AUTO)
     hashing.update_mmap(str(path))
     return hashing.hexdigest()
 

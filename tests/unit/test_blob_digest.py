@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import blake3
+import pytest
 
 from river_runner import digest
 
@@ -36,3 +37,18 @@ def test_a_sha256_name_from_before_blake3_still_matches_but_no_other_name_does(
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert digest.file_digest(empty) == blake3.blake3(b"").hexdigest()
+
+
+def test_a_client_without_blake3_names_blobs_by_sha256_which_hosts_accept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """River's modules on a kernel's path as a zip cannot load the compiled blake3: such a
+    client still pushes, naming by sha256 (the host's `matches` accepts it)."""
+    path = tmp_path / "blob"
+    path.write_bytes(b"pushed from a zip")
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    with monkeypatch.context() as patched:
+        patched.setattr(digest, "blake3", None)
+        assert digest.of_bytes(path.read_bytes()) == expected
+        assert digest.file_digest(path) == expected
+    assert digest.matches(path, expected, digest.file_digest(path))

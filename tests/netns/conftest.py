@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from river_runner import task_netns
+from river_runner.data_out import memory_dir
 from tests.cluster import JOIN_TOKEN, _kill_leftover_tasks
 from tests.netns.topology import (
     EchoServer,
@@ -126,6 +127,8 @@ class OverlayCluster:
         )
         self.runner_processes[name] = process
         self.topology.processes.append(process)
+        # A killed runner leaves its in-memory results directory (river_runner/data_out.py).
+        self.topology.leftovers.append(memory_dir(name, self.root / "runners" / name))
 
     def node(self, name: str) -> dict[str, Any] | None:
         nodes = {n["name"]: n for n in self.api.get("/river/api/nodes")["nodes"]}

@@ -146,6 +146,8 @@ class Topology:
     prefix: str = field(default_factory=lambda: f"rvt{secrets.token_hex(3)}")
     machines: dict[str, Machine] = field(default_factory=dict)
     processes: list[subprocess.Popen] = field(default_factory=list)
+    # Directories the processes made outside the test's root (removed after they stop).
+    leftovers: list[Path] = field(default_factory=list)
     _made: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -191,6 +193,8 @@ class Topology:
     def close(self) -> None:
         for process in self.processes:
             stop(process)
+        for path in self.leftovers:
+            shutil.rmtree(path, ignore_errors=True)
         for machine in self.machines.values():
             if machine.inside is not None:
                 machine.inside.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from river_runner import task_netns
+from river_runner.data import cache_dir_name
 from river_runner.data_out import memory_dir
 from tests.cluster import JOIN_TOKEN, _kill_leftover_tasks
 from tests.netns.topology import (
@@ -127,8 +129,11 @@ class OverlayCluster:
         )
         self.runner_processes[name] = process
         self.topology.processes.append(process)
-        # A killed runner leaves its in-memory results directory (river_runner/data_out.py).
-        self.topology.leftovers.append(memory_dir(name, self.root / "runners" / name))
+        # A killed runner leaves its in-memory results directory (river_runner/data_out.py)
+        # and its blob cache beside the tasks' scratch directories, both outside `root`.
+        data_dir = self.root / "runners" / name
+        self.topology.leftovers.append(memory_dir(name, data_dir))
+        self.topology.leftovers.append(Path(tempfile.gettempdir()) / cache_dir_name(name, data_dir))
 
     def node(self, name: str) -> dict[str, Any] | None:
         nodes = {n["name"]: n for n in self.api.get("/river/api/nodes")["nodes"]}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ import httpx
 
 from river_runner.blobwrite import SinkError
 from river_runner.bulkhttp import BulkHTTPError, Transfer, get_to_file, put_file, url_with
+from river_runner.data_out import data_dir_key
 from river_runner.digest import file_digest, matches
 from river_runner.samehost import FILE_HEADER, LINK_HEADER, PATH_HEADER, file_identity, machine_id
 
@@ -75,8 +75,7 @@ def container_data(
 
 def cache_dir_name(runner: str, data_dir: Path) -> str:
     """The cache's directory name beside the tasks' scratch directories."""
-    key = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
-    return f"river-data-{runner}-{key}"
+    return f"river-data-{runner}-{data_dir_key(data_dir)}"
 
 
 def size_text(path: Path) -> str:
@@ -152,7 +151,6 @@ class DataCache:
         # Take blobs by hard link from a host on this machine (river_runner/samehost.py):
         # only when the caller knows tasks cannot write the cache's files.
         self.link = link and bool(machine_id())
-        self.linked_bytes = 0
 
     def path(self, digest: str) -> Path:
         return self.root / digest
@@ -185,7 +183,6 @@ class DataCache:
             linked = await self._link(http, headers, url, temp) if self.link else None
             if linked is not None:
                 got = linked
-                self.linked_bytes += temp.stat().st_size
             else:
                 got, _ = await _in_thread(transfer, get_to_file, transfer, temp, counted)
             if not await asyncio.to_thread(matches, temp, digest, got):

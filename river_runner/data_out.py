@@ -53,11 +53,16 @@ def _safe_dir(path: Path) -> bool:
     )
 
 
+def data_dir_key(data_dir: Path) -> str:
+    """A short digest of a runner's data directory: directories named with it outside that
+    directory (its blob cache, its results in memory) are never shared by two runners of
+    one name."""
+    return hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+
+
 def memory_dir(runner: str, data_dir: Path, shm: Path = SHM) -> Path:
-    """The runner's directory in memory: its name and a digest of its data directory, so
-    two runners of one name never share it."""
-    key = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
-    return shm / f"river-out-{runner}-{key}"
+    """The runner's directory in memory, named as its blob cache is."""
+    return shm / f"river-out-{runner}-{data_dir_key(data_dir)}"
 
 
 def results_dir(runner: str, data_dir: Path, fallback: Path, shm: Path = SHM) -> Path:
